@@ -1,0 +1,1 @@
+"""Datasets that yield raw sensor data (:class:`anyseg_core.sensors.RawFrame`) and labels."""

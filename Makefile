@@ -1,0 +1,103 @@
+# anyseg_ros developer tasks. `make` alone lists them; docs/installation.md explains setup.
+SHELL := /bin/bash
+# pipefail: a command piped through PIPFILTER still fails the target when it fails.
+.SHELLFLAGS := -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PYTHON ?= python3
+# torch goes in first, on its own: these pins lie on this machine's disk (pip reads them
+# from there). On a CUDA machine, pick the index of your CUDA version, e.g.
+#   make setup TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cu126"
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+TORCH_PIP_ARGS ?=
+# Extras of setup.py always installed; `cv` and `ros` are added when there is no sourced
+# ROS 2 (a ROS install brings its own OpenCV and rclpy, see docs/installation.md).
+EXTRAS ?= test,data
+PIPFLAGS ?= -q
+PYTEST_ARGS ?=
+
+# Everything started from here discovers ROS 2 peers on loopback only.
+export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
+
+VPY := $(VENV)/bin/python
+PIP := $(VPY) -m pip
+# pip -q still prints one warning per package for every configured local index folder
+# that lacks it (hundreds of lines on this machine); drop those, keep everything else.
+PIPFILTER := 2>&1 | { grep -v "^WARNING: Location '.*' is ignored: it is neither a file nor a directory" || true; }
+# How the venv gets rclpy, decided once when it is created: "system" or "wheels".
+ROS_MODE := $(VENV)/.anyseg-ros-mode
+# The install stamp's name carries a checksum of what decides the install: editing
+# setup.py, setup.cfg or the variables above re-runs it, and nothing else does.
+SETUP_SUM := $(shell { cat setup.py setup.cfg; echo '$(TORCH)|$(TORCH_PIP_ARGS)|$(EXTRAS)'; } | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.anyseg-installed-$(SETUP_SUM)
+
+.PHONY: help setup test demo bench wheel clean distclean
+
+help:
+	@echo "make setup      create $(VENV) (torch, then pip install -e .[$(EXTRAS),...]); no-op when up to date"
+	@echo "make test       setup, then pytest over test/"
+	@echo "make demo       setup, then render the synthetic demo scene into demo_output/"
+	@echo "make bench      setup, then run every benchmarks/*.py"
+	@echo "make wheel      build dist/anyseg_ros-*.whl"
+	@echo "make clean      remove build artefacts and caches (keeps $(VENV))"
+	@echo "make distclean  clean, and remove $(VENV), .hypothesis/ and demo_output/"
+	@echo "Variables: VENV=$(VENV) PYTHON=$(PYTHON) TORCH='$(TORCH)' TORCH_PIP_ARGS= EXTRAS=$(EXTRAS) PIPFLAGS=$(PIPFLAGS) PYTEST_ARGS="
+
+setup: $(STAMP)
+
+# A PYTHON that imports rclpy means a sourced ROS 2: the venv sees it through
+# --system-site-packages. Otherwise the venv gets the ROS 2 wheels from PyPI.
+$(ROS_MODE):
+	@if $(PYTHON) -c 'import rclpy' >/dev/null 2>&1; then \
+	  echo "==> $(PYTHON) imports rclpy (sourced ROS 2): creating $(VENV) with --system-site-packages"; \
+	  $(PYTHON) -m venv --system-site-packages $(VENV) && echo system > $@; \
+	else \
+	  echo "==> $(PYTHON) has no rclpy: creating $(VENV); it gets the ROS 2 wheels from PyPI"; \
+	  $(PYTHON) -m venv $(VENV) && echo wheels > $@; \
+	fi
+
+# setuptools >= 70.1 builds wheels by itself, so the `wheel` package stays out: with it
+# installed, pip 23 runs the legacy `setup.py develop` for `pip install -e .` (this project
+# has no pyproject.toml), and setuptools >= 80 rejects setup.cfg's [develop] script_dir
+# there ("command 'develop' has no such option 'script_dir'"). --use-pep517 makes sure.
+$(STAMP): $(ROS_MODE)
+	@echo "==> $(VENV): installing build tools and $(TORCH)"
+	@$(PIP) install $(PIPFLAGS) 'setuptools>=70.1' $(PIPFILTER)
+	$(if $(strip $(TORCH)),@$(PIP) install $(PIPFLAGS) $(TORCH_PIP_ARGS) $(TORCH) $(PIPFILTER))
+	@extras='$(EXTRAS)'; \
+	if [ "$$(cat $(ROS_MODE))" = wheels ]; then extras="$$extras,cv,ros"; fi; \
+	echo "==> $(VENV): pip install -e .[$$extras]"; \
+	$(PIP) install $(PIPFLAGS) --use-pep517 -e ".[$$extras]" $(PIPFILTER)
+	@rm -f $(VENV)/.anyseg-installed-*
+	@touch $@
+	@echo "==> $(VENV) is ready"
+
+test: setup
+	$(VPY) -m pytest $(PYTEST_ARGS)
+
+demo: setup
+	$(VPY) -m anyseg_core.data.synthetic scene --out demo_output
+
+bench: setup
+	@found=0; \
+	for f in benchmarks/*.py; do \
+	  [ -e "$$f" ] || continue; \
+	  case "$${f##*/}" in _*) continue ;; esac; \
+	  found=1; echo "==> $$f"; \
+	  $(VPY) "$$f" || exit 1; \
+	done; \
+	[ $$found = 1 ] || echo "no benchmarks/*.py yet"
+
+# Builds from a clean build/ so that a module deleted from the tree cannot linger in it.
+wheel: setup
+	@rm -rf build
+	@$(PIP) wheel $(PIPFLAGS) --no-deps --no-build-isolation --use-pep517 -w dist . $(PIPFILTER)
+	@ls -1 dist/*.whl
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache
+	find anyseg_core anyseg_ros test benchmarks launch -name __pycache__ -type d -prune -exec rm -rf {} + 2>/dev/null || true
+
+distclean: clean
+	rm -rf $(VENV) .hypothesis demo_output

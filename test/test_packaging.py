@@ -1,0 +1,271 @@
+"""The installed interface of the package: wheel contents, package.xml, launch, params.
+
+colcon and pip both install from setup.py; what ROS tools find afterwards (the ament index
+marker, share/anyseg_ros/{package.xml,launch,config}, executables) is checked here on a
+wheel and on a colcon-style `setup.py install`, both made from a copy of the sources so
+that the tests never write into the working tree.
+"""
+import configparser
+import importlib.metadata
+import importlib.util
+import shutil
+import subprocess
+import sys
+import sysconfig
+import xml.etree.ElementTree as ET
+import zipfile
+from email.parser import Parser
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = 'anyseg_ros'
+PYTHON_PACKAGES = ('anyseg_core', 'anyseg_ros')
+# What setup.py builds from; anything else in the tree is not part of the package.
+SOURCES = ('setup.py', 'setup.cfg', 'package.xml', 'resource', 'launch', 'config',
+           *PYTHON_PACKAGES)
+CONSOLE_SCRIPTS = {'anyseg_synthetic': 'anyseg_core.data.synthetic.__main__:main'}
+LAUNCH_ARGUMENTS = {'params_file', 'checkpoint', 'device', 'namespace', 'use_sim_time',
+                    'camera_image', 'camera_info', 'lidar_points', 'events', 'depth_image'}
+ROS_EXEC_DEPENDS = {'rclpy', 'sensor_msgs', 'std_msgs', 'diagnostic_msgs',
+                    'builtin_interfaces', 'launch', 'launch_ros'}
+
+
+def _run(cmd, **kwargs):
+    result = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+    assert result.returncode == 0, (
+        f'{" ".join(map(str, cmd))} failed ({result.returncode}):\n'
+        f'{result.stdout[-3000:]}\n{result.stderr[-3000:]}')
+    return result
+
+
+def _copy_sources(parent):
+    """Copy what setup.py builds from into parent/anyseg_ros; return that folder."""
+    source = parent / PACKAGE
+    source.mkdir()
+    ignore = shutil.ignore_patterns('__pycache__', '*.pyc', '*.egg-info')
+    for name in SOURCES:
+        path = REPO_ROOT / name
+        if path.is_dir():
+            shutil.copytree(path, source / name, ignore=ignore)
+        elif path.exists():
+            shutil.copy2(path, source / name)
+    return source
+
+
+@pytest.fixture(scope='module')
+def wheel(tmp_path_factory):
+    """Build the wheel from a copy of the sources; return (path, ZipFile)."""
+    source = _copy_sources(tmp_path_factory.mktemp('source'))
+    out = tmp_path_factory.mktemp('wheelhouse')
+    _run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation',
+          '--use-pep517', '--no-index', '-q', '-w', str(out), str(source)], cwd=source)
+    (path,) = out.glob(f'{PACKAGE}-*.whl')
+    with zipfile.ZipFile(path) as zf:
+        yield path, zf
+
+
+def _wheel_version(zf):
+    (name,) = [n for n in zf.namelist() if n.endswith('.dist-info/METADATA')]
+    return Parser().parsestr(zf.read(name).decode())['Version']
+
+
+def _package_xml():
+    return ET.parse(REPO_ROOT / 'package.xml').getroot()
+
+
+def test_wheel_has_ros_data_files(wheel):
+    _, zf = wheel
+    names = set(zf.namelist())
+    data = f'{PACKAGE}-{_wheel_version(zf)}.data/data/'
+    for installed in ('share/ament_index/resource_index/packages/anyseg_ros',
+                      'share/anyseg_ros/package.xml',
+                      'share/anyseg_ros/launch/anyseg.launch.py',
+                      'share/anyseg_ros/config/anyseg.yaml'):
+        assert data + installed in names, f'{installed} missing from the wheel'
+
+
+def test_wheel_has_every_module(wheel):
+    """Every .py file under the two packages ships; a folder without __init__.py would not."""
+    _, zf = wheel
+    names = set(zf.namelist())
+    for package in PYTHON_PACKAGES:
+        assert f'{package}/__init__.py' in names
+        for path in sorted((REPO_ROOT / package).rglob('*.py')):
+            relative = path.relative_to(REPO_ROOT)
+            if '__pycache__' in relative.parts:
+                continue
+            missing_init = [
+                str(Path(*relative.parts[:i]))
+                for i in range(1, len(relative.parts))
+                if not (REPO_ROOT.joinpath(*relative.parts[:i]) / '__init__.py').exists()
+            ]
+            assert not missing_init, (
+                f'{relative} is not packaged: add __init__.py to {missing_init}')
+            assert relative.as_posix() in names, f'{relative} missing from the wheel'
+        for pattern in ('checkpoints/*.safetensors', 'checkpoints/*.json'):
+            for path in (REPO_ROOT / package).glob(pattern):
+                assert path.relative_to(REPO_ROOT).as_posix() in names
+
+
+def test_wheel_declares_console_scripts(wheel):
+    _, zf = wheel
+    (name,) = [n for n in zf.namelist() if n.endswith('.dist-info/entry_points.txt')]
+    entry_points = configparser.ConfigParser()
+    entry_points.read_string(zf.read(name).decode())
+    assert dict(entry_points['console_scripts']) == CONSOLE_SCRIPTS
+
+
+def test_pip_puts_console_scripts_on_path(wheel, tmp_path):
+    """setup.cfg sends scripts to lib/anyseg_ros for colcon; a pip install still uses bin/.
+
+    The wheel goes into a new empty venv (pip --python): `pip install --prefix` would first
+    uninstall the project from the environment running the tests.
+    """
+    path, _ = wheel
+    venv = tmp_path / 'venv'
+    _run([sys.executable, '-m', 'venv', '--without-pip', str(venv)])
+    _run([sys.executable, '-m', 'pip', '--python', str(venv / 'bin' / 'python'), 'install',
+          '--no-deps', '--no-index', '-q', str(path)], cwd=tmp_path)
+    for script in CONSOLE_SCRIPTS:
+        assert (venv / 'bin' / script).is_file(), f'{script} not in {venv / "bin"}'
+        assert not (venv / 'lib' / PACKAGE / script).exists()
+    assert (venv / 'share' / PACKAGE / 'package.xml').is_file()
+
+
+def test_colcon_style_install_puts_executables_in_lib_package(tmp_path):
+    """What colcon's ament_python build runs (setup.py install): executables go where
+    `ros2 run anyseg_ros ...` looks, share/ gets the launch and config files."""
+    source = _copy_sources(tmp_path)
+    prefix, build = tmp_path / 'install', tmp_path / 'build'
+    build.mkdir()
+    _run([sys.executable, 'setup.py', '-q', 'egg_info', '--egg-base', str(build),
+          'build', '--build-base', str(build), 'install', '--prefix', str(prefix),
+          '--record', str(tmp_path / 'record.txt'), '--single-version-externally-managed'],
+         cwd=source)
+    for script in CONSOLE_SCRIPTS:
+        assert (prefix / 'lib' / PACKAGE / script).is_file()
+        assert not (prefix / 'bin' / script).exists()
+    share = prefix / 'share' / PACKAGE
+    for installed in ('package.xml', 'launch/anyseg.launch.py', 'config/anyseg.yaml'):
+        assert (share / installed).is_file(), installed
+    assert (prefix / 'share/ament_index/resource_index/packages' / PACKAGE).is_file()
+
+
+def test_installed_console_scripts_are_beside_python():
+    """In the environment running the tests (make setup: pip install -e .), if installed."""
+    # Look in site-packages only: the source tree on sys.path may hold a build's egg-info.
+    site_packages = [sysconfig.get_path('purelib'), sysconfig.get_path('platlib')]
+    if not list(importlib.metadata.distributions(name=PACKAGE, path=site_packages)):
+        pytest.skip(f'{PACKAGE} is not pip-installed in this environment')
+    scripts = Path(sysconfig.get_path('scripts'))
+    for script in CONSOLE_SCRIPTS:
+        assert (scripts / script).is_file(), f'{script} not in {scripts}'
+
+
+def test_package_xml_is_format_3_and_matches_setup_py(wheel):
+    _, zf = wheel
+    root = _package_xml()
+    assert root.tag == 'package' and root.get('format') == '3'
+    assert root.findtext('name') == PACKAGE
+    assert root.findtext('license') == 'Apache-2.0'
+    assert root.findtext('buildtool_depend') == 'ament_python'
+    assert root.findtext('export/build_type') == 'ament_python'
+    version = root.findtext('version')
+    assert version == _wheel_version(zf), 'package.xml and setup.py versions differ'
+    import anyseg_core
+    assert getattr(anyseg_core, '__version__', version) == version
+
+
+def test_package_xml_declares_ros_dependencies():
+    root = _package_xml()
+    exec_depends = {e.text for e in root.findall('exec_depend')}
+    assert ROS_EXEC_DEPENDS <= exec_depends, ROS_EXEC_DEPENDS - exec_depends
+    test_depends = {e.text for e in root.findall('test_depend')}
+    assert {'python3-pytest', 'python3-hypothesis'} <= test_depends
+
+
+def test_launch_description_declares_arguments():
+    if importlib.util.find_spec('launch_ros') is None:
+        pytest.skip('launch_ros is not installed (no ROS 2 launch on this machine); '
+                    'runs on a ROS machine')
+    spec = importlib.util.spec_from_file_location(
+        'anyseg_launch', REPO_ROOT / 'launch' / 'anyseg.launch.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    description = module.generate_launch_description()
+    names = {argument.name for argument in description.get_launch_arguments()}
+    assert names == LAUNCH_ARGUMENTS
+
+
+PARAMS_FILE = REPO_ROOT / 'config' / 'anyseg.yaml'
+# Parameters whose type the node relies on; a value written as 1 instead of 1.0 would change
+# a double into an integer and the node would reject it.
+EXPECTED_PARAMETER_TYPES = {
+    'checkpoint': str, 'device': str, 'precision': str, 'modalities': list,
+    'network.height': int, 'network.width': int, 'output.resolution': str,
+    'sync.slop': float, 'sync.max_wait': float, 'sync.stale_after': float,
+    'qos.reliability': str, 'qos.depth': int, 'events.type': str, 'events.window': float,
+    'lidar.min_range': float, 'overlay.alpha': float, 'confidence.enabled': bool,
+    'diagnostics.period': float,
+}
+
+
+def _flatten(tree, prefix=''):
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, f'{prefix}{key}.')
+        else:
+            yield f'{prefix}{key}', value
+
+
+def test_params_file_parses_as_yaml():
+    params = yaml.safe_load(PARAMS_FILE.read_text())
+    assert list(params) == ['/**']
+    values = dict(_flatten(params['/**']['ros__parameters']))
+    assert set(values) == set(EXPECTED_PARAMETER_TYPES)
+    for name, value in values.items():
+        assert type(value) is EXPECTED_PARAMETER_TYPES[name], (name, value)
+        # rcl cannot type an empty list: it would become a parameter with no value.
+        assert value != [], f'{name}: leave the key out instead of writing []'
+
+
+def test_params_file_loads_with_rclpy():
+    """rclpy's YAML reader agrees with the file."""
+    parameter = pytest.importorskip('rclpy.parameter', reason='rclpy is not installed')
+    messages = parameter.parameter_dict_from_yaml_file(str(PARAMS_FILE), use_wildcard=True)
+    values = {name: parameter.parameter_value_to_python(msg.value)
+              for name, msg in messages.items()}
+    assert set(values) == set(EXPECTED_PARAMETER_TYPES)
+    assert values['network.height'] == 288
+    assert values['modalities'] == ['camera', 'events', 'lidar']
+
+
+@pytest.mark.ros
+def test_params_file_loads_as_node_overrides(ros_env):
+    """rcl's own C parser (what `--params-file` and launch use) types every parameter."""
+    rclpy = pytest.importorskip('rclpy', reason='rclpy is not installed')
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+    from rclpy.signals import SignalHandlerOptions
+
+    context = rclpy.Context()
+    rclpy.init(args=['--ros-args', '--params-file', str(PARAMS_FILE)], context=context,
+               domain_id=int(ros_env['ROS_DOMAIN_ID']),
+               signal_handler_options=SignalHandlerOptions.NO)
+    try:
+        node = Node('anyseg', namespace='/robot1', context=context,
+                    automatically_declare_parameters_from_overrides=True)
+        try:
+            for name, expected in EXPECTED_PARAMETER_TYPES.items():
+                value = node.get_parameter(name)
+                assert value.type_ != Parameter.Type.NOT_SET, name
+                assert type(value.value) is expected, (name, value.value)
+            assert node.get_parameter('checkpoint').value == ''
+            assert node.get_parameter('sync.slop').value == pytest.approx(0.05)
+        finally:
+            node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)

@@ -8,11 +8,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import cv2
 import numpy as np
 import torch
 
 from .modalities import CITYSCAPES_PALETTE, IGNORE_INDEX
+
+try:
+    import cv2
+except ImportError as err:  # pip installs without the `cv` extra have no OpenCV
+    raise ImportError("anyseg_core.viz needs OpenCV: pip install 'anyseg_ros[cv]' "
+                      "(or apt install python3-opencv on a ROS machine)") from err
 
 
 def to_numpy(x) -> np.ndarray:

@@ -1,0 +1,95 @@
+"""The one path from a :class:`RawFrame` to network inputs (training, evaluation, the ROS node)."""
+from __future__ import annotations
+
+from typing import Iterable, Optional, Sequence
+
+import torch
+
+from ..modalities import CAMERA, DEPTH, EVENTS, LIDAR, check_modalities
+from .camera import camera_to_tensor
+from .depth import depth_to_tensor
+from .events import render_events
+from .frame import RawFrame
+from .geometry import ArrayLike, as_tensor, resolve_device, rotation_homography, scale_intrinsics
+from .lidar import project_lidar
+from .normalize import normalize
+from .resize import resize_dense, resize_modality, resize_nearest
+
+
+def _frame_device(frame: RawFrame, device: Optional[torch.device | str]) -> torch.device:
+    events = frame.events
+    return resolve_device(frame.camera, frame.lidar, events.x if events is not None else None,
+                          frame.depth, device=device)
+
+
+def prepare_inputs(frame: RawFrame, size_hw: Sequence[int], modalities: Iterable[str],
+                   event_window: float = 0.03, lidar_dilate: int = 0,
+                   lidar_min_range: float = 1.0, event_third: str = "recency",
+                   normalized: bool = True,
+                   device: Optional[torch.device | str] = None) -> dict[str, torch.Tensor]:
+    """Turn the raw sensor data of ``frame`` into float32 ``[3, h, w]`` inputs at ``size_hw``.
+
+    Only requested modalities whose data is present (not None) appear in the result.
+    camera: RGB in [0, 1], antialiased bilinear resize. lidar: projected directly at the
+    network size with the scaled intrinsics (see :func:`project_lidar`). events: rendered
+    directly at the network size over (t_cam - event_window, t_cam] (the latest
+    ``event_window`` seconds when ``t_cam`` is unset/0), warped into the camera by the
+    calibrated rotation (see :func:`render_events`). depth: :func:`depth_to_tensor` then a
+    nearest-depth resize. Each is then normalised with its modality's statistics unless
+    ``normalized=False``. ``device=None``: the device of the frame's first torch tensor,
+    else CPU. Raises ValueError naming the modality when its calibration is missing.
+    """
+    mods = check_modalities(modalities)
+    device = _frame_device(frame, device)
+    h, w = int(size_hw[0]), int(size_hw[1])
+    if frame.K is None:
+        need_K = [m for m, data in ((LIDAR, frame.lidar), (EVENTS, frame.events))
+                  if m in mods and data is not None]
+        if need_K:
+            raise ValueError(f"{' and '.join(need_K)} need the camera intrinsics frame.K, "
+                             "which is missing")
+    out: dict[str, torch.Tensor] = {}
+    for mod in mods:
+        if mod == CAMERA and frame.camera is not None:
+            img = camera_to_tensor(frame.camera, frame.camera_encoding, device)
+            out[mod] = resize_dense(img, (h, w))
+        elif mod == LIDAR and frame.lidar is not None:
+            if frame.T_cam_lidar is None:
+                raise ValueError("lidar needs the extrinsics frame.T_cam_lidar, which is missing")
+            K = scale_intrinsics(as_tensor(frame.K, torch.float64, device), frame.image_hw, (h, w))
+            out[mod] = project_lidar(frame.lidar, K, frame.T_cam_lidar, (h, w),
+                                     min_range=lidar_min_range, dilate=lidar_dilate, device=device)
+        elif mod == EVENTS and frame.events is not None:
+            out[mod] = _render_frame_events(frame, (h, w), event_window, event_third, device)
+        elif mod == DEPTH and frame.depth is not None:
+            d = depth_to_tensor(frame.depth, frame.depth_encoding, device)
+            out[mod] = resize_modality(d, DEPTH, (h, w))
+    if normalized:
+        out = {mod: normalize(x, mod) for mod, x in out.items()}
+    return out
+
+
+def _render_frame_events(frame: RawFrame, size_hw: tuple[int, int], window: float, third: str,
+                         device: torch.device) -> torch.Tensor:
+    if frame.events_K is None:
+        raise ValueError("events need the event camera intrinsics frame.events_K, which are "
+                         "missing")
+    K = scale_intrinsics(as_tensor(frame.K, torch.float64, device), frame.image_hw, size_hw)
+    if frame.T_cam_events is None:
+        R = torch.eye(3, dtype=torch.float64, device=device)
+    else:
+        R = as_tensor(frame.T_cam_events, torch.float64, device)[:3, :3]
+    warp = rotation_homography(as_tensor(frame.events_K, torch.float64, device), K, R)
+    t_end = frame.t_cam if frame.t_cam else None
+    ev = frame.events
+    return render_events(ev.x, ev.y, ev.t, ev.p, size_hw, t_end=t_end, window=window,
+                         warp=warp, third=third, device=device)
+
+
+def prepare_label(label: ArrayLike, size_hw: Sequence[int],
+                  device: Optional[torch.device | str] = None) -> torch.Tensor:
+    """Train-id label ``[H, W]`` -> int64 ``[h, w]`` by nearest neighbour (255 stays 255)."""
+    lab = as_tensor(label, device=resolve_device(label, device=device))
+    if lab.ndim != 2:
+        raise ValueError(f"label must be H x W, got shape {tuple(lab.shape)}")
+    return resize_nearest(lab, size_hw).to(torch.int64)

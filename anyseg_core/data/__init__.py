@@ -1,1 +1,34 @@
-"""Datasets that yield raw sensor data (:class:`anyseg_core.sensors.RawFrame`) and labels."""
+"""Datasets that yield raw sensor data (:class:`anyseg_core.sensors.RawFrame`) and labels, and
+the training-time wrappers (augmentation, deterministic sampling)."""
+from __future__ import annotations
+
+from typing import Mapping
+
+from torch.utils.data import Dataset
+
+from ..modalities import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+
+DATASETS = ("synthetic", "muses", "deliver")
+
+
+def build_dataset(cfg: Mapping, split: str, num_samples: int | None = None) -> Dataset:
+    """The dataset named by ``cfg["data"]`` for ``split`` (train / val / test)."""
+    data = cfg["data"]
+    name = data["dataset"]
+    if name == "synthetic":
+        from .synthetic import SyntheticDataset
+
+        if num_samples is None:
+            num_samples = data["train_samples"] if split == "train" else data["val_samples"]
+        return SyntheticDataset(num_samples, split=split, seed=data["seed"],
+                                size_hw=data["size"], modalities=data["modalities"],
+                                conditions=data["conditions"])
+    if name in ("muses", "deliver"):
+        raise NotImplementedError(f"the {name} reader is not written yet (issue 5); "
+                                  f"train on data.dataset=synthetic for now")
+    raise ValueError(f"unknown dataset {name!r}; expected one of {DATASETS}")
+
+
+def class_info(cfg: Mapping) -> tuple[list[str], list[list[int]]]:
+    """Class names and palette of the configured dataset."""
+    return list(CITYSCAPES_CLASSES), [list(c) for c in CITYSCAPES_PALETTE]

@@ -79,6 +79,10 @@ class AnymodalSegmentor(nn.Module):
         self.modalities = check_modalities(modalities)
         self.num_classes = int(num_classes)
         self.fusion = fusion
+        self.backbone_name = backbone
+        self.embed_dim = int(embed_dim)
+        self.head_dropout = float(head_dropout)
+        self.backbone_kwargs = dict(backbone_kwargs or {})
         self.encoder, channels = create_backbone(backbone, pretrained, **(backbone_kwargs or {}))
         self.channels = channels
         self.head = SegFormerHead(channels, num_classes, embed_dim, head_dropout)

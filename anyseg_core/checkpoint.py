@@ -1,0 +1,876 @@
+"""Checkpoints: model weights for inference and training state for an exact resume.
+
+Nothing here ever unpickles. Every tensor lives in a safetensors file; everything else is
+JSON stored as ONE string under the key ``"anyseg"`` of the safetensors header metadata, so
+a single file travels alone and its metadata can be read without touching the weights.
+
+Two formats share that layout:
+
+``*.safetensors`` -- a model checkpoint (``format: "anyseg-checkpoint"``)
+    tensors: the model's ``state_dict()`` under its usual names (``head.classifier.weight``,
+    ...), floating parameters optionally in fp16 (buffers stay as they are).
+    ``"anyseg"``: the metadata dict (classes, palette, modalities, normalisation, input
+    size, training config, code version, ...); see :data:`REQUIRED_KEYS`.
+
+``*.train.safetensors`` -- a training state (``format: "anyseg-training-state"``)
+    tensors: ``model/<name>`` (full precision), ``optim/state/<param index>/<key>``,
+    ``rng/torch``, ``rng/cuda/<i>``, and any tensor met inside the scheduler state, the
+    extra dict or the config (``sched/...``, ``extra/...``, ``config/...``).
+    ``"anyseg"``: step, epoch, config, extra, teacher path, the optimizer's param groups,
+    the scheduler's state dict and the RNG states, with every tensor replaced by a
+    reference ``{"__tensor__": "<name>"}`` into the tensors above.
+
+JSON cannot say "tuple", "dict with int keys" or "Counter"; such values are written as
+``{"__tuple__": [...]}``, ``{"__dict__": [[key, value], ...]}`` and
+``{"__counter__": [[key, count], ...]}`` and come back as what they were.
+
+Every write is atomic: a temporary file in the target directory, flushed and fsync'ed,
+then ``os.replace``; a failed write leaves the previous file as it was and no temporary
+file behind. Every error is a :class:`CheckpointError` naming the file.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import secrets
+import subprocess
+import warnings
+from collections import Counter
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Union
+
+import numpy as np
+import safetensors
+import safetensors.torch
+import torch
+from torch import nn
+
+from . import __version__
+from .modalities import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, NORMALIZATION, check_modalities
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+#: Key of the safetensors header metadata holding our JSON.
+META_KEY = "anyseg"
+FORMAT = "anyseg-checkpoint"
+FORMAT_VERSION = 1
+TRAIN_FORMAT = "anyseg-training-state"
+TRAIN_FORMAT_VERSION = 1
+#: File name suffix of training states, and the name of the one a trainer keeps current.
+TRAIN_SUFFIX = ".train.safetensors"
+LAST_TRAIN_STATE = "last" + TRAIN_SUFFIX
+
+#: Keys every model checkpoint's metadata has (``event`` and others are optional).
+REQUIRED_KEYS = (
+    "format", "format_version", "modalities", "num_classes", "class_names", "palette",
+    "backbone", "embed_dim", "fusion", "normalization", "input_size", "train_config",
+    "code_version", "created", "stage", "step",
+)
+#: Metadata keys filled from the model's attributes when missing: meta key -> attribute.
+MODEL_ATTRIBUTES = {
+    "modalities": "modalities", "num_classes": "num_classes", "backbone": "backbone_name",
+    "embed_dim": "embed_dim", "fusion": "fusion", "head_dropout": "head_dropout",
+    "backbone_kwargs": "backbone_kwargs",
+}
+#: The keys above that define the architecture: a meta value contradicting the model's
+#: attribute is an error, and a key missing from both meta and the model is an error.
+ARCHITECTURE_KEYS = ("modalities", "num_classes", "backbone", "embed_dim", "fusion")
+#: AnymodalSegmentor arguments that build_model accepts as overrides.
+BUILD_ARGS = ("modalities", "num_classes", "backbone", "embed_dim", "fusion", "head_dropout",
+              "backbone_kwargs")
+
+_MAX_HEADER = 100_000_000  # safetensors' own limit on the JSON header
+_SHOW = 5  # how many names an error message lists before "... and N more"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or training state that cannot be written, read or used, and why."""
+
+
+# --------------------------------------------------------------------------------------
+# Atomic writing and raw reading
+# --------------------------------------------------------------------------------------
+
+def _atomic_write(path: Path, write: Callable[[str], None], what: str) -> None:
+    """Call ``write(tmp)`` for a temporary file beside ``path``, fsync it, rename it over
+    ``path`` and fsync the directory. On any failure the temporary file is removed and
+    ``path`` is left as it was."""
+    directory = path.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        # os.open applies the umask, so the final file gets the usual permissions.
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    except OSError as err:
+        raise CheckpointError(f"{what} {path}: cannot write a file in {directory}: "
+                              f"{err}") from err
+    try:
+        write(str(tmp))
+        with open(tmp, "rb+") as f:
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as err:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(err, CheckpointError) or not isinstance(err, Exception):
+            raise
+        raise CheckpointError(f"{what} {path}: writing failed ({type(err).__name__}: "
+                              f"{err}); any previous file at this path is unchanged") from err
+    try:  # make the rename itself durable (not possible on every platform)
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def _prepare_tensors(tensors: Mapping[str, torch.Tensor], what: str,
+                     path: Path) -> dict[str, torch.Tensor]:
+    """Detached, contiguous CPU tensors, none sharing memory with another (safetensors
+    refuses shared storage, e.g. tied weights)."""
+    out, seen = {}, set()
+    for name, t in tensors.items():
+        if not isinstance(t, torch.Tensor):
+            raise CheckpointError(f"{what} {path}: {name!r} is a {type(t).__name__}, "
+                                  "not a tensor")
+        if t.is_sparse or t.is_complex():
+            raise CheckpointError(f"{what} {path}: tensor {name!r} is sparse or complex, "
+                                  "which safetensors cannot store")
+        t = t.detach().cpu().contiguous()
+        if t.numel():
+            ptr = t.untyped_storage().data_ptr()
+            if ptr in seen:
+                t = t.clone()
+            seen.add(t.untyped_storage().data_ptr())
+        out[name] = t
+    return out
+
+
+def _write(path: PathLike, tensors: Mapping[str, torch.Tensor], header: dict,
+           what: str) -> Path:
+    path = Path(path)
+    try:
+        text = json.dumps(header, separators=(",", ":"), default=_json_default)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{what} {path}: metadata is not JSON-serialisable: "
+                              f"{err}") from err
+    tensors = _prepare_tensors(tensors, what, path)
+    metadata = {META_KEY: text, "format": "pt"}
+    _atomic_write(path, lambda tmp: safetensors.torch.save_file(tensors, tmp, metadata),
+                  what)
+    return path
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    raise TypeError(f"object of type {type(obj).__name__} is not JSON-serialisable")
+
+
+def _read_header(path: PathLike, what: str) -> tuple[Path, dict, Optional[dict]]:
+    """Parse a safetensors header without reading any tensor data. Returns the path, the
+    tensor table and our JSON metadata (None when the file has no ``"anyseg"`` key)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if n < 2 or n > _MAX_HEADER or n > size - 8:
+                if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+                    raise CheckpointError(
+                        f"{what} {path}: file is not a safetensors file: it looks like a "
+                        "torch.save / pickle file, which anyseg never loads (unpickling can "
+                        "run arbitrary code); convert it to safetensors with a script you "
+                        "trust")
+                raise CheckpointError(
+                    f"{what} {path}: file is not a safetensors file (or is truncated): "
+                    f"{size} bytes, {'header length ' + str(n) if n >= 0 else 'no header'}")
+            raw = f.read(n)
+    except FileNotFoundError:
+        raise CheckpointError(f"{what} {path}: no such file") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{what} {path}: is a directory, not a file") from None
+    except OSError as err:
+        raise CheckpointError(f"{what} {path}: cannot read: {err}") from err
+    try:
+        header = json.loads(raw)
+        if not isinstance(header, dict):
+            raise ValueError("header is not a JSON object")
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{what} {path}: file is not a safetensors file (its header "
+                              f"is not valid JSON: {err})") from None
+    metadata = header.pop("__metadata__", None) or {}
+    end = 0
+    for name, info in header.items():
+        try:
+            begin, stop = info["data_offsets"]
+            end = max(end, int(stop))
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(f"{what} {path}: file is not a safetensors file (bad "
+                                  f"entry for tensor {name!r} in its header)") from None
+    have = size - 8 - n
+    if have < end:
+        raise CheckpointError(f"{what} {path}: file is truncated: its header describes "
+                              f"{end} bytes of tensor data, the file holds {have}")
+    if not isinstance(metadata, dict) or META_KEY not in metadata:
+        return path, header, None
+    try:
+        meta = json.loads(metadata[META_KEY])
+        if not isinstance(meta, dict):
+            raise ValueError("not a JSON object")
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{what} {path}: the {META_KEY!r} metadata is not a JSON "
+                              f"object: {err}") from None
+    return path, header, meta
+
+
+def _load_tensors(path: Path, what: str, device: Union[str, torch.device] = "cpu"
+                  ) -> dict[str, torch.Tensor]:
+    try:
+        return safetensors.torch.load_file(str(path), device=str(device))
+    except Exception as err:  # SafetensorError, OSError, device errors
+        raise CheckpointError(f"{what} {path}: cannot load the tensors: {err}") from err
+
+
+def _check_format(path: Path, meta: Optional[dict], fmt: str, version: int,
+                  what: str) -> dict:
+    if meta is None:
+        raise CheckpointError(f"{what} {path}: not an anyseg checkpoint (no {META_KEY!r} "
+                              "metadata in the safetensors header)")
+    got = meta.get("format")
+    if got != fmt:
+        if got == TRAIN_FORMAT:
+            raise CheckpointError(f"{what} {path}: is a training state (for resuming with "
+                                  "load_training_state), not a model checkpoint")
+        if got == FORMAT:
+            raise CheckpointError(f"{what} {path}: is a model checkpoint, not a training "
+                                  "state")
+        raise CheckpointError(f"{what} {path}: metadata 'format' is {got!r}, expected "
+                              f"{fmt!r}")
+    v = meta.get("format_version")
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        raise CheckpointError(f"{what} {path}: metadata 'format_version' is {v!r}, expected "
+                              "a positive integer")
+    if v > version:
+        raise CheckpointError(f"{what} {path}: format_version {v} is newer than this code "
+                              f"reads ({version}); update anyseg_core")
+    return meta
+
+
+# --------------------------------------------------------------------------------------
+# Model checkpoints
+# --------------------------------------------------------------------------------------
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The module under torch.compile / DataParallel / DistributedDataParallel wrappers."""
+    while True:
+        if hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
+            model = model._orig_mod
+        elif isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+        else:
+            return model
+
+
+@lru_cache(maxsize=1)
+def _git_commit() -> Optional[str]:
+    """HEAD of the git checkout this package lives in, or None (not a checkout, no git)."""
+    pkg = Path(__file__).resolve().parent
+    try:
+        def git(*args: str) -> str:
+            return subprocess.run(["git", *args], cwd=pkg, capture_output=True, text=True,
+                                  timeout=5, check=True).stdout.strip()
+        top = git("rev-parse", "--show-toplevel")
+        commit = git("rev-parse", "HEAD")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if not commit or not all(c in "0123456789abcdef" for c in commit):
+        return None
+    # Only trust it if the package is this checkout's own (not a copy installed into a
+    # virtual environment that happens to sit inside some other repository).
+    if (Path(top).resolve() / pkg.name) != pkg:
+        return None
+    return commit
+
+
+def code_version() -> dict:
+    """``{"anyseg_core": __version__, "git_commit": sha or None}``."""
+    return {"anyseg_core": __version__, "git_commit": _git_commit()}
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def validate_metadata(meta: Mapping, where: str = "checkpoint metadata") -> None:
+    """Raise :class:`CheckpointError` (prefixed with ``where``) unless ``meta`` is a
+    complete, consistent model checkpoint metadata dict."""
+    missing = [k for k in REQUIRED_KEYS if k not in meta]
+    if missing:
+        keys = ", ".join(repr(k) for k in missing)
+        raise CheckpointError(f"{where}: missing metadata key{'s' if len(missing) > 1 else ''}"
+                              f" {keys}")
+
+    def bad(key: str, expected: str) -> CheckpointError:
+        return CheckpointError(f"{where}: metadata {key!r} must be {expected}, got "
+                               f"{meta[key]!r}")
+
+    if not isinstance(meta["modalities"], (list, tuple)):
+        raise bad("modalities", "a list of modality names")
+    try:
+        mods = check_modalities(meta["modalities"])
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f"{where}: metadata 'modalities': {err}") from None
+    k = meta["num_classes"]
+    if not _is_int(k) or k < 1:
+        raise bad("num_classes", "a positive integer")
+    names = meta["class_names"]
+    if (not isinstance(names, (list, tuple)) or len(names) != k
+            or not all(isinstance(n, str) for n in names)):
+        raise bad("class_names", f"a list of {k} strings (num_classes)")
+    pal = meta["palette"]
+    if (not isinstance(pal, (list, tuple)) or len(pal) != k
+            or not all(isinstance(c, (list, tuple)) and len(c) == 3
+                       and all(_is_int(v) and 0 <= v <= 255 for v in c) for c in pal)):
+        raise bad("palette", f"a list of {k} [r, g, b] colours with 0..255 integers")
+    for key in ("backbone", "fusion", "created", "stage"):
+        if not isinstance(meta[key], str) or not meta[key]:
+            raise bad(key, "a non-empty string")
+    if not _is_int(meta["embed_dim"]) or meta["embed_dim"] < 1:
+        raise bad("embed_dim", "a positive integer")
+    norm = meta["normalization"]
+    if not isinstance(norm, Mapping):
+        raise bad("normalization", "a dict {modality: {'mean': [3], 'std': [3]}}")
+    for m in mods:
+        entry = norm.get(m)
+        ok = (isinstance(entry, Mapping)
+              and all(isinstance(entry.get(s), (list, tuple)) and len(entry[s]) == 3
+                      and all(_is_num(v) for v in entry[s]) for s in ("mean", "std"))
+              and all(v > 0 for v in entry["std"]))
+        if not ok:
+            raise CheckpointError(f"{where}: metadata 'normalization' needs {m!r}: "
+                                  f"{{'mean': [3 numbers], 'std': [3 positive numbers]}}, "
+                                  f"got {entry!r}")
+    size = meta["input_size"]
+    if (not isinstance(size, (list, tuple)) or len(size) != 2
+            or not all(_is_int(v) and v > 0 and v % 32 == 0 for v in size)):
+        raise bad("input_size", "[H, W], positive integers divisible by 32")
+    if not isinstance(meta["train_config"], Mapping):
+        raise bad("train_config", "a dict (the training config)")
+    cv = meta["code_version"]
+    if not isinstance(cv, Mapping) or "anyseg_core" not in cv or "git_commit" not in cv:
+        raise bad("code_version", "{'anyseg_core': version, 'git_commit': sha or None}")
+    if not _is_int(meta["step"]) or meta["step"] < 0:
+        raise bad("step", "a non-negative integer")
+    if "event" in meta and meta["event"] is not None and not isinstance(meta["event"],
+                                                                        Mapping):
+        raise bad("event", "a dict of event settings")
+
+
+def save_model(path: PathLike, model: nn.Module, meta: Mapping,
+               dtype: Optional[torch.dtype] = None) -> Path:
+    """Write ``model``'s weights and ``meta`` to one ``.safetensors`` file (atomically).
+
+    ``meta`` needs ``input_size``, ``stage``, ``step`` and ``train_config``; ``format``,
+    ``format_version``, ``code_version`` and ``created`` are set here, and ``modalities``,
+    ``num_classes``, ``backbone``, ``embed_dim``, ``fusion`` (and ``head_dropout``,
+    ``backbone_kwargs`` when the model has them) are taken from the model's attributes
+    when missing (``backbone`` from ``model.backbone_name``); a value given in ``meta``
+    that contradicts the model is an error. ``normalization`` defaults to
+    :data:`anyseg_core.modalities.NORMALIZATION`, ``class_names`` and ``palette`` to
+    Cityscapes' when ``num_classes`` is 19.
+
+    ``dtype`` (``torch.float16`` or ``torch.bfloat16``) stores the floating PARAMETERS in
+    that type; buffers (BatchNorm statistics, counters) and integer tensors stay as they
+    are. Returns the path written.
+    """
+    path = Path(path)
+    where = f"checkpoint {path}"
+    if dtype is not None and dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise CheckpointError(f"{where}: dtype must be None, torch.float16, torch.bfloat16 "
+                              f"or torch.float32, got {dtype}")
+    if not isinstance(meta, Mapping):
+        raise CheckpointError(f"{where}: meta must be a dict, got {type(meta).__name__}")
+    model = _unwrap(model)
+    meta = dict(meta)
+    for key in ("format", "format_version", "code_version", "created"):
+        meta.pop(key, None)
+    for key, attr in MODEL_ATTRIBUTES.items():
+        if not hasattr(model, attr):
+            if key not in meta and key in ARCHITECTURE_KEYS:
+                raise CheckpointError(f"{where}: meta has no {key!r} and the model "
+                                      f"({type(model).__name__}) has no attribute {attr!r} "
+                                      "to take it from: give it in meta")
+            continue
+        value = getattr(model, attr)
+        value = list(value) if isinstance(value, tuple) else value
+        if key not in meta:
+            meta[key] = value
+        elif key in ARCHITECTURE_KEYS and _jsonish(meta[key]) != _jsonish(value):
+            raise CheckpointError(f"{where}: meta[{key!r}] = {meta[key]!r} but the model's "
+                                  f"{attr} is {value!r}")
+    if "modalities" in meta and "normalization" not in meta:
+        try:
+            mods = check_modalities(meta["modalities"])
+            meta["normalization"] = {m: {"mean": list(NORMALIZATION[m][0]),
+                                         "std": list(NORMALIZATION[m][1])} for m in mods}
+        except (ValueError, TypeError):
+            pass  # validate_metadata names the problem
+    if meta.get("num_classes") == len(CITYSCAPES_CLASSES):
+        meta.setdefault("class_names", list(CITYSCAPES_CLASSES))
+        meta.setdefault("palette", [list(c) for c in CITYSCAPES_PALETTE])
+    meta["format"] = FORMAT
+    meta["format_version"] = FORMAT_VERSION
+    meta["code_version"] = code_version()
+    meta["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    floats = [p.dtype for p in model.parameters() if p.is_floating_point()]
+    meta["weights_dtype"] = str(dtype or (floats[0] if floats else None)).replace("torch.", "")
+    meta = _jsonish(meta, where)
+    validate_metadata(meta, where)
+    meta = {k: meta[k] for k in (*REQUIRED_KEYS, *sorted(set(meta) - set(REQUIRED_KEYS)))}
+
+    state = model.state_dict()
+    if dtype is not None:
+        params = {name for name, _ in model.named_parameters(remove_duplicate=False)}
+        for name in params & set(state):
+            t = state[name]
+            if t.is_floating_point() and t.dtype != dtype:
+                cast = t.detach().to(dtype)
+                if not bool(torch.isfinite(cast).all()) and bool(torch.isfinite(t).all()):
+                    raise CheckpointError(f"{where}: parameter {name!r} does not fit in "
+                                          f"{dtype} (max |value| {t.abs().max().item():g})")
+                state[name] = cast
+    return _write(path, state, meta, "checkpoint")
+
+
+def _jsonish(obj: Any, where: str = "metadata") -> Any:
+    """``obj`` as it will read back from JSON (tuples become lists, ...)."""
+    try:
+        return json.loads(json.dumps(obj, default=_json_default))
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{where}: metadata is not JSON-serialisable: {err}") from err
+
+
+def read_metadata(path: PathLike) -> dict:
+    """The metadata of a model checkpoint, validated, reading only the file's header."""
+    path, _, meta = _read_header(path, "checkpoint")
+    meta = _check_format(path, meta, FORMAT, FORMAT_VERSION, "checkpoint")
+    validate_metadata(meta, f"checkpoint {path}")
+    return meta
+
+
+def load_state_dict(path: PathLike, device: Union[str, torch.device] = "cpu"
+                    ) -> tuple[dict[str, torch.Tensor], dict]:
+    """``(state_dict, meta)`` of a model checkpoint; tensors in their stored dtype."""
+    meta = read_metadata(path)
+    return _load_tensors(Path(path), "checkpoint", device), meta
+
+
+def _fmt_names(names: list[str], limit: int = _SHOW) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _check_fit(model: nn.Module, state: Mapping[str, torch.Tensor], strict: bool,
+               where: str) -> tuple[list[str], list[str]]:
+    """Compare names and shapes; raise a CheckpointError describing every problem."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: checkpoint {list(state[k].shape)} vs model {list(own[k].shape)}"
+              for k in own if k in state and state[k].shape != own[k].shape]
+    problems = []
+    if shapes:
+        problems.append(f"{len(shapes)} shape mismatch{'es' if len(shapes) > 1 else ''}: "
+                        + "; ".join(shapes[:_SHOW])
+                        + (f"; ... and {len(shapes) - _SHOW} more" if len(shapes) > _SHOW
+                           else ""))
+    if strict and missing:
+        problems.append(f"{len(missing)} missing key{'s' if len(missing) > 1 else ''} (in "
+                        f"the model, not in the checkpoint): {_fmt_names(missing)}")
+    if strict and unexpected:
+        problems.append(f"{len(unexpected)} unexpected key{'s' if len(unexpected) > 1 else ''}"
+                        f" (in the checkpoint, not in the model): {_fmt_names(unexpected)}")
+    if problems:
+        raise CheckpointError(f"{where} does not fit the model ({type(model).__name__}):\n  "
+                              + "\n  ".join(problems))
+    return missing, unexpected
+
+
+def _copy_into(model: nn.Module, state: Mapping[str, torch.Tensor], strict: bool,
+               where: str) -> tuple[list[str], list[str]]:
+    missing, unexpected = _check_fit(model, state, strict, where)
+    # load_state_dict copies into the existing tensors: the model's dtype and device win.
+    model.load_state_dict(state, strict=False)
+    return missing, unexpected
+
+
+def load_into(model: nn.Module, path: PathLike, strict: bool = True) -> dict:
+    """Copy a checkpoint's weights into ``model`` (cast to the model's dtypes, on its
+    device) after checking names and shapes; returns the metadata.
+
+    Shape mismatches are always an error; missing and unexpected keys are errors when
+    ``strict`` and a warning otherwise."""
+    state, meta = load_state_dict(path)
+    missing, unexpected = _copy_into(_unwrap(model), state, strict, f"checkpoint {path}")
+    if missing or unexpected:
+        warnings.warn(f"checkpoint {path}: loaded with {len(missing)} missing keys "
+                      f"({_fmt_names(missing)}) and {len(unexpected)} unexpected keys "
+                      f"({_fmt_names(unexpected)})", stacklevel=2)
+    return meta
+
+
+def build_model(path: PathLike, device: Union[str, torch.device] = "cpu",
+                **overrides) -> tuple[nn.Module, dict]:
+    """Construct the :class:`AnymodalSegmentor` a checkpoint describes (never with
+    pretrained weights), load its weights, move it to ``device`` and put it in eval mode.
+
+    ``overrides`` replace constructor arguments from the metadata (``head_dropout``,
+    ``backbone_kwargs``, ...). Building does not change the caller's torch RNG state."""
+    from .model import AnymodalSegmentor
+
+    meta = read_metadata(path)
+    unknown = sorted(set(overrides) - set(BUILD_ARGS))
+    if unknown:
+        raise TypeError(f"build_model: unknown argument(s) {unknown}; overrides may be "
+                        f"{list(BUILD_ARGS)} (pretrained is always False)")
+    kwargs = {"modalities": meta["modalities"], "num_classes": meta["num_classes"],
+              "backbone": meta["backbone"], "embed_dim": meta["embed_dim"],
+              "fusion": meta["fusion"]}
+    for key in ("head_dropout", "backbone_kwargs"):
+        if meta.get(key) is not None:
+            kwargs[key] = meta[key]
+    kwargs.update(overrides)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            model = AnymodalSegmentor(pretrained=False, **kwargs)
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f"checkpoint {path}: cannot build the model it describes "
+                              f"({kwargs}): {err}") from err
+    state = _load_tensors(Path(path), "checkpoint")
+    _copy_into(model, state, True, f"checkpoint {path}")
+    return model.to(device).eval(), meta
+
+
+# --------------------------------------------------------------------------------------
+# JSON + tensors: structures holding tensors, tuples, non-string keys
+# --------------------------------------------------------------------------------------
+
+_MARKERS = ("__tensor__", "__tuple__", "__dict__", "__counter__", "__ndarray__")
+
+
+class _Packer:
+    """Turns a nested structure into JSON-able data, collecting its tensors by name."""
+
+    def __init__(self, what: str) -> None:
+        self.tensors: dict[str, torch.Tensor] = {}
+        self.what = what
+
+    def _name(self, name: str) -> str:
+        out, i = name, 1
+        while out in self.tensors:
+            out, i = f"{name}#{i}", i + 1
+        return out
+
+    def pack(self, obj: Any, name: str) -> Any:
+        if obj is None or isinstance(obj, (bool, str, int)):
+            return obj
+        if isinstance(obj, float):
+            return obj
+        if isinstance(obj, torch.Tensor):
+            key = self._name(name)
+            self.tensors[key] = obj
+            return {"__tensor__": key}
+        if isinstance(obj, np.ndarray):
+            key = self._name(name)
+            self.tensors[key] = torch.from_numpy(np.ascontiguousarray(obj))
+            return {"__ndarray__": key}
+        if isinstance(obj, np.generic):
+            return obj.item()
+        if isinstance(obj, os.PathLike):
+            return os.fspath(obj)
+        if isinstance(obj, tuple):
+            return {"__tuple__": [self.pack(v, f"{name}/{i}") for i, v in enumerate(obj)]}
+        if isinstance(obj, list):
+            return [self.pack(v, f"{name}/{i}") for i, v in enumerate(obj)]
+        if isinstance(obj, Counter):
+            return {"__counter__": [[self.pack(k, f"{name}/key{i}"), self.pack(v, f"{name}/{k}")]
+                                    for i, (k, v) in enumerate(obj.items())]}
+        if isinstance(obj, Mapping):
+            plain = all(isinstance(k, str) for k in obj) and not (
+                len(obj) == 1 and next(iter(obj)) in _MARKERS)
+            if plain:
+                return {k: self.pack(v, f"{name}/{k}") for k, v in obj.items()}
+            return {"__dict__": [[self.pack(k, f"{name}/key{i}"), self.pack(v, f"{name}/{k}")]
+                                 for i, (k, v) in enumerate(obj.items())]}
+        raise CheckpointError(f"{self.what}: cannot store {name} (a {type(obj).__name__}): "
+                              "only None, bool, int, float, str, lists, tuples, dicts, "
+                              "tensors and numpy arrays can be stored")
+
+
+def _unpack(obj: Any, tensors: Mapping[str, torch.Tensor], where: str) -> Any:
+    if isinstance(obj, list):
+        return [_unpack(v, tensors, where) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    if len(obj) == 1:
+        (tag, value), = obj.items()
+        if tag in ("__tensor__", "__ndarray__"):
+            if value not in tensors:
+                raise CheckpointError(f"{where}: the header refers to tensor {value!r}, "
+                                      "which the file does not hold")
+            t = tensors[value]
+            return t.numpy() if tag == "__ndarray__" else t
+        if tag == "__tuple__":
+            return tuple(_unpack(v, tensors, where) for v in value)
+        if tag == "__dict__":
+            return {_unpack(k, tensors, where): _unpack(v, tensors, where) for k, v in value}
+        if tag == "__counter__":
+            return Counter({_unpack(k, tensors, where): _unpack(v, tensors, where)
+                            for k, v in value})
+    return {k: _unpack(v, tensors, where) for k, v in obj.items()}
+
+
+# --------------------------------------------------------------------------------------
+# RNG states
+# --------------------------------------------------------------------------------------
+
+def _np_state_to_json(state: Mapping) -> dict:
+    """A numpy bit generator state dict with its arrays as lists (all ints: JSON-able)."""
+    return {k: (_np_state_to_json(v) if isinstance(v, Mapping)
+                else v.tolist() if isinstance(v, np.ndarray)
+                else v.item() if isinstance(v, np.generic) else v) for k, v in state.items()}
+
+
+def capture_rng_state(generators: Optional[Mapping[str, Any]] = None) -> dict:
+    """Every global RNG state: Python's ``random``, numpy's legacy global RNG, torch's CPU
+    RNG and each CUDA device's, plus the given named generators (``np.random.Generator``
+    or ``torch.Generator``, e.g. a sampler's). The result is what
+    :func:`save_training_state` stores and :func:`restore_rng_state` takes."""
+    version, internal, gauss_next = random.getstate()
+    state = {
+        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
+        "numpy": _np_state_to_json(np.random.get_state(legacy=False)),
+        "torch": torch.get_rng_state(),
+        "cuda": list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else [],
+    }
+    gens = {}
+    for name, gen in (generators or {}).items():
+        if isinstance(gen, np.random.Generator):
+            gens[name] = {"type": "numpy", "state": _np_state_to_json(gen.bit_generator.state)}
+        elif isinstance(gen, torch.Generator):
+            gens[name] = {"type": "torch", "state": gen.get_state()}
+        else:
+            raise TypeError(f"generator {name!r} is a {type(gen).__name__}; expected "
+                            "numpy.random.Generator or torch.Generator")
+    state["generators"] = gens
+    return state
+
+
+def restore_rng_state(state: Mapping, generators: Optional[Mapping[str, Any]] = None) -> None:
+    """Set every RNG captured by :func:`capture_rng_state` back. ``generators`` must hold
+    an object for each name whose state should be restored into it."""
+    try:
+        py = state["python"]
+        random.setstate((int(py["version"]), tuple(int(v) for v in py["internal"]),
+                         py["gauss_next"]))
+        np.random.set_state(dict(state["numpy"]))
+        torch.set_rng_state(torch.as_tensor(state["torch"], dtype=torch.uint8).cpu())
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"RNG state is incomplete or malformed: {err!r}") from err
+    cuda = list(state.get("cuda") or [])
+    if cuda:
+        if torch.cuda.is_available():
+            n = torch.cuda.device_count()
+            if n != len(cuda):
+                warnings.warn(f"RNG state has {len(cuda)} CUDA device states, this machine "
+                              f"has {n} devices: restoring the first {min(n, len(cuda))}",
+                              stacklevel=2)
+            for i, s in enumerate(cuda[:n]):
+                torch.cuda.set_rng_state(torch.as_tensor(s, dtype=torch.uint8).cpu(), i)
+        else:
+            warnings.warn("RNG state holds CUDA states but CUDA is not available: they are "
+                          "not restored", stacklevel=2)
+    saved = state.get("generators") or {}
+    for name, gen in (generators or {}).items():
+        if name not in saved:
+            raise CheckpointError(f"RNG state has no generator {name!r} (it has "
+                                  f"{sorted(saved)})")
+        entry = saved[name]
+        if isinstance(gen, np.random.Generator) and entry.get("type") == "numpy":
+            gen.bit_generator.state = entry["state"]
+        elif isinstance(gen, torch.Generator) and entry.get("type") == "torch":
+            gen.set_state(torch.as_tensor(entry["state"], dtype=torch.uint8).cpu())
+        else:
+            raise CheckpointError(f"RNG state of generator {name!r} is of type "
+                                  f"{entry.get('type')!r}, the object given is a "
+                                  f"{type(gen).__name__}")
+
+
+# --------------------------------------------------------------------------------------
+# Training state
+# --------------------------------------------------------------------------------------
+
+def save_training_state(path: PathLike, *, model: nn.Module,
+                        optimizer: Optional[torch.optim.Optimizer] = None,
+                        scheduler: Optional[Any] = None, step: int, epoch: int,
+                        rng: Optional[Mapping] = None, extra: Optional[Mapping] = None,
+                        teacher_path: Optional[PathLike] = None,
+                        config: Optional[Mapping] = None) -> Path:
+    """Write everything needed to continue training exactly to ONE safetensors file
+    (atomically): the model's weights in full precision, the optimizer's state, the
+    scheduler's state dict, ``step``, ``epoch``, ``config``, ``extra`` (tensors allowed),
+    ``teacher_path`` and ``rng`` (default: :func:`capture_rng_state` now).
+
+    Resuming is bit-exact when the loop's only other inputs are deterministic functions of
+    the restored state (e.g. the data order derives from the seed, epoch and step, or its
+    generator is passed to capture_rng_state). Returns the path written."""
+    path = Path(path)
+    where = f"training state {path}"
+    if not _is_int(step) or not _is_int(epoch):
+        raise CheckpointError(f"{where}: step and epoch must be integers, got {step!r}, "
+                              f"{epoch!r}")
+    model = _unwrap(model)
+    packer = _Packer(where)
+    tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
+    packer.tensors.update(tensors)
+    optim = None
+    if optimizer is not None:
+        sd = optimizer.state_dict()
+        optim = {"type": type(optimizer).__name__,
+                 "state": packer.pack(sd["state"], "optim/state"),
+                 "param_groups": packer.pack(sd["param_groups"], "optim/param_groups")}
+        for key in set(sd) - {"state", "param_groups"}:
+            optim[key] = packer.pack(sd[key], f"optim/{key}")
+    sched = None
+    if scheduler is not None:
+        sched = {"type": type(scheduler).__name__,
+                 "state": packer.pack(scheduler.state_dict(), "sched")}
+    header = {
+        "format": TRAIN_FORMAT,
+        "format_version": TRAIN_FORMAT_VERSION,
+        "step": step,
+        "epoch": epoch,
+        "teacher_path": None if teacher_path is None else os.fspath(teacher_path),
+        "config": packer.pack(dict(config or {}), "config"),
+        "extra": packer.pack(None if extra is None else dict(extra), "extra"),
+        "model_type": type(model).__name__,
+        "optimizer": optim,
+        "scheduler": sched,
+        "rng": packer.pack(dict(capture_rng_state() if rng is None else rng), "rng"),
+        "code_version": code_version(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    return _write(path, packer.tensors, header, "training state")
+
+
+def read_training_header(path: PathLike) -> dict:
+    """The JSON header of a training state (step, epoch, config, ...), reading only the
+    file's header; tensors appear as ``{"__tensor__": name}`` references."""
+    path, _, meta = _read_header(path, "training state")
+    return _check_format(path, meta, TRAIN_FORMAT, TRAIN_FORMAT_VERSION, "training state")
+
+
+def load_training_state(path: PathLike, model: nn.Module,
+                        optimizer: Optional[torch.optim.Optimizer] = None,
+                        scheduler: Optional[Any] = None, *, restore_rng: bool = True,
+                        generators: Optional[Mapping[str, Any]] = None) -> dict:
+    """Restore a training state written by :func:`save_training_state` into ``model``,
+    ``optimizer`` and ``scheduler`` (built the same way as when saving) and, unless
+    ``restore_rng=False``, every RNG (and the named ``generators``).
+
+    Returns ``{"step", "epoch", "config", "extra", "rng", "teacher_path", "code_version",
+    "created"}``."""
+    path = Path(path)
+    where = f"training state {path}"
+    header = read_training_header(path)
+    tensors = _load_tensors(path, "training state")
+    state = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
+    _copy_into(_unwrap(model), state, True, where)
+
+    optim = header.get("optimizer")
+    if optimizer is not None:
+        if optim is None:
+            raise CheckpointError(f"{where}: holds no optimizer state")
+        if optim.get("type") != type(optimizer).__name__:
+            raise CheckpointError(f"{where}: optimizer state is for {optim.get('type')}, "
+                                  f"the optimizer given is a {type(optimizer).__name__}")
+        sd = {k: _unpack(v, tensors, where) for k, v in optim.items() if k != "type"}
+        try:
+            optimizer.load_state_dict(sd)
+        except (ValueError, KeyError, RuntimeError) as err:
+            raise CheckpointError(f"{where}: the optimizer state does not fit the optimizer "
+                                  f"given: {err}") from err
+    sched = header.get("scheduler")
+    if scheduler is not None:
+        if sched is None:
+            raise CheckpointError(f"{where}: holds no scheduler state")
+        if sched.get("type") != type(scheduler).__name__:
+            raise CheckpointError(f"{where}: scheduler state is for {sched.get('type')}, "
+                                  f"the scheduler given is a {type(scheduler).__name__}")
+        try:
+            scheduler.load_state_dict(_unpack(sched["state"], tensors, where))
+        except (ValueError, KeyError, TypeError, RuntimeError) as err:
+            raise CheckpointError(f"{where}: the scheduler state does not fit the scheduler "
+                                  f"given: {err}") from err
+    rng = _unpack(header.get("rng"), tensors, where)
+    if restore_rng:
+        if not isinstance(rng, Mapping):
+            raise CheckpointError(f"{where}: holds no RNG state")
+        try:
+            restore_rng_state(rng, generators)
+        except CheckpointError as err:
+            raise CheckpointError(f"{where}: {err}") from None
+    return {"step": header["step"], "epoch": header["epoch"],
+            "config": _unpack(header.get("config"), tensors, where),
+            "extra": _unpack(header.get("extra"), tensors, where), "rng": rng,
+            "teacher_path": header.get("teacher_path"),
+            "code_version": header.get("code_version"), "created": header.get("created")}
+
+
+def latest_checkpoint(directory: PathLike) -> Optional[Path]:
+    """The training state to resume from in ``directory``: of the readable
+    ``*.train.safetensors`` files, the one with the highest step (``last.train.safetensors``
+    on a tie); None when there is none. Unreadable files are skipped with a warning."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return None
+    best, best_key = None, None
+    for p in sorted(directory.glob("*" + TRAIN_SUFFIX)):
+        if p.name.startswith("."):
+            continue  # temporary files of a write in progress
+        try:
+            header = read_training_header(p)
+        except CheckpointError as err:
+            warnings.warn(f"skipping {err}", stacklevel=2)
+            continue
+        step = header.get("step")
+        key = (step if _is_int(step) else -1, p.name == LAST_TRAIN_STATE, p.stat().st_mtime)
+        if best_key is None or key > best_key:
+            best, best_key = p, key
+    return best
+
+
+__all__ = [
+    "CheckpointError", "FORMAT", "FORMAT_VERSION", "LAST_TRAIN_STATE", "META_KEY",
+    "REQUIRED_KEYS", "TRAIN_FORMAT", "TRAIN_FORMAT_VERSION", "TRAIN_SUFFIX", "build_model",
+    "capture_rng_state", "code_version", "latest_checkpoint", "load_into", "load_state_dict",
+    "load_training_state", "read_metadata", "read_training_header", "restore_rng_state",
+    "save_model", "save_training_state", "validate_metadata",
+]

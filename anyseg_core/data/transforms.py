@@ -1,0 +1,118 @@
+"""Training augmentation, applied jointly to every modality and the label.
+
+Geometric (all modalities and the label): random rescale by a factor in ``scale`` then a
+random crop back to the input size (padding with "no data" where the rescaled image is
+smaller; label padding 255), horizontal flip. Photometric (camera only): Gaussian blur and
+colour jitter. Sparse modalities (LiDAR, events) and depth are rescaled with nearest
+neighbour, never blended, and are never blurred.
+
+Randomness comes from an explicit ``torch.Generator``, so an item's augmentation depends
+only on (seed, epoch, index): training resumes exactly and DataLoader workers agree.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..modalities import CAMERA, IGNORE_INDEX
+from ..sensors import denormalize, normalization_of, normalize, resize_dense, resize_nearest
+
+
+def _uniform(g: torch.Generator, lo: float, hi: float) -> float:
+    return lo + (hi - lo) * float(torch.rand((), generator=g))
+
+
+def _empty_value(modality: str) -> torch.Tensor:
+    """The normalised value of a pixel without data (raw zeros); the camera's mean is 0."""
+    if modality == CAMERA:
+        return torch.zeros(3)
+    mean, std = normalization_of(modality)
+    return -torch.tensor(mean) / torch.tensor(std)
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    radius = max(1, int(round(2.5 * sigma)))
+    k = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * (k / sigma) ** 2)
+    k = k / k.sum()
+    c = x.shape[0]
+    y = F.conv2d(F.pad(x[None], (radius, radius, 0, 0), mode="reflect"),
+                 k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    y = F.conv2d(F.pad(y, (0, 0, radius, radius), mode="reflect"),
+                 k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    return y[0]
+
+
+def _color_jitter(rgb: torch.Tensor, g: torch.Generator, amount: float = 0.3) -> torch.Tensor:
+    """Brightness, contrast and saturation jitter on [0, 1] RGB."""
+    b = _uniform(g, 1 - amount, 1 + amount)
+    c = _uniform(g, 1 - amount, 1 + amount)
+    s = _uniform(g, 1 - amount, 1 + amount)
+    x = rgb * b
+    mean = x.mean()
+    x = (x - mean) * c + mean
+    grey = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2])[None]
+    x = (x - grey) * s + grey
+    return x.clamp(0, 1)
+
+
+class JointAugment:
+    """Callable on ``(inputs, label, generator)`` -> augmented ``(inputs, label)``; inputs are
+    normalised ``[3, H, W]`` tensors keyed by modality, label ``[H, W]`` int64."""
+
+    def __init__(self, scale: Sequence[float] = (0.5, 2.0), flip: bool = True,
+                 blur_p: float = 0.2, color_jitter_p: float = 0.2) -> None:
+        self.scale = (float(scale[0]), float(scale[1]))
+        self.flip = flip
+        self.blur_p = blur_p
+        self.color_jitter_p = color_jitter_p
+
+    @classmethod
+    def from_config(cls, cfg: Mapping) -> "JointAugment":
+        return cls(cfg["scale"], cfg["flip"], cfg["blur_p"], cfg["color_jitter_p"])
+
+    def __call__(self, inputs: dict[str, torch.Tensor], label: torch.Tensor,
+                 g: torch.Generator) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        H, W = label.shape
+        r = _uniform(g, *self.scale)
+        h, w = max(1, round(H * r)), max(1, round(W * r))
+        # Crop window in the rescaled image (negative offsets = padding).
+        top = int(torch.randint(0, abs(h - H) + 1, (), generator=g))
+        left = int(torch.randint(0, abs(w - W) + 1, (), generator=g))
+        top = top if h >= H else -top
+        left = left if w >= W else -left
+        flip = self.flip and bool(torch.rand((), generator=g) < 0.5)
+        out = {}
+        for mod, x in inputs.items():
+            x = resize_dense(x, (h, w)) if mod == CAMERA else resize_nearest(x, (h, w))
+            out[mod] = _flip(_crop(x, top, left, H, W, _empty_value(mod).to(x)), flip)
+        lab = resize_nearest(label, (h, w))
+        lab = _flip(_crop(lab[None], top, left, H, W, torch.tensor([IGNORE_INDEX]))[0], flip)
+        if CAMERA in out:
+            cam = out[CAMERA]
+            jitter = bool(torch.rand((), generator=g) < self.color_jitter_p)
+            blur = bool(torch.rand((), generator=g) < self.blur_p)
+            sigma = _uniform(g, 0.1, 2.0)
+            if jitter:
+                cam = normalize(_color_jitter(denormalize(cam, CAMERA), g), CAMERA)
+            if blur:
+                cam = _gaussian_blur(cam, sigma)
+            out[CAMERA] = cam
+        return out, lab
+
+
+def _crop(x: torch.Tensor, top: int, left: int, H: int, W: int, fill: torch.Tensor) -> torch.Tensor:
+    """Window [top, top+H) x [left, left+W) of ``x`` [C, h, w]; outside is ``fill`` per channel."""
+    C, h, w = x.shape
+    out = fill.to(x.dtype).view(-1, 1, 1).expand(C, H, W).clone()
+    y0, x0 = max(top, 0), max(left, 0)
+    y1, x1 = min(top + H, h), min(left + W, w)
+    if y1 > y0 and x1 > x0:
+        out[:, y0 - top:y1 - top, x0 - left:x1 - left] = x[:, y0:y1, x0:x1]
+    return out
+
+
+def _flip(x: torch.Tensor, flip: bool) -> torch.Tensor:
+    return x.flip(-1) if flip else x

@@ -1,0 +1,64 @@
+"""Segmentation metrics from one confusion matrix (docs/method.md, "Anymodal evaluation")."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from .modalities import IGNORE_INDEX
+
+
+class ConfusionMatrix:
+    """Accumulates a K x K confusion matrix (rows: ground truth, columns: prediction) on the
+    device of the first update; pixels labelled ``ignore_index`` are skipped."""
+
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX) -> None:
+        self.num_classes = int(num_classes)
+        self.ignore_index = ignore_index
+        self.matrix: torch.Tensor | None = None
+
+    def update(self, pred: torch.Tensor, label: torch.Tensor) -> None:
+        """``pred`` and ``label``: integer class ids of the same shape."""
+        if pred.shape != label.shape:
+            raise ValueError(f"prediction {tuple(pred.shape)} and label {tuple(label.shape)} "
+                             f"differ in shape")
+        K = self.num_classes
+        if self.matrix is None:
+            self.matrix = torch.zeros(K, K, dtype=torch.int64, device=label.device)
+        label = label.reshape(-1).long()
+        pred = pred.reshape(-1).long().to(label.device)
+        valid = (label != self.ignore_index) & (label >= 0) & (label < K)
+        idx = label[valid] * K + pred[valid].clamp(0, K - 1)
+        self.matrix += torch.bincount(idx, minlength=K * K).view(K, K)
+
+    def merge(self, other: "ConfusionMatrix") -> None:
+        if other.matrix is not None:
+            self.matrix = other.matrix.clone() if self.matrix is None else self.matrix + \
+                other.matrix.to(self.matrix.device)
+
+    def compute(self) -> dict:
+        """``miou`` over the classes that occur in the labels or the predictions (classes seen
+        by neither are left out, unlike the reference code which counts them as 0),
+        ``iou`` per class (None where left out), ``pixel_acc``, ``pixels``."""
+        K = self.num_classes
+        m = self.matrix if self.matrix is not None else torch.zeros(K, K, dtype=torch.int64)
+        m = m.double().cpu()
+        tp = m.diag()
+        gt, pr = m.sum(1), m.sum(0)
+        union = gt + pr - tp
+        seen = union > 0
+        iou = torch.where(seen, tp / union.clamp(min=1), torch.zeros_like(tp))
+        total = m.sum()
+        return {
+            "miou": float(iou[seen].mean()) if seen.any() else 0.0,
+            "iou": [float(v) if s else None for v, s in zip(iou.tolist(), seen.tolist())],
+            "pixel_acc": float(tp.sum() / total) if total > 0 else 0.0,
+            "pixels": int(total),
+        }
+
+
+def miou(preds: Sequence[torch.Tensor], labels: Sequence[torch.Tensor], num_classes: int) -> float:
+    cm = ConfusionMatrix(num_classes)
+    for p, l in zip(preds, labels):
+        cm.update(p, l)
+    return cm.compute()["miou"]

@@ -1,0 +1,156 @@
+"""The inference runtime shared by ``anyseg_core.evaluate`` and the ROS node.
+
+Loads a checkpoint (never unpickling), picks the device and precision, warms up every
+modality subset (so the first frame after a sensor drops out is not slow), and predicts
+class ids (uint8, 255 = ignore) and optionally a confidence map from raw frames or prepared
+inputs with any subset of modalities present. Everything stays on the device until the
+caller asks for numpy.
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
+import torch
+
+from . import checkpoint as ckpt
+from .modalities import IGNORE_INDEX, all_subsets
+from .sensors import RawFrame, prepare_inputs, resize_nearest
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} asked for, but CUDA is not available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r}: only {torch.cuda.device_count()} CUDA "
+                             f"device(s) here")
+    elif device.type != "cpu":
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    return device
+
+
+@dataclass
+class Prediction:
+    """labels: uint8 [H, W] class ids (255 = ignore); confidence: float32 [H, W] softmax
+    probability of the predicted class, or None; both on the runtime's device."""
+
+    labels: torch.Tensor
+    confidence: Optional[torch.Tensor]
+    modalities: tuple[str, ...]
+
+
+class Runtime:
+    """A segmentor ready to serve.
+
+    Args:
+        checkpoint: path of a ``.safetensors`` checkpoint written by anyseg_core.
+        device: auto | cpu | cuda | cuda:N.
+        precision: fp32 | fp16 | bf16 (fp16 needs CUDA).
+        input_size: network input (H, W); default the checkpoint's training size.
+        warmup: run every modality subset once at start.
+        min_confidence: pixels whose confidence is below it become 255 (0 = never).
+    """
+
+    def __init__(self, checkpoint: str | Path, device: str = "auto", precision: str = "fp32",
+                 input_size: Optional[Sequence[int]] = None, warmup: bool = True,
+                 min_confidence: float = 0.0) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.device = pick_device(device)
+        if precision == "fp16" and self.device.type != "cuda":
+            raise ValueError("precision fp16 needs a CUDA device; use fp32 (or bf16) on CPU")
+        self.precision = precision
+        self.model, self.meta = ckpt.build_model(checkpoint, device=self.device)
+        self.model.eval().requires_grad_(False)
+        if self.device.type == "cuda":
+            self.model.to(memory_format=torch.channels_last)
+        self.modalities: tuple[str, ...] = tuple(self.meta["modalities"])
+        self.class_names: list[str] = list(self.meta["class_names"])
+        self.palette = torch.zeros(256, 3, dtype=torch.uint8, device=self.device)
+        self.palette[: len(self.meta["palette"])] = torch.tensor(self.meta["palette"],
+                                                                 dtype=torch.uint8)
+        size = input_size or self.meta["input_size"]
+        if len(size) != 2 or any(int(v) % 32 for v in size):
+            raise ValueError(f"input size must be [H, W] divisible by 32, got {list(size)}")
+        self.input_size = (int(size[0]), int(size[1]))
+        self.min_confidence = float(min_confidence)
+        if warmup:
+            self.warmup()
+
+    def _autocast(self):
+        if self.precision == "fp32":
+            return nullcontext()
+        dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def warmup(self) -> None:
+        """One forward pass per non-empty subset (kernels, allocator, autotuning)."""
+        H, W = self.input_size
+        for subset in all_subsets(self.modalities):
+            x = {m: torch.zeros(1, 3, H, W, device=self.device) for m in subset}
+            self.predict(x)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def prepare(self, frame: RawFrame, event_window: float = 0.03,
+                lidar_min_range: float = 1.0) -> dict[str, torch.Tensor]:
+        """Network inputs [1, 3, H, W] of the frame's modalities, on the device."""
+        inputs = prepare_inputs(frame, self.input_size, self.modalities,
+                                event_window=event_window, lidar_min_range=lidar_min_range,
+                                device=self.device)
+        return {m: x[None] for m, x in inputs.items()}
+
+    @torch.inference_mode()
+    def predict(self, inputs: Mapping[str, torch.Tensor] | RawFrame,
+                output_size: Optional[Sequence[int]] = None, confidence: bool = False,
+                missing: str = "drop") -> Prediction:
+        """Class ids of one sample from raw data (a RawFrame) or prepared inputs
+        (modality -> [1, 3, H, W] or [3, H, W], normalised); whatever modalities are given
+        are used. ``output_size`` resizes the labels (nearest) and confidence."""
+        if isinstance(inputs, RawFrame):
+            inputs = self.prepare(inputs)
+        x = {m: (v if v.ndim == 4 else v[None]).to(self.device, non_blocking=True)
+             for m, v in inputs.items()}
+        unknown = [m for m in x if m not in self.modalities]
+        if unknown:
+            raise ValueError(f"the checkpoint has no modality {unknown}; it knows "
+                             f"{list(self.modalities)}")
+        if not x:
+            raise ValueError("no input modality: give at least one of "
+                             f"{list(self.modalities)}")
+        if self.device.type == "cuda":
+            x = {m: v.contiguous(memory_format=torch.channels_last) for m, v in x.items()}
+        with self._autocast():
+            logits = self.model(x, missing=missing).logits[0]
+        prob = torch.softmax(logits.float(), dim=0)
+        conf, labels = prob.max(0)
+        labels = labels.to(torch.uint8)
+        if self.min_confidence > 0:
+            labels[conf < self.min_confidence] = IGNORE_INDEX
+        if output_size is not None and tuple(output_size) != tuple(labels.shape):
+            labels = resize_nearest(labels, output_size)
+            conf = resize_nearest(conf, output_size) if confidence else conf
+        return Prediction(labels=labels, confidence=conf if confidence else None,
+                          modalities=tuple(m for m in self.modalities if m in x))
+
+    def predict_labels(self, inputs: Mapping[str, torch.Tensor], output_size=None,
+                       missing: str = "drop") -> torch.Tensor:
+        """Only the class ids of :meth:`predict` (the signature ``evaluate`` expects)."""
+        return self.predict(inputs, output_size=output_size, missing=missing).labels
+
+    def colorize(self, labels: torch.Tensor) -> torch.Tensor:
+        """uint8 [H, W] class ids -> uint8 [H, W, 3] RGB from the checkpoint's palette (on the
+        device; 255 and unknown ids are black)."""
+        return self.palette[labels.long()]

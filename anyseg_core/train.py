@@ -1,0 +1,399 @@
+"""Train the PML teacher or the anymodal student.
+
+    python -m anyseg_core.train --config config/synthetic_teacher.yaml [--set key=value ...]
+    python -m anyseg_core.train --config config/synthetic_student.yaml \
+        --set teacher.checkpoint=runs/teacher/final.safetensors
+    python -m anyseg_core.train ... --resume             # continue from out_dir/last.train.safetensors
+    python -m anyseg_core.train ... --stop-after 500     # stop at step 500, --resume later
+    torchrun --nproc_per_node=2 -m anyseg_core.train ...  # DDP (NCCL on GPU, gloo on CPU)
+
+Reads top to bottom: config, model (+ frozen teacher), optimiser and schedule, the loop,
+checkpoints. Stage ``teacher`` trains with every modality present (PML); stage ``student``
+draws a random non-empty subset per sample (anymodal dropout) and distils the teacher with
+L_mad, L_umd and L_cmd (anyseg_core.losses). Everything is in the config (anyseg_core.config).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
+
+from . import checkpoint as ckpt
+from .config import ConfigError, dump, load_config
+from .data import build_dataset, class_info
+from .data.transforms import JointAugment
+from .losses import AnySegLoss
+from .modalities import NORMALIZATION
+from .model import AnymodalSegmentor
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={name} but CUDA is not available")
+    return device
+
+
+def mix_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (stable across processes and runs)."""
+    state = np.random.SeedSequence([int(p) % (1 << 63) for p in parts]).generate_state(1, np.uint64)
+    return int(state[0] >> np.uint64(1))
+
+
+def sample_present(policy: str, batch: int, num_modalities: int,
+                   g: torch.Generator) -> torch.Tensor:
+    """The [B, M] present mask of one training batch.
+
+    none: every modality. per_sample: each sample its own subset, uniform over the
+    2^M - 1 non-empty subsets. per_batch: one such subset for the whole batch."""
+    if policy == "none":
+        return torch.ones(batch, num_modalities, dtype=torch.bool)
+    n = batch if policy == "per_sample" else 1
+    codes = torch.randint(1, 2 ** num_modalities, (n,), generator=g)
+    bits = (codes[:, None] >> torch.arange(num_modalities)) & 1
+    return bits.bool().expand(batch, -1).clone()
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: no weight decay on norms, biases and other 1-D parameters."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_lambda(optim_cfg: Mapping):
+    """Linear warm-up from ``warmup_ratio`` to 1, then polynomial decay to 0."""
+    steps, warm = optim_cfg["steps"], optim_cfg["warmup_steps"]
+    ratio, power = optim_cfg["warmup_ratio"], optim_cfg["poly_power"]
+
+    def f(step: int) -> float:
+        if step < warm:
+            return ratio + (1.0 - ratio) * step / max(warm, 1)
+        return (1.0 - (step - warm) / max(steps - warm, 1)) ** power
+    return f
+
+
+class TrainItems(Dataset):
+    """Items keyed by (epoch, index): the augmentation of an item depends only on the run's
+    seed, the epoch and the index, never on worker or resume state."""
+
+    def __init__(self, base: Dataset, augment: JointAugment | None, seed: int) -> None:
+        self.base, self.augment, self.seed = base, augment, seed
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict:
+        epoch, index = key
+        item = self.base[index]
+        if self.augment is not None:
+            g = torch.Generator().manual_seed(mix_seed(self.seed, epoch, index))
+            item["inputs"], item["label"] = self.augment(item["inputs"], item["label"], g)
+        return item
+
+
+def batches(num_items: int, batch_size: int, seed: int, start_step: int, rank: int,
+            world: int) -> Iterator[list[tuple[int, int]]]:
+    """This rank's share of every global batch from ``start_step`` on: a fresh permutation
+    per epoch (drop_last), so step s always sees the same samples."""
+    per_epoch = num_items // batch_size
+    if per_epoch == 0:
+        raise ConfigError(f"optim.batch_size={batch_size} is larger than the training set "
+                          f"({num_items} items)")
+    step = start_step
+    while True:
+        epoch, k = divmod(step, per_epoch)
+        perm = torch.randperm(num_items, generator=torch.Generator().manual_seed(
+            mix_seed(seed, epoch))).tolist()
+        for j in range(k, per_epoch):
+            chunk = perm[j * batch_size:(j + 1) * batch_size]
+            yield [(epoch, i) for i in chunk[rank::world]]
+        step = (epoch + 1) * per_epoch
+
+
+def collate(items: list[dict]) -> dict:
+    mods = items[0]["inputs"].keys()
+    return {"inputs": {m: torch.stack([it["inputs"][m] for it in items]) for m in mods},
+            "label": torch.stack([it["label"] for it in items])}
+
+
+def model_meta(cfg: Mapping, stage: str, step: int) -> dict:
+    names, palette = class_info(cfg)
+    mods = list(cfg["data"]["modalities"])
+    return {
+        "modalities": mods, "num_classes": len(names), "class_names": names,
+        "palette": palette, "backbone": cfg["model"]["backbone"],
+        "embed_dim": cfg["model"]["embed_dim"], "fusion": cfg["model"]["fusion"],
+        "normalization": {m: {"mean": list(NORMALIZATION[m][0]), "std": list(NORMALIZATION[m][1])}
+                          for m in mods},
+        "input_size": list(cfg["data"]["size"]), "train_config": dict(cfg), "stage": stage,
+        "step": step,
+    }
+
+
+class MetricsLog:
+    """JSON lines (and TensorBoard when it is installed), written by rank 0 only."""
+
+    def __init__(self, out_dir: Path, enabled: bool) -> None:
+        self.enabled = enabled
+        self.file = open(out_dir / "metrics.jsonl", "a") if enabled else None
+        self.tb = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.tb = SummaryWriter(str(out_dir / "tb"))
+            except Exception:  # tensorboard not installed: JSON lines only
+                self.tb = None
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k != "step":
+                    self.tb.add_scalar(k, v, record["step"])
+
+    def close(self) -> None:
+        if self.file:
+            self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def train(cfg: dict, resume: bool = False, stop_after: int | None = None) -> Path | None:
+    """Run the configured training; returns the final checkpoint path (rank 0).
+
+    ``stop_after``: stop once this many steps are done (saving the training state) without
+    changing the schedule of the whole run, to continue later with ``resume``: long runs
+    split across machine sessions."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(cfg["train"]["device"], local_rank)
+    if world > 1:
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    is_main = rank == 0
+    out_dir = Path(cfg["out_dir"])
+    if is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.yaml").write_text(dump(cfg))
+        print(dump(cfg), flush=True)
+    o = cfg["optim"]
+    if o["batch_size"] % world:
+        raise ConfigError(f"optim.batch_size={o['batch_size']} is not divisible by the "
+                          f"{world} processes")
+    torch.manual_seed(mix_seed(cfg["seed"], rank))
+
+    # -- model, teacher, loss
+    mods = tuple(cfg["data"]["modalities"])
+    names, _ = class_info(cfg)
+    m = cfg["model"]
+    model = AnymodalSegmentor(mods, len(names), backbone=m["backbone"],
+                              embed_dim=m["embed_dim"], pretrained=m["pretrained"],
+                              fusion=m["fusion"],
+                              backbone_kwargs={"drop_path_rate": m["drop_path_rate"]})
+    teacher = None
+    student = cfg["stage"] == "student"
+    if student and cfg["teacher"]["checkpoint"]:
+        teacher, tmeta = ckpt.build_model(cfg["teacher"]["checkpoint"], device=device)
+        if list(tmeta["modalities"]) != list(mods):
+            raise ConfigError(f"the teacher was trained on {tmeta['modalities']}, the student "
+                              f"on {list(mods)}: they must match")
+        teacher.eval().requires_grad_(False)
+        if m["init"] == "teacher":
+            model.load_state_dict(teacher.state_dict())
+    model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    loss_fn = AnySegLoss.from_config(cfg["loss"]) if student else AnySegLoss(
+        lambda_mad=0, alpha_umd=0, beta_cmd=0, gamma_fkd=0,
+        ohem_thresh=cfg["loss"]["ohem_thresh"])
+    amp = cfg["train"]["amp"]
+    use_bf16 = device.type == "cuda" and amp in ("auto", "bf16")
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else nullcontext
+
+    optimizer = torch.optim.AdamW(param_groups(model, o["weight_decay"]), lr=o["lr"],
+                                  betas=tuple(o["betas"]))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(o))
+    step = 0
+    last = out_dir / "last.train.safetensors"
+    if resume:
+        if not last.exists():
+            raise FileNotFoundError(f"--resume: no training state at {last}")
+        state = ckpt.load_training_state(last, model, optimizer, scheduler)
+        step = state["step"]  # the RNG states are restored too
+        if is_main:
+            print(f"resumed from {last} at step {step}", flush=True)
+    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                  else None) if world > 1 else model
+
+    # -- data
+    base = build_dataset(cfg, "train")
+    items = TrainItems(base, JointAugment.from_config(cfg["augment"]), cfg["seed"])
+    loader = DataLoader(items, batch_sampler=batches(len(items), o["batch_size"], cfg["seed"],
+                                                     step, rank, world),
+                        num_workers=cfg["data"]["num_workers"], collate_fn=collate,
+                        pin_memory=device.type == "cuda",
+                        # its own generator: creating the iterator must not draw from the
+                        # global RNG, or a resumed run would drift from an uninterrupted one
+                        generator=torch.Generator().manual_seed(mix_seed(cfg["seed"], rank, 1)))
+    policy = cfg["dropout"]["policy"] if student else "none"
+    log = MetricsLog(out_dir, is_main)
+    bar = _progress(o["steps"], step, is_main)
+    t_last, samples = time.perf_counter(), 0
+    final = None
+    data_iter = iter(loader)
+    model.train()
+    while step < o["steps"]:
+        batch = next(data_iter)
+        inputs = {k: v.to(device, non_blocking=True) for k, v in batch["inputs"].items()}
+        labels = batch["label"].to(device, non_blocking=True)
+        B = labels.shape[0]
+        g = torch.Generator().manual_seed(mix_seed(cfg["seed"], step, rank, 7))
+        present = sample_present(policy, B, len(mods), g).to(device)
+        if device.type == "cuda":
+            inputs = {k: v.contiguous(memory_format=torch.channels_last) for k, v in inputs.items()}
+        with autocast():
+            out = net(inputs, present)
+            t_out = None
+            if teacher is not None and loss_fn.needs_teacher:
+                with torch.no_grad():
+                    t_out = teacher(inputs)
+            losses = loss_fn(out, t_out, labels, present)
+        optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        if o["grad_clip"]:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), o["grad_clip"])
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        samples += B * world
+        if not torch.isfinite(losses["loss"]):
+            raise FloatingPointError(f"loss is {float(losses['loss'])} at step {step}; "
+                                     f"lower optim.lr or check the data")
+        if step % cfg["train"]["log_every"] == 0 or step == o["steps"]:
+            now = time.perf_counter()
+            rec = {"step": step, "lr": scheduler.get_last_lr()[0],
+                   "samples_per_s": samples / max(now - t_last, 1e-9),
+                   **{k: float(v.detach()) for k, v in losses.items()}}
+            t_last, samples = now, 0
+            log.write(rec)
+            if bar is not None and not bar.disable:
+                bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{rec['lr']:.2e}",
+                                sps=f"{rec['samples_per_s']:.1f}")
+            elif is_main:  # logs of background runs: one plain line instead of a bar
+                print(f"step {step}/{o['steps']} loss {rec['loss']:.4f} lr {rec['lr']:.2e} "
+                      f"{rec['samples_per_s']:.1f} samples/s", flush=True)
+        if bar is not None:
+            bar.update(1)
+        every = cfg["train"]["eval_every"]
+        if is_main and (step == o["steps"] or (every and step % every == 0)):
+            rec = validate(model, cfg, device, autocast)
+            log.write({"step": step, **rec})
+            print(f"step {step} validation: " + " ".join(
+                f"{k[9:]} {v:.1f}" for k, v in rec.items() if k.startswith("val_miou/")) +
+                f" | mean {rec['val_mean_miou']:.1f}", flush=True)
+            model.train()
+        stopping = stop_after is not None and step >= stop_after and step < o["steps"]
+        if step % cfg["train"]["checkpoint_every"] == 0 or step == o["steps"] or stopping:
+            if is_main:
+                ckpt.save_training_state(last, model=model, optimizer=optimizer,
+                                         scheduler=scheduler, step=step,
+                                         epoch=step // max(len(items) // o["batch_size"], 1),
+                                         rng=ckpt.capture_rng_state(), extra={},
+                                         teacher_path=cfg["teacher"]["checkpoint"],
+                                         config=cfg)
+            if world > 1:
+                dist.barrier()
+        if stopping:
+            break
+    if bar is not None:
+        bar.close()
+    if is_main and step == o["steps"]:
+        final = out_dir / "final.safetensors"
+        ckpt.save_model(final, model, model_meta(cfg, cfg["stage"], step))
+        print(f"saved {final}", flush=True)
+    elif is_main:
+        print(f"stopped at step {step} of {o['steps']}; continue with --resume", flush=True)
+    log.close()
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return final
+
+
+def validate(model: torch.nn.Module, cfg: Mapping, device: torch.device, autocast) -> dict:
+    """mIoU (%) of every modality subset on ``train.eval_samples`` validation items."""
+    from .evaluate import evaluate, model_predictor, report, subset_name
+    from .modalities import all_subsets
+    model.eval()
+    n = cfg["train"]["eval_samples"]
+    dataset = build_dataset(cfg, "val", num_samples=n)
+    predict = model_predictor(model, device)
+    with autocast():
+        results, _, _ = evaluate(lambda x, size, missing: predict(x, size, missing), dataset,
+                                 all_subsets(model.modalities), model.num_classes,
+                                 num_samples=n, montage_samples=0, progress=False)
+    rep = report(results, class_info(cfg)[0])
+    out = {f"val_miou/{name}": r["miou"] for name, r in rep["subsets"].items()}
+    out["val_mean_miou"] = rep["mean_miou"]
+    return out
+
+
+def _progress(total: int, start: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, initial=start, desc="train", dynamic_ncols=True,
+                disable=not sys.stderr.isatty(), mininterval=1.0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m anyseg_core.train",
+                                 description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", type=Path, help="YAML config (see config/*.yaml)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config value, e.g. --set optim.lr=1e-4 (repeatable)")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue from out_dir/last.train.safetensors")
+    ap.add_argument("--stop-after", type=int, default=None, metavar="STEP",
+                    help="stop at this step (state saved) to --resume later, e.g. to split a "
+                         "long run across sessions; the schedule stays that of the whole run")
+    args = ap.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.set)
+    except ConfigError as err:
+        ap.error(str(err))
+    train(cfg, resume=args.resume, stop_after=args.stop_after)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

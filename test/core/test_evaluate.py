@@ -1,0 +1,124 @@
+"""Anymodal evaluation, its metrics, and the inference runtime shared with the node."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from anyseg_core.data.synthetic import SyntheticDataset
+from anyseg_core.evaluate import main as evaluate_main, parse_subsets
+from anyseg_core.metrics import ConfusionMatrix
+from anyseg_core.runtime import Runtime, pick_device
+
+MODS = ("camera", "events", "lidar")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_miou_from_one_confusion_matrix_leaves_unseen_classes_out():
+    cm = ConfusionMatrix(4)
+    label = torch.tensor([[0, 0, 1, 1], [1, 255, 255, 0]])
+    pred = torch.tensor([[0, 1, 1, 1], [1, 3, 2, 0]])
+    cm.update(pred, label)
+    r = cm.compute()
+    # class 0: tp 2, fp 0, fn 1 -> 2/3; class 1: tp 3, fp 1 -> 3/4; classes 2, 3 unseen
+    # (their only predictions fall on ignored pixels)
+    assert r["iou"][0] == pytest.approx(2 / 3) and r["iou"][1] == pytest.approx(3 / 4)
+    assert r["iou"][2] is None and r["iou"][3] is None
+    assert r["miou"] == pytest.approx((2 / 3 + 3 / 4) / 2)
+    assert r["pixel_acc"] == pytest.approx(5 / 6) and r["pixels"] == 6
+
+
+def test_subset_specs():
+    assert len(parse_subsets(["all"], MODS)) == 7
+    assert parse_subsets(["lidar,camera", "events", "CL"], MODS) == [("camera", "lidar"),
+                                                                     ("events",)]
+    with pytest.raises(ValueError, match="radar"):
+        parse_subsets(["camera+radar"], MODS)
+
+
+def test_evaluate_writes_the_table_json_csv_and_pictures(tiny_student, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert evaluate_main(["--checkpoint", str(tiny_student), "--dataset", "synthetic",
+                          "--num-samples", "2", "--out", str(out), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "| C | E | L | CE | CL | EL | CEL | Mean |" in printed.replace("|  |", "|")
+    rep = json.loads((out / "anymodal.json").read_text())
+    assert list(rep["subsets"]) == ["C", "E", "L", "CE", "CL", "EL", "CEL"]
+    mious = [r["miou"] for r in rep["subsets"].values()]
+    assert rep["mean_miou"] == pytest.approx(np.mean(mious))
+    assert rep["worst_miou"] == pytest.approx(min(mious))
+    assert rep["protocol"]["num_samples"] == 2 and rep["protocol"]["missing"] == "drop"
+    assert set(rep["subsets"]["CEL"]["iou"]) >= {"road", "car", "sky"}
+    rows = list(csv.reader(open(out / "anymodal.csv")))
+    assert rows[0][:4] == ["subset", "modalities", "miou", "pixel_acc"] and len(rows) == 9
+    for png in ("miou_per_subset.png", "montage.png"):
+        assert cv2.imread(str(out / png)) is not None, png
+
+
+def test_evaluate_selected_subsets_with_zero_filling(tiny_student, tmp_path):
+    out = tmp_path / "eval"
+    proc = subprocess.run([sys.executable, "-m", "anyseg_core.evaluate", "--checkpoint",
+                           str(tiny_student), "--subsets", "camera,lidar", "events",
+                           "--missing", "zero", "--num-samples", "1", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rep = json.loads((out / "anymodal.json").read_text())
+    assert list(rep["subsets"]) == ["CL", "E"] and rep["protocol"]["missing"] == "zero"
+    bad = subprocess.run([sys.executable, "-m", "anyseg_core.evaluate", "--checkpoint",
+                          str(tmp_path / "nothing.safetensors"), "--out", str(out)],
+                         capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    assert bad.returncode == 2 and "nothing.safetensors" in bad.stderr
+
+
+def test_runtime_predicts_from_raw_frames_and_prepared_inputs_alike(tiny_student):
+    rt = Runtime(tiny_student, device="cpu")
+    assert rt.modalities == MODS and rt.input_size == (64, 96)
+    ds = SyntheticDataset(1, split="val", size_hw=(64, 96), modalities=MODS)
+    frame, item = ds.raw(0), ds[0]
+    from_raw = rt.predict(frame, confidence=True)
+    from_inputs = rt.predict(item["inputs"], confidence=True)
+    assert from_raw.labels.dtype == torch.uint8 and from_raw.labels.shape == (64, 96)
+    assert torch.equal(from_raw.labels, from_inputs.labels)
+    assert from_raw.modalities == MODS
+    conf = from_raw.confidence
+    assert conf.dtype == torch.float32 and (conf > 0).all() and (conf <= 1).all()
+    # any subset; resized output; low confidence -> 255
+    only_lidar = rt.predict({"lidar": item["inputs"]["lidar"]}, output_size=(128, 192))
+    assert only_lidar.labels.shape == (128, 192) and only_lidar.modalities == ("lidar",)
+    strict = Runtime(tiny_student, device="cpu", warmup=False, min_confidence=1.01)
+    assert (strict.predict(item["inputs"]).labels == 255).all()
+    colours = rt.colorize(from_raw.labels)
+    assert colours.shape == (64, 96, 3) and colours.dtype == torch.uint8
+
+
+def test_runtime_refuses_bad_settings_clearly(tiny_student):
+    with pytest.raises(ValueError, match="precision"):
+        Runtime(tiny_student, precision="int8", warmup=False)
+    with pytest.raises(ValueError, match="fp16 needs a CUDA"):
+        Runtime(tiny_student, device="cpu", precision="fp16", warmup=False)
+    with pytest.raises(ValueError, match="device"):
+        pick_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            pick_device("cuda:0")
+    rt = Runtime(tiny_student, device="cpu", warmup=False)
+    with pytest.raises(ValueError, match="depth"):
+        rt.predict({"depth": torch.zeros(3, 64, 96)})
+    with pytest.raises(ValueError, match="at least one"):
+        rt.predict({})
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_runtime_on_cuda_matches_cpu(tiny_student):
+    ds = SyntheticDataset(1, split="val", size_hw=(64, 96), modalities=MODS)
+    frame = ds.raw(0)
+    cpu = Runtime(tiny_student, device="cpu").predict(frame).labels
+    gpu = Runtime(tiny_student, device="cuda").predict(frame).labels.cpu()
+    assert (cpu == gpu).float().mean() > 0.99

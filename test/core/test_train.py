@@ -1,0 +1,228 @@
+"""Training: config handling, dropout masks, schedule, overfitting, exact resume, DDP."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from anyseg_core.config import ConfigError, load_config, parse_override
+from anyseg_core.data.synthetic import SyntheticDataset, collate
+from anyseg_core.losses import AnySegLoss
+from anyseg_core.model import AnymodalSegmentor
+from anyseg_core.train import lr_lambda, param_groups, sample_present, train
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TINY = REPO_ROOT / "config" / "train_tiny.yaml"
+
+MODS = ("camera", "events", "lidar")
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def test_config_layers_defaults_file_and_overrides(tmp_path):
+    cfg = load_config(TINY, ["optim.lr=1e-4", "data.modalities=[camera, lidar]",
+                             "loss.beta_cmd=0"])
+    assert cfg["optim"]["lr"] == pytest.approx(1e-4) and isinstance(cfg["optim"]["lr"], float)
+    assert cfg["data"]["modalities"] == ["camera", "lidar"]
+    assert cfg["data"]["size"] == [64, 96]          # from the file
+    assert cfg["optim"]["betas"] == [0.9, 0.999]    # from the defaults
+    assert parse_override("a.b.c=3") == {"a": {"b": {"c": 3}}}
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.lrr=1", "unknown config key 'optim.lrr'"),
+    ("optim.lr=fast", "must be a number"),
+    ("data.size=[100, 96]", "divisible by 32"),
+    ("data.modalities=[camera, radar]", "radar"),
+    ("stage=student", "teacher.checkpoint"),
+    ("dropout.policy=sometimes", "dropout.policy"),
+    ("nonsense", "key.sub=value"),
+])
+def test_bad_configs_name_the_problem(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(TINY, [override])
+
+
+def test_a_bad_config_file_names_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim:\n  steps: 10\n  typo: 1\n")
+    with pytest.raises(ConfigError, match="bad.yaml.*optim.typo"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_every_shipped_training_config_loads():
+    for path in sorted((REPO_ROOT / "config").glob("train_*.yaml")):
+        overrides = ["teacher.checkpoint=t.safetensors"] if "student" in path.name else []
+        cfg = load_config(path, overrides)
+        assert cfg["data"]["size"][0] % 32 == 0, path.name
+
+
+# ----------------------------------------------------------------------------- pieces
+
+
+def test_anymodal_dropout_masks():
+    g = torch.Generator().manual_seed(0)
+    masks = sample_present("per_sample", 7000, 3, g)
+    assert masks.any(1).all()
+    codes = (masks.long() * torch.tensor([1, 2, 4])).sum(1)
+    counts = torch.bincount(codes, minlength=8)[1:]
+    assert counts.min() > 850 and counts.max() < 1150  # uniform over the 7 subsets
+    batch = sample_present("per_batch", 16, 3, g)
+    assert (batch == batch[0]).all() and batch[0].any()
+    assert sample_present("none", 4, 3, g).all()
+
+
+def test_warmup_then_polynomial_decay():
+    f = lr_lambda({"steps": 100, "warmup_steps": 10, "warmup_ratio": 0.1, "poly_power": 0.9})
+    assert f(0) == pytest.approx(0.1)
+    assert f(10) == pytest.approx(1.0)
+    assert f(55) == pytest.approx(0.5 ** 0.9)
+    assert f(100) == pytest.approx(0.0)
+    assert all(f(s) >= f(s + 1) for s in range(10, 100))
+
+
+def test_no_weight_decay_on_norms_and_biases():
+    net = AnymodalSegmentor(MODS, 19, embed_dim=16)
+    decay, no_decay = param_groups(net, 0.01)
+    assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim > 1 for p in decay["params"])
+    norm_weights = [p for n, p in net.named_parameters() if "norm" in n and n.endswith("weight")]
+    assert norm_weights and all(any(p is q for q in no_decay["params"]) for p in norm_weights)
+
+
+# ----------------------------------------------------------------------------- overfitting
+
+
+@pytest.fixture(scope="module")
+def fixed_batch():
+    ds = SyntheticDataset(2, split="train", seed=5, size_hw=(64, 96), modalities=MODS,
+                          conditions=["clear-day"])
+    return collate([ds[0], ds[1]])
+
+
+def _overfit(model, loss_fn, batch, steps, teacher=None, policy="none", seed=0):
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(seed)
+    history = []
+    model.train()
+    for _ in range(steps):
+        present = sample_present(policy, 2, 3, g)
+        out = model(batch["inputs"], present)
+        t_out = None
+        if teacher is not None:
+            with torch.no_grad():
+                t_out = teacher(batch["inputs"])
+        losses = loss_fn(out, t_out, batch["label"], present)
+        opt.zero_grad()
+        losses["loss"].backward()
+        opt.step()
+        history.append({k: float(v.detach()) for k, v in losses.items()})
+    return history
+
+
+def _accuracy(model, batch, subset):
+    model.eval()
+    with torch.no_grad():
+        pred = model({m: batch["inputs"][m] for m in subset}).logits.argmax(1)
+    valid = batch["label"] != 255
+    return float((pred == batch["label"])[valid].float().mean())
+
+
+def test_tiny_teacher_and_student_overfit_a_fixed_batch(fixed_batch):
+    torch.manual_seed(0)
+    teacher = AnymodalSegmentor(MODS, 19, embed_dim=32, head_dropout=0.0,
+                                backbone_kwargs={"drop_path_rate": 0.0})
+    hist = _overfit(teacher, AnySegLoss(0, 0, 0), fixed_batch, 60)
+    assert hist[-1]["sup"] < 0.3 * hist[0]["sup"]
+    assert _accuracy(teacher, fixed_batch, MODS) > 0.9
+    teacher.eval().requires_grad_(False)
+
+    torch.manual_seed(1)
+    student = AnymodalSegmentor(MODS, 19, embed_dim=32, head_dropout=0.0,
+                                backbone_kwargs={"drop_path_rate": 0.0})
+    hist = _overfit(student, AnySegLoss(), fixed_batch, 80, teacher=teacher,
+                    policy="per_sample")
+    first, last = hist[0], hist[-1]
+    assert last["loss"] < 0.3 * first["loss"]
+    for key in ("sup", "mad", "umd"):
+        assert last[key] < first[key], key
+    for subset in (("camera",), ("lidar",), MODS):
+        assert _accuracy(student, fixed_batch, subset) > 0.8, subset
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def _weights(path: Path) -> dict:
+    return load_file(str(path))
+
+
+def test_resume_continues_exactly(tmp_path, tiny_config):
+    common = ["optim.steps=4", "train.checkpoint_every=2", "train.eval_samples=1",
+              "stage=teacher"]
+    straight = train(tiny_config(tmp_path / "a", *common))
+    # The same run stopped after 2 of its 4 steps (--stop-after: the schedule is that of the
+    # whole run), then resumed.
+    cfg = tiny_config(tmp_path / "b", *common)
+    assert train(cfg, stop_after=2) is None
+    assert (tmp_path / "b" / "last.train.safetensors").exists()
+    assert not (tmp_path / "b" / "final.safetensors").exists()
+    resumed = train(cfg, resume=True)
+    a, b = _weights(straight), _weights(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    log = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+    assert any('"step": 4' in line for line in log)
+
+
+def test_resume_without_a_saved_state_says_so(tmp_path, tiny_config):
+    with pytest.raises(FileNotFoundError, match="last.train.safetensors"):
+        train(tiny_config(tmp_path), resume=True)
+
+
+def test_student_stage_command_line(tmp_path, tiny_teacher):
+    out = tmp_path / "student"
+    proc = subprocess.run(
+        [sys.executable, "-m", "anyseg_core.train", "--config", str(TINY),
+         "--set", f"out_dir={out}", "--set", "stage=student",
+         "--set", f"teacher.checkpoint={tiny_teacher}", "--set", "dropout.policy=per_sample",
+         "--set", "optim.steps=2", "--set", "train.eval_samples=1"],
+        capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "step 2/2" in proc.stdout and "validation" in proc.stdout
+    assert (out / "final.safetensors").exists() and (out / "config.yaml").exists()
+    bad = subprocess.run([sys.executable, "-m", "anyseg_core.train", "--config", str(TINY),
+                          "--set", "optim.nope=1"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "optim.nope" in bad.stderr
+
+
+def test_two_process_ddp_on_cpu(tmp_path):
+    """torchrun with 2 CPU processes (gloo): both ranks step together, rank 0 writes."""
+    out = tmp_path / "ddp"
+    with socket.socket() as sock:  # a free port on loopback for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+         "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "anyseg_core.train",
+         "--config", str(TINY), "--set", f"out_dir={out}", "--set", "optim.steps=3",
+         "--set", "optim.batch_size=4", "--set", "train.eval_samples=1",
+         "--set", "train.checkpoint_every=3"],
+        capture_output=True, text=True, timeout=300, cwd=REPO_ROOT, env=env)
+    assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-3000:])
+    assert (out / "final.safetensors").exists()
+    steps = [line for line in (out / "metrics.jsonl").read_text().splitlines()
+             if '"loss"' in line]
+    assert len(steps) == 3  # written once (rank 0), not once per process

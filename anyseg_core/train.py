@@ -314,7 +314,8 @@ def train(cfg: dict, resume: bool = False, stop_after: int | None = None) -> Pat
         if bar is not None:
             bar.update(1)
         every = cfg["train"]["eval_every"]
-        if is_main and (step == o["steps"] or (every and step % every == 0)):
+        if is_main and cfg["train"]["eval_samples"] > 0 and (
+                step == o["steps"] or (every and step % every == 0)):
             rec = validate(model, cfg, device, autocast)
             log.write({"step": step, **rec})
             print(f"step {step} validation: " + " ".join(

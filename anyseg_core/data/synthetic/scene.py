@@ -61,6 +61,9 @@ class Primitives:
 
     center: box centre, or the cylinder's base centre (x, y, z0).
     size: box half extents (along its yawed x, y and z), or (radius, radius, height).
+    color, color2: albedo and a second colour (trousers, lamp, sign border, a car's cabin
+    flag (1, 0, 0)); facades use color2 for their window pitch (m, m) and a texture seed.
+    tex: texture kind (TEX_*); refl: LiDAR reflectivity (0..255); vel: (vx, vy) m/s.
     """
 
     center: np.ndarray

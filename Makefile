@@ -32,13 +32,14 @@ ROS_MODE := $(VENV)/.anyseg-ros-mode
 SETUP_SUM := $(shell { cat setup.py setup.cfg; echo '$(TORCH)|$(TORCH_PIP_ARGS)|$(EXTRAS)'; } | cksum | cut -d' ' -f1)
 STAMP := $(VENV)/.anyseg-installed-$(SETUP_SUM)
 
-.PHONY: help setup test demo bench wheel clean distclean
+.PHONY: help setup test demo bench results wheel clean distclean
 
 help:
 	@echo "make setup      create $(VENV) (torch, then pip install -e .[$(EXTRAS),...]); no-op when up to date"
 	@echo "make test       setup, then pytest over test/"
 	@echo "make demo       setup, then render the synthetic demo scene into demo_output/"
 	@echo "make bench      setup, then run every benchmarks/*.py"
+	@echo "make results    setup, then run the synthetic experiment of docs/results.md (hours on a CPU; resumable)"
 	@echo "make wheel      build dist/anyseg_ros-*.whl"
 	@echo "make clean      remove build artefacts and caches (keeps $(VENV))"
 	@echo "make distclean  clean, and remove $(VENV), .hypothesis/ and demo_output/"
@@ -78,6 +79,9 @@ test: setup
 
 demo: setup
 	$(VPY) -m anyseg_core.data.synthetic scene --out demo_output
+
+results: setup
+	$(VPY) scripts/synthetic_experiment.py
 
 bench: setup
 	@found=0; \

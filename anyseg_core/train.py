@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -352,15 +351,15 @@ def train(cfg: dict, resume: bool = False, stop_after: int | None = None) -> Pat
 
 def validate(model: torch.nn.Module, cfg: Mapping, device: torch.device, autocast) -> dict:
     """mIoU (%) of every modality subset on ``train.eval_samples`` validation items."""
-    from .evaluate import evaluate, model_predictor, report, subset_name
+    from .evaluate import evaluate, model_predictor, report
     from .modalities import all_subsets
     model.eval()
     n = cfg["train"]["eval_samples"]
     dataset = build_dataset(cfg, "val", num_samples=n)
     predict = model_predictor(model, device)
     with autocast():
-        results, _, _ = evaluate(lambda x, size, missing: predict(x, size, missing), dataset,
-                                 all_subsets(model.modalities), model.num_classes,
+        results, _, _ = evaluate(predict, dataset, all_subsets(model.modalities),
+                                 model.num_classes,
                                  num_samples=n, montage_samples=0, progress=False)
     rep = report(results, class_info(cfg)[0])
     out = {f"val_miou/{name}": r["miou"] for name, r in rep["subsets"].items()}

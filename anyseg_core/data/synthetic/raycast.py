@@ -246,8 +246,8 @@ def _ground(scene: Scene, origin: np.ndarray, dirs: np.ndarray, far: float):
     """Analytic ground: road at z=0 for |y| < R, everything else at the curb height; the curb
     faces are vertical at |y| = R. Returns t, label, normal, world point."""
     R, hc = scene.road_half_width, scene.curb_height
-    ox, oy, oz = origin
-    dx, dy, dz = dirs[:, 0], dirs[:, 1], dirs[:, 2]
+    _, oy, oz = origin
+    dy, dz = dirs[:, 1], dirs[:, 2]
     down = dz < -1e-6
     dzs = np.where(down, dz, -1.0)
     t_hi = (hc - oz) / dzs

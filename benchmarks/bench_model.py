@@ -1,7 +1,7 @@
 """Segmentor speed and memory: one-pass encoding vs a per-modality loop, and training steps.
 
     python benchmarks/bench_model.py [--size 128x224] [--batch 8] [--embed 128] [--repeats 5]
-        [--device cpu|cuda] [--json OUT]
+        [--device cpu|cuda] [--json OUT] [--profile]
 
 1. Inference: the AnymodalSegmentor encodes every present (sample, modality) pair in ONE
    backbone pass; the reference code loops over modalities (and samples). Both variants run
@@ -65,6 +65,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--profile", action="store_true",
+                    help="also time the bare encoder on all pairs vs one modality at a time, "
+                         "and print torch.profiler's top operators of one forward")
     args = ap.parse_args()
     h, w = (int(v) for v in args.size.split("x"))
     device = torch.device(args.device)
@@ -85,6 +88,16 @@ def main() -> None:
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-4), "the two encodings disagree"
         t_one = timed(lambda: model(inputs), args.repeats, sync)
         t_loop = timed(lambda: per_modality_loop(model, inputs), args.repeats, sync)
+        if args.profile:
+            x_all = torch.cat([inputs[m] for m in MODS])
+            t_enc_all = timed(lambda: model.encoder(x_all), args.repeats, sync)
+            t_enc_each = timed(lambda: [model.encoder(inputs[m]) for m in MODS], args.repeats,
+                               sync)
+            print(f"bare encoder: all {len(x_all)} pairs at once {t_enc_all * 1e3:.1f} ms, "
+                  f"{len(MODS)} calls of {B} {t_enc_each * 1e3:.1f} ms")
+            with torch.profiler.profile() as prof:
+                model(inputs)
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
 
     teacher = AnymodalSegmentor(MODS, 19, embed_dim=args.embed).to(device).eval()
     teacher.requires_grad_(False)

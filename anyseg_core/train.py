@@ -31,22 +31,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import checkpoint as ckpt
 from .config import ConfigError, dump, load_config
-from .data import build_dataset, class_info
+from .data import build_dataset, class_info, collate
 from .data.transforms import JointAugment
 from .losses import AnySegLoss
 from .modalities import NORMALIZATION
 from .model import AnymodalSegmentor
+from .runtime import pick_device
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={name} but CUDA is not available")
-    return device
 
 
 def mix_seed(*parts: int) -> int:
@@ -130,12 +122,6 @@ def batches(num_items: int, batch_size: int, seed: int, start_step: int, rank: i
         step = (epoch + 1) * per_epoch
 
 
-def collate(items: list[dict]) -> dict:
-    mods = items[0]["inputs"].keys()
-    return {"inputs": {m: torch.stack([it["inputs"][m] for it in items]) for m in mods},
-            "label": torch.stack([it["label"] for it in items])}
-
-
 def model_meta(cfg: Mapping, stage: str, step: int) -> dict:
     names, palette = class_info(cfg)
     mods = list(cfg["data"]["modalities"])
@@ -193,7 +179,13 @@ def train(cfg: dict, resume: bool = False, stop_after: int | None = None) -> Pat
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(cfg["train"]["device"], local_rank)
+    name = cfg["train"]["device"]
+    if name == "auto" and torch.cuda.is_available():
+        name = f"cuda:{local_rank}"  # one GPU per process under torchrun
+    try:
+        device = pick_device(name)
+    except ValueError as err:
+        raise ConfigError(f"train.device: {err}") from None
     if world > 1:
         if device.type == "cuda":
             torch.cuda.set_device(device)

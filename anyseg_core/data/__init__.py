@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
+import torch
 from torch.utils.data import Dataset
 
 from ..modalities import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
@@ -32,3 +33,14 @@ def build_dataset(cfg: Mapping, split: str, num_samples: int | None = None) -> D
 def class_info(cfg: Mapping) -> tuple[list[str], list[list[int]]]:
     """Class names and palette of the configured dataset."""
     return list(CITYSCAPES_CLASSES), [list(c) for c in CITYSCAPES_PALETTE]
+
+
+def collate(items: list[dict]) -> dict:
+    """Stack dataset items into a batch: ``inputs`` (per modality) and ``label`` become
+    tensors; every other key (condition, index, raw frames) becomes a list."""
+    mods = items[0]["inputs"].keys()
+    batch = {"inputs": {m: torch.stack([it["inputs"][m] for it in items]) for m in mods},
+             "label": torch.stack([it["label"] for it in items])}
+    for key in items[0].keys() - {"inputs", "label"}:
+        batch[key] = [it[key] for it in items]
+    return batch

@@ -5,12 +5,12 @@ from dataclasses import replace
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 
 from ...modalities import (CAMERA, CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, EVENTS, LIDAR,
                            check_modalities)
 from ...sensors import prepare_inputs, prepare_label
+from .. import collate
 from .conditions import Condition, sample_condition
 from .rig import RigConfig, SampleOptions, render_frame
 from .scene import generate_scene
@@ -98,20 +98,6 @@ class SyntheticDataset(Dataset):
         if self.return_raw:
             item["raw"] = frame
         return item
-
-
-def collate(items: list[dict]) -> dict:
-    """Stack a list of dataset items into a batch (raw frames stay a list)."""
-    mods = items[0]["inputs"].keys()
-    batch = {
-        "inputs": {m: torch.stack([it["inputs"][m] for it in items]) for m in mods},
-        "label": torch.stack([it["label"] for it in items]),
-        "condition": [it["condition"] for it in items],
-        "index": torch.tensor([it["index"] for it in items]),
-    }
-    if "raw" in items[0]:
-        batch["raw"] = [it["raw"] for it in items]
-    return batch
 
 
 __all__ = ["SyntheticDataset", "collate", "sample_seed"]

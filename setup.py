@@ -61,6 +61,7 @@ setup(
     entry_points={
         'console_scripts': [
             'anyseg_synthetic = anyseg_core.data.synthetic.__main__:main',
+            'anyseg_node = anyseg_ros.node:main',
         ],
     },
     zip_safe=False,

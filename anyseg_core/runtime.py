@@ -17,7 +17,7 @@ import torch
 
 from . import checkpoint as ckpt
 from .modalities import IGNORE_INDEX, all_subsets
-from .sensors import RawFrame, prepare_inputs, resize_nearest
+from .sensors import RawFrame, as_tensor, prepare_inputs, resize_nearest
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 
@@ -86,6 +86,9 @@ class Runtime:
             raise ValueError(f"input size must be [H, W] divisible by 32, got {list(size)}")
         self.input_size = (int(size[0]), int(size[1]))
         self.min_confidence = float(min_confidence)
+        # Pinned host buffers, one per stream, and the event marking each one's last copy.
+        self._staging: dict[str, torch.Tensor] = {}
+        self._staged: dict[str, torch.cuda.Event] = {}
         if warmup:
             self.warmup()
 
@@ -103,6 +106,33 @@ class Runtime:
             self.predict(x)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+    def upload(self, name: str, array) -> torch.Tensor:
+        """A numpy array (or CPU tensor) on the runtime's device, ready for
+        :func:`~anyseg_core.sensors.prepare_inputs`.
+
+        On CPU it is wrapped without a copy where numpy allows. On CUDA the bytes go through
+        a pinned host buffer kept per ``name`` (grown as needed, never freed while serving)
+        and are copied asynchronously, so one raw copy is the only host work per sensor.
+        The next call for the same name reuses the buffer; it first waits for the previous
+        copy out of it to finish (a CUDA event), so callers need no synchronisation.
+        """
+        if self.device.type != "cuda":
+            return as_tensor(array, device=self.device)
+        src = array if isinstance(array, torch.Tensor) else as_tensor(array)
+        flat = src.reshape(-1) if src.is_contiguous() else src.contiguous().reshape(-1)
+        if name in self._staged:
+            self._staged[name].synchronize()
+        buf = self._staging.get(name)
+        if buf is None or buf.dtype != flat.dtype or buf.numel() < flat.numel():
+            buf = torch.empty(max(flat.numel(), 1), dtype=flat.dtype, pin_memory=True)
+            self._staging[name] = buf
+        staged = buf[: flat.numel()]
+        staged.copy_(flat)
+        out = staged.view(src.shape).to(self.device, non_blocking=True)
+        self._staged[name] = torch.cuda.Event()
+        self._staged[name].record()
+        return out
 
     def prepare(self, frame: RawFrame, event_window: float = 0.03,
                 lidar_min_range: float = 1.0) -> dict[str, torch.Tensor]:

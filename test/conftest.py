@@ -31,13 +31,8 @@ def unique_ros_domain_id():
     return 1 + (os.getpid() * 7 + next(_domain_ids)) % 100
 
 
-@pytest.fixture
-def ros_env():
-    """Environment for a subprocess that starts rclpy: loopback discovery, own domain id.
-
-    The test process itself should pass the same id to rclpy.init(domain_id=...), read from
-    ros_env['ROS_DOMAIN_ID'].
-    """
+def make_ros_env():
+    """Environment for a subprocess that starts rclpy: loopback discovery, own domain id."""
     env = dict(os.environ)
     env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
     env['ROS_DOMAIN_ID'] = str(unique_ros_domain_id())
@@ -45,6 +40,22 @@ def ros_env():
     env.pop('ROS_STATIC_PEERS', None)
     env['PYTHONUNBUFFERED'] = '1'
     return env
+
+
+@pytest.fixture
+def ros_env():
+    """Environment for a subprocess that starts rclpy: loopback discovery, own domain id.
+
+    The test process itself should pass the same id to rclpy.init(domain_id=...), read from
+    ros_env['ROS_DOMAIN_ID'].
+    """
+    return make_ros_env()
+
+
+@pytest.fixture(scope='module')
+def module_ros_env():
+    """:func:`ros_env` for module-scoped fixtures (one scenario shared by several tests)."""
+    return make_ros_env()
 
 
 @pytest.fixture(scope='session')

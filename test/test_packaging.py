@@ -26,7 +26,8 @@ PYTHON_PACKAGES = ('anyseg_core', 'anyseg_ros')
 # What setup.py builds from; anything else in the tree is not part of the package.
 SOURCES = ('setup.py', 'setup.cfg', 'package.xml', 'resource', 'launch', 'config',
            *PYTHON_PACKAGES)
-CONSOLE_SCRIPTS = {'anyseg_synthetic': 'anyseg_core.data.synthetic.__main__:main'}
+CONSOLE_SCRIPTS = {'anyseg_synthetic': 'anyseg_core.data.synthetic.__main__:main',
+                   'anyseg_node': 'anyseg_ros.node:main'}
 LAUNCH_ARGUMENTS = {'params_file', 'checkpoint', 'device', 'namespace', 'use_sim_time',
                     'camera_image', 'camera_info', 'lidar_points', 'events', 'depth_image'}
 ROS_EXEC_DEPENDS = {'rclpy', 'sensor_msgs', 'std_msgs', 'diagnostic_msgs',
@@ -207,10 +208,14 @@ EXPECTED_PARAMETER_TYPES = {
     'checkpoint': str, 'device': str, 'precision': str, 'modalities': list,
     'network.height': int, 'network.width': int, 'output.resolution': str,
     'sync.slop': float, 'sync.max_wait': float, 'sync.stale_after': float,
-    'qos.reliability': str, 'qos.depth': int, 'events.type': str, 'events.window': float,
-    'lidar.min_range': float, 'overlay.alpha': float, 'confidence.enabled': bool,
-    'diagnostics.period': float,
+    'sync.max_future': float, 'qos.reliability': str, 'qos.depth': int, 'events.type': str,
+    'events.window': float, 'events.height': int, 'events.width': int,
+    'lidar.min_range': float, 'camera.height': int, 'camera.width': int,
+    'overlay.alpha': float, 'confidence.enabled': bool, 'diagnostics.period': float,
 }
+# Declared by the node without a default; the file documents them in comments only.
+UNSET_ARRAY_PARAMETERS = {'events.K', 'events.T_cam_events', 'lidar.T_cam_lidar', 'camera.K',
+                          'palette'}
 
 
 def _flatten(tree, prefix=''):
@@ -241,6 +246,24 @@ def test_params_file_loads_with_rclpy():
     assert set(values) == set(EXPECTED_PARAMETER_TYPES)
     assert values['network.height'] == 288
     assert values['modalities'] == ['camera', 'events', 'lidar']
+
+
+def test_params_file_documents_every_node_parameter():
+    """The shipped file and the node's declarations agree: every value in the file is a
+    declared parameter with the same default, and the unset arrays are documented in
+    comments."""
+    pytest.importorskip('rclpy', reason='rclpy is not installed (the node needs it)')
+    from anyseg_ros.node import PARAMS
+
+    declared = {p.name: p.default for p in PARAMS}
+    values = dict(_flatten(yaml.safe_load(PARAMS_FILE.read_text())['/**']['ros__parameters']))
+    assert set(values) | UNSET_ARRAY_PARAMETERS == set(declared)
+    for name, value in values.items():
+        assert value == declared[name], (name, value, declared[name])
+    text = PARAMS_FILE.read_text()
+    for name in UNSET_ARRAY_PARAMETERS:
+        assert declared[name] is None
+        assert f"# {name.split('.')[-1]}: [" in text, f'{name} is not documented'
 
 
 @pytest.mark.ros

@@ -43,6 +43,11 @@ class RawFrame:
     camera: H x W x C uint8 (or uint16 for mono16) image in ``camera_encoding``.
     lidar: N x >=4 points (x, y, z, intensity, ...) in the LiDAR frame.
     events: an :class:`Events` stream in the event camera's pixels, or ``None``.
+    events_image: instead of ``events``, an already rendered event frame aligned with the
+      frame camera: H' x W' x 3 (or 3 x H' x W' torch) with the channels of
+      :func:`~anyseg_core.sensors.render_events` (positive count, negative count, third
+      channel), any size (it is resized to the network like a rendered frame); used only
+      when ``events`` is None.
     events_K: 3x3 intrinsics of the event camera (``events_hw`` its size).
     depth: H x W depth image aligned with the frame camera, in ``depth_encoding``
       (``16UC1`` millimetres or ``32FC1`` metres; 0 or non-finite = no measurement).
@@ -58,6 +63,7 @@ class RawFrame:
     lidar: Optional[ArrayLike] = None
     T_cam_lidar: Optional[ArrayLike] = None
     events: Optional[Events] = None
+    events_image: Optional[ArrayLike] = None
     events_K: Optional[ArrayLike] = None
     events_hw: Optional[tuple[int, int]] = None
     T_cam_events: Optional[ArrayLike] = None

@@ -19,7 +19,7 @@ from .resize import resize_dense, resize_modality, resize_nearest
 def _frame_device(frame: RawFrame, device: Optional[torch.device | str]) -> torch.device:
     events = frame.events
     return resolve_device(frame.camera, frame.lidar, events.x if events is not None else None,
-                          frame.depth, device=device)
+                          frame.events_image, frame.depth, device=device)
 
 
 def prepare_inputs(frame: RawFrame, size_hw: Sequence[int], modalities: Iterable[str],
@@ -34,8 +34,9 @@ def prepare_inputs(frame: RawFrame, size_hw: Sequence[int], modalities: Iterable
     network size with the scaled intrinsics (see :func:`project_lidar`). events: rendered
     directly at the network size over (t_cam - event_window, t_cam] (the latest
     ``event_window`` seconds when ``t_cam`` is unset/0), warped into the camera by the
-    calibrated rotation (see :func:`render_events`). depth: :func:`depth_to_tensor` then a
-    nearest-depth resize. Each is then normalised with its modality's statistics unless
+    calibrated rotation (see :func:`render_events`), or, when the frame has no event stream,
+    its already rendered ``events_image`` resized like an event frame. depth:
+    :func:`depth_to_tensor` then a nearest-depth resize. Each is then normalised with its modality's statistics unless
     ``normalized=False``. ``device=None``: the device of the frame's first torch tensor,
     else CPU. Raises ValueError naming the modality when its calibration is missing.
     """
@@ -61,6 +62,9 @@ def prepare_inputs(frame: RawFrame, size_hw: Sequence[int], modalities: Iterable
                                      min_range=lidar_min_range, dilate=lidar_dilate, device=device)
         elif mod == EVENTS and frame.events is not None:
             out[mod] = _render_frame_events(frame, (h, w), event_window, event_third, device)
+        elif mod == EVENTS and frame.events_image is not None:
+            out[mod] = resize_modality(_event_image_tensor(frame.events_image, device), EVENTS,
+                                       (h, w))
         elif mod == DEPTH and frame.depth is not None:
             d = depth_to_tensor(frame.depth, frame.depth_encoding, device)
             out[mod] = resize_modality(d, DEPTH, (h, w))
@@ -84,6 +88,19 @@ def _render_frame_events(frame: RawFrame, size_hw: tuple[int, int], window: floa
     ev = frame.events
     return render_events(ev.x, ev.y, ev.t, ev.p, size_hw, t_end=t_end, window=window,
                          warp=warp, third=third, device=device)
+
+
+def _event_image_tensor(image: ArrayLike, device: torch.device) -> torch.Tensor:
+    """A rendered event frame, H x W x 3 (numpy or torch) or 3 x H x W (torch), as float32
+    [3, H, W] on ``device``."""
+    x = as_tensor(image, device=device)
+    if x.ndim == 3 and x.shape[-1] == 3 and not (isinstance(image, torch.Tensor)
+                                                 and x.shape[0] == 3):
+        x = x.permute(2, 0, 1)
+    if x.ndim != 3 or x.shape[0] != 3:
+        raise ValueError(f"an event image must be H x W x 3 (or 3 x H x W), got shape "
+                         f"{tuple(x.shape)}")
+    return x.to(torch.float32)
 
 
 def prepare_label(label: ArrayLike, size_hw: Sequence[int],

@@ -183,3 +183,27 @@ def test_cuda_matches_cpu_exactly(case):
     cpu, cuda = run("cpu"), run("cuda")
     assert cuda.device.type == "cuda" and cpu.any()
     assert torch.equal(cpu, cuda.cpu())
+
+
+def test_rendered_event_image_stands_in_for_the_event_stream():
+    """An event frame rendered upstream (events.type: image in the node) gives the same
+    network input as the stream rendered here at that size, and is resized to any other."""
+    frame = make_frame(T_cam_events=None, events_K=K)
+    # Events in camera pixels, so the upstream render and ours see the same geometry.
+    ev = frame.events
+    frame.events = Events(x=(ev.x * 1.5).astype(np.uint16), y=(ev.y * 1.5).astype(np.uint16),
+                          t=ev.t, p=ev.p)
+    upstream = render_events(frame.events.x, frame.events.y, frame.events.t, frame.events.p, HW,
+                             t_end=T_CAM, window=0.03).permute(1, 2, 0).numpy()
+    image_frame = make_frame(events=None, events_image=upstream)
+    same = prepare_inputs(image_frame, HW, ["events"])["events"]
+    assert torch.equal(same, prepare_inputs(frame, HW, ["events"])["events"])
+    small = prepare_inputs(image_frame, NET, ["events"], normalized=False)["events"]
+    assert small.shape == (3, *NET) and small[:2].sum() > 0
+    # The stream wins when a frame has both.
+    both = prepare_inputs(make_frame(events_image=np.zeros((*HW, 3), np.float32)), NET,
+                          ["events"])
+    assert both["events"].abs().sum() > 0
+    with pytest.raises(ValueError, match="H x W x 3"):
+        prepare_inputs(make_frame(events=None, events_image=np.zeros(HW, np.float32)), NET,
+                       ["events"])

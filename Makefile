@@ -32,12 +32,13 @@ ROS_MODE := $(VENV)/.anyseg-ros-mode
 SETUP_SUM := $(shell { cat setup.py setup.cfg; echo '$(TORCH)|$(TORCH_PIP_ARGS)|$(EXTRAS)'; } | cksum | cut -d' ' -f1)
 STAMP := $(VENV)/.anyseg-installed-$(SETUP_SUM)
 
-.PHONY: help setup test demo bench results wheel clean distclean
+.PHONY: help setup test demo demo-checkpoint bench results wheel clean distclean
 
 help:
 	@echo "make setup      create $(VENV) (torch, then pip install -e .[$(EXTRAS),...]); no-op when up to date"
 	@echo "make test       setup, then pytest over test/"
-	@echo "make demo       setup, then render the synthetic demo scene into demo_output/"
+	@echo "make demo       setup, then replay a synthetic drive with sensor outages into anyseg_node; results in demo_output/"
+	@echo "make demo-checkpoint  setup, then train the node's default checkpoint (teacher + student, about an hour on a CPU)"
 	@echo "make bench      setup, then run every benchmarks/*.py"
 	@echo "make results    setup, then run the synthetic experiment of docs/results.md (hours on a CPU; resumable)"
 	@echo "make wheel      build dist/anyseg_ros-*.whl"
@@ -77,8 +78,24 @@ $(STAMP): $(ROS_MODE)
 test: setup
 	$(VPY) -m pytest $(PYTEST_ARGS)
 
+# A synthetic drive with a LiDAR and a camera outage, replayed into anyseg_node (about two
+# minutes on a 2-core CPU); writes demo_output/{summary.md,montage.png,timeline.png}.
 demo: setup
-	$(VPY) -m anyseg_core.data.synthetic scene --out demo_output
+	$(VPY) -m anyseg_ros.demo --out demo_output
+
+# The node's default checkpoint: the synthetic teacher, then the AnySeg student distilled
+# from it (config/train_synthetic_*.yaml, about an hour on a 2-core CPU, resumable), then
+# an fp16 copy inside the package. DEMO_RUNS keeps the training runs.
+DEMO_RUNS ?= runs/demo-checkpoint
+demo-checkpoint: setup
+	@for stage in teacher student; do \
+	  resume=; [ -f $(DEMO_RUNS)/$$stage/last.train.safetensors ] && resume=--resume; \
+	  echo "==> $$stage $$resume"; \
+	  $(VPY) -m anyseg_core.train --config config/train_synthetic_$$stage.yaml \
+	    --set out_dir=$(DEMO_RUNS)/$$stage \
+	    --set teacher.checkpoint=$(DEMO_RUNS)/teacher/final.safetensors $$resume || exit 1; \
+	done
+	$(VPY) -m anyseg_core.export $(DEMO_RUNS)/student/final.safetensors anyseg_ros/checkpoints/demo.safetensors --dtype float16
 
 results: setup
 	$(VPY) scripts/synthetic_experiment.py

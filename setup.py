@@ -23,8 +23,8 @@ setup(
     python_requires='>=3.10',
     packages=find_packages(include=['anyseg_core', 'anyseg_core.*',
                                     'anyseg_ros', 'anyseg_ros.*']),
-    # A demo checkpoint, when one is added, ships inside the package so that the node finds
-    # it with importlib.resources in both a pip and a colcon install.
+    # The demo checkpoint (`make demo-checkpoint`) ships inside the package, so the node
+    # finds it beside its own module in both a pip and a colcon install.
     package_data={package_name: ['checkpoints/*.safetensors', 'checkpoints/*.json']},
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + package_name]),

@@ -19,7 +19,7 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -35,12 +35,14 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import String
 
 from anyseg_core.checkpoint import CheckpointError
-from anyseg_core.modalities import ALL_MODALITIES, CAMERA, DEPTH, EVENTS, LIDAR
-from anyseg_core.runtime import PRECISIONS, Runtime
+from anyseg_core.modalities import CAMERA, DEPTH, EVENTS, LIDAR
+from anyseg_core.runtime import Runtime
 
 from . import conversions as conv
-from .pipeline import (OUTPUT_RESOLUTIONS, CameraImage, DepthImage, EventImage, FrameSkipped,
-                       Geometry, Segmentation, SegmentationPipeline, with_geometry)
+from .inputs import payload_function
+from .params import (BUILTIN_PARAMS, DEMO_CHECKPOINT, PARAMS, PARAMS_BY_NAME, ConfigError,
+                     check_value, geometry_from_params, network_size)
+from .pipeline import FrameSkipped, Geometry, Segmentation, SegmentationPipeline, with_geometry
 from .sync import AnymodalSynchronizer
 
 NODE_NAME = "anyseg"
@@ -50,123 +52,8 @@ PIVOT_ORDER = (CAMERA, LIDAR, DEPTH, EVENTS)
 INPUT_TOPICS = {CAMERA: "camera/image", LIDAR: "lidar/points", EVENTS: "events",
                 DEPTH: "depth/image"}
 CAMERA_INFO_TOPIC = "camera/camera_info"
-DEMO_CHECKPOINT = Path(__file__).resolve().parent / "models" / "demo.safetensors"
 LOG_THROTTLE_S = 5.0
 RATE_WINDOW_S = 2.0  # sensor rates are counted over this many seconds
-
-
-@dataclass(frozen=True)
-class Param:
-    """One declared parameter. ``default`` None = no default (an array set by users)."""
-
-    name: str
-    default: Any
-    description: str
-    dynamic: bool = False
-    type_: Optional[Parameter.Type] = None
-    range: Optional[tuple[float, float]] = None
-
-
-PARAMS = [
-    Param("checkpoint", "", "path of a .safetensors checkpoint; empty = the bundled demo "
-          "checkpoint"),
-    Param("device", "auto", "auto | cpu | cuda | cuda:N"),
-    Param("precision", "fp32", "fp32 | fp16 | bf16 (fp16 needs CUDA)"),
-    Param("modalities", [CAMERA, EVENTS, LIDAR], "modalities subscribed to and fused: any "
-          "non-empty subset of the checkpoint's (camera, events, lidar, depth)"),
-    Param("network.height", 288, "network input height in pixels (multiple of 32)"),
-    Param("network.width", 512, "network input width in pixels (multiple of 32)"),
-    Param("output.resolution", "camera", "camera (labels at the camera image size) | network",
-          dynamic=True),
-    Param("sync.slop", 0.05, "seconds: inputs join a frame when their stamps are this close",
-          dynamic=True, range=(0.0, 1.0)),
-    Param("sync.max_wait", 0.1, "seconds to wait for live sensors before running with "
-          "whatever arrived", dynamic=True, range=(0.0, 5.0)),
-    Param("sync.stale_after", 0.5, "seconds without messages after which a sensor is stale",
-          dynamic=True, range=(0.01, 60.0)),
-    Param("sync.max_future", 1.0, "seconds: messages stamped further ahead of the node's "
-          "clock are rejected", dynamic=True, range=(0.0, 3600.0)),
-    Param("qos.reliability", "best_effort", "best_effort (sensor drivers) | reliable"),
-    Param("qos.depth", 5, "history depth of subscriptions and publishers", range=(1, 1000)),
-    Param("events.type", "pointcloud", "pointcloud (x, y, t, p) | image (a rendered frame)"),
-    Param("events.window", 0.03, "seconds of events accumulated into one frame", dynamic=True,
-          range=(0.001, 1.0)),
-    Param("events.K", None, "event camera intrinsics, row-major 3x3; unset = the camera's",
-          dynamic=True, type_=Parameter.Type.DOUBLE_ARRAY),
-    Param("events.T_cam_events", None, "event camera to camera, row-major 4x4; unset = "
-          "identity", dynamic=True, type_=Parameter.Type.DOUBLE_ARRAY),
-    Param("events.height", 0, "event camera height in pixels; 0 = the camera's"),
-    Param("events.width", 0, "event camera width in pixels; 0 = the camera's"),
-    Param("lidar.min_range", 1.0, "metres; nearer LiDAR points are dropped", dynamic=True,
-          range=(0.0, 100.0)),
-    Param("lidar.T_cam_lidar", None, "LiDAR to camera, row-major 4x4 (p_cam = T p_lidar); "
-          "unset = identity", dynamic=True, type_=Parameter.Type.DOUBLE_ARRAY),
-    Param("camera.K", None, "camera intrinsics, row-major 3x3, used until a CameraInfo "
-          "arrives", dynamic=True, type_=Parameter.Type.DOUBLE_ARRAY),
-    Param("camera.height", 0, "camera image height, used with camera.K until a CameraInfo or "
-          "image arrives; 0 = 2 * cy + 1 of camera.K"),
-    Param("camera.width", 0, "camera image width (see camera.height); 0 = 2 * cx + 1"),
-    Param("palette", None, "class colours r, g, b, r, g, b, ... (0..255); unset = the "
-          "checkpoint's", dynamic=True, type_=Parameter.Type.INTEGER_ARRAY),
-    Param("overlay.alpha", 0.5, "opacity of the class colours over the camera image",
-          dynamic=True, range=(0.0, 1.0)),
-    Param("confidence.enabled", False, "also publish anyseg/confidence (32FC1)", dynamic=True),
-    Param("diagnostics.period", 1.0, "seconds between /diagnostics messages",
-          range=(0.05, 60.0)),
-]
-PARAMS_BY_NAME = {p.name: p for p in PARAMS}
-# Parameters every rclpy node has, or that rclpy reads itself.
-BUILTIN_PARAMS = ("use_sim_time", "start_type_description_service")
-
-
-class ConfigError(ValueError):
-    """A parameter value the node cannot run with."""
-
-
-def _matrix(name: str, value, shape: tuple[int, int]) -> Optional[np.ndarray]:
-    if value is None or len(value) == 0:
-        return None
-    if len(value) != shape[0] * shape[1]:
-        raise ConfigError(f"{name} must have {shape[0] * shape[1]} numbers (row-major "
-                          f"{shape[0]}x{shape[1]}), got {len(value)}")
-    m = np.asarray(value, dtype=np.float64).reshape(shape)
-    if not np.isfinite(m).all():
-        raise ConfigError(f"{name} has non-finite entries")
-    if shape == (3, 3) and (m[0, 0] <= 0 or m[1, 1] <= 0 or abs(np.linalg.det(m)) < 1e-12):
-        raise ConfigError(f"{name} is not a camera matrix (focal lengths must be positive)")
-    if shape == (4, 4):
-        R = m[:3, :3]
-        if not np.allclose(R @ R.T, np.eye(3), atol=1e-3) or not np.allclose(
-                m[3], [0, 0, 0, 1]):
-            raise ConfigError(f"{name} is not a rigid transform (rotation not orthonormal or "
-                              "last row not 0 0 0 1)")
-    return m
-
-
-def check_value(name: str, value) -> None:
-    """Raise ConfigError when ``value`` is not acceptable for parameter ``name``."""
-    choices = {"device": None, "precision": PRECISIONS, "output.resolution": OUTPUT_RESOLUTIONS,
-               "qos.reliability": ("best_effort", "reliable"),
-               "events.type": ("pointcloud", "image")}
-    if name in choices and choices[name] is not None and value not in choices[name]:
-        raise ConfigError(f"{name} must be one of {list(choices[name])}, got {value!r}")
-    if name == "modalities":
-        bad = [m for m in value if m not in ALL_MODALITIES]
-        if bad or not value or len(set(value)) != len(value):
-            raise ConfigError(f"modalities must be a non-empty list of distinct names from "
-                              f"{list(ALL_MODALITIES)}, got {list(value)}")
-    if name in ("network.height", "network.width") and (value <= 0 or value % 32):
-        raise ConfigError(f"{name} must be a positive multiple of 32, got {value}")
-    if name in ("events.height", "events.width", "camera.height", "camera.width") and value < 0:
-        raise ConfigError(f"{name} must be >= 0, got {value}")
-    if name in ("events.K", "camera.K"):
-        _matrix(name, value, (3, 3))
-    if name in ("events.T_cam_events", "lidar.T_cam_lidar"):
-        _matrix(name, value, (4, 4))
-    if name == "palette" and value is not None and len(value):
-        if len(value) % 3 or any(not 0 <= v <= 255 for v in value):
-            raise ConfigError("palette must be r, g, b triples of integers 0..255, got "
-                              f"{len(value)} numbers")
 
 
 @dataclass
@@ -176,7 +63,7 @@ class SensorHealth:
     received: int = 0
     accepted: int = 0
     rejected: Counter = field(default_factory=Counter)
-    dropped_points: int = 0  # non-finite points removed from otherwise valid clouds
+    notes: Counter = field(default_factory=Counter)  # e.g. non-finite points removed
     last_arrival: Optional[float] = None  # node clock, seconds
     last_stamp: Optional[float] = None
     recent: deque = field(default_factory=lambda: deque(maxlen=4096))  # wall arrival times
@@ -208,9 +95,10 @@ class AnysegNode(Node):
             raise ConfigError(f"checkpoint {ckpt!r} does not exist" + (
                 "" if values["checkpoint"] else " (no checkpoint parameter was given and the "
                 "bundled demo checkpoint is not installed: set checkpoint:=PATH)"))
-        size = (values["network.height"], values["network.width"])
+        size = network_size(values)
         self.get_logger().info(f"loading {ckpt} on {values['device']} ({values['precision']}), "
-                               f"network {size[0]}x{size[1]}; warming up every subset")
+                               f"network {'%dx%d' % size if size else 'at its training size'}"
+                               "; warming up every subset")
         self.runtime = Runtime(ckpt, device=values["device"], precision=values["precision"],
                                input_size=size, warmup=True)
         self.modalities = tuple(values["modalities"])
@@ -252,6 +140,7 @@ class AnysegNode(Node):
         self._worker.start()
         self.get_logger().info(
             f"ready: modalities {list(self.modalities)}, device {self.runtime.device}, "
+            f"network {self.runtime.input_size[0]}x{self.runtime.input_size[1]}, "
             f"inputs {[self.resolve_topic_name(INPUT_TOPICS[m]) for m in self.modalities]}")
 
     # -- parameters ----------------------------------------------------------------------
@@ -261,7 +150,9 @@ class AnysegNode(Node):
             if p.range is not None and isinstance(p.default, float):
                 desc.floating_point_range = [FloatingPointRange(
                     from_value=float(p.range[0]), to_value=float(p.range[1]))]
-            self.declare_parameter(p.name, p.type_ if p.default is None else p.default, desc)
+            unset = {"double": Parameter.Type.DOUBLE_ARRAY,
+                     "integer": Parameter.Type.INTEGER_ARRAY}.get(p.array)
+            self.declare_parameter(p.name, unset if p.default is None else p.default, desc)
         declared = {p.name for p in PARAMS}
         unknown = sorted(name for name in getattr(self, "_parameter_overrides", {})
                          if name not in declared and name not in BUILTIN_PARAMS
@@ -278,24 +169,7 @@ class AnysegNode(Node):
             return None
 
     def _geometry_from_params(self, geometry: Geometry) -> Geometry:
-        v = self._values
-        changes: dict[str, Any] = {
-            "T_cam_lidar": _matrix("lidar.T_cam_lidar", v["lidar.T_cam_lidar"], (4, 4)),
-            "T_cam_events": _matrix("events.T_cam_events", v["events.T_cam_events"], (4, 4)),
-            "events_K": _matrix("events.K", v["events.K"], (3, 3)),
-        }
-        if changes["T_cam_lidar"] is None:
-            changes["T_cam_lidar"] = np.eye(4)
-        if v["events.height"] and v["events.width"]:
-            changes["events_hw"] = (v["events.height"], v["events.width"])
-        if not self._camera_info_seen:  # a CameraInfo, once received, wins over camera.K
-            K = _matrix("camera.K", v["camera.K"], (3, 3))
-            hw = None
-            if K is not None:
-                hw = (v["camera.height"] or int(round(2 * K[1, 2] + 1)),
-                      v["camera.width"] or int(round(2 * K[0, 2] + 1)))
-            changes.update(K=K, image_hw=hw)
-        return with_geometry(geometry, **changes)
+        return geometry_from_params(self._values, geometry, self._camera_info_seen)
 
     def _apply_palette(self, palette) -> None:
         self.runtime.palette.copy_(self._palette_default)
@@ -334,16 +208,11 @@ class AnysegNode(Node):
 
     # -- inputs --------------------------------------------------------------------------
     def _subscribe(self, qos: QoSProfile, events_type: str) -> None:
-        handlers: dict[str, tuple[type, Callable]] = {
-            CAMERA: (Image, self._camera_payload),
-            LIDAR: (PointCloud2, self._lidar_payload),
-            DEPTH: (Image, self._depth_payload),
-            EVENTS: (Image, self._event_image_payload) if events_type == "image"
-            else (PointCloud2, self._events_payload),
-        }
+        types = {CAMERA: Image, LIDAR: PointCloud2, DEPTH: Image,
+                 EVENTS: Image if events_type == "image" else PointCloud2}
         for mod in self.modalities:
-            msg_type, payload = handlers[mod]
-            self.create_subscription(msg_type, INPUT_TOPICS[mod],
+            payload = payload_function(mod, events_type)
+            self.create_subscription(types[mod], INPUT_TOPICS[mod],
                                      lambda msg, m=mod, f=payload: self._receive(m, msg, f),
                                      qos)
         self.create_subscription(CameraInfo, CAMERA_INFO_TOPIC, self._camera_info, qos)
@@ -366,7 +235,7 @@ class AnysegNode(Node):
         try:
             stamp = conv.stamp_to_sec(msg.header.stamp)
             conv.check_stamp(stamp, now if now > 0 else None, self._values["sync.max_future"])
-            data = payload(msg)
+            data = payload(msg, self.geometry, health.notes)
         except conv.InvalidMessage as e:
             self._reject(sensor, e)
             return
@@ -376,32 +245,6 @@ class AnysegNode(Node):
             health.recent.append(time.monotonic())
             self.sync.add(sensor, stamp, data, now)
         self._wake.set()
-
-    def _camera_payload(self, msg) -> CameraImage:
-        array, encoding = conv.image_to_array(msg, conv.CAMERA_ENCODINGS)
-        return CameraImage(array, encoding, msg.header.frame_id)
-
-    def _depth_payload(self, msg) -> DepthImage:
-        return DepthImage(*conv.image_to_array(msg, conv.DEPTH_ENCODINGS))
-
-    def _event_image_payload(self, msg) -> EventImage:
-        array, _ = conv.image_to_array(msg, conv.EVENT_IMAGE_ENCODINGS)
-        if array.ndim != 3 or array.shape[2] != 3:
-            raise conv.InvalidMessage("unknown_encoding", "an event image needs 3 channels "
-                                      "(positive, negative, third), got "
-                                      f"{msg.encoding}")
-        return EventImage(array)
-
-    def _lidar_payload(self, msg) -> np.ndarray:
-        points, dropped = conv.lidar_points(msg)
-        if dropped:
-            self.health[LIDAR].dropped_points += dropped
-        return points
-
-    def _events_payload(self, msg):
-        g = self.geometry
-        size = g.events_hw or (g.image_hw if g.events_K is None else None)
-        return conv.events_from_cloud(msg, size)
 
     def _camera_info(self, msg) -> None:
         health = self.health["camera_info"]
@@ -510,8 +353,7 @@ class AnysegNode(Node):
                           "received": str(h.received), "accepted": str(h.accepted),
                           "rejected": str(rejected)}
                 values.update({f"rejected.{k}": str(n) for k, n in sorted(h.rejected.items())})
-                if h.dropped_points:
-                    values["non_finite_points_dropped"] = str(h.dropped_points)
+                values.update({f"removed.{k}": str(n) for k, n in sorted(h.notes.items())})
                 msg.status.append(_status(f"{NODE_NAME}: {name}", level, text, hw, values))
             lat = np.array(self.latencies) if self.latencies else None
             inf = np.array(self.inference_ms) if self.inference_ms else None

@@ -88,6 +88,12 @@ def test_wheel_has_ros_data_files(wheel):
         assert data + installed in names, f'{installed} missing from the wheel'
 
 
+def test_wheel_has_the_demo_checkpoint(wheel):
+    """The node's default checkpoint ships inside the package (no download needed)."""
+    _, zf = wheel
+    assert 'anyseg_ros/checkpoints/demo.safetensors' in set(zf.namelist())
+
+
 def test_wheel_has_every_module(wheel):
     """Every .py file under the two packages ships; a folder without __init__.py would not."""
     _, zf = wheel
@@ -244,7 +250,7 @@ def test_params_file_loads_with_rclpy():
     values = {name: parameter.parameter_value_to_python(msg.value)
               for name, msg in messages.items()}
     assert set(values) == set(EXPECTED_PARAMETER_TYPES)
-    assert values['network.height'] == 288
+    assert values['network.height'] == 0  # the checkpoint's training size
     assert values['modalities'] == ['camera', 'events', 'lidar']
 
 

@@ -1,0 +1,297 @@
+"""ROS 2 bags with the pure-Python ``rosbags`` library: writing, reading, and the topics the
+project's bags hold.
+
+Bags are written as rosbag2 version 9 (mcap storage by default, sqlite3 on request), which
+``ros2 bag play`` replays on a ROS machine and :mod:`anyseg_ros.play` replays here. Messages
+are built with :mod:`anyseg_ros.conversions` using the rosbags typestore classes, and read
+back as rosbags objects that the same conversions parse.
+
+Topic layout (absolute names, as ``ros2 bag record`` stores them; the node's relative
+topics resolve to them in the root namespace):
+
+- ``/camera/image`` sensor_msgs/Image rgb8, stamped at mid-exposure
+- ``/camera/camera_info`` sensor_msgs/CameraInfo
+- ``/lidar/points`` sensor_msgs/PointCloud2 x, y, z, intensity (float32), t (float64 s)
+- ``/events`` sensor_msgs/PointCloud2 x, y (uint16), t (float64 s), p (uint8)
+- ``/depth/image`` sensor_msgs/Image 32FC1 metres (when the source has depth)
+- ``/tf_static`` tf2_msgs/TFMessage: the LiDAR and event camera in the camera frame
+- ``/gt/labels`` sensor_msgs/Image mono8 train ids (255 = ignore), for scoring
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
+
+import numpy as np
+import yaml
+
+from . import conversions as conv
+
+STORAGES = ("mcap", "sqlite3")
+TOPICS = {
+    "camera": "/camera/image",
+    "camera_info": "/camera/camera_info",
+    "lidar": "/lidar/points",
+    "events": "/events",
+    "depth": "/depth/image",
+    "tf_static": "/tf_static",
+    "gt": "/gt/labels",
+}
+MSGTYPES = {
+    TOPICS["camera"]: "sensor_msgs/msg/Image",
+    TOPICS["camera_info"]: "sensor_msgs/msg/CameraInfo",
+    TOPICS["lidar"]: "sensor_msgs/msg/PointCloud2",
+    TOPICS["events"]: "sensor_msgs/msg/PointCloud2",
+    TOPICS["depth"]: "sensor_msgs/msg/Image",
+    TOPICS["tf_static"]: "tf2_msgs/msg/TFMessage",
+    TOPICS["gt"]: "sensor_msgs/msg/Image",
+}
+# Which sensor a topic belongs to (a silenced camera also stops its CameraInfo).
+TOPIC_SENSOR = {TOPICS["camera"]: "camera", TOPICS["camera_info"]: "camera",
+                TOPICS["lidar"]: "lidar", TOPICS["events"]: "events",
+                TOPICS["depth"]: "depth"}
+FRAME_IDS = {"camera": "camera_optical", "lidar": "lidar", "events": "event_camera_optical"}
+
+
+@functools.lru_cache(maxsize=1)
+def typestore():
+    """The rosbags typestore used for every bag (Jazzy definitions: the sensor_msgs,
+    std_msgs, tf2_msgs and rosgraph_msgs types used here are identical in Kilted)."""
+    from rosbags.typesys import Stores, get_typestore
+
+    return get_typestore(Stores.ROS2_JAZZY)
+
+
+def msg_class(msgtype: str):
+    """The rosbags class of ``msgtype`` (e.g. ``sensor_msgs/msg/Image``)."""
+    return typestore().types[msgtype]
+
+
+def _qos(reliable: bool, transient_local: bool = False):
+    from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness,
+                                    QosReliability, QosTime)
+
+    never = QosTime(0, 0)
+    return Qos(history=QosHistory.KEEP_LAST, depth=1 if transient_local else 5,
+               reliability=QosReliability.RELIABLE if reliable else QosReliability.BEST_EFFORT,
+               durability=(QosDurability.TRANSIENT_LOCAL if transient_local
+                           else QosDurability.VOLATILE),
+               deadline=never, lifespan=never, liveliness=QosLiveliness.AUTOMATIC,
+               liveliness_lease_duration=never, avoid_ros_namespace_conventions=False)
+
+
+def offered_qos(topic: str):
+    """The QoS a driver offers on ``topic``: sensors best effort (qos_profile_sensor_data),
+    /tf_static reliable + transient local, ground truth reliable."""
+    if topic.endswith("tf_static"):
+        return _qos(True, transient_local=True)
+    return _qos(topic.endswith("gt/labels") or topic.startswith("/anyseg"))
+
+
+class BagWriter:
+    """Write messages into a new bag directory ``path`` (must not exist).
+
+        with BagWriter(out, storage="mcap") as bag:
+            bag.write("/camera/image", msg, t_ns)
+    """
+
+    def __init__(self, path: str | Path, storage: str = "mcap") -> None:
+        from rosbags.rosbag2 import StoragePlugin, Writer
+
+        if storage not in STORAGES:
+            raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
+        self.path = Path(path)
+        if self.path.exists():
+            raise FileExistsError(f"{self.path} exists; rosbag2 writes a new directory "
+                                  "(remove it or choose another name)")
+        plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+        self._writer = Writer(self.path, version=9, storage_plugin=plugin)
+        self._connections: dict[str, Any] = {}
+        self.counts: dict[str, int] = {}
+
+    def __enter__(self) -> "BagWriter":
+        self._writer.open()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._writer.close()
+
+    def write(self, topic: str, msg: Any, time_ns: int, msgtype: Optional[str] = None) -> None:
+        """Serialise ``msg`` (a rosbags object) at receive time ``time_ns``."""
+        msgtype = msgtype or MSGTYPES.get(topic) or msg.__msgtype__
+        self.write_raw(topic, typestore().serialize_cdr(msg, msgtype), time_ns, msgtype)
+
+    def write_raw(self, topic: str, data: bytes | memoryview, time_ns: int,
+                  msgtype: str) -> None:
+        """Write already serialised CDR bytes."""
+        conn = self._connections.get(topic)
+        if conn is None:
+            conn = self._writer.add_connection(topic, msgtype, typestore=typestore(),
+                                               offered_qos_profiles=[offered_qos(topic)])
+            self._connections[topic] = conn
+        self._writer.write(conn, int(time_ns), data)
+        self.counts[topic] = self.counts.get(topic, 0) + 1
+
+
+@dataclass
+class BagMessage:
+    """One message of a bag: topic, type, receive time (ns) and the CDR bytes."""
+
+    topic: str
+    msgtype: str
+    time_ns: int
+    data: bytes
+
+    def decode(self) -> Any:
+        return typestore().deserialize_cdr(self.data, self.msgtype)
+
+
+def read_bag(path: str | Path, topics: Optional[Iterable[str]] = None) -> Iterator[BagMessage]:
+    """The messages of a bag in receive-time order (optionally only ``topics``)."""
+    from rosbags.rosbag2 import Reader
+
+    path = Path(path)
+    if not (path / "metadata.yaml").is_file():
+        raise FileNotFoundError(f"{path} is not a rosbag2 bag (no metadata.yaml in it)")
+    wanted = set(topics) if topics is not None else None
+    with Reader(path) as reader:
+        conns = [c for c in reader.connections if wanted is None or c.topic in wanted]
+        for conn, time_ns, data in reader.messages(connections=conns):
+            yield BagMessage(conn.topic, conn.msgtype, int(time_ns), bytes(data))
+
+
+def bag_topics(path: str | Path) -> dict[str, tuple[str, int]]:
+    """topic -> (msgtype, message count)."""
+    from rosbags.rosbag2 import Reader
+
+    with Reader(Path(path)) as reader:
+        return {c.topic: (c.msgtype, c.msgcount) for c in reader.connections}
+
+
+# -- building the project's messages ------------------------------------------------------
+def image_msg(array: np.ndarray, encoding: str, stamp, frame_id: str):
+    return conv.array_to_image(array, encoding, stamp, frame_id,
+                               cls=msg_class("sensor_msgs/msg/Image"))
+
+
+def camera_info_msg(K, size_hw, stamp, frame_id: str):
+    return conv.camera_info_msg(K, size_hw, stamp, frame_id,
+                                cls=msg_class("sensor_msgs/msg/CameraInfo"))
+
+
+def lidar_msg(points: np.ndarray, stamp, frame_id: str = FRAME_IDS["lidar"],
+              point_times: Optional[np.ndarray] = None):
+    """x, y, z, intensity (float32) and, when given, per-point absolute times t (float64)."""
+    cols = {name: np.ascontiguousarray(points[:, i], dtype=np.float32)
+            for i, name in enumerate(("x", "y", "z", "intensity"))}
+    if point_times is not None:
+        cols["t"] = np.asarray(point_times, dtype=np.float64)
+    return conv.points_to_cloud(cols, stamp, frame_id,
+                                cls=msg_class("sensor_msgs/msg/PointCloud2"))
+
+
+def events_msg(x, y, t, p, stamp, frame_id: str = FRAME_IDS["events"]):
+    cols = {"x": np.asarray(x, np.uint16), "y": np.asarray(y, np.uint16),
+            "t": np.asarray(t, np.float64), "p": np.asarray(p, np.uint8)}
+    return conv.points_to_cloud(cols, stamp, frame_id,
+                                cls=msg_class("sensor_msgs/msg/PointCloud2"))
+
+
+def rotation_to_quaternion(R: np.ndarray) -> tuple[float, float, float, float]:
+    """(x, y, z, w) of a rotation matrix (Shepperd's method, numerically stable)."""
+    R = np.asarray(R, dtype=np.float64)
+    trace = R[0, 0] + R[1, 1] + R[2, 2]
+    if trace > 0:
+        s = 2.0 * np.sqrt(trace + 1.0)
+        q = ((R[2, 1] - R[1, 2]) / s, (R[0, 2] - R[2, 0]) / s, (R[1, 0] - R[0, 1]) / s, s / 4)
+    else:
+        i = int(np.argmax(np.diag(R)))
+        j, k = (i + 1) % 3, (i + 2) % 3
+        s = 2.0 * np.sqrt(1.0 + R[i, i] - R[j, j] - R[k, k])
+        v = [0.0, 0.0, 0.0]
+        v[i] = s / 4
+        v[j] = (R[j, i] + R[i, j]) / s
+        v[k] = (R[k, i] + R[i, k]) / s
+        q = (*v, (R[k, j] - R[j, k]) / s)
+    q = np.asarray(q)
+    q = q / np.linalg.norm(q)
+    return tuple(float(v) for v in (q if q[3] >= 0 else -q))
+
+
+def tf_static_msg(transforms: Mapping[str, np.ndarray], stamp, parent: str):
+    """tf2_msgs/TFMessage: each child frame -> 4x4 ``T_parent_child`` (maps child points into
+    the parent frame, as T_cam_lidar does)."""
+    ts = typestore()
+    Time = ts.types["builtin_interfaces/msg/Time"]
+    Header = ts.types["std_msgs/msg/Header"]
+    Vector3 = ts.types["geometry_msgs/msg/Vector3"]
+    Quaternion = ts.types["geometry_msgs/msg/Quaternion"]
+    Transform = ts.types["geometry_msgs/msg/Transform"]
+    TransformStamped = ts.types["geometry_msgs/msg/TransformStamped"]
+    sec, nanosec = stamp if isinstance(stamp, tuple) else conv.sec_to_stamp(stamp)
+    out = []
+    for child, T in transforms.items():
+        T = np.asarray(T, dtype=np.float64)
+        x, y, z, w = rotation_to_quaternion(T[:3, :3])
+        out.append(TransformStamped(
+            header=Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id=parent),
+            child_frame_id=child,
+            transform=Transform(translation=Vector3(x=float(T[0, 3]), y=float(T[1, 3]),
+                                                    z=float(T[2, 3])),
+                                rotation=Quaternion(x=x, y=y, z=z, w=w))))
+    return ts.types["tf2_msgs/msg/TFMessage"](transforms=out)
+
+
+def node_params(calibration: Mapping[str, Any]) -> dict:
+    """The node's calibration parameters for a bag (a params file tree, ``/**`` section)."""
+    def flat(m):
+        return [float(v) for v in np.asarray(m, dtype=np.float64).reshape(-1)]
+
+    params: dict[str, Any] = {"lidar": {"T_cam_lidar": flat(calibration["T_cam_lidar"])}}
+    events: dict[str, Any] = {}
+    if calibration.get("events_K") is not None:
+        events["K"] = flat(calibration["events_K"])
+        if calibration.get("events_hw") is not None:
+            events["height"], events["width"] = (int(v) for v in calibration["events_hw"])
+    if calibration.get("T_cam_events") is not None:
+        events["T_cam_events"] = flat(calibration["T_cam_events"])
+    if events:
+        params["events"] = events
+    return {"/**": {"ros__parameters": params}}
+
+
+def params_path(bag: str | Path) -> Path:
+    """Where the params file of a bag lives: beside it, ``<bag>.params.yaml``."""
+    bag = Path(bag)
+    return bag.with_name(bag.name + ".params.yaml")
+
+
+def write_params(bag: str | Path, calibration: Mapping[str, Any], comment: str) -> Path:
+    path = params_path(bag)
+    text = yaml.safe_dump(node_params(calibration), sort_keys=False, default_flow_style=None)
+    path.write_text(f"# {comment}\n# Pass with: --ros-args --params-file {path.name}\n{text}")
+    return path
+
+
+def parse_windows(text: Optional[str], what: str = "--faults") -> dict[str, list[tuple[float,
+                                                                                        float]]]:
+    """``"lidar:10-15,camera:20-22"`` -> {"lidar": [(10.0, 15.0)], "camera": [(20.0, 22.0)]}.
+    Keys are sensor names or topics; times are seconds from the start."""
+    out: dict[str, list[tuple[float, float]]] = {}
+    for part in filter(None, (text or "").split(",")):
+        try:
+            key, span = part.rsplit(":", 1)
+            start, end = (float(v) for v in span.split("-"))
+        except ValueError:
+            raise ValueError(f"{what}: {part!r} is not NAME:START-END (seconds)") from None
+        if not end > start >= 0:
+            raise ValueError(f"{what}: {part!r} needs 0 <= START < END")
+        out.setdefault(key.strip(), []).append((start, end))
+    return out
+
+
+def in_windows(windows: Mapping[str, Sequence[tuple[float, float]]], key: str,
+               t: float) -> bool:
+    return any(a <= t < b for a, b in windows.get(key, ()))

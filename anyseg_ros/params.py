@@ -1,0 +1,212 @@
+"""The node's parameters, without ROS: names, defaults, descriptions, validation.
+
+The node declares exactly these (``anyseg_ros.node``); the offline tools
+(``anyseg_ros.process_bag``) read the same names from a params file, so a file that works
+for one works for the other. ``config/anyseg.yaml`` documents them for users.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Optional
+
+import numpy as np
+import yaml
+
+from anyseg_core.modalities import ALL_MODALITIES, CAMERA, EVENTS, LIDAR
+from anyseg_core.runtime import PRECISIONS
+
+from .pipeline import OUTPUT_RESOLUTIONS, Geometry, with_geometry
+
+# The checkpoint used when the `checkpoint` parameter is empty (`make demo-checkpoint`).
+DEMO_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "demo.safetensors"
+
+
+@dataclass(frozen=True)
+class Param:
+    """One declared parameter. ``default`` None = no default (an array set by users)."""
+
+    name: str
+    default: Any
+    description: str
+    dynamic: bool = False
+    array: Optional[str] = None  # "double" | "integer": an array with no default
+    range: Optional[tuple[float, float]] = None
+
+
+PARAMS = [
+    Param("checkpoint", "", "path of a .safetensors checkpoint; empty = the bundled demo "
+          "checkpoint"),
+    Param("device", "auto", "auto | cpu | cuda | cuda:N"),
+    Param("precision", "fp32", "fp32 | fp16 | bf16 (fp16 needs CUDA)"),
+    Param("modalities", [CAMERA, EVENTS, LIDAR], "modalities subscribed to and fused: any "
+          "non-empty subset of the checkpoint's (camera, events, lidar, depth)"),
+    Param("network.height", 0, "network input height in pixels (multiple of 32); 0 = the "
+          "checkpoint's training size"),
+    Param("network.width", 0, "network input width in pixels (multiple of 32); 0 = the "
+          "checkpoint's training size"),
+    Param("output.resolution", "camera", "camera (labels at the camera image size) | network",
+          dynamic=True),
+    Param("sync.slop", 0.05, "seconds: inputs join a frame when their stamps are this close",
+          dynamic=True, range=(0.0, 1.0)),
+    Param("sync.max_wait", 0.1, "seconds to wait for live sensors before running with "
+          "whatever arrived", dynamic=True, range=(0.0, 5.0)),
+    Param("sync.stale_after", 0.5, "seconds without messages after which a sensor is stale",
+          dynamic=True, range=(0.01, 60.0)),
+    Param("sync.max_future", 1.0, "seconds: messages stamped further ahead of the node's "
+          "clock are rejected", dynamic=True, range=(0.0, 3600.0)),
+    Param("qos.reliability", "best_effort", "best_effort (sensor drivers) | reliable"),
+    Param("qos.depth", 5, "history depth of subscriptions and publishers", range=(1, 1000)),
+    Param("events.type", "pointcloud", "pointcloud (x, y, t, p) | image (a rendered frame)"),
+    Param("events.window", 0.03, "seconds of events accumulated into one frame", dynamic=True,
+          range=(0.001, 1.0)),
+    Param("events.K", None, "event camera intrinsics, row-major 3x3; unset = the camera's",
+          dynamic=True, array="double"),
+    Param("events.T_cam_events", None, "event camera to camera, row-major 4x4; unset = "
+          "identity", dynamic=True, array="double"),
+    Param("events.height", 0, "event camera height in pixels; 0 = the camera's"),
+    Param("events.width", 0, "event camera width in pixels; 0 = the camera's"),
+    Param("lidar.min_range", 1.0, "metres; nearer LiDAR points are dropped", dynamic=True,
+          range=(0.0, 100.0)),
+    Param("lidar.T_cam_lidar", None, "LiDAR to camera, row-major 4x4 (p_cam = T p_lidar); "
+          "unset = identity", dynamic=True, array="double"),
+    Param("camera.K", None, "camera intrinsics, row-major 3x3, used until a CameraInfo "
+          "arrives", dynamic=True, array="double"),
+    Param("camera.height", 0, "camera image height, used with camera.K until a CameraInfo or "
+          "image arrives; 0 = 2 * cy + 1 of camera.K"),
+    Param("camera.width", 0, "camera image width (see camera.height); 0 = 2 * cx + 1"),
+    Param("palette", None, "class colours r, g, b, r, g, b, ... (0..255); unset = the "
+          "checkpoint's", dynamic=True, array="integer"),
+    Param("overlay.alpha", 0.5, "opacity of the class colours over the camera image",
+          dynamic=True, range=(0.0, 1.0)),
+    Param("confidence.enabled", False, "also publish anyseg/confidence (32FC1)", dynamic=True),
+    Param("diagnostics.period", 1.0, "seconds between /diagnostics messages",
+          range=(0.05, 60.0)),
+]
+PARAMS_BY_NAME = {p.name: p for p in PARAMS}
+# Parameters every rclpy node has, or that rclpy reads itself.
+BUILTIN_PARAMS = ("use_sim_time", "start_type_description_service")
+
+
+class ConfigError(ValueError):
+    """A parameter value the node cannot run with."""
+
+
+def matrix_param(name: str, value, shape: tuple[int, int]) -> Optional[np.ndarray]:
+    if value is None or len(value) == 0:
+        return None
+    if len(value) != shape[0] * shape[1]:
+        raise ConfigError(f"{name} must have {shape[0] * shape[1]} numbers (row-major "
+                          f"{shape[0]}x{shape[1]}), got {len(value)}")
+    m = np.asarray(value, dtype=np.float64).reshape(shape)
+    if not np.isfinite(m).all():
+        raise ConfigError(f"{name} has non-finite entries")
+    if shape == (3, 3) and (m[0, 0] <= 0 or m[1, 1] <= 0 or abs(np.linalg.det(m)) < 1e-12):
+        raise ConfigError(f"{name} is not a camera matrix (focal lengths must be positive)")
+    if shape == (4, 4):
+        R = m[:3, :3]
+        if not np.allclose(R @ R.T, np.eye(3), atol=1e-3) or not np.allclose(
+                m[3], [0, 0, 0, 1]):
+            raise ConfigError(f"{name} is not a rigid transform (rotation not orthonormal or "
+                              "last row not 0 0 0 1)")
+    return m
+
+
+def check_value(name: str, value) -> None:
+    """Raise ConfigError when ``value`` is not acceptable for parameter ``name``."""
+    choices = {"device": None, "precision": PRECISIONS, "output.resolution": OUTPUT_RESOLUTIONS,
+               "qos.reliability": ("best_effort", "reliable"),
+               "events.type": ("pointcloud", "image")}
+    if name in choices and choices[name] is not None and value not in choices[name]:
+        raise ConfigError(f"{name} must be one of {list(choices[name])}, got {value!r}")
+    if name == "modalities":
+        bad = [m for m in value if m not in ALL_MODALITIES]
+        if bad or not value or len(set(value)) != len(value):
+            raise ConfigError(f"modalities must be a non-empty list of distinct names from "
+                              f"{list(ALL_MODALITIES)}, got {list(value)}")
+    if name in ("network.height", "network.width") and (value < 0 or value % 32):
+        raise ConfigError(f"{name} must be 0 (the checkpoint's size) or a positive multiple "
+                          f"of 32, got {value}")
+    if name in ("events.height", "events.width", "camera.height", "camera.width") and value < 0:
+        raise ConfigError(f"{name} must be >= 0, got {value}")
+    if name in ("events.K", "camera.K"):
+        matrix_param(name, value, (3, 3))
+    if name in ("events.T_cam_events", "lidar.T_cam_lidar"):
+        matrix_param(name, value, (4, 4))
+    if name == "palette" and value is not None and len(value):
+        if len(value) % 3 or any(not 0 <= v <= 255 for v in value):
+            raise ConfigError("palette must be r, g, b triples of integers 0..255, got "
+                              f"{len(value)} numbers")
+
+
+def defaults() -> dict[str, Any]:
+    """Every parameter's default (None for the unset arrays)."""
+    return {p.name: p.default for p in PARAMS}
+
+
+def _flatten(tree: Mapping, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def load_params_file(path: str | Path, node_name: str = "anyseg") -> dict[str, Any]:
+    """Parameter values from a ROS 2 params file (``/**`` or ``<node_name>`` sections, later
+    files override earlier ones), checked like the node checks them. Unknown names raise."""
+    text = Path(path).read_text()
+    try:
+        tree = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    values: dict[str, Any] = {}
+    for key, section in tree.items():
+        if key.strip("/").split("/")[-1] not in ("**", node_name):
+            continue
+        params = (section or {}).get("ros__parameters", {})
+        for name, value in _flatten(params):
+            if name in BUILTIN_PARAMS:
+                continue
+            if name not in PARAMS_BY_NAME:
+                raise ConfigError(f"{path}: unknown parameter {name!r}; the node has "
+                                  f"{sorted(PARAMS_BY_NAME)}")
+            check_value(name, value)
+            values[name] = value
+    return values
+
+
+def geometry_from_params(values: Mapping[str, Any], geometry: Optional[Geometry] = None,
+                         camera_info_seen: bool = False) -> Geometry:
+    """``geometry`` (default: empty) updated with the calibration parameters in ``values``.
+
+    The LiDAR and event camera come from the parameters alone; the frame camera's K and
+    size come from ``camera.K`` (and ``camera.height/width``) only while no CameraInfo has
+    been seen, since a CameraInfo, once received, wins."""
+    v = values
+    changes: dict[str, Any] = {
+        "T_cam_lidar": matrix_param("lidar.T_cam_lidar", v["lidar.T_cam_lidar"], (4, 4)),
+        "T_cam_events": matrix_param("events.T_cam_events", v["events.T_cam_events"], (4, 4)),
+        "events_K": matrix_param("events.K", v["events.K"], (3, 3)),
+    }
+    if changes["T_cam_lidar"] is None:
+        changes["T_cam_lidar"] = np.eye(4)
+    if v["events.height"] and v["events.width"]:
+        changes["events_hw"] = (int(v["events.height"]), int(v["events.width"]))
+    if not camera_info_seen:
+        K = matrix_param("camera.K", v["camera.K"], (3, 3))
+        hw = None
+        if K is not None:
+            hw = (int(v["camera.height"]) or int(round(2 * K[1, 2] + 1)),
+                  int(v["camera.width"]) or int(round(2 * K[0, 2] + 1)))
+        changes.update(K=K, image_hw=hw)
+    return with_geometry(geometry or Geometry(), **changes)
+
+
+def network_size(values: Mapping[str, Any]) -> Optional[tuple[int, int]]:
+    """The network input size the parameters ask for; None = the checkpoint's own."""
+    h, w = int(values["network.height"]), int(values["network.width"])
+    if (h == 0) != (w == 0):
+        raise ConfigError(f"network.height and network.width must both be 0 (the "
+                          f"checkpoint's size) or both set, got {h} x {w}")
+    return (h, w) if h else None

@@ -1,0 +1,259 @@
+"""Replay a ROS 2 bag on its topics, with sensor faults on demand.
+
+    python -m anyseg_ros.play BAG [--rate R] [--loop] [--topics T ...] [--clock]
+        [--drop TOPIC:START-END ...] [--corrupt TOPIC:FRACTION ...] [--namespace NS]
+
+This machine's ``ros2 bag play`` (it works on a ROS machine too): messages go out at the
+recorded pace (scaled by ``--rate``), as the recorded bytes, with the QoS a driver would use
+(sensors best effort, /tf_static reliable and transient local). ``--clock`` also publishes
+/clock for nodes with ``use_sim_time``. Faults:
+
+- ``--drop lidar:10-15`` silences a sensor (or a topic) over those seconds from the bag's
+  start (``camera`` also silences its CameraInfo);
+- ``--corrupt events:0.2`` damages that fraction of a sensor's (or topic's) messages, in
+  turn: truncated data, a wrong size, non-finite values (NaN points in clouds).
+
+With ``--loop`` the bag starts again when it ends (stamps jump back, as with
+``ros2 bag play --loop``). Topics whose message package is not installed here are skipped
+with a warning (tf2_msgs is not among the PyPI ROS wheels).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import signal
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from . import bag as bags
+
+CLOCK_HZ = 40.0  # as ros2 bag play --clock
+CORRUPTIONS = ("truncated", "wrong_size", "non_finite")
+
+
+def _message_class(msgtype: str):
+    package, _, name = msgtype.split("/")
+    try:
+        return getattr(importlib.import_module(f"{package}.msg"), name)
+    except (ImportError, AttributeError):
+        return None
+
+
+def _expand(spec: dict, topics: Sequence[str], what: str) -> dict:
+    """Keys that are sensor names become their topics; unknown keys are an error."""
+    out: dict = {}
+    for key, value in spec.items():
+        matches = [t for t in topics if t == key or t == "/" + key.lstrip("/")
+                   or bags.TOPIC_SENSOR.get(t) == key]
+        if not matches:
+            raise ValueError(f"{what}: {key!r} is neither a topic of the bag nor a sensor "
+                             f"of it; topics: {sorted(topics)}")
+        for t in matches:
+            out[t] = value
+    return out
+
+
+def parse_corrupt(items: Sequence[str]) -> dict[str, float]:
+    out = {}
+    for item in items:
+        key, _, frac = item.rpartition(":")
+        try:
+            fraction = float(frac)
+        except ValueError:
+            fraction = -1.0
+        if not key or not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"--corrupt {item!r}: expected TOPIC:FRACTION with FRACTION in "
+                             "[0, 1]")
+        out[key] = fraction
+    return out
+
+
+def corrupt(msg, kind: str):
+    """Damage a decoded rosbags Image / PointCloud2 / CameraInfo in place; returns it."""
+    data = getattr(msg, "data", None)
+    if kind == "truncated" and data is not None and len(data):
+        msg.data = np.ascontiguousarray(data[: len(data) // 2])
+    elif kind == "wrong_size" and hasattr(msg, "width"):
+        msg.width = int(msg.width) + 7
+        if hasattr(msg, "step"):
+            msg.step = int(msg.step) + 7
+    elif kind == "non_finite" and hasattr(msg, "fields"):
+        arr = np.array(data, dtype=np.uint8)
+        for f in msg.fields:
+            if f.name in ("x", "y", "z", "t") and f.datatype in (7, 8):
+                dtype = np.dtype("<f4" if f.datatype == 7 else "<f8")
+                n = len(arr) // msg.point_step
+                view = np.ndarray((n,), dtype=dtype, buffer=arr, offset=f.offset,
+                                  strides=(msg.point_step,))
+                view[:] = np.nan
+        msg.data = arr
+        msg.is_dense = False
+    elif kind == "non_finite" and hasattr(msg, "k"):
+        msg.k = np.full(9, np.nan)
+    else:  # an image: NaN is not an image fault; give it a size that does not add up
+        msg.height = int(msg.height) + 1
+    return msg
+
+
+class Player:
+    """Publishes a bag. ``namespace`` prefixes every topic (``/camera/image`` becomes
+    ``/ns/camera/image``)."""
+
+    def __init__(self, node, bag: Path, topics: Optional[Sequence[str]] = None,
+                 namespace: str = "", drop: Optional[dict] = None,
+                 corrupt_fraction: Optional[dict] = None, clock: bool = False,
+                 seed: int = 0) -> None:
+        from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile,
+                               ReliabilityPolicy)
+
+        self.node, self.bag = node, Path(bag)
+        available = bags.bag_topics(self.bag)
+        chosen = list(available) if not topics else [
+            t if t in available else "/" + t.lstrip("/") for t in topics]
+        missing = [t for t in chosen if t not in available]
+        if missing:
+            raise ValueError(f"topics {missing} are not in {bag}; it has {sorted(available)}")
+        self.drop = _expand(bags.parse_windows(",".join(drop or ()), "--drop"), chosen,
+                            "--drop") if drop else {}
+        self.corrupt_fraction = _expand(parse_corrupt(corrupt_fraction or ()), chosen,
+                                        "--corrupt") if corrupt_fraction else {}
+        self.publishers = {}
+        self.skipped_types: dict[str, str] = {}
+        ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
+        for topic in chosen:
+            msgtype = available[topic][0]
+            cls = _message_class(msgtype)
+            if cls is None:
+                self.skipped_types[topic] = msgtype
+                continue
+            q = bags.offered_qos(topic)
+            qos = QoSProfile(
+                history=HistoryPolicy.KEEP_LAST, depth=max(q.depth, 5),
+                reliability=(ReliabilityPolicy.RELIABLE if q.reliability.name == "RELIABLE"
+                             else ReliabilityPolicy.BEST_EFFORT),
+                durability=(DurabilityPolicy.TRANSIENT_LOCAL
+                            if q.durability.name == "TRANSIENT_LOCAL"
+                            else DurabilityPolicy.VOLATILE))
+            self.publishers[topic] = node.create_publisher(cls, ns + topic, qos)
+        self.clock_pub = None
+        if clock:
+            from rosgraph_msgs.msg import Clock
+
+            self.clock_pub = node.create_publisher(Clock, "/clock", 10)
+        self.rng = np.random.default_rng(seed)
+        self.stats = {"published": Counter(), "dropped": Counter(), "corrupted": Counter()}
+        self._turn = Counter()
+        self.stop = False
+
+    def _publish_clock(self, t_ns: int) -> None:
+        from builtin_interfaces.msg import Time
+        from rosgraph_msgs.msg import Clock
+
+        self.clock_pub.publish(Clock(clock=Time(sec=t_ns // 10**9, nanosec=t_ns % 10**9)))
+
+    def play_once(self, rate: float = 1.0) -> None:
+        """One pass over the bag at ``rate`` times the recorded pace."""
+        start_wall, t0 = None, None
+        next_clock = 0.0
+        for m in bags.read_bag(self.bag, self.publishers):
+            if self.stop:
+                return
+            if t0 is None:
+                t0, start_wall = m.time_ns, time.monotonic()
+            t_rel = (m.time_ns - t0) * 1e-9
+            due = start_wall + t_rel / rate
+            while True:  # sleep until due, publishing /clock meanwhile
+                now = time.monotonic()
+                if self.clock_pub is not None and now >= next_clock:
+                    sim_ns = t0 + int(max(0.0, (now - start_wall) * rate) * 1e9)
+                    self._publish_clock(min(sim_ns, m.time_ns))
+                    next_clock = now + 1.0 / CLOCK_HZ
+                if now >= due or self.stop:
+                    break
+                time.sleep(min(due - now, 1.0 / CLOCK_HZ))
+            if bags.in_windows(self.drop, m.topic, t_rel):
+                self.stats["dropped"][m.topic] += 1
+                continue
+            data = m.data
+            fraction = self.corrupt_fraction.get(m.topic, 0.0)
+            if fraction and self.rng.random() < fraction:
+                kind = CORRUPTIONS[self._turn[m.topic] % len(CORRUPTIONS)]
+                self._turn[m.topic] += 1
+                data = bags.typestore().serialize_cdr(corrupt(m.decode(), kind), m.msgtype)
+                self.stats["corrupted"][f"{m.topic}:{kind}"] += 1
+            if self.clock_pub is not None:
+                self._publish_clock(m.time_ns)
+            self.publishers[m.topic].publish(bytes(data))
+            self.stats["published"][m.topic] += 1
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m anyseg_ros.play",
+                                 description=__doc__.split("\n\n")[0])
+    ap.add_argument("bag", type=Path)
+    ap.add_argument("--rate", type=float, default=1.0)
+    ap.add_argument("--loop", action="store_true")
+    ap.add_argument("--topics", nargs="+", help="only these topics")
+    ap.add_argument("--drop", action="append", default=[], metavar="TOPIC:START-END",
+                    help="silence a sensor or topic over seconds from the bag start")
+    ap.add_argument("--corrupt", action="append", default=[], metavar="TOPIC:FRACTION",
+                    help="damage this fraction of a sensor's or topic's messages")
+    ap.add_argument("--clock", action="store_true", help="publish /clock (use_sim_time)")
+    ap.add_argument("--namespace", default="", help="prefix for every topic")
+    ap.add_argument("--start-delay", type=float, default=1.0,
+                    help="seconds between creating the publishers and the first message "
+                         "(DDS discovery)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of --corrupt")
+    args = ap.parse_args(argv)
+    if not args.rate > 0:
+        ap.error("--rate must be positive")
+
+    import rclpy
+    from rclpy.signals import SignalHandlerOptions
+
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
+    node = rclpy.create_node("anyseg_play")
+    player = None
+
+    def stop(*_):
+        if player is not None:
+            player.stop = True
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        player = Player(node, args.bag, args.topics, args.namespace, args.drop, args.corrupt,
+                        args.clock, args.seed)
+        for topic, msgtype in player.skipped_types.items():
+            print(f"warning: {topic} ({msgtype}) skipped: its Python message package is not "
+                  "installed here", file=sys.stderr)
+        time.sleep(args.start_delay)
+        passes = 0
+        while not player.stop:
+            player.play_once(args.rate)
+            passes += 1
+            if not args.loop:
+                break
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    s = player.stats
+    print(f"played {args.bag} {passes} time(s): "
+          + ", ".join(f"{t} {n}" for t, n in sorted(s["published"].items())))
+    if s["dropped"]:
+        print("  dropped: " + ", ".join(f"{t} {n}" for t, n in sorted(s["dropped"].items())))
+    if s["corrupted"]:
+        print("  corrupted: " + ", ".join(f"{t} {n}"
+                                           for t, n in sorted(s["corrupted"].items())))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

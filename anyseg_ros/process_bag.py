@@ -1,0 +1,299 @@
+"""The node's synchroniser and runtime applied to a bag offline: deterministic, no DDS.
+
+    python -m anyseg_ros.process_bag IN OUT --checkpoint CKPT [--params-file P]
+        [--faults lidar:10-15,camera:20-22] [--device cpu] [--network H W]
+
+Reads IN in receive-time order, converts and validates every sensor message exactly as the
+node does, feeds the :class:`~anyseg_ros.sync.AnymodalSynchronizer` with the bag's receive
+times as its clock, and segments every frame it emits (offline nothing is dropped for being
+late: the next message waits until the frame is done). OUT is a new bag with
+``/anyseg/labels``, ``/anyseg/color`` and ``/anyseg/status``. ``--faults`` silences sensors
+over seconds from the bag's start, as :mod:`anyseg_ros.play` ``--drop`` does live.
+
+Parameters come from the node's defaults, then ``--params-file`` (default: the
+``IN.params.yaml`` the bag tools write beside a bag), then the flags. When IN has
+``/gt/labels``, each output is scored against the ground truth nearest in time (within
+``sync.slop``) and mIoU is printed per phase (the ``--faults`` windows) and per set of
+modalities used; the same figures go to ``OUT.summary.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from bisect import bisect_left
+from collections import Counter
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+from anyseg_core.checkpoint import CheckpointError
+from anyseg_core.metrics import ConfusionMatrix
+from anyseg_core.modalities import EVENTS
+from anyseg_core.runtime import Runtime
+
+from . import bag as bags
+from . import conversions as conv
+from .inputs import payload_function
+from .params import (ConfigError, defaults, geometry_from_params, load_params_file,
+                     network_size)
+from .pipeline import FrameSkipped, Segmentation, SegmentationPipeline, with_geometry
+from .sync import AnymodalSynchronizer
+
+PIVOT_ORDER = ("camera", "lidar", "depth", "events")
+ABBREV = {"camera": "C", "depth": "D", "events": "E", "lidar": "L"}
+
+
+def modality_key(modalities: Sequence[str]) -> str:
+    """("camera", "lidar") -> "CL" (the tables' notation)."""
+    return "".join(sorted(ABBREV[m] for m in modalities))
+
+
+def phase_of(t_rel: float, faults: dict) -> str:
+    names = [f"{key} off {a:g}-{b:g} s" for key, spans in sorted(faults.items())
+             for a, b in spans if a <= t_rel < b]
+    return ", ".join(names) if names else "all sensors"
+
+
+class GroundTruth:
+    """The /gt/labels of a bag by stamp, for scoring outputs made at nearby stamps."""
+
+    def __init__(self) -> None:
+        self.stamps: list[float] = []
+        self.labels: list[np.ndarray] = []
+
+    def add(self, stamp: float, labels: np.ndarray) -> None:
+        i = bisect_left(self.stamps, stamp)
+        self.stamps.insert(i, stamp)
+        self.labels.insert(i, labels)
+
+    def nearest(self, stamp: float, tolerance: float) -> Optional[np.ndarray]:
+        i = bisect_left(self.stamps, stamp)
+        best = min((j for j in (i - 1, i) if 0 <= j < len(self.stamps)),
+                   key=lambda j: abs(self.stamps[j] - stamp), default=None)
+        if best is None or abs(self.stamps[best] - stamp) > tolerance:
+            return None
+        return self.labels[best]
+
+
+def process_bag(bag_in: str | Path, bag_out: str | Path, checkpoint: str | Path,
+                values: Optional[dict] = None, faults: Optional[dict] = None,
+                storage: str = "mcap", progress: bool = True) -> dict:
+    """Process ``bag_in`` into ``bag_out``; returns the summary (also in OUT.summary.json).
+
+    ``values``: node parameter values (see :mod:`anyseg_ros.params`) over the defaults."""
+    v = defaults()
+    v.update(values or {})
+    faults = faults or {}
+    topics = bags.bag_topics(bag_in)
+    runtime = Runtime(checkpoint, device=v["device"], precision=v["precision"],
+                      input_size=network_size(v), warmup=False)
+    modalities = [m for m in v["modalities"] if m in runtime.modalities]
+    if not modalities:
+        raise ConfigError(f"none of the modalities {v['modalities']} is in the checkpoint "
+                          f"({list(runtime.modalities)})")
+    pipeline = SegmentationPipeline(runtime, modalities, event_window=v["events.window"],
+                                    lidar_min_range=v["lidar.min_range"],
+                                    output_resolution=v["output.resolution"])
+    sync = AnymodalSynchronizer(
+        modalities, slop=v["sync.slop"], max_wait=v["sync.max_wait"],
+        stale_after=v["sync.stale_after"],
+        pivot_order=[m for m in PIVOT_ORDER if m in modalities],
+        windows={EVENTS: v["events.window"]} if (EVENTS in modalities and
+                                                 v["events.type"] == "pointcloud") else None)
+    geometry = geometry_from_params(v)
+    payloads = {m: payload_function(m, v["events.type"]) for m in modalities}
+    topic_of = {bags.TOPICS[m]: m for m in modalities}
+    wanted = [t for t in (*topic_of, bags.TOPICS["camera_info"], bags.TOPICS["gt"])
+              if t in topics]
+
+    gt = GroundTruth()
+    pending_results: list[tuple[Segmentation, float]] = []
+    received, rejected, silenced, notes = Counter(), Counter(), Counter(), Counter()
+    t_first: Optional[float] = None
+    camera_info_seen = False
+    n_total = sum(topics[t][1] for t in wanted)
+    bar = _bar(n_total, progress)
+    started = time.perf_counter()
+    with bags.BagWriter(bag_out, storage) as out:
+        def run_ready(now: float) -> None:
+            while True:
+                frame = sync.poll(now)
+                if frame is None:
+                    return
+                try:
+                    result = pipeline.run(frame, geometry, overlay_alpha=None,
+                                          confidence=False)
+                except FrameSkipped:
+                    continue
+                t_ns = int(round(now * 1e9))
+                stamp = conv.sec_to_stamp(result.stamp)
+                Image = bags.msg_class("sensor_msgs/msg/Image")
+                out.write("/anyseg/labels", conv.array_to_image(
+                    result.labels, "mono8", stamp, result.frame_id, cls=Image), t_ns)
+                out.write("/anyseg/color", conv.array_to_image(
+                    result.color, "rgb8", stamp, result.frame_id, cls=Image), t_ns)
+                status = {"stamp": result.stamp, "modalities": list(result.modalities),
+                          "pivot": result.pivot, "inference_ms": round(result.inference_ms, 2),
+                          "stamps": {m: [i.stamp for i in items]
+                                     for m, items in frame.items.items()}}
+                out.write("/anyseg/status", bags.msg_class("std_msgs/msg/String")(
+                    data=json.dumps(status)), t_ns)
+                pending_results.append((result, now))
+
+        for m in bags.read_bag(bag_in, wanted):
+            bar.update(1)
+            now = m.time_ns * 1e-9
+            t_first = now if t_first is None else t_first
+            t_rel = now - t_first
+            if m.topic == bags.TOPICS["gt"]:
+                msg = m.decode()
+                labels, _ = conv.image_to_array(msg, ("mono8", "8UC1"))
+                gt.add(conv.stamp_to_sec(msg.header.stamp), np.array(labels))
+                continue
+            sensor = topic_of.get(m.topic) or bags.TOPIC_SENSOR.get(m.topic)
+            if sensor is not None and bags.in_windows(faults, sensor, t_rel):
+                silenced[sensor] += 1
+                continue
+            msg = m.decode()
+            if m.topic == bags.TOPICS["camera_info"]:
+                try:
+                    K, hw = conv.camera_info(msg)
+                except conv.InvalidMessage as e:
+                    rejected[("camera_info", e.reason)] += 1
+                    continue
+                geometry = with_geometry(geometry, K=K, image_hw=hw,
+                                         frame_id=msg.header.frame_id or geometry.frame_id)
+                camera_info_seen = True
+                continue
+            received[sensor] += 1
+            try:
+                stamp = conv.stamp_to_sec(msg.header.stamp)
+                conv.check_stamp(stamp, now, v["sync.max_future"])
+                payload = payloads[sensor](msg, geometry, notes)
+            except conv.InvalidMessage as e:
+                rejected[(sensor, e.reason)] += 1
+                continue
+            sync.add(sensor, stamp, payload, now)
+            run_ready(now)
+        if t_first is not None:  # frames still waiting for partners that never came
+            run_ready(now + v["sync.max_wait"] + 1e-6)
+    bar.close()
+    elapsed = time.perf_counter() - started
+
+    # Scoring, per phase and per set of modalities used.
+    num_classes = len(runtime.class_names)
+    per_phase: dict[str, ConfusionMatrix] = {}
+    per_set: dict[str, ConfusionMatrix] = {}
+    counts_phase, counts_set = Counter(), Counter()
+    scored = 0
+    for result, now in pending_results:
+        phase = phase_of(now - (t_first or 0.0), faults)
+        key = modality_key(result.modalities)
+        counts_phase[phase] += 1
+        counts_set[key] += 1
+        label = gt.nearest(result.stamp, v["sync.slop"])
+        if label is None or label.shape != result.labels.shape:
+            continue
+        scored += 1
+        pred, lab = torch.from_numpy(result.labels), torch.from_numpy(label)
+        for table, name in ((per_phase, phase), (per_set, key)):
+            table.setdefault(name, ConfusionMatrix(num_classes)).update(pred, lab)
+    latencies = [r.inference_ms for r, _ in pending_results]
+    summary: dict[str, Any] = {
+        "bag": str(bag_in), "out": str(bag_out), "checkpoint": str(checkpoint),
+        "frames_out": len(pending_results), "scored": scored,
+        "received": dict(received), "silenced": dict(silenced),
+        "rejected": {f"{s}:{r}": n for (s, r), n in sorted(rejected.items())},
+        "notes": dict(notes), "camera_info_seen": camera_info_seen,
+        "phases": {name: {"frames": counts_phase[name],
+                          "miou": _miou(per_phase.get(name))} for name in counts_phase},
+        "modality_sets": {name: {"frames": counts_set[name], "miou": _miou(per_set.get(name))}
+                          for name in sorted(counts_set)},
+        "inference_ms_p50": float(np.percentile(latencies, 50)) if latencies else None,
+        "inference_ms_p95": float(np.percentile(latencies, 95)) if latencies else None,
+        "seconds": round(elapsed, 2), "parameters": {k: v[k] for k in sorted(v)},
+    }
+    Path(str(bag_out) + ".summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    return summary
+
+
+def _miou(cm: Optional[ConfusionMatrix]) -> Optional[float]:
+    return None if cm is None else round(100.0 * float(cm.compute()["miou"]), 2)
+
+
+def format_summary(s: dict) -> str:
+    lines = [f"{s['frames_out']} frames out of {s['bag']} in {s['seconds']} s "
+             f"({s['scored']} scored against /gt/labels); inputs: "
+             + ", ".join(f"{k} {n}" for k, n in sorted(s["received"].items()))]
+    if s["silenced"]:
+        lines.append("silenced by --faults: " + ", ".join(
+            f"{k} {n}" for k, n in sorted(s["silenced"].items())))
+    if s["rejected"]:
+        lines.append("rejected: " + ", ".join(f"{k} {n}" for k, n in s["rejected"].items()))
+    for title, table in (("phase", s["phases"]), ("modalities used", s["modality_sets"])):
+        lines += ["", f"| {title} | frames | mIoU |", "|---|---|---|"]
+        for name, row in table.items():
+            miou = "-" if row["miou"] is None else f"{row['miou']:.2f}"
+            lines.append(f"| {name} | {row['frames']} | {miou} |")
+    return "\n".join(lines)
+
+
+class _NoBar:
+    def update(self, n):
+        pass
+
+    def close(self):
+        pass
+
+
+def _bar(total: int, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="messages", dynamic_ncols=True, file=sys.stderr)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m anyseg_ros.process_bag",
+                                 description=__doc__.split("\n\n")[0])
+    ap.add_argument("bag_in", type=Path)
+    ap.add_argument("bag_out", type=Path)
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--params-file", type=Path,
+                    help="node params file (default: BAG_IN.params.yaml when it exists)")
+    ap.add_argument("--faults", default="", help="SENSOR:START-END[,...] seconds from start")
+    ap.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: the params')")
+    ap.add_argument("--precision", choices=("fp32", "fp16", "bf16"))
+    ap.add_argument("--network", type=int, nargs=2, metavar=("H", "W"))
+    ap.add_argument("--storage", choices=bags.STORAGES, default="mcap")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        values: dict = {}
+        params_file = args.params_file or bags.params_path(args.bag_in)
+        if args.params_file or params_file.is_file():
+            values.update(load_params_file(params_file))
+        if args.device:
+            values["device"] = args.device
+        if args.precision:
+            values["precision"] = args.precision
+        if args.network:
+            values["network.height"], values["network.width"] = args.network
+        summary = process_bag(args.bag_in, args.bag_out, args.checkpoint, values,
+                              bags.parse_windows(args.faults), args.storage,
+                              progress=not args.quiet)
+    except (ConfigError, CheckpointError, ValueError, FileNotFoundError,
+            FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(format_summary(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

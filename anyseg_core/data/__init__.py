@@ -24,7 +24,18 @@ def build_dataset(cfg: Mapping, split: str, num_samples: int | None = None) -> D
         return SyntheticDataset(num_samples, split=split, seed=data["seed"],
                                 size_hw=data["size"], modalities=data["modalities"],
                                 conditions=data["conditions"])
-    if name in ("muses", "deliver"):
+    if name == "muses":
+        from ..config import ConfigError
+        from .muses import MusesDataset
+
+        if not data.get("root"):
+            raise ConfigError("data.dataset=muses needs the MUSES folder: --set data.root=DIR "
+                             "(training) or --root DIR (evaluation)")
+        # num_samples is not applied: a real split is used whole, and callers that want
+        # fewer items cap them themselves (evaluate(num_samples=...)).
+        return MusesDataset(data["root"], split=split, modalities=data["modalities"],
+                            size_hw=data["size"], conditions=data.get("conditions"))
+    if name == "deliver":
         raise NotImplementedError(f"the {name} reader is not written yet (issue 5); "
                                   f"train on data.dataset=synthetic for now")
     raise ValueError(f"unknown dataset {name!r}; expected one of {DATASETS}")

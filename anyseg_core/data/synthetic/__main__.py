@@ -4,6 +4,12 @@
 
 renders one scene with every sensor and saves ``scene.png``: each sensor's raw data beside
 the network input that :func:`anyseg_core.sensors.prepare_inputs` makes of it.
+
+    python -m anyseg_core.data.synthetic export --layout muses OUT --scenes N \
+        [--split train val] [--conditions fog-night clear-day ...] [--size H W] [--seed 0]
+
+writes N scenes per split in MUSES' on-disk layout (see
+:mod:`anyseg_core.data.synthetic.export`), readable by :mod:`anyseg_core.data.muses`.
 """
 from __future__ import annotations
 
@@ -80,8 +86,22 @@ def main(argv: list[str] | None = None) -> int:
     sc.add_argument("--size", default="288x512", help="network input size HxW (default 288x512)")
     sc.add_argument("--render-size", default=None, help="sensor size HxW (default: --size)")
     sc.add_argument("--out", type=Path, default=Path("demo_output"))
+    ex = sub.add_parser("export", help="write synthetic scenes in a real dataset's layout")
+    ex.add_argument("out", type=Path, help="output folder (the dataset root)")
+    ex.add_argument("--layout", choices=["muses"], default="muses")
+    ex.add_argument("--scenes", type=int, required=True, help="scenes per split")
+    ex.add_argument("--split", nargs="+", default=["train", "val"],
+                    choices=["train", "val", "test"])
+    ex.add_argument("--conditions", nargs="+", default=None,
+                    help="condition names cycled over the scenes (default: MUSES' eight, "
+                         "clear/rain/snow/fog x day/night)")
+    ex.add_argument("--size", nargs="+", default=["288x512"],
+                    help="frame camera size: H W or HxW (default 288 512)")
+    ex.add_argument("--seed", type=int, default=0, help="which synthetic world")
     args = parser.parse_args(argv)
 
+    if args.command == "export":
+        return _export(parser, args)
     try:
         condition = Condition.parse(args.condition)
         net_hw = _parse_hw(args.size)
@@ -91,6 +111,36 @@ def main(argv: list[str] | None = None) -> int:
     figure, summary = render_scene_figure(args.seed, condition, net_hw, render_hw)
     path = viz.save_png(args.out / "scene.png", figure)
     print("\n".join(summary + [f"saved {path}"]))
+    return 0
+
+
+def _export(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from .export import export_muses
+
+    try:
+        if len(args.size) == 1:
+            size = _parse_hw(args.size[0])
+        elif len(args.size) == 2:
+            size = _parse_hw("x".join(args.size))
+        else:
+            raise ValueError(f"--size takes H W or HxW, got {' '.join(args.size)}")
+        for c in args.conditions or ():
+            Condition.parse(c)
+        if args.scenes < 1:
+            raise ValueError(f"--scenes must be positive, got {args.scenes}")
+    except ValueError as err:
+        parser.error(str(err))
+    t0 = time.perf_counter()
+    try:
+        summary = export_muses(args.out, args.scenes, splits=args.split,
+                               conditions=args.conditions, size_hw=size, seed=args.seed)
+    except ValueError as err:  # e.g. OUT holds an export with another calibration
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for key, n in sorted(summary["counts"].items()):
+        print(f"{key}: {n} scenes")
+    print(f"wrote {len(summary['scenes'])} scenes (frame camera {size[0]}x{size[1]}, HxW) in "
+          f"the MUSES layout to {args.out} in {time.perf_counter() - t0:.1f} s")
     return 0
 
 

@@ -1,0 +1,112 @@
+"""MUSES scenes to a ROS 2 bag: real timing kept, scenes re-based, calibration beside it, and
+the bag processed offline by the node's logic."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from anyseg_core.data.muses import list_scenes, read_frame
+from anyseg_core.data.synthetic.export import export_muses
+from anyseg_ros import bag as bags
+from anyseg_ros import conversions as conv
+from anyseg_ros.muses_to_bag import convert, main
+from anyseg_ros.params import load_params_file
+
+HW = (72, 128)
+N = 3
+INTERVAL = 0.5
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    out = tmp_path_factory.mktemp("muses")
+    export_muses(out, N, splits=("val",), conditions=("clear-day", "fog-night"), size_hw=HW)
+    return out
+
+
+@pytest.fixture(scope="module")
+def converted(root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bags") / "muses_val"
+    summary = convert(root, out, split="val", interval=INTERVAL, progress=False)
+    return out, summary
+
+
+def _decoded(path, topic):
+    return [(m.time_ns, m.decode()) for m in bags.read_bag(path, [topic])]
+
+
+def test_every_scene_keeps_its_sensor_timing_and_scenes_follow_at_the_interval(root, converted):
+    out, summary = converted
+    assert summary["scenes"] == N
+    scenes = list_scenes(root, split="val")
+    raws = [read_frame(s) for s in scenes]
+    cams = [conv.stamp_to_sec(m.header.stamp) for _, m in _decoded(out, bags.TOPICS["camera"])]
+    assert len(cams) == N
+    np.testing.assert_allclose(np.diff(cams), INTERVAL, atol=1e-6)
+    lidars = _decoded(out, bags.TOPICS["lidar"])
+    events = _decoded(out, bags.TOPICS["events"])
+    for k, raw in enumerate(raws):
+        st = raw.meta["stamps"]
+        shift = cams[k] - st["camera"]
+        # LiDAR: stamped at the sweep centre, every point's time kept (shifted like the scene).
+        t_ns, cloud = lidars[k]
+        assert conv.stamp_to_sec(cloud.header.stamp) == pytest.approx(st["lidar"] + shift,
+                                                                    abs=1e-6)
+        np.testing.assert_allclose(conv.cloud_to_array(cloud, ["t"], np.float64)[:, 0],
+                                   raw.lidar[:, 5] + shift, atol=1e-6)
+        pts, _ = conv.lidar_points(cloud)
+        np.testing.assert_array_equal(pts, raw.lidar[:, :4].astype(np.float32))
+        assert t_ns * 1e-9 == pytest.approx(st["lidar_last"] + shift, abs=1e-6)
+        # Events: 10 ms packets stamped at their end, together exactly the scene's events.
+        mine = [(conv.stamp_to_sec(m.header.stamp), conv.events_from_cloud(m, None))
+                for _, m in events
+                if cams[k] - INTERVAL / 2 < conv.stamp_to_sec(m.header.stamp) < cams[k]
+                + INTERVAL / 2]
+        assert sum(len(e) for _, e in mine) == len(raw.events)
+        for end, e in mine:
+            assert (e.t <= end + 1e-9).all() and (e.t > end - 0.01 - 1e-9).all()
+        all_t = np.sort(np.concatenate([e.t for _, e in mine]))
+        np.testing.assert_allclose(all_t, np.sort(np.asarray(raw.events.t) + shift), atol=1e-6)
+    # Receive times never go backwards, ground truth comes with each camera image.
+    times = [m.time_ns for m in bags.read_bag(out)]
+    assert times == sorted(times)
+    gts = _decoded(out, bags.TOPICS["gt"])
+    assert [conv.stamp_to_sec(m.header.stamp) for _, m in gts] == pytest.approx(cams)
+    np.testing.assert_array_equal(conv.image_to_array(gts[0][1])[0], raws[0].label)
+
+
+def test_params_file_holds_the_calibration_and_sync_settings(root, converted):
+    out, summary = converted
+    values = load_params_file(bags.params_path(out))
+    raw = read_frame(list_scenes(root, split="val")[0])
+    np.testing.assert_allclose(np.reshape(values["lidar.T_cam_lidar"], (4, 4)),
+                               raw.T_cam_lidar, atol=1e-12)
+    np.testing.assert_allclose(np.reshape(values["events.K"], (3, 3)), raw.events_K)
+    assert (values["events.height"], values["events.width"]) == tuple(raw.events_hw)
+    assert values["sync.stale_after"] > INTERVAL  # the camera stays live between scenes
+    assert values["sync.slop"] >= 0.05 and values["sync.max_wait"] >= 0.1
+
+
+def test_process_bag_uses_every_sensor_after_the_first_scene(converted, tmp_path):
+    from anyseg_core.checkpoint import save_model
+    from anyseg_core.model import AnymodalSegmentor
+    from anyseg_ros.process_bag import process_bag
+
+    out, _ = converted
+    model = AnymodalSegmentor(["camera", "events", "lidar"], 19, embed_dim=32)
+    ckpt = save_model(tmp_path / "random.safetensors", model,
+                      {"input_size": [64, 96], "stage": "teacher", "step": 0,
+                       "train_config": {}})
+    values = load_params_file(bags.params_path(out))
+    values["device"] = "cpu"
+    summary = process_bag(out, tmp_path / "out", ckpt, values, progress=False)
+    # The first scene's event packets arrive before any camera image (see muses_to_bag).
+    assert summary["modality_sets"]["CEL"]["frames"] >= N - 1
+    assert summary["scored"] >= N - 1
+
+
+def test_errors_name_the_problem(root, tmp_path, capsys):
+    assert main([str(root), str(tmp_path / "b"), "--split", "train"]) == 2
+    assert "no MUSES scene" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="overlaps the previous scene"):
+        convert(root, tmp_path / "c", split="val", interval=0.02, progress=False)

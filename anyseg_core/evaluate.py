@@ -195,6 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     from .data import build_dataset
     n_default = cfg["data"].get("val_samples", 100)
     dataset = build_dataset(cfg, args.split, num_samples=args.num_samples or n_default)
+    classes = getattr(dataset, "classes", None)
+    if classes is not None and len(classes) != len(rt.class_names):
+        # the confusion matrix would silently drop the labels beyond the checkpoint's classes
+        ap.error(f"{args.checkpoint} predicts {len(rt.class_names)} classes but the "
+                 f"{args.dataset} labels have {len(classes)}: use a checkpoint trained on it")
     results, shown, n = evaluate(rt.predict_labels, dataset, subsets, len(rt.class_names),
                                  missing=args.missing, num_samples=args.num_samples)
     rep = report(results, rt.class_names)

@@ -31,10 +31,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import checkpoint as ckpt
 from .config import ConfigError, dump, load_config
-from .data import build_dataset, class_info, collate
+from .data import build_dataset, class_info, collate, normalization_info
 from .data.transforms import JointAugment
 from .losses import AnySegLoss
-from .modalities import NORMALIZATION
 from .model import AnymodalSegmentor
 from .runtime import pick_device
 
@@ -124,12 +123,13 @@ def batches(num_items: int, batch_size: int, seed: int, start_step: int, rank: i
 
 def model_meta(cfg: Mapping, stage: str, step: int) -> dict:
     names, palette = class_info(cfg)
+    norm = normalization_info(cfg)
     mods = list(cfg["data"]["modalities"])
     return {
         "modalities": mods, "num_classes": len(names), "class_names": names,
         "palette": palette, "backbone": cfg["model"]["backbone"],
         "embed_dim": cfg["model"]["embed_dim"], "fusion": cfg["model"]["fusion"],
-        "normalization": {m: {"mean": list(NORMALIZATION[m][0]), "std": list(NORMALIZATION[m][1])}
+        "normalization": {m: {"mean": list(norm[m][0]), "std": list(norm[m][1])}
                           for m in mods},
         "input_size": list(cfg["data"]["size"]), "train_config": dict(cfg), "stage": stage,
         "step": step,

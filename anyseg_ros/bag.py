@@ -158,6 +158,8 @@ def read_bag(path: str | Path, topics: Optional[Iterable[str]] = None) -> Iterat
     wanted = set(topics) if topics is not None else None
     with Reader(path) as reader:
         conns = [c for c in reader.connections if wanted is None or c.topic in wanted]
+        if not conns:  # rosbags reads every connection when given none
+            return
         for conn, time_ns, data in reader.messages(connections=conns):
             yield BagMessage(conn.topic, conn.msgtype, int(time_ns), bytes(data))
 
@@ -168,6 +170,15 @@ def bag_topics(path: str | Path) -> dict[str, tuple[str, int]]:
 
     with Reader(Path(path)) as reader:
         return {c.topic: (c.msgtype, c.msgcount) for c in reader.connections}
+
+
+def bag_start_ns(path: str | Path) -> int:
+    """Receive time (ns) of the bag's first message, on any topic: the origin of the
+    seconds of ``--faults`` / ``--drop``."""
+    from rosbags.rosbag2 import Reader
+
+    with Reader(Path(path)) as reader:
+        return int(reader.start_time)
 
 
 # -- building the project's messages ------------------------------------------------------
@@ -294,4 +305,8 @@ def parse_windows(text: Optional[str], what: str = "--faults") -> dict[str, list
 
 def in_windows(windows: Mapping[str, Sequence[tuple[float, float]]], key: str,
                t: float) -> bool:
+    """START <= t < END for a window of ``key``. ``t`` is rounded to the microsecond first:
+    a difference of float stamps near 1.7e9 s is off by up to ~0.2 us, which would move a
+    sensor tick on a window's edge (0.3 s read as 0.29999995 s) to the wrong side."""
+    t = round(t, 6)
     return any(a <= t < b for a, b in windows.get(key, ()))

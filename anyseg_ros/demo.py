@@ -65,7 +65,8 @@ def phase_names(faults: dict) -> list[tuple[str, float, float]]:
 
 
 def phase_at(t: float, faults: dict) -> str:
-    names = [name for name, a, b in phase_names(faults) if a <= t < b]
+    names = [name for name, a, b in phase_names(faults)
+             if bags.in_windows({name: [(a, b)]}, name, t)]
     return " + ".join(names) if names else "all sensors"
 
 

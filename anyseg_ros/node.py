@@ -42,7 +42,7 @@ from . import conversions as conv
 from .inputs import payload_function
 from .params import (BUILTIN_PARAMS, DEMO_CHECKPOINT, PARAMS, PARAMS_BY_NAME, ConfigError,
                      check_value, geometry_from_params, network_size)
-from .pipeline import FrameSkipped, Geometry, Segmentation, SegmentationPipeline, with_geometry
+from .pipeline import FrameSkipped, Segmentation, SegmentationPipeline, with_geometry
 from .sync import AnymodalSynchronizer
 
 NODE_NAME = "anyseg"
@@ -112,7 +112,7 @@ class AnysegNode(Node):
             output_resolution=values["output.resolution"])
         self._palette_default = self.runtime.palette.clone()
         self._apply_palette(values["palette"])
-        self.geometry = self._geometry_from_params(Geometry())
+        self.geometry = geometry_from_params(values)
         self.health = {m: SensorHealth() for m in (*self.modalities, "camera_info")}
         self.frames_out = 0
         self.frames_failed = 0
@@ -168,9 +168,6 @@ class AnysegNode(Node):
         except ParameterUninitializedException:
             return None
 
-    def _geometry_from_params(self, geometry: Geometry) -> Geometry:
-        return geometry_from_params(self._values, geometry, self._camera_info_seen)
-
     def _apply_palette(self, palette) -> None:
         self.runtime.palette.copy_(self._palette_default)
         if palette:
@@ -186,24 +183,29 @@ class AnysegNode(Node):
             pivot_order=[m for m in PIVOT_ORDER if m in self.modalities], windows=windows)
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        """Check every new value and build what depends on them before anything changes; a
+        refused set leaves the node exactly as it was."""
+        values = dict(self._values)
         try:
             for p in params:
                 if p.name in PARAMS_BY_NAME:
                     check_value(p.name, p.value)
-        except ConfigError as e:
+                    values[p.name] = p.value
+            geometry = geometry_from_params(values, self.geometry, self._camera_info_seen)
+            resync = any(p.name.startswith("sync.") or p.name == "events.window"
+                         for p in params)
+            sync = self._make_sync(values) if resync else None
+        except ValueError as e:  # ConfigError, or a constructor refusing a value
             return SetParametersResult(successful=False, reason=str(e))
         with self._lock:
-            for p in params:
-                if p.name in PARAMS_BY_NAME:
-                    self._values[p.name] = p.value
-            v = self._values
-            self.geometry = self._geometry_from_params(self.geometry)
-            self.pipeline.event_window = v["events.window"]
-            self.pipeline.lidar_min_range = v["lidar.min_range"]
-            self.pipeline.output_resolution = v["output.resolution"]
-            self._apply_palette(v["palette"])
-            if any(p.name.startswith("sync.") or p.name == "events.window" for p in params):
-                self.sync = self._make_sync(v)  # a fresh synchroniser: one frame is lost
+            self._values = values
+            self.geometry = geometry
+            self.pipeline.event_window = values["events.window"]
+            self.pipeline.lidar_min_range = values["lidar.min_range"]
+            self.pipeline.output_resolution = values["output.resolution"]
+            self._apply_palette(values["palette"])
+            if sync is not None:
+                self.sync = sync  # a fresh synchroniser: the frame being formed is lost
         return SetParametersResult(successful=True)
 
     # -- inputs --------------------------------------------------------------------------

@@ -112,6 +112,10 @@ def matrix_param(name: str, value, shape: tuple[int, int]) -> Optional[np.ndarra
     return m
 
 
+# Ranges include their ends (as ROS parameter ranges do); these must also be above zero.
+POSITIVE = ("sync.slop", "sync.stale_after", "events.window", "diagnostics.period")
+
+
 def check_value(name: str, value) -> None:
     """Raise ConfigError when ``value`` is not acceptable for parameter ``name``."""
     choices = {"device": None, "precision": PRECISIONS, "output.resolution": OUTPUT_RESOLUTIONS,
@@ -137,6 +141,14 @@ def check_value(name: str, value) -> None:
         if len(value) % 3 or any(not 0 <= v <= 255 for v in value):
             raise ConfigError("palette must be r, g, b triples of integers 0..255, got "
                               f"{len(value)} numbers")
+    spec = PARAMS_BY_NAME.get(name)
+    if spec is not None and spec.range is not None and isinstance(value, (int, float)) \
+            and not isinstance(value, bool):
+        lo, hi = spec.range
+        if not lo <= value <= hi:
+            raise ConfigError(f"{name} must be in [{lo:g}, {hi:g}], got {value}")
+    if name in POSITIVE and not value > 0:
+        raise ConfigError(f"{name} must be > 0, got {value}")
 
 
 def defaults() -> dict[str, Any]:

@@ -74,9 +74,18 @@ def parse_corrupt(items: Sequence[str]) -> dict[str, float]:
 
 
 def corrupt(msg, kind: str):
-    """Damage a decoded rosbags Image / PointCloud2 / CameraInfo in place; returns it."""
+    """Damage a decoded rosbags Image / PointCloud2 / CameraInfo in place; returns it.
+
+    Every kind makes a message the node rejects: images and clouds get truncated data, a
+    width that does not fit the data, or NaN coordinates (an image gets an extra row
+    instead); a CameraInfo gets an all-zero K, a zero size, or a NaN K."""
     data = getattr(msg, "data", None)
-    if kind == "truncated" and data is not None and len(data):
+    if hasattr(msg, "k"):  # CameraInfo: resized is still valid, so break K or the size
+        if kind == "wrong_size":
+            msg.height, msg.width = 0, 0
+        else:
+            msg.k = np.full(9, np.nan if kind == "non_finite" else 0.0)
+    elif kind == "truncated" and data is not None and len(data):
         msg.data = np.ascontiguousarray(data[: len(data) // 2])
     elif kind == "wrong_size" and hasattr(msg, "width"):
         msg.width = int(msg.width) + 7
@@ -93,8 +102,6 @@ def corrupt(msg, kind: str):
                 view[:] = np.nan
         msg.data = arr
         msg.is_dense = False
-    elif kind == "non_finite" and hasattr(msg, "k"):
-        msg.k = np.full(9, np.nan)
     else:  # an image: NaN is not an image fault; give it a size that does not add up
         msg.height = int(msg.height) + 1
     return msg
@@ -113,6 +120,7 @@ class Player:
 
         self.node, self.bag = node, Path(bag)
         available = bags.bag_topics(self.bag)
+        self.start_ns = bags.bag_start_ns(self.bag)  # --drop seconds count from here
         chosen = list(available) if not topics else [
             t if t in available else "/" + t.lstrip("/") for t in topics]
         missing = [t for t in chosen if t not in available]
@@ -140,6 +148,9 @@ class Player:
                             if q.durability.name == "TRANSIENT_LOCAL"
                             else DurabilityPolicy.VOLATILE))
             self.publishers[topic] = node.create_publisher(cls, ns + topic, qos)
+        if not self.publishers:
+            raise ValueError(f"nothing to play: the message packages of {self.skipped_types} "
+                             "are not installed here")
         self.clock_pub = None
         if clock:
             from rosgraph_msgs.msg import Clock
@@ -163,8 +174,8 @@ class Player:
         for m in bags.read_bag(self.bag, self.publishers):
             if self.stop:
                 return
-            if t0 is None:
-                t0, start_wall = m.time_ns, time.monotonic()
+            if t0 is None:  # the bag's start, also when its first topics are not played
+                t0, start_wall = min(self.start_ns, m.time_ns), time.monotonic()
             t_rel = (m.time_ns - t0) * 1e-9
             due = start_wall + t_rel / rate
             while True:  # sleep until due, publishing /clock meanwhile
@@ -219,20 +230,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     node = rclpy.create_node("anyseg_play")
     player = None
+    stopped = False  # a signal may come before the Player exists
 
     def stop(*_):
+        nonlocal stopped
+        stopped = True
         if player is not None:
             player.stop = True
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    passes = 0
     try:
         player = Player(node, args.bag, args.topics, args.namespace, args.drop, args.corrupt,
                         args.clock, args.seed)
+        player.stop = stopped
         for topic, msgtype in player.skipped_types.items():
             print(f"warning: {topic} ({msgtype}) skipped: its Python message package is not "
                   "installed here", file=sys.stderr)
-        time.sleep(args.start_delay)
-        passes = 0
+        deadline = time.monotonic() + args.start_delay
+        while time.monotonic() < deadline and not player.stop:
+            time.sleep(0.05)
         while not player.stop:
             player.play_once(args.rate)
             passes += 1

@@ -54,7 +54,7 @@ def modality_key(modalities: Sequence[str]) -> str:
 
 def phase_of(t_rel: float, faults: dict) -> str:
     names = [f"{key} off {a:g}-{b:g} s" for key, spans in sorted(faults.items())
-             for a, b in spans if a <= t_rel < b]
+             for a, b in spans if bags.in_windows({key: [(a, b)]}, key, t_rel)]
     return ", ".join(names) if names else "all sensors"
 
 
@@ -88,6 +88,10 @@ def process_bag(bag_in: str | Path, bag_out: str | Path, checkpoint: str | Path,
     v = defaults()
     v.update(values or {})
     faults = faults or {}
+    sensors = sorted(set(bags.TOPIC_SENSOR.values()))
+    unknown = [k for k in faults if k not in sensors]
+    if unknown:
+        raise ValueError(f"--faults names {unknown}; the sensors are {sensors}")
     topics = bags.bag_topics(bag_in)
     runtime = Runtime(checkpoint, device=v["device"], precision=v["precision"],
                       input_size=network_size(v), warmup=False)
@@ -113,7 +117,7 @@ def process_bag(bag_in: str | Path, bag_out: str | Path, checkpoint: str | Path,
     gt = GroundTruth()
     pending_results: list[tuple[Segmentation, float]] = []
     received, rejected, silenced, notes = Counter(), Counter(), Counter(), Counter()
-    t_first: Optional[float] = None
+    t_first: Optional[float] = None  # the bag's start: --faults seconds count from it
     camera_info_seen = False
     n_total = sum(topics[t][1] for t in wanted)
     bar = _bar(n_total, progress)
@@ -147,7 +151,8 @@ def process_bag(bag_in: str | Path, bag_out: str | Path, checkpoint: str | Path,
         for m in bags.read_bag(bag_in, wanted):
             bar.update(1)
             now = m.time_ns * 1e-9
-            t_first = now if t_first is None else t_first
+            if t_first is None:
+                t_first = min(now, bags.bag_start_ns(bag_in) * 1e-9)
             t_rel = now - t_first
             if m.topic == bags.TOPICS["gt"]:
                 msg = m.decode()
@@ -190,8 +195,8 @@ def process_bag(bag_in: str | Path, bag_out: str | Path, checkpoint: str | Path,
     per_set: dict[str, ConfusionMatrix] = {}
     counts_phase, counts_set = Counter(), Counter()
     scored = 0
-    for result, now in pending_results:
-        phase = phase_of(now - (t_first or 0.0), faults)
+    for result, _ in pending_results:
+        phase = phase_of(result.stamp - (t_first or 0.0), faults)  # by the frame's stamp
         key = modality_key(result.modalities)
         counts_phase[phase] += 1
         counts_set[key] += 1

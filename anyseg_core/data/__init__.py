@@ -36,14 +36,37 @@ def build_dataset(cfg: Mapping, split: str, num_samples: int | None = None) -> D
         return MusesDataset(data["root"], split=split, modalities=data["modalities"],
                             size_hw=data["size"], conditions=data.get("conditions"))
     if name == "deliver":
-        raise NotImplementedError(f"the {name} reader is not written yet (issue 5); "
-                                  f"train on data.dataset=synthetic for now")
+        from ..config import ConfigError
+        from .deliver import DeliverDataset
+
+        if not data.get("root"):
+            raise ConfigError("data.dataset=deliver needs the DELIVER folder: --set "
+                              "data.root=DIR (training) or --root DIR (evaluation)")
+        # As for MUSES, num_samples is not applied. data.conditions may name conditions
+        # (fog), corner cases (motionblur) or both (fog-motionblur).
+        return DeliverDataset(data["root"], split=split, modalities=data["modalities"],
+                              size_hw=data["size"], conditions=data.get("conditions"))
     raise ValueError(f"unknown dataset {name!r}; expected one of {DATASETS}")
 
 
 def class_info(cfg: Mapping) -> tuple[list[str], list[list[int]]]:
-    """Class names and palette of the configured dataset."""
+    """Class names and palette of the configured dataset (DELIVER's 25, else Cityscapes' 19)."""
+    if cfg.get("data", {}).get("dataset") == "deliver":
+        from .deliver import CLASSES, PALETTE
+
+        return list(CLASSES), [list(c) for c in PALETTE]
     return list(CITYSCAPES_CLASSES), [list(c) for c in CITYSCAPES_PALETTE]
+
+
+def normalization_info(cfg: Mapping) -> dict:
+    """modality -> (mean, std) the configured dataset's inputs are normalised with: DELIVER's
+    images by its own convention, raw sensor data (synthetic, MUSES) by
+    :data:`anyseg_core.modalities.NORMALIZATION`."""
+    if cfg.get("data", {}).get("dataset") == "deliver":
+        from .deliver import NORMALIZATION as table
+    else:
+        from ..modalities import NORMALIZATION as table
+    return dict(table)
 
 
 def collate(items: list[dict]) -> dict:

@@ -55,17 +55,6 @@ def _load_driver():
     return module
 
 
-@pytest.fixture(scope='module')
-def tiny_checkpoint(tmp_path_factory):
-    """A real (tiny) checkpoint from the project's own training command."""
-    out = tmp_path_factory.mktemp('tiny_ckpt')
-    subprocess.run([sys.executable, '-m', 'anyseg_core.train', '--config',
-                    'config/train_tiny.yaml', '--set', f'out_dir={out}',
-                    '--set', 'optim.steps=6'], cwd=REPO, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    return out / 'final.safetensors'
-
-
 def _wait_for(predicate, timeout, spin=None, what='condition'):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

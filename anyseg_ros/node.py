@@ -26,6 +26,7 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor, SetParametersResult
+from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterUninitializedException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
@@ -133,7 +134,10 @@ class AnysegNode(Node):
         self.pub_confidence = self.create_publisher(Image, "anyseg/confidence", qos_out)
         self.pub_status = self.create_publisher(String, "anyseg/status", qos_out)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_timer(values["diagnostics.period"], self._publish_diagnostics)
+        # On the steady clock: with use_sim_time a paused or finished bag stops /clock, and
+        # that is exactly when the sensors going stale must still be reported.
+        self.create_timer(values["diagnostics.period"], self._publish_diagnostics,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._worker = threading.Thread(target=self._work, name="anyseg-inference",
                                         daemon=True)

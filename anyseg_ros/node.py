@@ -378,8 +378,9 @@ class AnysegNode(Node):
         self.pub_diag.publish(msg)
 
     # -- shutdown ------------------------------------------------------------------------
-    def close(self, timeout: float = 1.5) -> None:
-        """Stop the worker (it finishes the frame in flight, if it can within ``timeout``)."""
+    def close(self, timeout: float = 1.0) -> None:
+        """Stop the worker: it finishes the frame in flight if it can within ``timeout``
+        (it is a daemon thread, so a longer frame cannot hold the process)."""
         self._stop.set()
         self._wake.set()
         self._worker.join(timeout)
@@ -417,8 +418,12 @@ def main(args: Optional[list[str]] = None) -> int:
         code = 1
     finally:
         if node is not None:
+            started = time.monotonic()
             node.close()
             node.destroy_node()
+            # Printed, not logged: the logger may be gone once the context is shut down.
+            print(f"[anyseg] stopped ({time.monotonic() - started:.2f} s to stop the worker "
+                  "and release the node)", flush=True)
         rclpy.try_shutdown()
     return code
 

@@ -30,7 +30,7 @@ setup(
         ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
         ('share/' + package_name, ['package.xml']),
         ('share/' + package_name + '/launch', glob('launch/*.launch.py')),
-        ('share/' + package_name + '/config', glob('config/*.yaml')),
+        ('share/' + package_name + '/config', glob('config/*.yaml') + glob('config/*.xml')),
     ],
     # Only what every install needs. OpenCV is in the `cv` extra, not here: on a ROS
     # machine apt's python3-opencv provides cv2 without pip metadata, and a pip OpenCV next

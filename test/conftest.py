@@ -12,6 +12,13 @@ from pathlib import Path
 import pytest
 
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+# The Fast DDS profile the project ships for large sensor frames (config/): with Fast DDS's
+# default 512 KiB shared-memory segment, best-effort messages published together are lost
+# under load (docs/benchmarks.md, "ROS node"). Set before any test imports rclpy, and passed
+# on to every subprocess with the environment.
+os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE',
+                      str(Path(__file__).resolve().parents[1] / 'config'
+                          / 'fastdds_large_frames.xml'))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # CI checks the project out with shared/ beside it; tests read the real data from there and

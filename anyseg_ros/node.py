@@ -42,14 +42,11 @@ from anyseg_core.runtime import Runtime
 from . import conversions as conv
 from .inputs import payload_function
 from .params import (BUILTIN_PARAMS, DEMO_CHECKPOINT, PARAMS, PARAMS_BY_NAME, ConfigError,
-                     check_value, geometry_from_params, network_size)
+                     check_value, geometry_from_params, network_size,
+                     synchronizer_from_params)
 from .pipeline import FrameSkipped, Segmentation, SegmentationPipeline, with_geometry
-from .sync import AnymodalSynchronizer
 
 NODE_NAME = "anyseg"
-# The pivot order when the camera is gone: LiDAR and depth give a whole frame each, event
-# packets only a slice, so they lead last.
-PIVOT_ORDER = (CAMERA, LIDAR, DEPTH, EVENTS)
 INPUT_TOPICS = {CAMERA: "camera/image", LIDAR: "lidar/points", EVENTS: "events",
                 DEPTH: "depth/image"}
 CAMERA_INFO_TOPIC = "camera/camera_info"
@@ -119,7 +116,7 @@ class AnysegNode(Node):
         self.frames_failed = 0
         self.latencies = deque(maxlen=200)  # ms, input stamp to publish
         self.inference_ms = deque(maxlen=200)
-        self.sync = self._make_sync(values)
+        self.sync = synchronizer_from_params(values, self.modalities)
 
         qos_in = QoSProfile(depth=values["qos.depth"], history=HistoryPolicy.KEEP_LAST,
                             reliability=ReliabilityPolicy.BEST_EFFORT
@@ -173,18 +170,13 @@ class AnysegNode(Node):
             return None
 
     def _apply_palette(self, palette) -> None:
-        self.runtime.palette.copy_(self._palette_default)
+        """The checkpoint's palette with ``palette``'s colours over it; swapped in whole, so
+        the worker never colours a frame with a half-written one."""
+        new = self._palette_default.clone()
         if palette:
             colours = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)[:256]
-            self.runtime.palette[: len(colours)] = self.runtime.palette.new_tensor(colours)
-
-    def _make_sync(self, v: dict) -> AnymodalSynchronizer:
-        windows = {EVENTS: v["events.window"]} if (
-            EVENTS in self.modalities and v["events.type"] == "pointcloud") else None
-        return AnymodalSynchronizer(
-            self.modalities, slop=v["sync.slop"], max_wait=v["sync.max_wait"],
-            stale_after=v["sync.stale_after"],
-            pivot_order=[m for m in PIVOT_ORDER if m in self.modalities], windows=windows)
+            new[: len(colours)] = new.new_tensor(colours)
+        self.runtime.palette = new
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         """Check every new value and build what depends on them before anything changes; a
@@ -198,7 +190,7 @@ class AnysegNode(Node):
             geometry = geometry_from_params(values, self.geometry, self._camera_info_seen)
             resync = any(p.name.startswith("sync.") or p.name == "events.window"
                          for p in params)
-            sync = self._make_sync(values) if resync else None
+            sync = synchronizer_from_params(values, self.modalities) if resync else None
         except ValueError as e:  # ConfigError, or a constructor refusing a value
             return SetParametersResult(successful=False, reason=str(e))
         with self._lock:

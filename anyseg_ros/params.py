@@ -8,15 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import yaml
 
-from anyseg_core.modalities import ALL_MODALITIES, CAMERA, EVENTS, LIDAR
+from anyseg_core.modalities import ALL_MODALITIES, CAMERA, DEPTH, EVENTS, LIDAR
 from anyseg_core.runtime import PRECISIONS
 
 from .pipeline import OUTPUT_RESOLUTIONS, Geometry, with_geometry
+from .sync import AnymodalSynchronizer
 
 # The checkpoint used when the `checkpoint` parameter is empty (`make demo-checkpoint`).
 DEMO_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "demo.safetensors"
@@ -222,3 +223,20 @@ def network_size(values: Mapping[str, Any]) -> Optional[tuple[int, int]]:
         raise ConfigError(f"network.height and network.width must both be 0 (the "
                           f"checkpoint's size) or both set, got {h} x {w}")
     return (h, w) if h else None
+
+
+# Which sensor leads a frame when the camera is gone: LiDAR and depth give a whole frame each,
+# an event packet only a slice of one, so events lead last.
+PIVOT_ORDER = (CAMERA, LIDAR, DEPTH, EVENTS)
+
+
+def synchronizer_from_params(values: Mapping[str, Any],
+                             modalities: Sequence[str]) -> AnymodalSynchronizer:
+    """The node's synchroniser for ``modalities`` with the ``sync.*`` and ``events.*``
+    parameters in ``values`` (event point clouds are collected over the event window)."""
+    windows = {EVENTS: values["events.window"]} if (
+        EVENTS in modalities and values["events.type"] == "pointcloud") else None
+    return AnymodalSynchronizer(
+        modalities, slop=values["sync.slop"], max_wait=values["sync.max_wait"],
+        stale_after=values["sync.stale_after"],
+        pivot_order=[m for m in PIVOT_ORDER if m in modalities], windows=windows)

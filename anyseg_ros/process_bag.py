@@ -32,18 +32,15 @@ import torch
 
 from anyseg_core.checkpoint import CheckpointError
 from anyseg_core.metrics import ConfusionMatrix
-from anyseg_core.modalities import EVENTS
 from anyseg_core.runtime import Runtime
 
 from . import bag as bags
 from . import conversions as conv
 from .inputs import payload_function
 from .params import (ConfigError, defaults, geometry_from_params, load_params_file,
-                     network_size)
+                     network_size, synchronizer_from_params)
 from .pipeline import FrameSkipped, Segmentation, SegmentationPipeline, with_geometry
-from .sync import AnymodalSynchronizer
 
-PIVOT_ORDER = ("camera", "lidar", "depth", "events")
 ABBREV = {"camera": "C", "depth": "D", "events": "E", "lidar": "L"}
 
 
@@ -102,12 +99,7 @@ def process_bag(bag_in: str | Path, bag_out: str | Path, checkpoint: str | Path,
     pipeline = SegmentationPipeline(runtime, modalities, event_window=v["events.window"],
                                     lidar_min_range=v["lidar.min_range"],
                                     output_resolution=v["output.resolution"])
-    sync = AnymodalSynchronizer(
-        modalities, slop=v["sync.slop"], max_wait=v["sync.max_wait"],
-        stale_after=v["sync.stale_after"],
-        pivot_order=[m for m in PIVOT_ORDER if m in modalities],
-        windows={EVENTS: v["events.window"]} if (EVENTS in modalities and
-                                                 v["events.type"] == "pointcloud") else None)
+    sync = synchronizer_from_params(v, modalities)
     geometry = geometry_from_params(v)
     payloads = {m: payload_function(m, v["events.type"]) for m in modalities}
     topic_of = {bags.TOPICS[m]: m for m in modalities}

@@ -72,7 +72,15 @@ def test_every_scene_keeps_its_sensor_timing_and_scenes_follow_at_the_interval(r
     assert times == sorted(times)
     gts = _decoded(out, bags.TOPICS["gt"])
     assert [conv.stamp_to_sec(m.header.stamp) for _, m in gts] == pytest.approx(cams)
-    np.testing.assert_array_equal(conv.image_to_array(gts[0][1])[0], raws[0].label)
+    images = _decoded(out, bags.TOPICS["camera"])
+    infos = _decoded(out, bags.TOPICS["camera_info"])
+    for k, raw in enumerate(raws):  # every image, label and CameraInfo equals its source
+        np.testing.assert_array_equal(conv.image_to_array(gts[k][1])[0], raw.label)
+        assert images[k][1].encoding == "rgb8"
+        np.testing.assert_array_equal(conv.image_to_array(images[k][1])[0], raw.camera)
+        K, hw = conv.camera_info(infos[k][1])
+        np.testing.assert_allclose(K, raw.K)
+        assert hw == tuple(raw.image_hw)
 
 
 def test_params_file_holds_the_calibration_and_sync_settings(root, converted):

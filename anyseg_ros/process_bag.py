@@ -239,20 +239,11 @@ def format_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
-class _NoBar:
-    def update(self, n):
-        pass
-
-    def close(self):
-        pass
-
-
 def _bar(total: int, enabled: bool):
-    if not enabled:
-        return _NoBar()
     from tqdm import tqdm
 
-    return tqdm(total=total, desc="messages", dynamic_ncols=True, file=sys.stderr)
+    return tqdm(total=total, desc="messages", disable=not enabled, dynamic_ncols=True,
+                file=sys.stderr)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

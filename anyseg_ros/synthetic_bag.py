@@ -110,21 +110,11 @@ def write_synthetic_bag(out: str | Path, seconds: float, condition: str = "clear
             "faults": faults, "calibration": calib}
 
 
-class _NoBar:
-    def update(self, n):
-        pass
-
-    def close(self):
-        pass
-
-
 def _bar(total: int, enabled: bool):
-    if not enabled:
-        return _NoBar()
     from tqdm import tqdm
 
-    return tqdm(total=total, desc="camera frames", unit="frame", dynamic_ncols=True,
-                file=sys.stderr)
+    return tqdm(total=total, desc="camera frames", unit="frame", disable=not enabled,
+                dynamic_ncols=True, file=sys.stderr)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -93,6 +93,10 @@ class AnysegNode(Node):
             raise ConfigError(f"checkpoint {ckpt!r} does not exist" + (
                 "" if values["checkpoint"] else " (no checkpoint parameter was given and the "
                 "bundled demo checkpoint is not installed: set checkpoint:=PATH)"))
+        if values["threads"]:
+            import torch
+
+            torch.set_num_threads(int(values["threads"]))
         size = network_size(values)
         self.get_logger().info(f"loading {ckpt} on {values['device']} ({values['precision']}), "
                                f"network {'%dx%d' % size if size else 'at its training size'}"

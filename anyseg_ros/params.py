@@ -40,6 +40,8 @@ PARAMS = [
           "checkpoint"),
     Param("device", "auto", "auto | cpu | cuda | cuda:N"),
     Param("precision", "fp32", "fp32 | fp16 | bf16 (fp16 needs CUDA)"),
+    Param("threads", 0, "CPU threads for inference (torch.set_num_threads); 0 = torch's "
+          "default (one per core)", range=(0, 256)),
     Param("modalities", [CAMERA, EVENTS, LIDAR], "modalities subscribed to and fused: any "
           "non-empty subset of the checkpoint's (camera, events, lidar, depth)"),
     Param("network.height", 0, "network input height in pixels (multiple of 32); 0 = the "

@@ -50,13 +50,13 @@ SENSOR_ROWS = (CAMERA, EVENTS, LIDAR)
 REPO = Path(__file__).resolve().parents[1]
 
 
-def shipped_config() -> Path:
-    """config/anyseg.yaml of a source checkout, else the installed share/anyseg_ros copy."""
-    for path in (REPO / "config" / "anyseg.yaml",
-                 Path(sys.prefix) / "share" / "anyseg_ros" / "config" / "anyseg.yaml"):
+def shipped_config(name: str = "anyseg.yaml") -> Path:
+    """config/NAME of a source checkout, else the installed share/anyseg_ros copy."""
+    for path in (REPO / "config" / name,
+                 Path(sys.prefix) / "share" / "anyseg_ros" / "config" / name):
         if path.is_file():
             return path
-    raise FileNotFoundError("config/anyseg.yaml not found (neither in a source checkout nor "
+    raise FileNotFoundError(f"config/{name} not found (neither in a source checkout nor "
                             f"under {sys.prefix}/share/anyseg_ros)")
 
 
@@ -237,6 +237,9 @@ def run_demo(out: Path, seconds: float = 24.0, faults_text: str = "lidar:8-13,ca
     env.pop("ROS_STATIC_PEERS", None)
     env["ROS_DOMAIN_ID"] = str(domain_id if domain_id is not None else random.randint(1, 100))
     env["PYTHONUNBUFFERED"] = "1"
+    # Large frames over shared memory (docs/ros.md, "Transport"), unless the user has a profile.
+    env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE",
+                   str(shipped_config("fastdds_large_frames.xml")))
     namespace = "/anyseg_demo"
     node_log = out / "node.log"
     node_cmd = [sys.executable, "-m", "anyseg_ros.node", "--ros-args",

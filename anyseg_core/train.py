@@ -247,7 +247,8 @@ def train(cfg: dict, resume: bool = False, stop_after: int | None = None) -> Pat
 
     # -- data
     base = build_dataset(cfg, "train")
-    items = TrainItems(base, JointAugment.from_config(cfg["augment"]), cfg["seed"])
+    items = TrainItems(base, JointAugment.from_config(cfg["augment"], normalization_info(cfg)),
+                       cfg["seed"])
     loader = DataLoader(items, batch_sampler=batches(len(items), o["batch_size"], cfg["seed"],
                                                      step, rank, world),
                         num_workers=cfg["data"]["num_workers"], collate_fn=collate,

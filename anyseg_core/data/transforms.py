@@ -24,11 +24,14 @@ def _uniform(g: torch.Generator, lo: float, hi: float) -> float:
     return lo + (hi - lo) * float(torch.rand((), generator=g))
 
 
-def _empty_value(modality: str) -> torch.Tensor:
-    """The normalised value of a pixel without data (raw zeros); the camera's mean is 0."""
+def _empty_value(modality: str, normalization: Mapping | None = None) -> torch.Tensor:
+    """The normalised value of a pixel without data (raw zeros) under ``normalization``
+    (modality -> (mean, std); default the raw-sensor table); the camera pads with its mean,
+    0 once normalised."""
     if modality == CAMERA:
         return torch.zeros(3)
-    mean, std = normalization_of(modality)
+    mean, std = (normalization[modality] if normalization is not None
+                 else normalization_of(modality))
     return -torch.tensor(mean) / torch.tensor(std)
 
 
@@ -60,18 +63,25 @@ def _color_jitter(rgb: torch.Tensor, g: torch.Generator, amount: float = 0.3) ->
 
 class JointAugment:
     """Callable on ``(inputs, label, generator)`` -> augmented ``(inputs, label)``; inputs are
-    normalised ``[3, H, W]`` tensors keyed by modality, label ``[H, W]`` int64."""
+    normalised ``[3, H, W]`` tensors keyed by modality, label ``[H, W]`` int64.
+
+    ``normalization``: the dataset's modality -> (mean, std), which decides the "no data"
+    padding value (raw zeros, normalised); default the raw-sensor table of
+    :data:`anyseg_core.modalities.NORMALIZATION` (DELIVER's images have their own)."""
 
     def __init__(self, scale: Sequence[float] = (0.5, 2.0), flip: bool = True,
-                 blur_p: float = 0.2, color_jitter_p: float = 0.2) -> None:
+                 blur_p: float = 0.2, color_jitter_p: float = 0.2,
+                 normalization: Mapping | None = None) -> None:
         self.scale = (float(scale[0]), float(scale[1]))
         self.flip = flip
         self.blur_p = blur_p
         self.color_jitter_p = color_jitter_p
+        self.normalization = normalization
 
     @classmethod
-    def from_config(cls, cfg: Mapping) -> "JointAugment":
-        return cls(cfg["scale"], cfg["flip"], cfg["blur_p"], cfg["color_jitter_p"])
+    def from_config(cls, cfg: Mapping, normalization: Mapping | None = None) -> "JointAugment":
+        return cls(cfg["scale"], cfg["flip"], cfg["blur_p"], cfg["color_jitter_p"],
+                   normalization)
 
     def __call__(self, inputs: dict[str, torch.Tensor], label: torch.Tensor,
                  g: torch.Generator) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -87,7 +97,8 @@ class JointAugment:
         out = {}
         for mod, x in inputs.items():
             x = resize_dense(x, (h, w)) if mod == CAMERA else resize_nearest(x, (h, w))
-            out[mod] = _flip(_crop(x, top, left, H, W, _empty_value(mod).to(x)), flip)
+            fill = _empty_value(mod, self.normalization).to(x)
+            out[mod] = _flip(_crop(x, top, left, H, W, fill), flip)
         lab = resize_nearest(label, (h, w))
         lab = _flip(_crop(lab[None], top, left, H, W, torch.tensor([IGNORE_INDEX]))[0], flip)
         if CAMERA in out:

@@ -1,0 +1,58 @@
+"""Joint training augmentation: one geometry for every modality and the label, "no data"
+padding in each dataset's normalisation, sparse modalities never blended, deterministic."""
+import torch
+
+from anyseg_core.data.deliver import NORMALIZATION as DELIVER_NORMALIZATION
+from anyseg_core.data.transforms import JointAugment
+from anyseg_core.modalities import IGNORE_INDEX, NORMALIZATION
+
+H, W = 16, 24
+
+
+def _inputs():
+    ramp = torch.arange(H * W, dtype=torch.float32).view(1, H, W)
+    return {"camera": ramp.expand(3, H, W) / (H * W), "lidar": ramp.expand(3, H, W).clone(),
+            "events": (ramp.expand(3, H, W) % 7).clone()}, (ramp[0] % 19).long()
+
+
+def _gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_same_geometry_for_every_modality_and_the_label():
+    inputs, label = _inputs()
+    aug = JointAugment(scale=(1.0, 1.0), flip=True, blur_p=0.0, color_jitter_p=0.0)
+    flips = 0
+    for seed in range(8):
+        out, lab = aug(inputs, label, _gen(seed))
+        flipped = torch.equal(lab, label.flip(-1))
+        assert flipped or torch.equal(lab, label)
+        flips += flipped
+        for mod, x in inputs.items():
+            assert torch.equal(out[mod], x.flip(-1) if flipped else x), mod
+    assert 0 < flips < 8  # both happen
+
+
+def test_padding_is_raw_zero_in_the_datasets_normalisation():
+    inputs, label = _inputs()
+    for table, lidar_fill in ((None, [-m / s for m, s in zip(*NORMALIZATION["lidar"])]),
+                              (DELIVER_NORMALIZATION, [0.0, 0.0, 0.0])):
+        aug = JointAugment(scale=(0.5, 0.5), flip=False, blur_p=0.0, color_jitter_p=0.0,
+                           normalization=table)
+        out, lab = aug(inputs, label, _gen(0))
+        pad = lab == IGNORE_INDEX
+        assert pad.float().mean() == 0.75  # a half-size image inside the full window
+        for c, value in enumerate(lidar_fill):
+            assert torch.allclose(out["lidar"][c][pad], torch.tensor(value)), (table, c)
+        assert (out["camera"][:, pad] == 0).all()
+
+
+def test_sparse_modalities_are_never_blended_and_runs_repeat():
+    inputs, label = _inputs()
+    aug = JointAugment(scale=(1.3, 1.7), flip=True, blur_p=1.0, color_jitter_p=1.0)
+    out, lab = aug(inputs, label, _gen(5))
+    for mod in ("lidar", "events"):
+        assert set(out[mod].unique().tolist()) <= set(inputs[mod].unique().tolist()), mod
+    assert set(lab.unique().tolist()) <= set(label.unique().tolist())
+    again, lab2 = aug(inputs, label, _gen(5))
+    assert torch.equal(lab, lab2) and all(torch.equal(out[m], again[m]) for m in out)

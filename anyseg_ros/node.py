@@ -241,6 +241,10 @@ class AnysegNode(Node):
         except conv.InvalidMessage as e:
             self._reject(sensor, e)
             return
+        except Exception as e:  # noqa: BLE001 - a message must never stop the executor
+            self._reject(sensor, conv.InvalidMessage(
+                "conversion_error", f"{type(e).__name__}: {e}"))
+            return
         with self._lock:
             health.accepted += 1
             health.last_arrival, health.last_stamp = now, stamp
@@ -255,6 +259,10 @@ class AnysegNode(Node):
             K, hw = conv.camera_info(msg)
         except conv.InvalidMessage as e:
             self._reject("camera_info", e)
+            return
+        except Exception as e:  # noqa: BLE001 - a message must never stop the executor
+            self._reject("camera_info", conv.InvalidMessage(
+                "conversion_error", f"{type(e).__name__}: {e}"))
             return
         with self._lock:
             health.accepted += 1

@@ -174,6 +174,9 @@ def process_bag(bag_in: str | Path, bag_out: str | Path, checkpoint: str | Path,
             except conv.InvalidMessage as e:
                 rejected[(sensor, e.reason)] += 1
                 continue
+            except Exception:  # noqa: BLE001 - counted like the node counts it, and go on
+                rejected[(sensor, "conversion_error")] += 1
+                continue
             sync.add(sensor, stamp, payload, now)
             run_ready(now)
         if t_first is not None:  # frames still waiting for partners that never came

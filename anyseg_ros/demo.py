@@ -256,7 +256,8 @@ def run_demo(out: Path, seconds: float = 24.0, faults_text: str = "lidar:8-13,ca
         print(f"[3/4] replaying the bag ({seconds:g} s) and recording the outputs ...",
               flush=True)
         play_cmd = [sys.executable, "-m", "anyseg_ros.play", str(bag), "--clock",
-                    "--namespace", namespace, "--start-delay", "2.0"]
+                    "--namespace", namespace, "--wait-for", "/camera/image", "/events",
+                    "/lidar/points", "--start-delay", "0.5"]
         labels_msgs, status = record(env, namespace, node, play_cmd, out / "play.log",
                                      timeout=seconds * 3 + 60)
     finally:

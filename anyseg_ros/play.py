@@ -14,7 +14,8 @@ recorded pace (scaled by ``--rate``), as the recorded bytes, with the QoS a driv
   turn: truncated data, a wrong size, non-finite values (NaN points in clouds).
 
 With ``--loop`` the bag starts again when it ends (stamps jump back, as with
-``ros2 bag play --loop``). Topics whose message package is not installed here are skipped
+``ros2 bag play --loop``). ``--wait-for TOPIC`` holds the first message until that topic
+has a subscriber (then ``--start-delay``), so a freshly started consumer misses nothing. Topics whose message package is not installed here are skipped
 with a warning (tf2_msgs is not among the PyPI ROS wheels).
 """
 from __future__ import annotations
@@ -161,6 +162,25 @@ class Player:
         self._turn = Counter()
         self.stop = False
 
+    def wait_for_subscribers(self, topics: Sequence[str], timeout: float) -> bool:
+        """Wait until each of ``topics`` (bag names) has a subscriber, so that nothing is
+        published before discovery is done; False (and a warning) after ``timeout`` s."""
+        pubs = []
+        for t in topics:
+            name = t if t in self.publishers else "/" + t.lstrip("/")
+            if name not in self.publishers:
+                raise ValueError(f"--wait-for {t}: not a topic being played "
+                                 f"({sorted(self.publishers)})")
+            pubs.append(self.publishers[name])
+        deadline = time.monotonic() + timeout
+        while not self.stop and any(p.get_subscription_count() == 0 for p in pubs):
+            if time.monotonic() > deadline:
+                print(f"warning: no subscriber on {list(topics)} after {timeout:g} s; playing "
+                      "anyway", file=sys.stderr)
+                return False
+            time.sleep(0.05)
+        return True
+
     def _publish_clock(self, t_ns: int) -> None:
         from builtin_interfaces.msg import Time
         from rosgraph_msgs.msg import Clock
@@ -219,6 +239,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--start-delay", type=float, default=1.0,
                     help="seconds between creating the publishers and the first message "
                          "(DDS discovery)")
+    ap.add_argument("--wait-for", nargs="+", default=[], metavar="TOPIC",
+                    help="before playing, wait (up to --wait-timeout s) until these topics of "
+                         "the bag have a subscriber, then --start-delay")
+    ap.add_argument("--wait-timeout", type=float, default=60.0)
     ap.add_argument("--seed", type=int, default=0, help="seed of --corrupt")
     args = ap.parse_args(argv)
     if not args.rate > 0:
@@ -247,6 +271,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for topic, msgtype in player.skipped_types.items():
             print(f"warning: {topic} ({msgtype}) skipped: its Python message package is not "
                   "installed here", file=sys.stderr)
+        player.wait_for_subscribers(args.wait_for, args.wait_timeout)
         deadline = time.monotonic() + args.start_delay
         while time.monotonic() < deadline and not player.stop:
             time.sleep(0.05)

@@ -408,8 +408,8 @@ def played(drive_bag, module_ros_env):
     listener = Listener(module_ros_env, "/ns_x")
     proc = None
     try:
-        proc = _play(bag, module_ros_env, "--namespace", "/ns_x", "--start-delay", "1.5",
-                     "--clock", "--drop", f"lidar:{LIDAR_OFF[0]:g}-{LIDAR_OFF[1]:g}",
+        proc = _play(bag, module_ros_env, "--namespace", "/ns_x", "--wait-for",
+                     "/camera/image", "/events", "--start-delay", "0.5", "--clock", "--drop", f"lidar:{LIDAR_OFF[0]:g}-{LIDAR_OFF[1]:g}",
                      "--corrupt", "lidar:1.0")
         listener.spin_until(lambda: proc.poll() is not None, 90)
         listener.spin_until(lambda: False, 0.5)  # the last messages

@@ -85,7 +85,8 @@ def replay(tiny_checkpoint, module_ros_env, tmp_path_factory):
         with open(play_log, 'wb') as out:
             player = subprocess.Popen(
                 [sys.executable, '-m', 'anyseg_ros.play', str(bag), '--clock',
-                 '--namespace', ns, '--start-delay', '2.0',
+                 '--namespace', ns, '--wait-for', '/camera/image', '/events',
+                 '--start-delay', '0.5',
                  '--drop', f'lidar:{LIDAR_OFF[0]}-{LIDAR_OFF[1]}',
                  '--corrupt', f'events:{CORRUPT_EVENTS}', '--seed', '3'],
                 cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)

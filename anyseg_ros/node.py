@@ -340,6 +340,9 @@ class AnysegNode(Node):
         now, wall = self._now(), time.monotonic()
         stale_after = self._values["sync.stale_after"]
         msg = DiagnosticArray()
+        # A periodic report about the node, made of no single input message: stamped with
+        # the time it describes, as diagnostic_updater does (segmentation outputs copy their
+        # input's stamp instead).
         msg.header.stamp = self.get_clock().now().to_msg()
         hw = f"{self.get_namespace().rstrip('/')}/{self.get_name()}"
         with self._lock:

@@ -24,28 +24,22 @@ def build_dataset(cfg: Mapping, split: str, num_samples: int | None = None) -> D
         return SyntheticDataset(num_samples, split=split, seed=data["seed"],
                                 size_hw=data["size"], modalities=data["modalities"],
                                 conditions=data["conditions"])
-    if name == "muses":
+    if name in ("muses", "deliver"):
         from ..config import ConfigError
-        from .muses import MusesDataset
 
+        if name == "muses":
+            from .muses import MusesDataset as RealDataset
+        else:
+            from .deliver import DeliverDataset as RealDataset
         if not data.get("root"):
-            raise ConfigError("data.dataset=muses needs the MUSES folder: --set data.root=DIR "
-                             "(training) or --root DIR (evaluation)")
-        # num_samples is not applied: a real split is used whole, and callers that want
-        # fewer items cap them themselves (evaluate(num_samples=...)).
-        return MusesDataset(data["root"], split=split, modalities=data["modalities"],
-                            size_hw=data["size"], conditions=data.get("conditions"))
-    if name == "deliver":
-        from ..config import ConfigError
-        from .deliver import DeliverDataset
-
-        if not data.get("root"):
-            raise ConfigError("data.dataset=deliver needs the DELIVER folder: --set "
+            raise ConfigError(f"data.dataset={name} needs the {name.upper()} folder: --set "
                               "data.root=DIR (training) or --root DIR (evaluation)")
-        # As for MUSES, num_samples is not applied. data.conditions may name conditions
-        # (fog), corner cases (motionblur) or both (fog-motionblur).
-        return DeliverDataset(data["root"], split=split, modalities=data["modalities"],
-                              size_hw=data["size"], conditions=data.get("conditions"))
+        # num_samples is not applied: a real split is used whole, and callers that want
+        # fewer items cap them themselves (evaluate(num_samples=...)). data.conditions:
+        # MUSES weather-time ("fog-night"); DELIVER conditions and corner cases
+        # ("fog", "motionblur", "fog-motionblur").
+        return RealDataset(data["root"], split=split, modalities=data["modalities"],
+                           size_hw=data["size"], conditions=data.get("conditions"))
     raise ValueError(f"unknown dataset {name!r}; expected one of {DATASETS}")
 
 

@@ -56,6 +56,7 @@ from torch.utils.data import Dataset
 from ..modalities import CAMERA, DEPTH, EVENTS, IGNORE_INDEX, LIDAR, check_modalities
 from ..sensors import (as_tensor, camera_to_tensor, prepare_label, resize_dense,
                        resize_sparse)
+from .readers import DataFileError, SkipBrokenItems
 
 SPLITS = ("train", "val", "test")
 CONDITIONS = ("cloud", "fog", "night", "rain", "sun")
@@ -110,16 +111,8 @@ NORMALIZATION: dict[str, tuple[tuple[float, float, float], tuple[float, float, f
 _DENSE = frozenset({CAMERA, DEPTH})
 
 
-class DeliverError(ValueError):
+class DeliverError(DataFileError):
     """A DELIVER file (or folder) that is missing or cannot be used; ``path`` names it."""
-
-    def __init__(self, path: Path | str, problem: Optional[str] = None) -> None:
-        if problem is None:  # rebuilt from its message alone (DataLoader workers, pickle)
-            self.path, self.problem = None, str(path)
-            super().__init__(str(path))
-            return
-        self.path, self.problem = Path(path), problem
-        super().__init__(f"{path}: {problem}")
 
 
 # --------------------------------------------------------------------------- conditions
@@ -467,7 +460,7 @@ def deliver_inputs(sample: DeliverSample | Mapping[str, Any], size_hw: Sequence[
 # --------------------------------------------------------------------------- dataset
 
 
-class DeliverDataset(Dataset):
+class DeliverDataset(SkipBrokenItems, Dataset):
     """DELIVER frames as network inputs (:func:`deliver_inputs`).
 
     Items are dicts like :class:`~anyseg_core.data.muses.MusesDataset`'s: ``inputs``
@@ -522,46 +515,23 @@ class DeliverDataset(Dataset):
                         "cases": list(cases) if cases else None}
         frames = list_frames(self.root, split, conditions, cases,
                              skipped=self.skipped if skip_broken else None)
-        self.frames = self._check_files(frames)
+        self.frames = self._check_files(frames, [*self.modalities, LABEL])
         if not self.frames:
             raise ValueError(self._empty_message(len(frames)))
         if self.skipped:
             warnings.warn(f"DELIVER {split}: {len(self.skipped)} frame(s) skipped (first: "
                           f"{self.skipped[0][1]}: {self.skipped[0][2]})", stacklevel=2)
 
-    @property
-    def num_skipped(self) -> int:
-        return len(self.skipped)
+    error, dataset_name, unit = DeliverError, "DELIVER", "frame"
 
-    def _check_files(self, frames: list[DeliverFrame]) -> list[DeliverFrame]:
-        keep, problems = [], []
-        parts = [*self.modalities, LABEL]
-        for frame in frames:
-            problem = None
-            for part in parts:
-                path = frame.path(part, self.depth_folder)
-                if not path.is_file():
-                    problem = (frame.name, path, "missing" + self._missing_hint(part))
-                    break
-            if problem is None:
-                keep.append(frame)
-            else:
-                problems.append(problem)
-        if problems and not self.skip_broken:
-            _, path, problem = problems[0]
-            more = f" ({len(problems)} frames have a missing file)" if len(problems) > 1 else ""
-            raise DeliverError(path, problem + more)
-        self.skipped.extend(problems)
-        return keep
+    def _items(self) -> list[DeliverFrame]:
+        return self.frames
 
-    def _missing_hint(self, part: str) -> str:
-        folder = self.root / (self.depth_folder if part == DEPTH else FOLDERS[part])
-        if folder.is_dir():
-            return ""
-        if part == LABEL:
-            return f" (no {folder.name}/ folder: ground truth is needed for this split)"
-        return (f" (no {folder.name}/ folder at all: download it, or leave {part!r} out of "
-                f"the modalities)")
+    def _part_path(self, frame: DeliverFrame, part: str) -> Path:
+        return frame.path(part, self.depth_folder)
+
+    def _folder(self, part: str) -> Path:
+        return self.root / (self.depth_folder if part == DEPTH else FOLDERS[part])
 
     def _empty_message(self, n_before: int) -> str:
         available: dict[str, int] = {}
@@ -575,30 +545,10 @@ class DeliverDataset(Dataset):
         why = "after skipping broken ones" if n_before else "match the filters"
         return f"no DELIVER frames {why} in {self.root} ({self.filters}); it has: {listing}"
 
-    def __len__(self) -> int:
-        return len(self.frames)
-
     def raw(self, index: int) -> DeliverSample:
         """The :class:`DeliverSample` of item ``index`` (the requested modalities and label)."""
         return read_sample(self.frames[index], self.modalities, label=True,
                            depth_folder=self.depth_folder)
-
-    def __getitem__(self, index: int) -> dict:
-        if not 0 <= index < len(self.frames):
-            raise IndexError(f"index {index} out of range for {len(self.frames)} frames")
-        for k in range(len(self.frames)):
-            i = (index + k) % len(self.frames)
-            try:
-                return self._item(i, index)
-            except DeliverError as err:
-                if not self.skip_broken:
-                    raise
-                name = self.frames[i].name
-                if all(s[0] != name for s in self.skipped):  # count each frame once
-                    self.skipped.append((name, err.path, err.problem))
-                    warnings.warn(f"DELIVER: skipping {err} ({self.num_skipped} skipped so "
-                                  "far)", stacklevel=2)
-        raise DeliverError(self.root, f"no readable frame in split {self.split!r}")
 
     def _item(self, i: int, index: int) -> dict:
         sample = self.raw(i)

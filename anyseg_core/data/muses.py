@@ -40,6 +40,7 @@ from torch.utils.data import Dataset
 from ..modalities import (CAMERA, CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, EVENTS, IGNORE_INDEX,
                           LIDAR, check_modalities)
 from ..sensors import Events, RawFrame, prepare_inputs, prepare_label
+from .readers import DataFileError, SkipBrokenItems
 
 SPLITS = ("train", "val", "test")
 WEATHERS = ("clear", "rain", "snow", "fog")
@@ -68,16 +69,8 @@ _VALID_LABELS = np.zeros(256, bool)
 _VALID_LABELS[list(range(len(CITYSCAPES_CLASSES))) + [IGNORE_INDEX]] = True
 
 
-class MusesError(ValueError):
+class MusesError(DataFileError):
     """A MUSES file (or meta.json entry) that is missing or cannot be used; ``path`` names it."""
-
-    def __init__(self, path: Path | str, problem: Optional[str] = None) -> None:
-        if problem is None:  # rebuilt from its message alone (DataLoader workers, pickle)
-            self.path, self.problem = None, str(path)
-            super().__init__(str(path))
-            return
-        self.path, self.problem = Path(path), problem
-        super().__init__(f"{path}: {problem}")
 
 
 # --------------------------------------------------------------------------- conditions
@@ -560,7 +553,7 @@ def _image_hw(scene: MusesScene, camera: Optional[np.ndarray], label: Optional[n
 # --------------------------------------------------------------------------- dataset
 
 
-class MusesDataset(Dataset):
+class MusesDataset(SkipBrokenItems, Dataset):
     """MUSES scenes as network inputs, through :func:`prepare_inputs` like the ROS node.
 
     Items are dicts like :class:`~anyseg_core.data.synthetic.SyntheticDataset`'s: ``inputs``
@@ -619,51 +612,29 @@ class MusesDataset(Dataset):
         needs_calib = EVENTS in self.modalities or LIDAR in self.modalities
         self.calib = (load_calibration(self.root)
                       if needs_calib or (self.root / "calib.json").is_file() else None)
-        self.scenes = self._check_files(scenes)
+        self.scenes = self._check_files(scenes, [*self.modalities, LABEL])
         if not self.scenes:
             raise ValueError(self._empty_message(len(scenes)))
         if self.skipped:
             warnings.warn(f"MUSES {split}: {len(self.skipped)} scene(s) skipped (first: "
                           f"{self.skipped[0][1]}: {self.skipped[0][2]})", stacklevel=2)
 
-    @property
-    def num_skipped(self) -> int:
-        return len(self.skipped)
+    error, dataset_name, unit = MusesError, "MUSES", "scene"
 
-    def _check_files(self, scenes: list[MusesScene]) -> list[MusesScene]:
-        keep, problems = [], []
-        parts = [*self.modalities, LABEL]
-        for scene in scenes:
-            problem = None
-            for part in parts:
-                path = scene.path(part)
-                if not path.is_file():
-                    problem = (scene.name, path, "missing" + self._missing_hint(part))
-                elif part == LIDAR and path.stat().st_size % (8 * len(LIDAR_COLUMNS)):
-                    problem = (scene.name, path, f"size {path.stat().st_size} bytes is not a "
-                                                 "multiple of 48 (rows of 6 float64): truncated")
-                if problem:
-                    break
-            if problem is None:
-                keep.append(scene)
-            else:
-                problems.append(problem)
-        if problems and not self.skip_broken:
-            name, path, problem = problems[0]
-            more = f" ({len(problems)} scenes have a missing or broken file)" \
-                if len(problems) > 1 else ""
-            raise MusesError(path, problem + more)
-        self.skipped.extend(problems)
-        return keep
+    def _items(self) -> list[MusesScene]:
+        return self.scenes
 
-    def _missing_hint(self, part: str) -> str:
-        folder = self.root / FOLDERS[part]
-        if folder.is_dir():
-            return ""
-        if part == LABEL:
-            return f" (no {folder.name}/ folder: ground truth is needed for this split)"
-        return (f" (no {folder.name}/ folder at all: download it, or leave {part!r} out of "
-                f"the modalities)")
+    def _part_path(self, scene: MusesScene, part: str) -> Path:
+        return scene.path(part)
+
+    def _folder(self, part: str) -> Path:
+        return self.root / FOLDERS[part]
+
+    def _file_problem(self, part: str, path: Path) -> Optional[str]:
+        size = path.stat().st_size
+        if part == LIDAR and size % (8 * len(LIDAR_COLUMNS)):
+            return f"size {size} bytes is not a multiple of 48 (rows of 6 float64): truncated"
+        return None
 
     def _empty_message(self, n_before: int) -> str:
         available: dict[str, int] = {}
@@ -675,29 +646,9 @@ class MusesDataset(Dataset):
         return (f"no MUSES scenes {why} in {self.root} ({self.filters}); meta.json has: "
                 f"{listing}")
 
-    def __len__(self) -> int:
-        return len(self.scenes)
-
     def raw(self, index: int) -> RawFrame:
         """The :class:`RawFrame` of item ``index`` (the requested modalities and the label)."""
         return read_frame(self.scenes[index], self.calib, self.modalities, label=True)
-
-    def __getitem__(self, index: int) -> dict:
-        if not 0 <= index < len(self.scenes):
-            raise IndexError(f"index {index} out of range for {len(self.scenes)} scenes")
-        for k in range(len(self.scenes)):
-            i = (index + k) % len(self.scenes)
-            try:
-                return self._item(i, index)
-            except MusesError as err:
-                if not self.skip_broken:
-                    raise
-                name = self.scenes[i].name
-                if all(s[0] != name for s in self.skipped):  # count each scene once
-                    self.skipped.append((name, err.path, err.problem))
-                    warnings.warn(f"MUSES: skipping {err} ({self.num_skipped} skipped so far)",
-                                  stacklevel=2)
-        raise MusesError(self.root, f"no readable scene in split {self.split!r}")
 
     def _item(self, i: int, index: int) -> dict:
         frame = self.raw(i)

@@ -1,0 +1,103 @@
+"""What the real-data readers (MUSES, DELIVER) share: an error that names the file, and the
+"check the files when the dataset is built, skip and count broken items on request" logic."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+
+class DataFileError(ValueError):
+    """A data file (or folder, or index entry) that is missing or cannot be used; ``path``
+    names it, ``problem`` says what is wrong."""
+
+    def __init__(self, path: Path | str, problem: Optional[str] = None) -> None:
+        if problem is None:  # rebuilt from its message alone (DataLoader workers, pickle)
+            self.path, self.problem = None, str(path)
+            super().__init__(str(path))
+            return
+        self.path, self.problem = Path(path), problem
+        super().__init__(f"{path}: {problem}")
+
+
+class SkipBrokenItems:
+    """Mixin of a dataset whose items (scenes, frames) each have files, one per part.
+
+    The subclass sets ``root``, ``split``, ``skip_broken``, ``skipped`` (a list of
+    ``(name, path, problem)``) and defines ``_items()`` (the item list), ``_part_path(item,
+    part)``, ``_folder(part)`` and ``_item(i, index)``; class attributes ``error`` (its
+    :class:`DataFileError`), ``dataset_name`` and ``unit`` ("scene", "frame"), and optionally
+    ``_file_problem(part, path)`` for checks beyond existence.
+    """
+
+    error: type[DataFileError] = DataFileError
+    dataset_name = "data"
+    unit = "item"
+
+    @property
+    def num_skipped(self) -> int:
+        return len(self.skipped)
+
+    def _file_problem(self, part: str, path: Path) -> Optional[str]:
+        return None
+
+    def _check_files(self, items: list, parts: Sequence[str]) -> list:
+        """The items whose files are all there (and pass ``_file_problem``); the others raise
+        (naming the first broken file) or, with ``skip_broken``, are recorded in ``skipped``."""
+        keep, problems = [], []
+        for item in items:
+            problem = None
+            for part in parts:
+                path = self._part_path(item, part)
+                if not path.is_file():
+                    problem = (item.name, path, "missing" + self._missing_hint(part))
+                else:
+                    found = self._file_problem(part, path)
+                    problem = None if found is None else (item.name, path, found)
+                if problem:
+                    break
+            if problem is None:
+                keep.append(item)
+            else:
+                problems.append(problem)
+        if problems and not self.skip_broken:
+            _, path, problem = problems[0]
+            more = (f" ({len(problems)} {self.unit}s have a missing or broken file)"
+                    if len(problems) > 1 else "")
+            raise self.error(path, problem + more)
+        self.skipped.extend(problems)
+        return keep
+
+    def _missing_hint(self, part: str) -> str:
+        folder = self._folder(part)
+        if folder.is_dir():
+            return ""
+        if part == "label":
+            return f" (no {folder.name}/ folder: ground truth is needed for this split)"
+        return (f" (no {folder.name}/ folder at all: download it, or leave {part!r} out of "
+                f"the modalities)")
+
+    def __len__(self) -> int:
+        return len(self._items())
+
+    def __getitem__(self, index: int) -> dict:
+        items = self._items()
+        if not 0 <= index < len(items):
+            raise IndexError(f"index {index} out of range for {len(items)} {self.unit}s")
+        # With skip_broken, an unreadable item is replaced by the next readable one.
+        for k in range(len(items)):
+            i = (index + k) % len(items)
+            try:
+                return self._item(i, index)
+            except self.error as err:
+                if not self.skip_broken:
+                    raise
+                name = items[i].name
+                if all(s[0] != name for s in self.skipped):  # count each item once
+                    self.skipped.append((name, err.path, err.problem))
+                    warnings.warn(f"{self.dataset_name}: skipping {err} ({self.num_skipped} "
+                                  "skipped so far)", stacklevel=2)
+        raise self.error(self.root, f"no readable {self.unit} in split {self.split!r}")
+
+    def _items(self) -> list[Any]:  # pragma: no cover - defined by every subclass
+        raise NotImplementedError

@@ -1,0 +1,63 @@
+"""The report of scripts/synthetic_experiment.py: tables generated from the rows' JSONs, and
+the issue's targets judged from the figures (not written by hand)."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / 'scripts' / 'synthetic_experiment.py'
+SUBSETS = ['C', 'E', 'L', 'CE', 'CL', 'EL', 'CEL']
+
+
+@pytest.fixture(scope='module')
+def experiment():
+    spec = importlib.util.spec_from_file_location('synthetic_experiment', SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _row(results: Path, name: str, experiment, miou: dict) -> None:
+    worst = min(miou, key=miou.get)
+    (results / f'{name}.json').write_text(json.dumps({
+        'row': name, 'label': experiment.ROWS[name][0], 'key': 'k', 'minutes': 1.0,
+        'commands': [f'train {name}', f'evaluate {name}'], 'miou': miou,
+        'mean': sum(miou.values()) / len(miou), 'worst': miou[worst], 'worst_subset': worst,
+        'protocol': {}}))
+
+
+def _target_lines(text: str, student: str) -> list[str]:
+    section = text.split(f'## Targets ({student} student vs PML teacher)')[1]
+    return [line for line in section.split('##')[0].splitlines() if line.startswith('| ')][1:]
+
+
+def test_targets_are_judged_from_the_figures(tmp_path, experiment):
+    teacher = dict(zip(SUBSETS, [10, 2, 20, 12, 28, 22, 30]))   # mean 17.71, worst 2
+    # Meets all three: mean +5.5, worst +10 (12 vs 2), CEL -1.5.
+    good = dict(zip(SUBSETS, [22, 12, 22, 24, 28, 26, 28.5]))
+    # Meets none: mean +0.5, worst +9.9, CEL -2.1.
+    bad = dict(zip(SUBSETS, [13, 11.9, 20, 14, 21, 20, 27.9]))
+    _row(tmp_path, 'teacher', experiment, teacher)
+    _row(tmp_path, 'full_init', experiment, good)
+    _row(tmp_path, 'full', experiment, bad)
+    text = experiment.write_tables(tmp_path).read_text()
+
+    met = [line.rstrip(' |').rsplit('| ', 1)[1] for line in _target_lines(text, 'full_init')]
+    assert met == ['yes', 'yes', 'yes']
+    met = [line.rstrip(' |').rsplit('| ', 1)[1] for line in _target_lines(text, 'full')]
+    assert met == ['no', 'no', 'no']
+    # Every row present appears in the Table 1 shape with its figures and its commands.
+    assert '| 22.00 | 12.00 | 22.00 | 24.00 | 28.00 | 26.00 | 28.50 |' in text
+    assert 'train full_init' in text and 'evaluate teacher' in text
+    # The initialisation comparison needs both students of a pair.
+    assert 'AnySeg, all three losses | teacher' in text
+    assert '| L_sup only | backbone' not in text
+    assert 'Rows not run yet:' in text and 'sup_init' in text.split('Rows not run yet:')[1]
+
+
+def test_unknown_rows_are_refused(experiment, monkeypatch, capsys):
+    monkeypatch.setattr('sys.argv', ['synthetic_experiment.py', '--rows', 'full,nonsense'])
+    with pytest.raises(SystemExit):
+        experiment.main()
+    assert 'nonsense' in capsys.readouterr().err

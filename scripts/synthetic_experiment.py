@@ -77,15 +77,45 @@ def commands(name: str, args) -> tuple[list[str], list[str]]:
     return train, evaluate
 
 
-def run_row(name: str, args) -> None:
+def figures(report: dict) -> dict:
+    """The figures kept from an ``anymodal.json``: mIoU per subset, mean and worst."""
+    return {"miou": {s: report["subsets"][s]["miou"] for s in report["subsets"]},
+            "mean": report["mean_miou"], "worst": report["worst_miou"],
+            "worst_subset": report["worst_subset"]}
+
+
+def row_key(name: str, args) -> str:
+    return hashlib.sha1(json.dumps(commands(name, args)).encode()).hexdigest()[:12]
+
+
+def is_done(name: str, args) -> bool:
+    """Whether the row's JSON exists for the commands this run would use."""
+    target = Path(args.results) / f"{name}.json"
+    return target.exists() and json.loads(target.read_text()).get("key") == row_key(name, args)
+
+
+def run_row(name: str, args, students_pending: bool = False) -> None:
+    """Train (or resume) and evaluate one row, then write its JSON.
+
+    A row whose JSON holds the same commands is done. The teacher is the exception when
+    students are still to train and its checkpoint is not in ``--runs`` (a new machine): it is
+    trained again with the same command and evaluated, but its JSON is kept, because the
+    students already in the tables were distilled from that first teacher. Every student's
+    JSON records the figures of the teacher it was distilled from, and the tables judge it
+    against those.
+    """
     results = Path(args.results)
     train, evaluate = commands(name, args)
-    key = hashlib.sha1(json.dumps([train, evaluate]).encode()).hexdigest()[:12]
+    key = row_key(name, args)
     target = results / f"{name}.json"
-    if target.exists() and json.loads(target.read_text()).get("key") == key:
+    out = Path(args.runs) / name
+    done = is_done(name, args)
+    retrain_teacher = (done and name == "teacher" and students_pending
+                       and not ((out / "final.safetensors").exists()
+                                and (out / "eval" / "anymodal.json").exists()))
+    if done and not retrain_teacher:
         print(f"[{name}] done already ({target})", flush=True)
         return
-    out = Path(args.runs) / name
     out.mkdir(parents=True, exist_ok=True)
     log = out / "experiment.log"
     t0 = time.time()
@@ -94,17 +124,21 @@ def run_row(name: str, args) -> None:
         run(train + resume, log)
     run(evaluate, log)
     rep = json.loads((out / "eval" / "anymodal.json").read_text())
-    results.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps({
-        "row": name, "label": ROWS[name][0], "key": key,
-        "commands": [shlex.join(train), shlex.join(evaluate)],
-        "minutes": round((time.time() - t0) / 60, 1),
-        "miou": {s: rep["subsets"][s]["miou"] for s in rep["subsets"]},
-        "mean": rep["mean_miou"], "worst": rep["worst_miou"],
-        "worst_subset": rep["worst_subset"], "protocol": rep["protocol"],
-    }, indent=2))
     print(f"[{name}] mean {rep['mean_miou']:.2f}, worst {rep['worst_miou']:.2f} "
           f"({rep['worst_subset']})", flush=True)
+    if retrain_teacher:
+        print(f"[{name}] trained again for the students; {target} keeps the first run",
+              flush=True)
+        return
+    row = {"row": name, "label": ROWS[name][0], "key": key,
+           "commands": [shlex.join(train), shlex.join(evaluate)],
+           "minutes": round((time.time() - t0) / 60, 1), **figures(rep),
+           "protocol": rep["protocol"]}
+    if ROWS[name][1].endswith("student.yaml"):
+        teacher_eval = Path(args.runs) / "teacher" / "eval" / "anymodal.json"
+        row["teacher"] = figures(json.loads(teacher_eval.read_text()))
+    results.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(row, indent=2))
 
 
 def main() -> None:
@@ -123,8 +157,10 @@ def main() -> None:
     if not args.report_only:
         if any(ROWS[r][1].endswith("student.yaml") for r in rows) and "teacher" not in rows:
             rows = ["teacher", *rows]
+        pending = [r for r in rows if ROWS[r][1].endswith("student.yaml")
+                   and not is_done(r, args)]
         for name in sorted(rows, key=lambda r: r != "teacher"):
-            run_row(name, args)
+            run_row(name, args, students_pending=bool(pending))
     path = write_tables(Path(args.results))
     print(f"wrote {path}")
 
@@ -142,6 +178,19 @@ def target_rows(t: dict, f: dict) -> list[str]:
               for name, a, b, ok in checks)]
 
 
+def retrained_teachers(rows: dict) -> dict:
+    """Students distilled from another run of the teacher than the one in teacher.json (the
+    teacher trained again on a new machine), grouped by that run's figures."""
+    first = rows.get("teacher")
+    groups: dict = {}
+    for r in ROWS:
+        t = rows.get(r, {}).get("teacher")
+        if t and not (first and all(round(t["miou"][s], 2) == round(first["miou"][s], 2)
+                                    for s in SUBSETS)):
+            groups.setdefault(tuple(round(t["miou"][s], 2) for s in SUBSETS), []).append(r)
+    return groups
+
+
 def write_tables(results: Path) -> Path:
     rows = {p.stem: json.loads(p.read_text()) for p in sorted(results.glob("*.json"))}
     order = [r for r in ROWS if r in rows]
@@ -153,10 +202,16 @@ def write_tables(results: Path) -> Path:
              "## Table 1 shape: every subset", "",
              "| row | " + " | ".join(SUBSETS) + " | Mean | Worst |",
              "|---|" + "---|" * (len(SUBSETS) + 2)]
-    for r in order:
-        m = rows[r]["miou"]
-        lines.append(f"| {rows[r]['label']} | " + " | ".join(f"{m[s]:.2f}" for s in SUBSETS)
-                     + f" | **{rows[r]['mean']:.2f}** | {rows[r]['worst']:.2f} |")
+    table = [(rows[r]["label"], rows[r]) for r in order]
+    for retrained, students in retrained_teachers(rows).items():
+        label = (f"PML teacher, trained again with the same command (the teacher of "
+                 f"{', '.join(students)})")
+        table.insert(order.index("teacher") + 1 if "teacher" in order else 0,
+                     (label, rows[students[0]]["teacher"]))
+    for label, f in table:
+        m = f["miou"]
+        lines.append(f"| {label} | " + " | ".join(f"{m[s]:.2f}" for s in SUBSETS)
+                     + f" | **{f['mean']:.2f}** | {f['worst']:.2f} |")
     ablation = [r for r in ("sup", "mad", "umd", "full", "fkd") if r in rows]
     if ablation:
         lines += ["", "## Table 3 shape: the losses, one by one", "",
@@ -178,9 +233,10 @@ def write_tables(results: Path) -> Path:
                              f"{rows[r]['mean']:.2f} | {rows[r]['worst']:.2f} | "
                              f"{rows[r]['miou']['CEL']:.2f} |")
     for student in ("full", "full_init"):
-        if "teacher" in rows and student in rows:
-            lines += ["", f"## Targets ({student} student vs PML teacher)", "",
-                      *target_rows(rows["teacher"], rows[student])]
+        teacher = rows.get(student, {}).get("teacher", rows.get("teacher"))
+        if student in rows and teacher:
+            lines += ["", f"## Targets ({student} student vs the PML teacher it was distilled "
+                      "from)", "", *target_rows(teacher, rows[student])]
     lines += ["", "## Commands", ""]
     for r in order:
         lines += [f"- {r} ({rows[r]['minutes']} min):", "  ```", *(f"  {c}" for c in

@@ -305,7 +305,14 @@ class AnysegNode(Node):
                 if "out of memory" in str(e).lower():
                     _empty_cuda_cache()
                 continue
-            self._publish(result)
+            try:
+                self._publish(result)
+            except Exception as e:  # noqa: BLE001
+                if not self.context.ok():
+                    return  # SIGINT shut the context down while this frame was published
+                self.get_logger().error(f"publishing frame {frame.stamp:.3f} failed: "
+                                        f"{type(e).__name__}: {e}",
+                                        throttle_duration_sec=LOG_THROTTLE_S)
 
     def _publish(self, r: Segmentation) -> None:
         stamp = conv.sec_to_stamp(r.stamp)
@@ -419,6 +426,12 @@ def main(args: Optional[list[str]] = None) -> int:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RuntimeError:
+        # rclpy's SIGINT handler shuts the context down at any moment, also while a timer
+        # callback (diagnostics) is publishing: that publish fails with RCLError. A normal
+        # stop, unless the context is still valid.
+        if rclpy.ok():
+            raise
     except (ConfigError, CheckpointError, ValueError, FileNotFoundError) as e:
         # rclpy's logger may not exist yet; stderr always does.
         print(f"[anyseg] error: {e}", file=sys.stderr, flush=True)

@@ -54,6 +54,11 @@ def main():
         rclpy.spin(Talker(sys.argv[1]))
     except (KeyboardInterrupt, ExternalShutdownException):
         pass  # SIGINT: rclpy's handler shuts the context down and spin returns or raises
+    except RuntimeError:
+        # The context was shut down while the timer callback was publishing (RCLError, a
+        # RuntimeError): also a stop by SIGINT. Anything else is a failure.
+        if rclpy.ok():
+            raise
     finally:
         rclpy.try_shutdown()
 

@@ -103,13 +103,17 @@ def _atomic_write(path: Path, write: Callable[[str], None], what: str) -> None:
     try:
         directory.mkdir(parents=True, exist_ok=True)
         tmp = directory / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-        # os.open applies the umask, so the final file gets the usual permissions.
+        # os.open applies the umask: the mode it gives is the one the final file keeps
+        # (safetensors writes its file as 0600, which another user, such as the account
+        # that runs the ROS node, could not read).
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        mode = os.stat(tmp).st_mode & 0o777
     except OSError as err:
         raise CheckpointError(f"{what} {path}: cannot write a file in {directory}: "
                               f"{err}") from err
     try:
         write(str(tmp))
+        os.chmod(tmp, mode)
         with open(tmp, "rb+") as f:
             f.flush()
             os.fsync(f.fileno())

@@ -172,6 +172,21 @@ def _no_temp_files(directory: Path):
     return [p.name for p in directory.iterdir() if p.name.startswith(".")] == []
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_written_files_follow_the_umask(model, tmp_path, umask):
+    """safetensors writes 0600 files; checkpoints get the umask's mode like any other file,
+    so that another account (the one running the ROS node) can read them."""
+    old = os.umask(umask)
+    try:
+        path = save_model(tmp_path / "m.safetensors", model, meta(step=1))
+        state = save_training_state(tmp_path / "last.train.safetensors", model=model,
+                                    step=1, epoch=0)
+    finally:
+        os.umask(old)
+    for p in (path, state):
+        assert os.stat(p).st_mode & 0o777 == 0o666 & ~umask, (p, oct(os.stat(p).st_mode))
+
+
 def test_failed_write_keeps_the_previous_file(model, tmp_path, monkeypatch):
     path = save_model(tmp_path / "m.safetensors", model, meta(step=1))
     before = path.read_bytes()

@@ -84,7 +84,8 @@ demo: setup
 	$(VPY) -m anyseg_ros.demo --out demo_output
 
 # The node's default checkpoint: the synthetic teacher, then the AnySeg student distilled
-# from it (config/train_synthetic_*.yaml, about an hour on a 2-core CPU, resumable), then
+# from it and started from its weights (config/train_synthetic_*.yaml, the full_init row of
+# docs/results.md; one to two hours on a 2-core CPU, resumable), then
 # an fp16 copy inside the package. DEMO_RUNS keeps the training runs.
 DEMO_RUNS ?= runs/demo-checkpoint
 demo-checkpoint: setup
@@ -93,7 +94,8 @@ demo-checkpoint: setup
 	  echo "==> $$stage $$resume"; \
 	  $(VPY) -m anyseg_core.train --config config/train_synthetic_$$stage.yaml \
 	    --set out_dir=$(DEMO_RUNS)/$$stage \
-	    --set teacher.checkpoint=$(DEMO_RUNS)/teacher/final.safetensors $$resume || exit 1; \
+	    --set teacher.checkpoint=$(DEMO_RUNS)/teacher/final.safetensors \
+	    $$([ $$stage = student ] && echo --set model.init=teacher) $$resume || exit 1; \
 	done
 	$(VPY) -m anyseg_core.export $(DEMO_RUNS)/student/final.safetensors anyseg_ros/checkpoints/demo.safetensors --dtype float16
 

@@ -66,7 +66,7 @@ def commands(name: str, args) -> tuple[list[str], list[str]]:
     out = Path(args.runs) / name
     sets = [f"out_dir={out}", f"optim.steps={args.steps}",
             f"optim.warmup_steps={max(1, args.steps // 15)}", "train.eval_samples=0", *overrides]
-    if config.endswith("student.yaml"):
+    if is_student(name):
         sets.append(f"teacher.checkpoint={Path(args.runs) / 'teacher' / 'final.safetensors'}")
     train = [PY, "-m", "anyseg_core.train", "--config", f"config/{config}"]
     for s in sets:
@@ -75,6 +75,10 @@ def commands(name: str, args) -> tuple[list[str], list[str]]:
                 "--dataset", "synthetic", "--split", "val", "--num-samples",
                 str(args.eval_samples), "--out", str(out / "eval")]
     return train, evaluate
+
+
+def is_student(name: str) -> bool:
+    return ROWS[name][1].endswith("student.yaml")
 
 
 def figures(report: dict) -> dict:
@@ -134,7 +138,7 @@ def run_row(name: str, args, students_pending: bool = False) -> None:
            "commands": [shlex.join(train), shlex.join(evaluate)],
            "minutes": round((time.time() - t0) / 60, 1), **figures(rep),
            "protocol": rep["protocol"]}
-    if ROWS[name][1].endswith("student.yaml"):
+    if is_student(name):
         teacher_eval = Path(args.runs) / "teacher" / "eval" / "anymodal.json"
         row["teacher"] = figures(json.loads(teacher_eval.read_text()))
     results.mkdir(parents=True, exist_ok=True)
@@ -155,9 +159,9 @@ def main() -> None:
     if unknown:
         ap.error(f"unknown rows {unknown}; choose from {list(ROWS)}")
     if not args.report_only:
-        if any(ROWS[r][1].endswith("student.yaml") for r in rows) and "teacher" not in rows:
+        if any(is_student(r) for r in rows) and "teacher" not in rows:
             rows = ["teacher", *rows]
-        pending = [r for r in rows if ROWS[r][1].endswith("student.yaml")
+        pending = [r for r in rows if is_student(r)
                    and not is_done(r, args)]
         for name in sorted(rows, key=lambda r: r != "teacher"):
             run_row(name, args, students_pending=bool(pending))
@@ -203,7 +207,7 @@ def write_tables(results: Path) -> Path:
              "| row | " + " | ".join(SUBSETS) + " | Mean | Worst |",
              "|---|" + "---|" * (len(SUBSETS) + 2)]
     table = [(rows[r]["label"], rows[r]) for r in order]
-    for retrained, students in retrained_teachers(rows).items():
+    for students in retrained_teachers(rows).values():
         label = (f"PML teacher, trained again with the same command (the teacher of "
                  f"{', '.join(students)})")
         table.insert(order.index("teacher") + 1 if "teacher" in order else 0,

@@ -6,8 +6,9 @@ synthetic world, every row with the same budget.
 
 Rows: a naive camera-primary multimodal baseline without modality dropout (CMNeXt-like), the
 PML teacher, and students with anymodal dropout and L_sup only, + L_mad, + L_umd, + L_cmd
-(the full method), the fused-feature KD variant (section 5.4), and the full method started
-from the teacher's weights. Each row trains with ``python -m anyseg_core.train`` and is scored
+(the full method), the fused-feature KD variant (section 5.4), the full method started
+from the teacher's weights (at the from-scratch peak learning rate and at a quarter of it),
+and L_sup only started from the teacher's weights. Each row trains with ``python -m anyseg_core.train`` and is scored
 with ``python -m anyseg_core.evaluate`` over every modality subset; its JSON lands in
 ``--results``. A row whose JSON exists for the same commands is skipped and a row whose
 training was interrupted resumes, so the script can be re-run until every row is done (also
@@ -45,10 +46,25 @@ ROWS = {
             ["loss.alpha_umd=0", "loss.beta_cmd=0", "loss.gamma_fkd=5"]),
     "full_init": ("Student: AnySeg, initialised from the teacher", "train_synthetic_student.yaml",
                   ["model.init=teacher"]),
+    "full_init_lr": ("Student: AnySeg, initialised from the teacher, peak lr 1e-4",
+                     "train_synthetic_student.yaml", ["model.init=teacher", "optim.lr=1e-4"]),
     "sup_init": ("Student: L_sup only, initialised from the teacher",
                  "train_synthetic_student.yaml",
-                 ["model.init=teacher", "loss.lambda_mad=0", "loss.alpha_umd=0", "loss.beta_cmd=0"]),
+                 ["model.init=teacher", "loss.lambda_mad=0", "loss.alpha_umd=0",
+                  "loss.beta_cmd=0"]),
 }
+
+# The rows with the full method (all three distillation losses): the targets apply.
+FULL_STUDENTS = ("full", "full_init", "full_init_lr")
+# Tables that set rows differing in one setting side by side:
+# (title, the setting's column, [(student, [(row, value of the setting), ...]), ...]).
+COMPARISONS = [
+    ("Student initialisation: backbone's own vs the teacher's weights", "init",
+     [("L_sup only", [("sup", "backbone"), ("sup_init", "teacher")]),
+      ("AnySeg, all three losses", [("full", "backbone"), ("full_init", "teacher")])]),
+    ("Peak learning rate of the AnySeg student started from the teacher", "peak lr",
+     [("AnySeg, initialised from the teacher", [("full_init", "4e-4"), ("full_init_lr", "1e-4")])]),
+]
 
 
 def run(cmd: list[str], log: Path) -> None:
@@ -225,18 +241,16 @@ def write_tables(results: Path) -> Path:
             d = "" if base is None else f"{rows[r]['mean'] - base:+.2f}"
             lines.append(f"| {rows[r]['label']} | {rows[r]['mean']:.2f} | {d} | "
                          f"{rows[r]['miou']['CEL']:.2f} | {rows[r]['worst']:.2f} |")
-    pairs = [(a, b, name) for a, b, name in (("sup", "sup_init", "L_sup only"),
-                                             ("full", "full_init", "AnySeg, all three losses"))
-             if a in rows and b in rows]
-    if pairs:
-        lines += ["", "## Student initialisation: backbone's own vs the teacher's weights", "",
-                  "| student | init | Mean | Worst | CEL |", "|---|---|---|---|---|"]
-        for a, b, name in pairs:
-            for r, init in ((a, "backbone"), (b, "teacher")):
-                lines.append(f"| {name} | {init} | "
-                             f"{rows[r]['mean']:.2f} | {rows[r]['worst']:.2f} | "
-                             f"{rows[r]['miou']['CEL']:.2f} |")
-    for student in ("full", "full_init"):
+    for title, column, groups in COMPARISONS:
+        groups = [(name, pair) for name, pair in groups if all(r in rows for r, _ in pair)]
+        if groups:
+            lines += ["", f"## {title}", "", f"| student | {column} | Mean | Worst | CEL |",
+                      "|---|---|---|---|---|"]
+            for name, pair in groups:
+                for r, value in pair:
+                    lines.append(f"| {name} | {value} | {rows[r]['mean']:.2f} | "
+                                 f"{rows[r]['worst']:.2f} | {rows[r]['miou']['CEL']:.2f} |")
+    for student in FULL_STUDENTS:
         teacher = rows.get(student, {}).get("teacher", rows.get("teacher"))
         if student in rows and teacher:
             lines += ["", f"## Targets ({student} student vs the PML teacher it was distilled "

@@ -59,6 +59,23 @@ def test_targets_are_judged_from_the_figures(tmp_path, experiment):
     assert 'AnySeg, all three losses | teacher' in text
     assert '| L_sup only | backbone' not in text
     assert 'Rows not run yet:' in text and 'sup_init' in text.split('Rows not run yet:')[1]
+    assert '## Peak learning rate' not in text
+
+
+def test_learning_rate_comparison_and_targets_of_every_full_student(tmp_path, experiment):
+    teacher = dict(zip(SUBSETS, [10, 2, 20, 12, 28, 22, 30]))
+    high = dict(zip(SUBSETS, [22, 12, 22, 24, 28, 26, 27.0]))
+    low = dict(zip(SUBSETS, [21, 12.5, 22, 23, 28, 26, 29.0]))
+    _row(tmp_path, 'teacher', experiment, teacher)
+    _row(tmp_path, 'full_init', experiment, high, teacher=teacher)
+    _row(tmp_path, 'full_init_lr', experiment, low, teacher=teacher)
+    text = experiment.write_tables(tmp_path).read_text()
+    section = text.split('## Peak learning rate')[1].split('##')[0]
+    assert '| 4e-4 | 23.00 | 12.00 | 27.00 |' in section
+    assert '| 1e-4 | 23.07 | 12.50 | 29.00 |' in section
+    cel = [ln for ln in _target_lines(text, 'full_init_lr') if 'all modalities' in ln][0]
+    assert '| 30.00 | 29.00 | -1.00 | yes |' in cel
+    assert '## Student initialisation' not in text   # no complete pair
 
 
 def test_unknown_rows_are_refused(experiment, monkeypatch, capsys):

@@ -164,6 +164,14 @@ def _in(status, offset, lo, hi):
     return [s for s in status if lo <= s['stamp'] - offset < hi]
 
 
+def _enough(frames, status, offset, width):
+    """Whether a window kept up its output: at least half the frames of an all-sensor window
+    of the same width at the start (the rate a loaded machine reaches), and never fewer than 3.
+    A fixed count failed once while a training run took both cores."""
+    reference = len(_in(status, offset, 1.0, 1.0 + width))
+    return len(frames) >= max(3, reference // 2), (len(frames), reference)
+
+
 def _diag_values(array, name):
     for s in array.status:
         if s.name == f'anyseg: {name}':
@@ -239,12 +247,14 @@ def test_lidar_outage_and_return(scenario):
     status, offset = scenario['status'], scenario['offset']
     lo, hi = LIDAR_OFF
     during = _in(status, offset, lo + STALE_AFTER + 0.2, hi)
-    assert len(during) >= 10, len(during)
+    ok, counts = _enough(during, status, offset, hi - lo - STALE_AFTER - 0.2)
+    assert ok, counts
     for s in during:
         assert sorted(s['modalities']) == ['camera', 'events'], s
         assert s['live']['lidar'] is False
     after = _in(status, offset, hi + 0.1, CAMERA_OFF[0])
-    assert len(after) >= 8 and all('lidar' in s['modalities'] for s in after), after[:3]
+    assert _enough(after, status, offset, CAMERA_OFF[0] - hi - 0.1)[0]
+    assert all('lidar' in s['modalities'] for s in after), after[:3]
     stale = [d for d in scenario['rec']['diagnostics']
              if lo + STALE_AFTER + 0.5 < _stamp(d.header) - offset < hi]
     assert stale, 'no diagnostics during the outage'
@@ -260,7 +270,8 @@ def test_camera_outage_keeps_camera_geometry(scenario):
     status, offset, driver = scenario['status'], scenario['offset'], scenario['driver']
     lo, hi = CAMERA_OFF
     during = _in(status, offset, lo + STALE_AFTER + 0.2, hi)
-    assert len(during) >= 10, len(during)
+    ok, counts = _enough(during, status, offset, hi - lo - STALE_AFTER - 0.2)
+    assert ok, counts
     for s in during:
         assert sorted(s['modalities']) == ['events', 'lidar'], s
         assert s['pivot'] == 'lidar'

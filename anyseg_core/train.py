@@ -137,11 +137,29 @@ def model_meta(cfg: Mapping, stage: str, step: int) -> dict:
 
 
 class MetricsLog:
-    """JSON lines (and TensorBoard when it is installed), written by rank 0 only."""
+    """JSON lines (and TensorBoard when it is installed), written by rank 0 only.
 
-    def __init__(self, out_dir: Path, enabled: bool) -> None:
+    Records of steps after ``start_step`` already in the file are dropped first: on a fresh
+    run (0) that is everything an earlier run left there, on ``--resume`` the steps logged
+    after the last saved state, which the resumed run logs again.
+    """
+
+    def __init__(self, out_dir: Path, enabled: bool, start_step: int = 0) -> None:
         self.enabled = enabled
-        self.file = open(out_dir / "metrics.jsonl", "a") if enabled else None
+        self.file = None
+        if enabled:
+            path = out_dir / "metrics.jsonl"
+            kept = []
+            if start_step and path.exists():
+                for line in path.read_text().splitlines():
+                    try:
+                        if json.loads(line)["step"] <= start_step:
+                            kept.append(line + "\n")
+                    except (ValueError, KeyError, TypeError):
+                        pass  # a line cut short by a crash
+            self.file = open(path, "w")
+            self.file.writelines(kept)
+            self.file.flush()
         self.tb = None
         if enabled:
             try:
@@ -257,7 +275,7 @@ def train(cfg: dict, resume: bool = False, stop_after: int | None = None) -> Pat
                         # global RNG, or a resumed run would drift from an uninterrupted one
                         generator=torch.Generator().manual_seed(mix_seed(cfg["seed"], rank, 1)))
     policy = cfg["dropout"]["policy"] if student else "none"
-    log = MetricsLog(out_dir, is_main)
+    log = MetricsLog(out_dir, is_main, start_step=step)
     bar = _progress(o["steps"], step, is_main)
     t_last, samples = time.perf_counter(), 0
     final = None

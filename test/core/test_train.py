@@ -1,6 +1,7 @@
 """Training: config handling, dropout masks, schedule, overfitting, exact resume, DDP."""
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -177,13 +178,29 @@ def test_resume_continues_exactly(tmp_path, tiny_config):
     assert train(cfg, stop_after=2) is None
     assert (tmp_path / "b" / "last.train.safetensors").exists()
     assert not (tmp_path / "b" / "final.safetensors").exists()
+    # A run that crashed after logging step 3 but before saving it, mid-line.
+    metrics = tmp_path / "b" / "metrics.jsonl"
+    with open(metrics, "a") as f:
+        f.write('{"step": 3, "loss": 123.0}\n{"step": 4, "lo')
     resumed = train(cfg, resume=True)
     a, b = _weights(straight), _weights(resumed)
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    log = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
-    assert any('"step": 4' in line for line in log)
+    # The log reads like that of the uninterrupted run: each step once, nothing of the crash.
+    steps = lambda p: [json.loads(x)["step"] for x in p.read_text().splitlines()  # noqa: E731
+                       if '"loss"' in x]
+    assert steps(metrics) == steps(tmp_path / "a" / "metrics.jsonl") == [1, 2, 3, 4]
+    assert "123.0" not in metrics.read_text()
+
+
+def test_a_fresh_run_starts_a_fresh_metrics_log(tmp_path, tiny_config):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"step": 7, "loss": 9.0}\n')
+    train(tiny_config(out, "optim.steps=2", "train.eval_samples=0", "stage=teacher"))
+    log = (out / "metrics.jsonl").read_text()
+    assert '"step": 7' not in log and '"step": 2' in log
 
 
 def test_resume_without_a_saved_state_says_so(tmp_path, tiny_config):

@@ -56,7 +56,7 @@ from torch.utils.data import Dataset
 from ..modalities import CAMERA, DEPTH, EVENTS, IGNORE_INDEX, LIDAR, check_modalities
 from ..sensors import (as_tensor, camera_to_tensor, prepare_label, resize_dense,
                        resize_sparse)
-from .readers import DataFileError, SkipBrokenItems
+from .readers import DataFileError, SkipBrokenItems, as_set
 
 SPLITS = ("train", "val", "test")
 CONDITIONS = ("cloud", "fog", "night", "rain", "sun")
@@ -144,17 +144,6 @@ def scene_case(scene: str) -> Optional[str]:
     return suffix if suffix in CASES else None
 
 
-def _as_set(value: Optional[str | Iterable[str]], allowed: Sequence[str],
-            what: str) -> Optional[set[str]]:
-    if value is None:
-        return None
-    values = {value} if isinstance(value, str) else set(value)
-    bad = sorted(values - set(allowed))
-    if bad:
-        raise ValueError(f"unknown DELIVER {what} {bad}; expected some of {list(allowed)}")
-    return values
-
-
 # --------------------------------------------------------------------------- frames
 
 
@@ -226,10 +215,10 @@ def list_frames(root: Path | str, split: Optional[str | Iterable[str]] = None,
     if not img.is_dir():
         raise DeliverError(img, "missing: not a DELIVER root (it has no img/ folder with the "
                                 "RGB images)")
-    splits = _as_set(split, SPLITS, "split") or set(SPLITS)
+    splits = as_set(split, SPLITS, "DELIVER split") or set(SPLITS)
     patterns = [parse_condition(c) for c in ([conditions] if isinstance(conditions, str)
                                               else conditions)] if conditions else None
-    wanted_cases = _as_set(cases, (*CASES, NO_CASE), "corner case")
+    wanted_cases = as_set(cases, (*CASES, NO_CASE), "DELIVER corner case")
 
     def problem(name: str, path: Path, what: str) -> None:
         if skipped is None:

@@ -40,7 +40,7 @@ from torch.utils.data import Dataset
 from ..modalities import (CAMERA, CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, EVENTS, IGNORE_INDEX,
                           LIDAR, check_modalities)
 from ..sensors import Events, RawFrame, prepare_inputs, prepare_label
-from .readers import DataFileError, SkipBrokenItems
+from .readers import DataFileError, SkipBrokenItems, as_set
 
 SPLITS = ("train", "val", "test")
 WEATHERS = ("clear", "rain", "snow", "fog")
@@ -93,17 +93,6 @@ def parse_condition(text: str) -> tuple[Optional[str], Optional[str]]:
     if weather is None and time is None:
         raise ValueError(f"empty MUSES condition {text!r}")
     return weather, time
-
-
-def _as_set(value: Optional[str | Iterable[str]], allowed: Sequence[str],
-            what: str) -> Optional[set[str]]:
-    if value is None:
-        return None
-    values = {value} if isinstance(value, str) else set(value)
-    bad = sorted(values - set(allowed))
-    if bad:
-        raise ValueError(f"unknown MUSES {what} {bad}; expected some of {list(allowed)}")
-    return values
 
 
 # --------------------------------------------------------------------------- scenes
@@ -188,9 +177,9 @@ def list_scenes(root: Path | str, split: Optional[str | Iterable[str]] = None,
     root = Path(root)
     if not root.is_dir():
         raise MusesError(root, "the MUSES root folder does not exist")
-    splits = _as_set(split, SPLITS, "split")
-    weathers = _as_set(weather, WEATHERS, "weather")
-    times = _as_set(time_of_day, TIMES_OF_DAY, "time of day")
+    splits = as_set(split, SPLITS, "MUSES split")
+    weathers = as_set(weather, WEATHERS, "MUSES weather")
+    times = as_set(time_of_day, TIMES_OF_DAY, "MUSES time of day")
     patterns = [parse_condition(c) for c in conditions] if conditions else None
     out = []
     for name, entry in sorted(load_meta(root).items()):

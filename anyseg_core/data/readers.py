@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 
 class DataFileError(ValueError):
@@ -101,3 +101,16 @@ class SkipBrokenItems:
 
     def _items(self) -> list[Any]:  # pragma: no cover - defined by every subclass
         raise NotImplementedError
+
+
+def as_set(value: Optional[str | Iterable[str]], allowed: Sequence[str],
+           what: str) -> Optional[set[str]]:
+    """A selection argument (one name, several, or None for all) as a set, checked against
+    ``allowed``; ``what`` names it in the error ("MUSES weather")."""
+    if value is None:
+        return None
+    values = {value} if isinstance(value, str) else set(value)
+    bad = sorted(values - set(allowed))
+    if bad:
+        raise ValueError(f"unknown {what} {bad}; expected some of {list(allowed)}")
+    return values

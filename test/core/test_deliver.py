@@ -135,6 +135,10 @@ def test_listing_by_split_condition_and_corner_case(deliver):
     assert names(split="val", cases=["eventlowres", "lidarjitter"]) == \
         ["fog/MAP_6_point2_lidarjitter", "rain/MAP_5_point1_eventlowres"]
     assert names(conditions=["sun"], cases=["overexposure"]) == ["sun/MAP_4_point2_overexposure"]
+    with pytest.raises(ValueError, match=r"unknown DELIVER corner case \['blur'\]"):
+        names(cases=["motionblur", "blur"])
+    with pytest.raises(ValueError, match=r"unknown DELIVER split \['training'\]"):
+        names(split="training")
     assert parse_condition("Fog_MotionBlur") == ("fog", "motionblur")
     assert parse_condition("night") == ("night", None) and len(CASES) == 5
     for bad in ("snow", "fog-rain", ""):

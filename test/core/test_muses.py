@@ -161,7 +161,7 @@ def test_dataset_items_filters_and_build_dataset(root):
     assert {s.split for s in MusesDataset(root, "train").scenes} == {"train"}
     with pytest.raises(ValueError, match="no MUSES scenes.*val/fog-night 2"):
         MusesDataset(root, "val", conditions=["snow-night"])
-    with pytest.raises(ValueError, match="weather"):
+    with pytest.raises(ValueError, match=r"unknown MUSES weather \['sunny'\]"):
         MusesDataset(root, "val", weather="sunny")
     with pytest.raises(ValueError, match="overexposed"):
         parse_condition("clear-day-overexposed")

@@ -44,7 +44,6 @@ Every problem with a file raises :class:`DeliverError` naming the file and what 
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
@@ -54,7 +53,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..modalities import CAMERA, DEPTH, EVENTS, IGNORE_INDEX, LIDAR, check_modalities
-from ..sensors import (as_tensor, camera_to_tensor, prepare_label, resize_dense,
+from ..sensors import (as_tensor, camera_to_tensor, resize_dense,
                        resize_sparse)
 from .readers import DataFileError, SkipBrokenItems, as_set
 
@@ -504,12 +503,7 @@ class DeliverDataset(SkipBrokenItems, Dataset):
                         "cases": list(cases) if cases else None}
         frames = list_frames(self.root, split, conditions, cases,
                              skipped=self.skipped if skip_broken else None)
-        self.frames = self._check_files(frames, [*self.modalities, LABEL])
-        if not self.frames:
-            raise ValueError(self._empty_message(len(frames)))
-        if self.skipped:
-            warnings.warn(f"DELIVER {split}: {len(self.skipped)} frame(s) skipped (first: "
-                          f"{self.skipped[0][1]}: {self.skipped[0][2]})", stacklevel=2)
+        self.frames = self._usable(frames, [*self.modalities, LABEL])
 
     error, dataset_name, unit = DeliverError, "DELIVER", "frame"
 
@@ -542,31 +536,11 @@ class DeliverDataset(SkipBrokenItems, Dataset):
     def _item(self, i: int, index: int) -> dict:
         sample = self.raw(i)
         inputs = deliver_inputs(sample, self.size_hw, self.modalities)
-        label = prepare_label(sample.label, self.size_hw)
-        if self.augment is not None:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
-            inputs, label = self.augment(inputs, label, g)
-        item = {"inputs": inputs, "label": label, "condition": sample.meta["condition_name"],
-                "index": index, "name": sample.meta["name"]}
-        if self.return_raw:
-            item["raw"] = sample
-        return item
+        return self._training_item(inputs, sample.label, index, sample.meta["condition_name"],
+                                   sample.meta["name"], sample)
 
-    def verify(self) -> list[tuple[str, Path, str]]:
-        """Read every frame once; returns the problems found. Without ``skip_broken`` the
-        first one raises; with it, broken frames are dropped from the dataset."""
-        problems, keep = [], []
-        for frame in self.frames:
-            try:
-                read_sample(frame, self.modalities, label=True, depth_folder=self.depth_folder)
-                keep.append(frame)
-            except DeliverError as err:
-                if not self.skip_broken:
-                    raise
-                problems.append((frame.name, err.path, err.problem))
-        self.frames = keep
-        self.skipped.extend(problems)
-        return problems
+    def _read(self, frame: DeliverFrame) -> None:
+        read_sample(frame, self.modalities, label=True, depth_folder=self.depth_folder)
 
 
 __all__ = ["CASES", "CLASSES", "CONDITIONS", "DEPTH_FOLDERS", "DeliverDataset", "DeliverError",

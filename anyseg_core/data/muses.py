@@ -28,18 +28,16 @@ Every problem with a file raises :class:`MusesError` naming the file and what is
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 
 from ..modalities import (CAMERA, CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, EVENTS, IGNORE_INDEX,
                           LIDAR, check_modalities)
-from ..sensors import Events, RawFrame, prepare_inputs, prepare_label
+from ..sensors import Events, RawFrame, prepare_inputs
 from .readers import DataFileError, SkipBrokenItems, as_set
 
 SPLITS = ("train", "val", "test")
@@ -601,12 +599,7 @@ class MusesDataset(SkipBrokenItems, Dataset):
         needs_calib = EVENTS in self.modalities or LIDAR in self.modalities
         self.calib = (load_calibration(self.root)
                       if needs_calib or (self.root / "calib.json").is_file() else None)
-        self.scenes = self._check_files(scenes, [*self.modalities, LABEL])
-        if not self.scenes:
-            raise ValueError(self._empty_message(len(scenes)))
-        if self.skipped:
-            warnings.warn(f"MUSES {split}: {len(self.skipped)} scene(s) skipped (first: "
-                          f"{self.skipped[0][1]}: {self.skipped[0][2]})", stacklevel=2)
+        self.scenes = self._usable(scenes, [*self.modalities, LABEL])
 
     error, dataset_name, unit = MusesError, "MUSES", "scene"
 
@@ -647,33 +640,12 @@ class MusesDataset(SkipBrokenItems, Dataset):
                                 event_window=self.event_window, lidar_dilate=self.lidar_dilate,
                                 lidar_min_range=self.lidar_min_range,
                                 event_third=self.event_third)
-        label = prepare_label(frame.label, self.size_hw)
-        if self.augment is not None:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
-            inputs, label = self.augment(inputs, label, g)
-        item = {"inputs": inputs, "label": label, "condition": frame.meta["condition"],
-                "index": index, "name": frame.meta["name"]}
-        if self.return_raw:
-            item["raw"] = frame
-        return item
+        return self._training_item(inputs, frame.label, index, frame.meta["condition"],
+                                   frame.meta["name"], frame)
 
-    def verify(self) -> list[tuple[str, Path, str]]:
-        """Read every scene once; returns the problems found. Without ``skip_broken`` the
-        first one raises; with it, broken scenes are dropped from the dataset."""
-        problems, keep = [], []
-        for scene in self.scenes:
-            try:
-                frame = read_frame(scene, self.calib, self.modalities, label=True)
-                if frame.label is None:
-                    raise MusesError(scene.path(LABEL), "missing")
-                keep.append(scene)
-            except MusesError as err:
-                if not self.skip_broken:
-                    raise
-                problems.append((scene.name, err.path, err.problem))
-        self.scenes = keep
-        self.skipped.extend(problems)
-        return problems
+    def _read(self, scene: MusesScene) -> None:
+        if read_frame(scene, self.calib, self.modalities, label=True).label is None:
+            raise MusesError(scene.path(LABEL), "missing")
 
 
 # --------------------------------------------------------------------------- writers

@@ -6,6 +6,10 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
+import torch
+
+from ..sensors import prepare_label
+
 
 class DataFileError(ValueError):
     """A data file (or folder, or index entry) that is missing or cannot be used; ``path``
@@ -24,10 +28,13 @@ class SkipBrokenItems:
     """Mixin of a dataset whose items (scenes, frames) each have files, one per part.
 
     The subclass sets ``root``, ``split``, ``skip_broken``, ``skipped`` (a list of
-    ``(name, path, problem)``) and defines ``_items()`` (the item list), ``_part_path(item,
-    part)``, ``_folder(part)`` and ``_item(i, index)``; class attributes ``error`` (its
-    :class:`DataFileError`), ``dataset_name`` and ``unit`` ("scene", "frame"), and optionally
-    ``_file_problem(part, path)`` for checks beyond existence.
+    ``(name, path, problem)``), ``size_hw``, ``augment``, ``seed`` and ``return_raw``, and
+    defines ``_items()`` (the item list itself, which :meth:`verify` edits in place),
+    ``_part_path(item, part)``, ``_folder(part)``, ``_item(i, index)`` (which ends with
+    :meth:`_training_item`) and ``_read(item)`` (read every file of an item, raising its
+    error); class attributes ``error`` (its :class:`DataFileError`), ``dataset_name`` and
+    ``unit`` ("scene", "frame"), and optionally ``_file_problem(part, path)`` for checks beyond
+    existence.
     """
 
     error: type[DataFileError] = DataFileError
@@ -68,6 +75,18 @@ class SkipBrokenItems:
         self.skipped.extend(problems)
         return keep
 
+    def _usable(self, items: list, parts: Sequence[str]) -> list:
+        """:meth:`_check_files`, then an error (``_empty_message``) when nothing is left and a
+        warning when some items were skipped."""
+        keep = self._check_files(items, parts)
+        if not keep:
+            raise ValueError(self._empty_message(len(items)))
+        if self.skipped:
+            warnings.warn(f"{self.dataset_name} {self.split}: {len(self.skipped)} {self.unit}(s) "
+                          f"skipped (first: {self.skipped[0][1]}: {self.skipped[0][2]})",
+                          stacklevel=3)
+        return keep
+
     def _missing_hint(self, part: str) -> str:
         folder = self._folder(part)
         if folder.is_dir():
@@ -76,6 +95,37 @@ class SkipBrokenItems:
             return f" (no {folder.name}/ folder: ground truth is needed for this split)"
         return (f" (no {folder.name}/ folder at all: download it, or leave {part!r} out of "
                 f"the modalities)")
+
+    def verify(self) -> list[tuple[str, Path, str]]:
+        """Read every item once; returns the problems found. Without ``skip_broken`` the
+        first one raises; with it, broken items are dropped from the dataset."""
+        problems, keep = [], []
+        for item in self._items():
+            try:
+                self._read(item)
+                keep.append(item)
+            except self.error as err:
+                if not self.skip_broken:
+                    raise
+                problems.append((item.name, err.path, err.problem))
+        self._items()[:] = keep
+        self.skipped.extend(problems)
+        return problems
+
+    def _training_item(self, inputs: dict, label: Any, index: int, condition: str, name: str,
+                       raw: Any) -> dict:
+        """The dataset item: ``inputs`` (prepared tensors) and the ``label`` array at
+        ``size_hw``, both through the joint augmentation (seeded by the index) when there is
+        one, with the condition and name; the raw sample too with ``return_raw``."""
+        label = prepare_label(label, self.size_hw)
+        if self.augment is not None:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+            inputs, label = self.augment(inputs, label, g)
+        item = {"inputs": inputs, "label": label, "condition": condition, "index": index,
+                "name": name}
+        if self.return_raw:
+            item["raw"] = raw
+        return item
 
     def __len__(self) -> int:
         return len(self._items())

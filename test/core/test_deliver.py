@@ -227,7 +227,7 @@ def test_missing_and_corrupt_files(copy):
     assert err.value.path == missing
     ok = DeliverDataset(copy, "train", [CAMERA, DEPTH], HW)  # LiDAR not asked for
     assert len(ok) == 4
-    with pytest.warns(UserWarning, match="1 frame"):
+    with pytest.warns(UserWarning, match=r"DELIVER train: 1 frame\(s\) skipped \(first: "):
         ds = DeliverDataset(copy, "train", MODS, HW, skip_broken=True)
     assert len(ds) == 3 and ds.num_skipped == 1 and ds.skipped[0][1] == missing
 

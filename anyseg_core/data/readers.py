@@ -1,5 +1,6 @@
-"""What the real-data readers (MUSES, DELIVER) share: an error that names the file, and the
-"check the files when the dataset is built, skip and count broken items on request" logic."""
+"""What the real-data readers (MUSES, DELIVER) share: an error that names the file, the
+"check the files when the dataset is built, skip and count broken items on request" logic,
+the training item (label and joint augmentation), and the checked selection arguments."""
 from __future__ import annotations
 
 import warnings
@@ -32,7 +33,7 @@ class SkipBrokenItems:
     defines ``_items()`` (the item list itself, which :meth:`verify` edits in place),
     ``_part_path(item, part)``, ``_folder(part)``, ``_item(i, index)`` (which ends with
     :meth:`_training_item`) and ``_read(item)`` (read every file of an item, raising its
-    error); class attributes ``error`` (its :class:`DataFileError`), ``dataset_name`` and
+    error) and ``_empty_message(n_before)``; class attributes ``error`` (its :class:`DataFileError`), ``dataset_name`` and
     ``unit`` ("scene", "frame"), and optionally ``_file_problem(part, path)`` for checks beyond
     existence.
     """

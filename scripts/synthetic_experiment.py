@@ -8,12 +8,12 @@ Rows: a naive camera-primary multimodal baseline without modality dropout (CMNeX
 PML teacher, and students with anymodal dropout and L_sup only, + L_mad, + L_umd, + L_cmd
 (the full method), the fused-feature KD variant (section 5.4), the full method started
 from the teacher's weights (at the from-scratch peak learning rate, at half and at a quarter
-of it), and L_sup only started from the teacher's weights. Each row trains with
-``python -m anyseg_core.train`` and is scored with ``python -m anyseg_core.evaluate`` over
-every modality subset; its JSON lands in ``--results``. A row whose JSON exists for the
-same commands is skipped and a row whose training was interrupted resumes, so the script can
-be re-run until every row is done (also across machine sessions, as long as ``--runs``
-survives). After the rows it writes
+of it, and with the distillation weights divided by 10), and L_sup only started from the
+teacher's weights. Each row trains with ``python -m anyseg_core.train`` and is scored with
+``python -m anyseg_core.evaluate`` over every modality subset; its JSON lands in
+``--results``. A row whose JSON exists for the same commands is skipped and a row whose
+training was interrupted resumes, so the script can be re-run until every row is done (also
+across machine sessions, as long as ``--runs`` survives). After the rows it writes
 ``<results>/tables.md`` (the tables, generated from the JSONs present; ``--report-only``
 does only that); docs/results.md holds the reading of them.
 """
@@ -51,6 +51,10 @@ ROWS = {
                      "train_synthetic_student.yaml", ["model.init=teacher", "optim.lr=1e-4"]),
     "full_init_lr2": ("Student: AnySeg, initialised from the teacher, peak lr 2e-4",
                       "train_synthetic_student.yaml", ["model.init=teacher", "optim.lr=2e-4"]),
+    "full_init_light": ("Student: AnySeg, initialised from the teacher, distillation weights / 10",
+                        "train_synthetic_student.yaml",
+                        ["model.init=teacher", "loss.lambda_mad=5", "loss.alpha_umd=0.5",
+                         "loss.beta_cmd=1"]),
     "sup_init": ("Student: L_sup only, initialised from the teacher",
                  "train_synthetic_student.yaml",
                  ["model.init=teacher", "loss.lambda_mad=0", "loss.alpha_umd=0",
@@ -58,7 +62,7 @@ ROWS = {
 }
 
 # The rows with the full method (all three distillation losses): the issue's targets apply.
-FULL_STUDENTS = ("full", "full_init", "full_init_lr2", "full_init_lr")
+FULL_STUDENTS = ("full", "full_init", "full_init_lr2", "full_init_lr", "full_init_light")
 # Tables that set rows differing in one setting side by side (those of a group that have run,
 # when there are two or more): (title, the setting's column, [(student, [(row, value), ...])]).
 COMPARISONS = [
@@ -68,6 +72,9 @@ COMPARISONS = [
     ("Peak learning rate of the AnySeg student started from the teacher", "peak lr",
      [("AnySeg, initialised from the teacher",
        [("full_init", "4e-4"), ("full_init_lr2", "2e-4"), ("full_init_lr", "1e-4")])]),
+    ("Distillation weights of a student started from the teacher", "lambda, alpha, beta",
+     [("started from the teacher", [("sup_init", "0, 0, 0"), ("full_init_light", "5, 0.5, 1"),
+                                    ("full_init", "50, 5, 10")])]),
 ]
 
 

@@ -80,6 +80,21 @@ def test_learning_rate_comparison_and_targets_of_every_full_student(tmp_path, ex
     assert '| 2e-4 |' not in section
 
 
+def test_distillation_weight_comparison(tmp_path, experiment):
+    teacher = dict(zip(SUBSETS, [10, 2, 20, 12, 28, 22, 30]))
+    _row(tmp_path, 'teacher', experiment, teacher)
+    _row(tmp_path, 'sup_init', experiment, dict(zip(SUBSETS, [20] * 7)), teacher=teacher)
+    text = experiment.write_tables(tmp_path).read_text()
+    assert '## Distillation weights' not in text    # one row of the group: nothing to compare
+    _row(tmp_path, 'full_init_light', experiment, dict(zip(SUBSETS, [21] * 7)), teacher=teacher)
+    text = experiment.write_tables(tmp_path).read_text()
+    section = text.split('## Distillation weights')[1].split('##')[0]
+    assert '| 0, 0, 0 | 20.00 |' in section and '| 5, 0.5, 1 | 21.00 |' in section
+    assert '| 50, 5, 10 |' not in section
+    assert '## Targets (full_init_light student' in text
+    assert '## Targets (sup_init' not in text       # targets are for the full method only
+
+
 def test_unknown_rows_are_refused(experiment, monkeypatch, capsys):
     monkeypatch.setattr('sys.argv', ['synthetic_experiment.py', '--rows', 'full,nonsense'])
     with pytest.raises(SystemExit):

@@ -32,6 +32,17 @@ def _row(results: Path, name: str, experiment, miou: dict, teacher: dict = None)
     (results / f'{name}.json').write_text(json.dumps(row))
 
 
+def _tables(tmp_path: Path, experiment, rows: list) -> str:
+    """Write ``(name, mIoU per subset, its teacher's or None)`` rows, return tables.md."""
+    for name, miou, teacher in rows:
+        _row(tmp_path, name, experiment, dict(zip(SUBSETS, miou)),
+             teacher=None if teacher is None else dict(zip(SUBSETS, teacher)))
+    return experiment.write_tables(tmp_path).read_text()
+
+
+TEACHER = [10, 2, 20, 12, 28, 22, 30]   # mean 17.71, worst 2
+
+
 def _target_lines(text: str, student: str) -> list[str]:
     section = text.split(f'## Targets ({student} student vs the PML teacher')[1]
     return [line for line in section.split('##')[0].splitlines() if line.startswith('| ')][1:]
@@ -63,13 +74,10 @@ def test_targets_are_judged_from_the_figures(tmp_path, experiment):
 
 
 def test_learning_rate_comparison_and_targets_of_every_full_student(tmp_path, experiment):
-    teacher = dict(zip(SUBSETS, [10, 2, 20, 12, 28, 22, 30]))
-    high = dict(zip(SUBSETS, [22, 12, 22, 24, 28, 26, 27.0]))
-    low = dict(zip(SUBSETS, [21, 12.5, 22, 23, 28, 26, 29.0]))
-    _row(tmp_path, 'teacher', experiment, teacher)
-    _row(tmp_path, 'full_init', experiment, high, teacher=teacher)
-    _row(tmp_path, 'full_init_lr', experiment, low, teacher=teacher)
-    text = experiment.write_tables(tmp_path).read_text()
+    text = _tables(tmp_path, experiment, [
+        ('teacher', TEACHER, None),
+        ('full_init', [22, 12, 22, 24, 28, 26, 27.0], TEACHER),
+        ('full_init_lr', [21, 12.5, 22, 23, 28, 26, 29.0], TEACHER)])
     section = text.split('## Peak learning rate')[1].split('##')[0]
     assert '| 4e-4 | 23.00 | 12.00 | 27.00 |' in section
     assert '| 1e-4 | 23.07 | 12.50 | 29.00 |' in section
@@ -81,13 +89,10 @@ def test_learning_rate_comparison_and_targets_of_every_full_student(tmp_path, ex
 
 
 def test_distillation_weight_comparison(tmp_path, experiment):
-    teacher = dict(zip(SUBSETS, [10, 2, 20, 12, 28, 22, 30]))
-    _row(tmp_path, 'teacher', experiment, teacher)
-    _row(tmp_path, 'sup_init', experiment, dict(zip(SUBSETS, [20] * 7)), teacher=teacher)
-    text = experiment.write_tables(tmp_path).read_text()
+    text = _tables(tmp_path, experiment, [('teacher', TEACHER, None),
+                                          ('sup_init', [20] * 7, TEACHER)])
     assert '## Distillation weights' not in text    # one row of the group: nothing to compare
-    _row(tmp_path, 'full_init_light', experiment, dict(zip(SUBSETS, [21] * 7)), teacher=teacher)
-    text = experiment.write_tables(tmp_path).read_text()
+    text = _tables(tmp_path, experiment, [('full_init_light', [21] * 7, TEACHER)])
     section = text.split('## Distillation weights')[1].split('##')[0]
     assert '| 0, 0, 0 | 20.00 |' in section and '| 5, 0.5, 1 | 21.00 |' in section
     assert '| 50, 5, 10 |' not in section
@@ -105,13 +110,11 @@ def test_unknown_rows_are_refused(experiment, monkeypatch, capsys):
 def test_students_are_judged_against_their_own_teacher(tmp_path, experiment):
     """A student distilled from a teacher trained again (a new machine) is compared with that
     teacher's figures, which get their own row; the first teacher's row stays."""
-    first = dict(zip(SUBSETS, [10, 2, 20, 12, 28, 22, 30]))
-    again = dict(zip(SUBSETS, [11, 3, 21, 13, 29, 23, 33]))
-    student = dict(zip(SUBSETS, [22, 12, 22, 24, 28, 26, 30.5]))
-    _row(tmp_path, 'teacher', experiment, first)
-    _row(tmp_path, 'full', experiment, student, teacher=first)
-    _row(tmp_path, 'full_init', experiment, student, teacher=again)
-    text = experiment.write_tables(tmp_path).read_text()
+    again = [11, 3, 21, 13, 29, 23, 33]
+    student = [22, 12, 22, 24, 28, 26, 30.5]
+    text = _tables(tmp_path, experiment, [('teacher', TEACHER, None),
+                                          ('full', student, TEACHER),
+                                          ('full_init', student, again)])
     table1 = text.split('## Table 1 shape')[1].split('##')[0]
     assert '| 10.00 | 2.00 | 20.00 |' in table1
     retrained = [line for line in table1.splitlines() if 'trained again' in line]

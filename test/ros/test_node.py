@@ -253,7 +253,8 @@ def test_lidar_outage_and_return(scenario):
         assert sorted(s['modalities']) == ['camera', 'events'], s
         assert s['live']['lidar'] is False
     after = _in(status, offset, hi + 0.1, CAMERA_OFF[0])
-    assert _enough(after, status, offset, CAMERA_OFF[0] - hi - 0.1)[0]
+    ok, counts = _enough(after, status, offset, CAMERA_OFF[0] - hi - 0.1)
+    assert ok, counts
     assert all('lidar' in s['modalities'] for s in after), after[:3]
     stale = [d for d in scenario['rec']['diagnostics']
              if lo + STALE_AFTER + 0.5 < _stamp(d.header) - offset < hi]

@@ -27,6 +27,7 @@ DEFAULTS: dict[str, Any] = {
         "seed": 0,               # synthetic: which world
         "conditions": None,      # synthetic: list of condition names, or null = MUSES-like mix
         "num_workers": 2,
+        "cache": None,           # synthetic: folder of rendered items (anyseg_core/data/cache.py)
     },
     "model": {
         "backbone": "pvt_v2_b0",
@@ -173,6 +174,12 @@ def validate(cfg: Mapping) -> None:
         f"data.size must be [H, W] with both divisible by 32, got {size!r}")
     need(cfg["data"]["dataset"] in ("synthetic", "muses", "deliver"),
          f"data.dataset must be synthetic, muses or deliver, got {cfg['data']['dataset']!r}")
+    cache = cfg["data"]["cache"]
+    need(cache is None or (isinstance(cache, str) and cache.strip() != ""),
+         f"data.cache must be a folder path or null, got {cache!r}")
+    need(cache is None or cfg["data"]["dataset"] == "synthetic",
+         "data.cache holds the synthetic world only (a real data set is read from its files); "
+         "drop data.cache or use data.dataset=synthetic")
     need(cfg["dropout"]["policy"] in ("none", "per_sample", "per_batch"),
          f"dropout.policy must be none, per_sample or per_batch, "
          f"got {cfg['dropout']['policy']!r}")

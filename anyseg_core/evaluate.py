@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         ap.error(str(err))
     cfg = {"data": dict(rt.meta.get("train_config", {}).get("data", {}))}
+    cfg["data"].pop("cache", None)  # a training-time folder, maybe of another machine
     cfg["data"].update(dataset=args.dataset, root=str(args.root) if args.root else None,
                        modalities=list(rt.modalities), size=list(rt.input_size))
     if args.seed is not None:

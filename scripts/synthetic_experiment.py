@@ -3,6 +3,7 @@ synthetic world, every row with the same budget.
 
     python scripts/synthetic_experiment.py [--rows all|baseline,teacher,...] [--steps N]
         [--runs runs/experiment] [--results docs/results] [--eval-samples 200]
+        [--jobs N] [--cache DIR | --no-cache]
 
 Rows: a naive camera-primary multimodal baseline without modality dropout (CMNeXt-like), the
 PML teacher, and students with anymodal dropout and L_sup only, + L_mad, + L_umd, + L_cmd
@@ -16,16 +17,25 @@ training was interrupted resumes, so the script can be re-run until every row is
 across machine sessions, as long as ``--runs`` survives). After the rows it writes
 ``<results>/tables.md`` (the tables, generated from the JSONs present; ``--report-only``
 does only that); docs/results.md holds the reading of them.
+
+The training set is rendered once into ``--cache`` (default ``<runs>/cache``, see
+anyseg_core/data/cache.py) with every core, and every row reads it from there; the cache does
+not change any figure, so it is left out of a row's key. ``--jobs N`` trains N rows at a time
+(the teacher and the baseline first, then the students), each with OMP_NUM_THREADS = cores / N
+unless OMP_NUM_THREADS is set: on a 2-core CPU two one-thread processes train about 1.7 times
+faster together than one two-thread process, and a GPU has room for several small runs.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import json
+import os
 import shlex
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,21 +88,39 @@ COMPARISONS = [
 ]
 
 
-def run(cmd: list[str], log: Path) -> None:
-    print("$ " + shlex.join(cmd), flush=True)
+class RowFailed(Exception):
+    pass
+
+
+def say(text: str) -> None:
+    """One line to stdout in one write: rows run on threads (--jobs) print side by side."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def run(cmd: list[str], log: Path, env: dict | None = None) -> None:
+    say("$ " + shlex.join(cmd))
     with open(log, "a") as f:
         f.write("$ " + shlex.join(cmd) + "\n")
         f.flush()
-        proc = subprocess.run(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.run(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, env=env)
     if proc.returncode:
-        sys.exit(f"command failed ({proc.returncode}); see {log}")
+        raise RowFailed(f"command failed ({proc.returncode}); see {log}")
 
 
-def commands(name: str, args) -> tuple[list[str], list[str]]:
+def cache_dir(args) -> str | None:
+    return None if args.no_cache else (args.cache or str(Path(args.runs) / "cache"))
+
+
+def commands(name: str, args, cache: bool = True) -> tuple[list[str], list[str]]:
+    """The train and evaluate commands of row ``name``; ``cache=False`` leaves out the data
+    cache, which decides no figure (the row's key is taken without it)."""
     _, config, overrides = ROWS[name]
     out = Path(args.runs) / name
     sets = [f"out_dir={out}", f"optim.steps={args.steps}",
             f"optim.warmup_steps={max(1, args.steps // 15)}", "train.eval_samples=0", *overrides]
+    if cache and cache_dir(args):
+        sets.append(f"data.cache={cache_dir(args)}")
     if is_student(name):
         sets.append(f"teacher.checkpoint={Path(args.runs) / 'teacher' / 'final.safetensors'}")
     train = [PY, "-m", "anyseg_core.train", "--config", f"config/{config}"]
@@ -116,7 +144,7 @@ def figures(report: dict) -> dict:
 
 
 def row_key(name: str, args) -> str:
-    return hashlib.sha1(json.dumps(commands(name, args)).encode()).hexdigest()[:12]
+    return hashlib.sha1(json.dumps(commands(name, args, cache=False)).encode()).hexdigest()[:12]
 
 
 def is_done(name: str, args) -> bool:
@@ -125,7 +153,7 @@ def is_done(name: str, args) -> bool:
     return target.exists() and json.loads(target.read_text()).get("key") == row_key(name, args)
 
 
-def run_row(name: str, args, students_pending: bool = False) -> None:
+def run_row(name: str, args, students_pending: bool = False, env: dict | None = None) -> None:
     """Train (or resume) and evaluate one row, then write its JSON.
 
     A row whose JSON holds the same commands is done. The teacher is the exception when
@@ -145,21 +173,20 @@ def run_row(name: str, args, students_pending: bool = False) -> None:
                        and not ((out / "final.safetensors").exists()
                                 and (out / "eval" / "anymodal.json").exists()))
     if done and not retrain_teacher:
-        print(f"[{name}] done already ({target})", flush=True)
+        say(f"[{name}] done already ({target})")
         return
     out.mkdir(parents=True, exist_ok=True)
     log = out / "experiment.log"
     t0 = time.time()
     if not (out / "final.safetensors").exists():
         resume = ["--resume"] if (out / "last.train.safetensors").exists() else []
-        run(train + resume, log)
-    run(evaluate, log)
+        run(train + resume, log, env)
+    run(evaluate, log, env)
     rep = json.loads((out / "eval" / "anymodal.json").read_text())
-    print(f"[{name}] mean {rep['mean_miou']:.2f}, worst {rep['worst_miou']:.2f} "
-          f"({rep['worst_subset']})", flush=True)
+    say(f"[{name}] mean {rep['mean_miou']:.2f}, worst {rep['worst_miou']:.2f} "
+        f"({rep['worst_subset']})")
     if retrain_teacher:
-        print(f"[{name}] trained again for the students; {target} keeps the first run",
-              flush=True)
+        say(f"[{name}] trained again for the students; {target} keeps the first run")
         return
     row = {"row": name, "label": ROWS[name][0], "key": key,
            "commands": [shlex.join(train), shlex.join(evaluate)],
@@ -180,20 +207,57 @@ def main() -> None:
     ap.add_argument("--runs", default="runs/experiment")
     ap.add_argument("--results", default="docs/results")
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--jobs", type=int, default=1, help="rows trained at a time")
+    ap.add_argument("--cache", default=None, help="folder of the rendered training set "
+                    "(default <runs>/cache)")
+    ap.add_argument("--no-cache", action="store_true", help="render samples as training reads "
+                    "them")
     args = ap.parse_args()
     rows = list(ROWS) if args.rows == "all" else args.rows.split(",")
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
         ap.error(f"unknown rows {unknown}; choose from {list(ROWS)}")
+    if args.jobs < 1:
+        ap.error("--jobs must be at least 1")
+    failed = []
     if not args.report_only:
-        if any(is_student(r) for r in rows) and "teacher" not in rows:
-            rows = ["teacher", *rows]
-        pending = [r for r in rows if is_student(r)
-                   and not is_done(r, args)]
-        for name in sorted(rows, key=lambda r: r != "teacher"):
-            run_row(name, args, students_pending=bool(pending))
+        failed = run_rows(rows, args)
     path = write_tables(Path(args.results))
     print(f"wrote {path}")
+    if failed:
+        sys.exit("rows failed: " + "; ".join(failed))
+
+
+def run_rows(rows: list[str], args) -> list[str]:
+    """Train and evaluate ``rows`` (and the teacher, when a student needs it), ``args.jobs`` at a
+    time: first the rows without a teacher, then the students. Returns the failures."""
+    if any(is_student(r) for r in rows) and "teacher" not in rows:
+        rows = ["teacher", *rows]
+    pending = [r for r in rows if is_student(r) and not is_done(r, args)]
+    env = dict(os.environ)
+    if args.jobs > 1:
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.jobs)))
+    if cache_dir(args) and any(not is_done(r, args) for r in rows):
+        Path(args.runs).mkdir(parents=True, exist_ok=True)
+        run([PY, "-m", "anyseg_core.data.cache", "--config",
+             "config/train_synthetic_teacher.yaml", "--set", f"data.cache={cache_dir(args)}"],
+            Path(args.runs) / "cache.log", env)
+    failed: list[str] = []
+
+    def one(name: str) -> None:
+        try:
+            run_row(name, args, students_pending=bool(pending), env=env)
+        except RowFailed as err:
+            say(f"[{name}] {err}")
+            failed.append(f"{name}: {err}")
+
+    for phase in ([r for r in rows if not is_student(r)], [r for r in rows if is_student(r)]):
+        if phase and is_student(phase[0]) and any(f.startswith("teacher:") for f in failed):
+            failed.append("students: not run, the teacher failed")
+            break
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            list(pool.map(one, phase))
+    return failed
 
 
 def target_rows(t: dict, f: dict) -> list[str]:

@@ -2,6 +2,7 @@
 the training-time wrappers (augmentation, deterministic sampling)."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Mapping
 
 import torch
@@ -21,9 +22,14 @@ def build_dataset(cfg: Mapping, split: str, num_samples: int | None = None) -> D
 
         if num_samples is None:
             num_samples = data["train_samples"] if split == "train" else data["val_samples"]
-        return SyntheticDataset(num_samples, split=split, seed=data["seed"],
-                                size_hw=data["size"], modalities=data["modalities"],
-                                conditions=data["conditions"])
+        dataset = SyntheticDataset(num_samples, split=split, seed=data["seed"],
+                                   size_hw=data["size"], modalities=data["modalities"],
+                                   conditions=data["conditions"])
+        if data.get("cache"):
+            from .cache import CachedItems, cache_key
+
+            return CachedItems(dataset, Path(data["cache"]) / cache_key(data, split))
+        return dataset
     if name in ("muses", "deliver"):
         from ..config import ConfigError
 

@@ -1,0 +1,174 @@
+"""An on-disk cache of the synthetic world's network inputs (``data.cache`` in a training config).
+
+Rendering a synthetic sample costs about 75 ms of one core at 128x224 (docs/benchmarks.md),
+and a training run reads each of its 2,000 scenes once per epoch: six times in the 1,500-step
+experiment, and once more for every row of it. The items are a pure function of the world's
+settings and the index (augmentation is applied afterwards, by the training loop), so they can
+be rendered once and read back from disk. A GPU is fed by reading files, not by rendering.
+
+Layout: ``<cache>/<split>-<key>/<index>.npz`` holds one item (float32 inputs per modality, the
+label as uint8, the condition name). ``key`` hashes the settings that decide the items (seed,
+split, size, modalities, conditions) and the source code of the renderer and of
+``anyseg_core.sensors``: editing either starts a new folder instead of serving stale items.
+Files are written to a temporary name and renamed, so processes and DataLoader workers can share
+a cache; an unreadable file is rendered again (with a warning) and replaced.
+
+Prefill it with every core before training (optional; a run fills it as it goes)::
+
+    python -m anyseg_core.data.cache --config config/train_synthetic_teacher.yaml \\
+        --set data.cache=runs/cache --jobs 16 [--splits train,val]
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+# Bump when the file layout changes.
+FORMAT = 1
+_PACKAGE = Path(__file__).resolve().parents[1]
+
+
+def code_digest() -> str:
+    """A hash of the source that decides a synthetic item: the world, the sensor models and the
+    modality table."""
+    h = hashlib.sha1()
+    files = sorted([*(_PACKAGE / "data" / "synthetic").glob("*.py"),
+                    *(_PACKAGE / "sensors").glob("*.py"), _PACKAGE / "modalities.py"])
+    for f in files:
+        h.update(f.relative_to(_PACKAGE).as_posix().encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def cache_key(data: Mapping, split: str) -> str:
+    """The folder name of ``split`` of the synthetic world described by ``data`` (a config's
+    ``data`` section)."""
+    spec = {"format": FORMAT, "split": split, "seed": int(data["seed"]),
+            "size": [int(v) for v in data["size"]], "modalities": list(data["modalities"]),
+            "conditions": list(data["conditions"]) if data.get("conditions") else None,
+            "code": code_digest()}
+    return f"{split}-" + hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class CachedItems(Dataset):
+    """``base``'s items, read from ``folder`` when there and rendered (then stored) when not.
+
+    ``base`` must yield dicts with ``inputs`` (modality -> float32 tensor), ``label`` (int64,
+    values in 0..254 and 255), ``condition`` and ``index``, and be deterministic per index
+    (the synthetic world without ``return_raw``). ``rendered`` counts the items this object
+    rendered (per process)."""
+
+    def __init__(self, base: Dataset, folder: str | os.PathLike) -> None:
+        if getattr(base, "return_raw", False):
+            raise ValueError("CachedItems stores network inputs only; base has return_raw set")
+        self.base = base
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.rendered = 0
+        for attr in ("classes", "palette", "modalities", "size_hw", "split"):
+            if hasattr(base, attr):
+                setattr(self, attr, getattr(base, attr))
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def path(self, index: int) -> Path:
+        return self.folder / f"{index}.npz"
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < len(self.base):
+            raise IndexError(f"index {index} out of range for {len(self.base)} samples")
+        path = self.path(index)
+        if path.exists():
+            try:
+                return self._read(path, index)
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as err:
+                warnings.warn(f"data cache: {path} is unreadable ({err}); rendering it again",
+                              RuntimeWarning, stacklevel=2)
+        item = self.base[index]
+        self._write(path, item)
+        self.rendered += 1
+        return item
+
+    def _read(self, path: Path, index: int) -> dict:
+        with np.load(path, allow_pickle=False) as z:
+            names = [str(m) for m in z["modalities"]]
+            inputs = {m: torch.from_numpy(z[f"input_{m}"]) for m in names}
+            label = torch.from_numpy(z["label"].astype(np.int64))
+            condition = str(z["condition"])
+        return {"inputs": inputs, "label": label, "condition": condition, "index": index}
+
+    def _write(self, path: Path, item: Mapping) -> None:
+        label = item["label"].numpy()
+        if label.min() < 0 or label.max() > 255:
+            raise ValueError(f"label values must lie in 0..255 to be cached, got "
+                             f"{label.min()}..{label.max()}")
+        arrays = {f"input_{m}": v.numpy() for m, v in item["inputs"].items()}
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{path.stem}.", suffix=".npz")
+        try:
+            os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the cache from other users
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, modalities=np.array(list(item["inputs"])),
+                         label=label.astype(np.uint8), condition=np.array(item["condition"]),
+                         **arrays)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def _fill(args: tuple) -> int:
+    data, split, num, start, step = args
+    from . import build_dataset
+
+    ds = build_dataset({"data": data}, split, num_samples=num)
+    todo = [i for i in range(start, num, step) if not ds.path(i).exists()]
+    for i in todo:
+        ds[i]
+    return len(todo)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from ..config import ConfigError, load_config
+
+    ap = argparse.ArgumentParser(description="Render the synthetic world into data.cache.")
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--splits", default="train", help="comma list of train, val")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    args = ap.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.set)
+    except ConfigError as err:
+        ap.error(str(err))
+    data = cfg["data"]
+    if not data.get("cache"):
+        ap.error("set data.cache (in the config or with --set data.cache=DIR)")
+    if data["dataset"] != "synthetic":
+        ap.error("data.cache holds the synthetic world only")
+    import multiprocessing as mp
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    for split in args.splits.split(","):
+        num = data["train_samples"] if split == "train" else data["val_samples"]
+        jobs = [(dict(data), split, num, k, args.jobs) for k in range(args.jobs)]
+        with mp.get_context("spawn").Pool(args.jobs) as pool:
+            made = sum(pool.map(_fill, jobs))
+        folder = Path(data["cache"]) / cache_key(data, split)
+        print(f"{split}: {num} items in {folder} ({made} rendered now)", flush=True)
+
+
+if __name__ == "__main__":
+    main()

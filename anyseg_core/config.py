@@ -35,7 +35,7 @@ DEFAULTS: dict[str, Any] = {
         "pretrained": False,     # timm weights (needs the internet)
         "fusion": "mean",        # mean (AnySeg, PML) | primary (CMNeXt-like baseline)
         "drop_path_rate": 0.1,
-        "init": "backbone",      # student: backbone (own init) | teacher (copy the teacher)
+        "init": "backbone",      # backbone (own init) | teacher (teacher.checkpoint's weights)
     },
     "teacher": {"checkpoint": None},  # student stage: the frozen PML teacher
     "dropout": {
@@ -185,6 +185,8 @@ def validate(cfg: Mapping) -> None:
          f"got {cfg['dropout']['policy']!r}")
     need(cfg["model"]["init"] in ("backbone", "teacher"),
          f"model.init must be backbone or teacher, got {cfg['model']['init']!r}")
+    need(cfg["model"]["init"] != "teacher" or cfg["teacher"]["checkpoint"],
+         "model.init=teacher needs teacher.checkpoint (the weights to start from)")
     if cfg["stage"] == "student":
         uses_teacher = any(cfg["loss"][k] for k in ("lambda_mad", "alpha_umd", "beta_cmd",
                                                    "gamma_fkd")) or cfg["model"]["init"] == "teacher"

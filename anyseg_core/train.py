@@ -230,14 +230,24 @@ def train(cfg: dict, resume: bool = False, stop_after: int | None = None) -> Pat
                               backbone_kwargs={"drop_path_rate": m["drop_path_rate"]})
     teacher = None
     student = cfg["stage"] == "student"
-    if student and cfg["teacher"]["checkpoint"]:
+    # The student distils a frozen teacher; either stage can start from the teacher's weights
+    # (model.init=teacher: a teacher trained further with a new schedule, or the student).
+    if cfg["teacher"]["checkpoint"] and (student or m["init"] == "teacher"):
         teacher, tmeta = ckpt.build_model(cfg["teacher"]["checkpoint"], device=device)
         if list(tmeta["modalities"]) != list(mods):
-            raise ConfigError(f"the teacher was trained on {tmeta['modalities']}, the student "
+            raise ConfigError(f"the teacher was trained on {tmeta['modalities']}, this run "
                               f"on {list(mods)}: they must match")
         teacher.eval().requires_grad_(False)
         if m["init"] == "teacher":
-            model.load_state_dict(teacher.state_dict())
+            try:
+                model.load_state_dict(teacher.state_dict())
+            except RuntimeError as err:
+                first = str(err).strip().splitlines()
+                raise ConfigError(f"model.init=teacher: {cfg['teacher']['checkpoint']} does "
+                                  f"not fit the model of this config (backbone, embed_dim, "
+                                  f"fusion): {' '.join(first[:3])}") from None
+        if not student:
+            teacher = None
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)

@@ -69,10 +69,23 @@ ROWS = {
                  "train_synthetic_student.yaml",
                  ["model.init=teacher", "loss.lambda_mad=0", "loss.alpha_umd=0",
                   "loss.beta_cmd=0"]),
+    "teacher_long": ("PML teacher, trained again from its own weights (1500 + 1500 steps)",
+                     "train_synthetic_teacher.yaml", ["model.init=teacher"]),
+    "full_init_tl": ("Student: AnySeg, initialised from the longer-trained teacher",
+                     "train_synthetic_student.yaml", ["model.init=teacher"]),
+    "full_init_light_tl": ("Student: AnySeg, distillation weights / 10, from the longer-trained "
+                           "teacher", "train_synthetic_student.yaml",
+                           ["model.init=teacher", "loss.lambda_mad=5", "loss.alpha_umd=0.5",
+                            "loss.beta_cmd=1"]),
 }
+# The row whose checkpoint a row starts from or distils, where it is not the teacher's (every
+# student's, when it is not named here).
+SOURCES = {"teacher_long": "teacher", "full_init_tl": "teacher_long",
+           "full_init_light_tl": "teacher_long"}
 
 # The rows with the full method (all three distillation losses): the issue's targets apply.
-FULL_STUDENTS = ("full", "full_init", "full_init_lr2", "full_init_lr", "full_init_light")
+FULL_STUDENTS = ("full", "full_init", "full_init_lr2", "full_init_lr", "full_init_light",
+                 "full_init_tl", "full_init_light_tl")
 # Tables that set rows differing in one setting side by side (those of a group that have run,
 # when there are two or more): (title, the setting's column, [(student, [(row, value), ...])]).
 COMPARISONS = [
@@ -84,7 +97,14 @@ COMPARISONS = [
        [("full_init", "4e-4"), ("full_init_lr2", "2e-4"), ("full_init_lr", "1e-4")])]),
     ("Distillation weights of a student started from the teacher", "lambda, alpha, beta",
      [("started from the teacher", [("sup_init", "0, 0, 0"), ("full_init_light", "5, 0.5, 1"),
-                                    ("full_init", "50, 5, 10")])]),
+                                    ("full_init", "50, 5, 10")]),
+      ("started from the longer-trained teacher", [("full_init_light_tl", "5, 0.5, 1"),
+                                                   ("full_init_tl", "50, 5, 10")])]),
+    ("Teacher trained for 1500 steps, or for 1500 more from its own weights", "teacher's steps",
+     [("PML teacher", [("teacher", "1500"), ("teacher_long", "1500 + 1500")]),
+      ("AnySeg from the teacher", [("full_init", "1500"), ("full_init_tl", "1500 + 1500")]),
+      ("AnySeg, weights / 10, from the teacher", [("full_init_light", "1500"),
+                                                  ("full_init_light_tl", "1500 + 1500")])]),
 ]
 
 
@@ -121,8 +141,8 @@ def commands(name: str, args, cache: bool = True) -> tuple[list[str], list[str]]
             f"optim.warmup_steps={max(1, args.steps // 15)}", "train.eval_samples=0", *overrides]
     if cache and cache_dir(args):
         sets.append(f"data.cache={cache_dir(args)}")
-    if is_student(name):
-        sets.append(f"teacher.checkpoint={Path(args.runs) / 'teacher' / 'final.safetensors'}")
+    if source(name):
+        sets.append(f"teacher.checkpoint={Path(args.runs) / source(name) / 'final.safetensors'}")
     train = [PY, "-m", "anyseg_core.train", "--config", f"config/{config}"]
     for s in sets:
         train += ["--set", s]
@@ -134,6 +154,15 @@ def commands(name: str, args, cache: bool = True) -> tuple[list[str], list[str]]
 
 def is_student(name: str) -> bool:
     return ROWS[name][1].endswith("student.yaml")
+
+
+def source(name: str) -> str | None:
+    """The row whose checkpoint row ``name`` starts from or distils (None: from scratch)."""
+    return SOURCES.get(name, "teacher" if is_student(name) else None)
+
+
+def depth(name: str) -> int:
+    return 0 if source(name) is None else 1 + depth(source(name))
 
 
 def figures(report: dict) -> dict:
@@ -153,15 +182,15 @@ def is_done(name: str, args) -> bool:
     return target.exists() and json.loads(target.read_text()).get("key") == row_key(name, args)
 
 
-def run_row(name: str, args, students_pending: bool = False, env: dict | None = None) -> None:
+def run_row(name: str, args, needed: bool = False, env: dict | None = None) -> None:
     """Train (or resume) and evaluate one row, then write its JSON.
 
-    A row whose JSON holds the same commands is done. The teacher is the exception when
-    students are still to train and its checkpoint is not in ``--runs`` (a new machine): it is
-    trained again with the same command and evaluated, but its JSON is kept, because the
-    students already in the tables were distilled from that first teacher. Every student's
-    JSON records the figures of the teacher it was distilled from, and the tables judge it
-    against those.
+    A row whose JSON holds the same commands is done. The exception is a row that rows still
+    to train start from (``needed``: the teacher, say) whose checkpoint is not in ``--runs``
+    (a new machine): it is trained again with the same command and evaluated, but its JSON is
+    kept, because the rows already in the tables were trained from that first run. Every
+    student's JSON records the figures of the checkpoint it was distilled from, and the
+    tables judge it against those.
     """
     results = Path(args.results)
     train, evaluate = commands(name, args)
@@ -169,7 +198,7 @@ def run_row(name: str, args, students_pending: bool = False, env: dict | None = 
     target = results / f"{name}.json"
     out = Path(args.runs) / name
     done = is_done(name, args)
-    retrain_teacher = (done and name == "teacher" and students_pending
+    retrain_teacher = (done and needed
                        and not ((out / "final.safetensors").exists()
                                 and (out / "eval" / "anymodal.json").exists()))
     if done and not retrain_teacher:
@@ -186,14 +215,15 @@ def run_row(name: str, args, students_pending: bool = False, env: dict | None = 
     say(f"[{name}] mean {rep['mean_miou']:.2f}, worst {rep['worst_miou']:.2f} "
         f"({rep['worst_subset']})")
     if retrain_teacher:
-        say(f"[{name}] trained again for the students; {target} keeps the first run")
+        say(f"[{name}] trained again for the rows that start from it; {target} keeps the "
+            "first run")
         return
     row = {"row": name, "label": ROWS[name][0], "key": key,
            "commands": [shlex.join(train), shlex.join(evaluate)],
            "minutes": round((time.time() - t0) / 60, 1), **figures(rep),
            "protocol": rep["protocol"]}
     if is_student(name):
-        teacher_eval = Path(args.runs) / "teacher" / "eval" / "anymodal.json"
+        teacher_eval = Path(args.runs) / source(name) / "eval" / "anymodal.json"
         row["teacher"] = figures(json.loads(teacher_eval.read_text()))
     results.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(row, indent=2))
@@ -229,11 +259,15 @@ def main() -> None:
 
 
 def run_rows(rows: list[str], args) -> list[str]:
-    """Train and evaluate ``rows`` (and the teacher, when a student needs it), ``args.jobs`` at a
-    time: first the rows without a teacher, then the students. Returns the failures."""
-    if any(is_student(r) for r in rows) and "teacher" not in rows:
-        rows = ["teacher", *rows]
-    pending = [r for r in rows if is_student(r) and not is_done(r, args)]
+    """Train and evaluate ``rows`` (and the rows they start from), ``args.jobs`` at a time:
+    first the rows trained from scratch, then those that start from them (the students), and
+    so on. Returns the failures."""
+    for r in list(rows):
+        while source(r) and source(r) not in rows:
+            rows = [source(r), *rows]
+            r = source(r)
+    pending = [r for r in rows if source(r) and not is_done(r, args)]
+    needed = {source(r) for r in pending}
     env = dict(os.environ)
     if args.jobs > 1:
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.jobs)))
@@ -242,22 +276,22 @@ def run_rows(rows: list[str], args) -> list[str]:
         run([PY, "-m", "anyseg_core.data.cache", "--config",
              "config/train_synthetic_teacher.yaml", "--set", f"data.cache={cache_dir(args)}"],
             Path(args.runs) / "cache.log", env)
-    failed: list[str] = []
+    failed: dict[str, str] = {}
 
     def one(name: str) -> None:
+        if source(name) in failed:
+            failed[name] = f"not run: {source(name)} failed"
+            return
         try:
-            run_row(name, args, students_pending=bool(pending), env=env)
+            run_row(name, args, needed=name in needed, env=env)
         except RowFailed as err:
             say(f"[{name}] {err}")
-            failed.append(f"{name}: {err}")
+            failed[name] = str(err)
 
-    for phase in ([r for r in rows if not is_student(r)], [r for r in rows if is_student(r)]):
-        if phase and is_student(phase[0]) and any(f.startswith("teacher:") for f in failed):
-            failed.append("students: not run, the teacher failed")
-            break
+    for level in sorted({depth(r) for r in rows}):
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            list(pool.map(one, phase))
-    return failed
+            list(pool.map(one, [r for r in rows if depth(r) == level]))
+    return [f"{name}: {why}" for name, why in failed.items()]
 
 
 def target_rows(t: dict, f: dict) -> list[str]:
@@ -280,8 +314,9 @@ def retrained_teachers(rows: dict) -> dict:
     groups: dict = {}
     for r in ROWS:
         t = rows.get(r, {}).get("teacher")
-        if t and not (first and all(round(t["miou"][s], 2) == round(first["miou"][s], 2)
-                                    for s in SUBSETS)):
+        same = first and all(round(t["miou"][s], 2) == round(first["miou"][s], 2)
+                             for s in SUBSETS) if t else False
+        if t and source(r) == "teacher" and not same:
             groups.setdefault(tuple(round(t["miou"][s], 2) for s in SUBSETS), []).append(r)
     return groups
 
@@ -320,7 +355,7 @@ def write_tables(results: Path) -> Path:
         groups = [(name, [(r, v) for r, v in pair if r in rows]) for name, pair in groups]
         groups = [(name, pair) for name, pair in groups if len(pair) >= 2]
         if groups:
-            lines += ["", f"## {title}", "", f"| student | {column} | Mean | Worst | CEL |",
+            lines += ["", f"## {title}", "", f"| model | {column} | Mean | Worst | CEL |",
                       "|---|---|---|---|---|"]
             for name, pair in groups:
                 for r, value in pair:
@@ -329,8 +364,10 @@ def write_tables(results: Path) -> Path:
     for student in FULL_STUDENTS:
         teacher = rows.get(student, {}).get("teacher", rows.get("teacher"))
         if student in rows and teacher:
-            lines += ["", f"## Targets ({student} student vs the PML teacher it was distilled "
-                      "from)", "", *target_rows(teacher, rows[student])]
+            what = ("the PML teacher" if source(student) == "teacher"
+                    else f"the {source(student)} row")
+            lines += ["", f"## Targets ({student} student vs {what} it was distilled from)",
+                      "", *target_rows(teacher, rows[student])]
     lines += ["", "## Commands", ""]
     for r in order:
         lines += [f"- {r} ({rows[r]['minutes']} min):", "  ```", *(f"  {c}" for c in

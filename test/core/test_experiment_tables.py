@@ -125,3 +125,28 @@ def test_students_are_judged_against_their_own_teacher(tmp_path, experiment):
     cel = lambda s: [ln for ln in _target_lines(text, s) if 'all modalities' in ln][0]  # noqa: E731
     assert '| 30.00 | 30.50 | +0.50 | yes |' in cel('full')
     assert '| 33.00 | 30.50 | -2.50 | no |' in cel('full_init')
+
+
+def test_rows_trained_from_the_longer_trained_teacher(tmp_path, experiment):
+    """teacher_long starts from the teacher's checkpoint and its students from teacher_long's;
+    they are judged against teacher_long, not taken for a rerun of the teacher."""
+    class Args:
+        runs, steps, eval_samples, cache, no_cache = 'R', 1500, 200, None, True
+
+    long_cmd = experiment.commands('teacher_long', Args)[0]
+    assert 'model.init=teacher' in long_cmd and 'stage=student' not in long_cmd
+    assert 'teacher.checkpoint=R/teacher/final.safetensors' in long_cmd
+    assert ('teacher.checkpoint=R/teacher_long/final.safetensors'
+            in experiment.commands('full_init_tl', Args)[0])
+    assert [experiment.depth(r) for r in ('teacher', 'full', 'teacher_long', 'full_init_tl')] \
+        == [0, 1, 1, 2]
+    longer = [12, 4, 22, 14, 30, 24, 34]
+    text = _tables(tmp_path, experiment, [('teacher', TEACHER, None),
+                                          ('teacher_long', longer, None),
+                                          ('full_init_tl', [22, 14, 22, 24, 28, 26, 33], longer)])
+    assert 'trained again with the same command' not in text
+    section = text.split('## Targets (full_init_tl student vs the teacher_long row it was '
+                         'distilled from)')[1].split('##')[0]
+    assert '| 34.00 | 33.00 | -1.00 | yes |' in section
+    steps = text.split("## Teacher trained for 1500 steps")[1].split('##')[0]
+    assert '| PML teacher | 1500 + 1500 |' in steps

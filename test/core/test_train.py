@@ -208,6 +208,30 @@ def test_resume_without_a_saved_state_says_so(tmp_path, tiny_config):
         train(tiny_config(tmp_path), resume=True)
 
 
+@pytest.mark.parametrize("stage", ["teacher", "student"])
+def test_init_from_the_teacher_starts_either_stage_from_its_weights(tmp_path, tiny_config,
+                                                                     tiny_teacher, stage):
+    # One step at a learning rate too small to move a float32 weight: the run ends where it
+    # started, so its parameters are the teacher's (the head's norm statistics move anyway).
+    common = [f"stage={stage}", f"teacher.checkpoint={tiny_teacher}", "optim.steps=1",
+              "optim.lr=1e-30", "train.eval_samples=0"]
+    start = _weights(train(tiny_config(tmp_path / "init", "model.init=teacher", *common)))
+    fresh = _weights(train(tiny_config(tmp_path / "fresh", *common)))
+    teacher = _weights(tiny_teacher)
+    weights = [k for k in teacher if "running_" not in k and "num_batches" not in k]
+    assert weights and all(torch.equal(start[k], teacher[k]) for k in weights)
+    assert not all(torch.equal(fresh[k], teacher[k]) for k in weights)
+
+
+def test_init_from_the_teacher_needs_a_fitting_checkpoint(tmp_path, tiny_config, tiny_teacher):
+    with pytest.raises(ConfigError, match="model.init=teacher needs teacher.checkpoint"):
+        tiny_config(tmp_path, "model.init=teacher")
+    cfg = tiny_config(tmp_path, "model.init=teacher", f"teacher.checkpoint={tiny_teacher}",
+                      "model.embed_dim=48")
+    with pytest.raises(ConfigError, match="does not fit the model of this config"):
+        train(cfg)
+
+
 def test_student_stage_command_line(tmp_path, tiny_teacher):
     out = tmp_path / "student"
     proc = subprocess.run(

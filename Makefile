@@ -40,7 +40,7 @@ help:
 	@echo "make demo       setup, then replay a synthetic drive with sensor outages into anyseg_node; results in demo_output/"
 	@echo "make demo-checkpoint  setup, then train the node's default checkpoint (teacher + student, about an hour on a CPU)"
 	@echo "make bench      setup, then run every benchmarks/*.py"
-	@echo "make results    setup, then run the synthetic experiment of docs/results.md (hours on a CPU; resumable)"
+	@echo "make results    setup, then run the synthetic experiment of docs/results.md (hours on a CPU; resumable; RESULTS_JOBS=2 rows at a time)"
 	@echo "make wheel      build dist/anyseg_ros-*.whl"
 	@echo "make clean      remove build artefacts and caches (keeps $(VENV))"
 	@echo "make distclean  clean, and remove $(VENV), .hypothesis/ and demo_output/"
@@ -99,8 +99,10 @@ demo-checkpoint: setup
 	done
 	$(VPY) -m anyseg_core.export $(DEMO_RUNS)/student/final.safetensors anyseg_ros/checkpoints/demo.safetensors --dtype float16
 
+# Rows trained at a time, one OpenMP thread each on a 2-core CPU (docs/results.md).
+RESULTS_JOBS ?= 2
 results: setup
-	$(VPY) scripts/synthetic_experiment.py
+	$(VPY) scripts/synthetic_experiment.py --jobs $(RESULTS_JOBS)
 
 bench: setup
 	@found=0; \

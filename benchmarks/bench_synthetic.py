@@ -8,6 +8,10 @@ event generation) and prepare_inputs (camera, events, LiDAR, depth to network te
 Prints a markdown table (median ms per stage) and the ratio of the whole sample to the
 100 ms budget (below 1 means within budget) and to one render of the camera (the unit of
 work everything else is measured against), all taken in the same run.
+
+Then the same scenes as training reads them (camera, events, LiDAR): a ``SyntheticDataset`` item
+rendered, the same item stored into a ``data.cache`` folder (render + write) and read back from
+it, with the ratio of a cached read to a render.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import json
 import os
 import platform
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,7 +32,8 @@ from anyseg_core.data.synthetic.dataset import sample_seed
 from anyseg_core.data.synthetic.rig import (EventSimulator, camera_pose, expose, fog_visibility,
                                             render_camera, simulate_lidar)
 from anyseg_core.data.synthetic.shading import lighting_for
-from anyseg_core.data.synthetic import render_frame
+from anyseg_core.data.cache import CachedItems
+from anyseg_core.data.synthetic import SyntheticDataset, render_frame
 from anyseg_core.sensors import prepare_inputs
 
 BUDGET_MS = 100.0
@@ -81,6 +87,19 @@ def main() -> None:
         if i < 2:
             for v in stages.values():
                 v.clear()
+    with tempfile.TemporaryDirectory() as tmp:
+        ds = SyntheticDataset(args.samples + 2, size_hw=(h, w))
+        cached = CachedItems(ds, tmp)
+        for key in ("dataset item, rendered", "dataset item, render + store in data.cache",
+                    "dataset item, read from data.cache"):
+            stages[key] = []
+        for i in range(args.samples + 2):
+            timed("dataset item, rendered", lambda: ds[i])
+            timed("dataset item, render + store in data.cache", lambda: cached[i])
+            timed("dataset item, read from data.cache", lambda: cached[i])
+            if i < 2:
+                for k in list(stages)[-3:]:
+                    stages[k].clear()
     med = {k: statistics.median(v) for k, v in stages.items()}
     total = med["sample (render_frame + inputs)"]
     print(f"synthetic sample at {w}x{h}, {args.samples} samples, 1 core, torch threads 1, "
@@ -89,10 +108,13 @@ def main() -> None:
     print("|---|---|---|")
     for k, v in med.items():
         print(f"| {k} | {v:.1f} | {v / med['camera+depth']:.2f} |")
+    cache_ratio = (med["dataset item, read from data.cache"] / med["dataset item, rendered"])
     print(f"\nwhole sample / {BUDGET_MS:.0f} ms budget = {total / BUDGET_MS:.2f}")
+    print(f"dataset item read from data.cache / rendered = {cache_ratio:.3f}")
     if args.json:
         args.json.write_text(json.dumps({"size_hw": [h, w], "median_ms": med,
-                                         "budget_ratio": total / BUDGET_MS}, indent=2))
+                                         "budget_ratio": total / BUDGET_MS,
+                                         "cache_read_over_render": cache_ratio}, indent=2))
 
 
 if __name__ == "__main__":

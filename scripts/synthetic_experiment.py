@@ -10,10 +10,12 @@ PML teacher, and students with anymodal dropout and L_sup only, + L_mad, + L_umd
 (the full method), the fused-feature KD variant (section 5.4), the full method started
 from the teacher's weights (at the from-scratch peak learning rate, at half and at a quarter
 of it, and with the distillation weights divided by 10), and L_sup only started from the
-teacher's weights. Each row trains with ``python -m anyseg_core.train`` and is scored with
-``python -m anyseg_core.evaluate`` over every modality subset; its JSON lands in
-``--results``. A row whose JSON exists for the same commands is skipped and a row whose
-training was interrupted resumes, so the script can be re-run until every row is done (also
+teacher's weights. Then a teacher trained 1500 steps more from its own weights
+(``teacher_long``), and students started from it (the full AnySeg at the paper's weights and
+at a tenth of them, and L_sup only). Each row trains with ``python -m anyseg_core.train``
+and is scored with ``python -m anyseg_core.evaluate`` over every modality subset; its JSON
+lands in ``--results``. A row whose JSON exists for the same commands is skipped and a row
+whose training was interrupted resumes, so the script can be re-run until every row is done (also
 across machine sessions, as long as ``--runs`` survives). After the rows it writes
 ``<results>/tables.md`` (the tables, generated from the JSONs present; ``--report-only``
 does only that); docs/results.md holds the reading of them.
@@ -77,11 +79,15 @@ ROWS = {
                            "teacher", "train_synthetic_student.yaml",
                            ["model.init=teacher", "loss.lambda_mad=5", "loss.alpha_umd=0.5",
                             "loss.beta_cmd=1"]),
+    "sup_init_tl": ("Student: L_sup only, initialised from the longer-trained teacher",
+                    "train_synthetic_student.yaml",
+                    ["model.init=teacher", "loss.lambda_mad=0", "loss.alpha_umd=0",
+                     "loss.beta_cmd=0"]),
 }
 # The row whose checkpoint a row starts from or distils, where it is not the teacher's (every
 # student's, when it is not named here).
 SOURCES = {"teacher_long": "teacher", "full_init_tl": "teacher_long",
-           "full_init_light_tl": "teacher_long"}
+           "full_init_light_tl": "teacher_long", "sup_init_tl": "teacher_long"}
 
 # The rows with the full method (all three distillation losses): the targets apply.
 FULL_STUDENTS = ("full", "full_init", "full_init_lr2", "full_init_lr", "full_init_light",
@@ -98,13 +104,15 @@ COMPARISONS = [
     ("Distillation weights of a student started from the teacher", "lambda, alpha, beta",
      [("started from the teacher", [("sup_init", "0, 0, 0"), ("full_init_light", "5, 0.5, 1"),
                                     ("full_init", "50, 5, 10")]),
-      ("started from the longer-trained teacher", [("full_init_light_tl", "5, 0.5, 1"),
+      ("started from the longer-trained teacher", [("sup_init_tl", "0, 0, 0"),
+                                                   ("full_init_light_tl", "5, 0.5, 1"),
                                                    ("full_init_tl", "50, 5, 10")])]),
     ("Teacher trained for 1500 steps, or for 1500 more from its own weights", "teacher's steps",
      [("PML teacher", [("teacher", "1500"), ("teacher_long", "1500 + 1500")]),
       ("AnySeg from the teacher", [("full_init", "1500"), ("full_init_tl", "1500 + 1500")]),
       ("AnySeg, weights / 10, from the teacher", [("full_init_light", "1500"),
-                                                  ("full_init_light_tl", "1500 + 1500")])]),
+                                                  ("full_init_light_tl", "1500 + 1500")]),
+      ("L_sup only from the teacher", [("sup_init", "1500"), ("sup_init_tl", "1500 + 1500")])]),
 ]
 
 

@@ -190,6 +190,14 @@ def is_done(name: str, args) -> bool:
     return target.exists() and json.loads(target.read_text()).get("key") == row_key(name, args)
 
 
+def must_run(name: str, args, needed: bool) -> bool:
+    """Whether run_row has work to do: the row is not done, or rows still to train start from
+    it (``needed``) and its checkpoint or evaluation is missing from ``--runs``."""
+    out = Path(args.runs) / name
+    return not is_done(name, args) or (needed and not (
+        (out / "final.safetensors").exists() and (out / "eval" / "anymodal.json").exists()))
+
+
 def run_row(name: str, args, needed: bool = False, env: dict | None = None) -> None:
     """Train (or resume) and evaluate one row, then write its JSON.
 
@@ -206,10 +214,8 @@ def run_row(name: str, args, needed: bool = False, env: dict | None = None) -> N
     target = results / f"{name}.json"
     out = Path(args.runs) / name
     done = is_done(name, args)
-    retrain_teacher = (done and needed
-                       and not ((out / "final.safetensors").exists()
-                                and (out / "eval" / "anymodal.json").exists()))
-    if done and not retrain_teacher:
+    retrain_teacher = done and must_run(name, args, needed)
+    if not must_run(name, args, needed):
         say(f"[{name}] done already ({target})")
         return
     out.mkdir(parents=True, exist_ok=True)
@@ -276,9 +282,15 @@ def run_rows(rows: list[str], args) -> list[str]:
             r = source(r)
     pending = [r for r in rows if source(r) and not is_done(r, args)]
     needed = {source(r) for r in pending}
-    env = dict(os.environ)
-    if args.jobs > 1:
-        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.jobs)))
+    user_threads = os.environ.get("OMP_NUM_THREADS")
+
+    def env_for(n_rows: int) -> dict:
+        """The rows running side by side share the cores (unless OMP_NUM_THREADS is set)."""
+        side_by_side = max(1, min(args.jobs, n_rows))
+        return dict(os.environ, OMP_NUM_THREADS=user_threads
+                    or str(max(1, (os.cpu_count() or 1) // side_by_side)))
+
+    env = env_for(args.jobs)
     if cache_dir(args) and any(not is_done(r, args) for r in rows):
         Path(args.runs).mkdir(parents=True, exist_ok=True)
         run([PY, "-m", "anyseg_core.data.cache", "--config",
@@ -286,7 +298,7 @@ def run_rows(rows: list[str], args) -> list[str]:
             Path(args.runs) / "cache.log", env)
     failed: dict[str, str] = {}
 
-    def one(name: str) -> None:
+    def one(name: str, env: dict) -> None:
         if source(name) in failed:
             failed[name] = f"not run: {source(name)} failed"
             return
@@ -297,8 +309,10 @@ def run_rows(rows: list[str], args) -> list[str]:
             failed[name] = str(err)
 
     for level in sorted({depth(r) for r in rows}):
+        wave = [r for r in rows if depth(r) == level]
+        todo = [r for r in wave if must_run(r, args, r in needed)]
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            list(pool.map(one, [r for r in rows if depth(r) == level]))
+            list(pool.map(lambda r: one(r, env_for(len(todo))), wave))
     return [f"{name}: {why}" for name, why in failed.items()]
 
 

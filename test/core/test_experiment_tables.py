@@ -150,3 +150,23 @@ def test_rows_trained_from_the_longer_trained_teacher(tmp_path, experiment):
     assert '| 34.00 | 33.00 | -1.00 | yes |' in section
     steps = text.split("## Teacher trained for 1500 steps")[1].split('##')[0]
     assert '| PML teacher | 1500 + 1500 |' in steps
+
+
+def test_a_done_row_runs_again_only_when_needed_and_missing(tmp_path, experiment):
+    """must_run: a row with its JSON is done, unless rows still to train start from it and
+    its checkpoint or evaluation is gone (a new machine)."""
+    class Args:
+        runs, results = str(tmp_path / 'runs'), str(tmp_path / 'results')
+        steps, eval_samples, cache, no_cache = 1500, 200, None, False
+
+    assert experiment.must_run('teacher', Args, needed=False)          # no JSON yet
+    Path(Args.results).mkdir()
+    (Path(Args.results) / 'teacher.json').write_text(
+        json.dumps({'key': experiment.row_key('teacher', Args)}))
+    assert not experiment.must_run('teacher', Args, needed=False)
+    assert experiment.must_run('teacher', Args, needed=True)           # checkpoint missing
+    out = Path(Args.runs) / 'teacher'
+    (out / 'eval').mkdir(parents=True)
+    (out / 'final.safetensors').write_bytes(b'')
+    (out / 'eval' / 'anymodal.json').write_text('{}')
+    assert not experiment.must_run('teacher', Args, needed=True)

@@ -15,17 +15,19 @@ teacher's weights. Then a teacher trained 1500 steps more from its own weights
 at a tenth of them, and L_sup only). Each row trains with ``python -m anyseg_core.train``
 and is scored with ``python -m anyseg_core.evaluate`` over every modality subset; its JSON
 lands in ``--results``. A row whose JSON exists for the same commands is skipped and a row
-whose training was interrupted resumes, so the script can be re-run until every row is done (also
-across machine sessions, as long as ``--runs`` survives). After the rows it writes
+whose training was interrupted resumes, so the script can be re-run until every row is done
+(also across machine sessions, as long as ``--runs`` survives). After the rows it writes
 ``<results>/tables.md`` (the tables, generated from the JSONs present; ``--report-only``
 does only that); docs/results.md holds the reading of them.
 
 The training set is rendered once into ``--cache`` (default ``<runs>/cache``, see
 anyseg_core/data/cache.py) with every core, and every row reads it from there; the cache does
-not change any figure, so it is left out of a row's key. ``--jobs N`` trains N rows at a time
-(the teacher and the baseline first, then the students), each with OMP_NUM_THREADS = cores / N
-unless OMP_NUM_THREADS is set: on a 2-core CPU two one-thread processes train about 1.7 times
-faster together than one two-thread process, and a GPU has room for several small runs.
+not change any figure, so it is left out of a row's key. ``--jobs N`` trains up to N rows at
+a time, in waves by what they start from (the teacher and the baseline, then the students and
+``teacher_long``, then the students of ``teacher_long``); the rows of a wave share the cores
+(OMP_NUM_THREADS = cores / rows running, unless OMP_NUM_THREADS is set): on a 2-core CPU two
+one-thread processes train faster together than one two-thread process (docs/results.md), and
+a GPU has room for several small runs.
 """
 from __future__ import annotations
 
@@ -213,11 +215,10 @@ def run_row(name: str, args, needed: bool = False, env: dict | None = None) -> N
     key = row_key(name, args)
     target = results / f"{name}.json"
     out = Path(args.runs) / name
-    done = is_done(name, args)
-    retrain_teacher = done and must_run(name, args, needed)
     if not must_run(name, args, needed):
         say(f"[{name}] done already ({target})")
         return
+    rerun = is_done(name, args)  # done, but needed again and its checkpoint is gone
     out.mkdir(parents=True, exist_ok=True)
     log = out / "experiment.log"
     t0 = time.time()
@@ -228,7 +229,7 @@ def run_row(name: str, args, needed: bool = False, env: dict | None = None) -> N
     rep = json.loads((out / "eval" / "anymodal.json").read_text())
     say(f"[{name}] mean {rep['mean_miou']:.2f}, worst {rep['worst_miou']:.2f} "
         f"({rep['worst_subset']})")
-    if retrain_teacher:
+    if rerun:
         say(f"[{name}] trained again for the rows that start from it; {target} keeps the "
             "first run")
         return
@@ -336,10 +337,11 @@ def retrained_teachers(rows: dict) -> dict:
     groups: dict = {}
     for r in ROWS:
         t = rows.get(r, {}).get("teacher")
-        same = first and all(round(t["miou"][s], 2) == round(first["miou"][s], 2)
-                             for s in SUBSETS) if t else False
-        if t and source(r) == "teacher" and not same:
-            groups.setdefault(tuple(round(t["miou"][s], 2) for s in SUBSETS), []).append(r)
+        if not t or source(r) != "teacher":
+            continue
+        if first and all(round(t["miou"][s], 2) == round(first["miou"][s], 2) for s in SUBSETS):
+            continue
+        groups.setdefault(tuple(round(t["miou"][s], 2) for s in SUBSETS), []).append(r)
     return groups
 
 

@@ -23,11 +23,11 @@ does only that); docs/results.md holds the reading of them.
 The training set is rendered once into ``--cache`` (default ``<runs>/cache``, see
 anyseg_core/data/cache.py) with every core, and every row reads it from there; the cache does
 not change any figure, so it is left out of a row's key. ``--jobs N`` trains up to N rows at
-a time, in waves by what they start from (the teacher and the baseline, then the students and
-``teacher_long``, then the students of ``teacher_long``); the rows of a wave share the cores
-(OMP_NUM_THREADS = cores / rows running, unless OMP_NUM_THREADS is set): on a 2-core CPU two
-one-thread processes train faster together than one two-thread process (docs/results.md), and
-a GPU has room for several small runs.
+a time; a row starts as soon as the row it starts from is done, and the rows running share the
+cores (OMP_NUM_THREADS = free cores / rows starting, unless OMP_NUM_THREADS is set; a row waits
+rather than oversubscribe the cores): on a 2-core CPU two one-thread processes train faster
+together than one two-thread process (docs/results.md), and a GPU has room for several small
+runs.
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ import shlex
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -171,10 +171,6 @@ def source(name: str) -> str | None:
     return SOURCES.get(name, "teacher" if is_student(name) else None)
 
 
-def depth(name: str) -> int:
-    return 0 if source(name) is None else 1 + depth(source(name))
-
-
 def figures(report: dict) -> dict:
     """The figures kept from an ``anymodal.json``: mIoU per subset, mean and worst."""
     return {"miou": {s: report["subsets"][s]["miou"] for s in report["subsets"]},
@@ -274,9 +270,12 @@ def main() -> None:
 
 
 def run_rows(rows: list[str], args) -> list[str]:
-    """Train and evaluate ``rows`` (and the rows they start from), ``args.jobs`` at a time:
-    first the rows trained from scratch, then those that start from them (the students), and
-    so on. Returns the failures."""
+    """Train and evaluate ``rows`` (and the rows they start from), up to ``args.jobs`` at a
+    time. A row starts as soon as the row it starts from is done (not in waves: a student of
+    a finished teacher need not wait for the baseline), and takes a share of the cores that
+    are free (OMP_NUM_THREADS, unless the user set it): free cores / rows that could start now.
+    A row that would find no free core waits, because oversubscribed OpenMP threads slow every
+    run down several times. Returns the failures."""
     for r in list(rows):
         while source(r) and source(r) not in rows:
             rows = [source(r), *rows]
@@ -284,36 +283,54 @@ def run_rows(rows: list[str], args) -> list[str]:
     pending = [r for r in rows if source(r) and not is_done(r, args)]
     needed = {source(r) for r in pending}
     user_threads = os.environ.get("OMP_NUM_THREADS")
+    cores = os.cpu_count() or 1
 
-    def env_for(n_rows: int) -> dict:
-        """The rows running side by side share the cores (unless OMP_NUM_THREADS is set)."""
-        side_by_side = max(1, min(args.jobs, n_rows))
-        return dict(os.environ, OMP_NUM_THREADS=user_threads
-                    or str(max(1, (os.cpu_count() or 1) // side_by_side)))
-
-    env = env_for(args.jobs)
     if cache_dir(args) and any(not is_done(r, args) for r in rows):
         Path(args.runs).mkdir(parents=True, exist_ok=True)
         run([PY, "-m", "anyseg_core.data.cache", "--config",
              "config/train_synthetic_teacher.yaml", "--set", f"data.cache={cache_dir(args)}"],
-            Path(args.runs) / "cache.log", env)
+            Path(args.runs) / "cache.log",
+            dict(os.environ, OMP_NUM_THREADS=user_threads or str(cores)))
     failed: dict[str, str] = {}
 
-    def one(name: str, env: dict) -> None:
+    def one(name: str, threads: int) -> None:
         if source(name) in failed:
             failed[name] = f"not run: {source(name)} failed"
             return
+        env = dict(os.environ, OMP_NUM_THREADS=user_threads or str(threads))
         try:
             run_row(name, args, needed=name in needed, env=env)
         except RowFailed as err:
             say(f"[{name}] {err}")
             failed[name] = str(err)
 
-    for level in sorted({depth(r) for r in rows}):
-        wave = [r for r in rows if depth(r) == level]
-        todo = [r for r in wave if must_run(r, args, r in needed)]
-        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            list(pool.map(lambda r: one(r, env_for(len(todo))), wave))
+    waiting, finished = list(rows), set()
+    running: dict = {}  # future -> (row, threads)
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        while waiting or running:
+            ready = [r for r in waiting if source(r) is None or source(r) in finished
+                     or source(r) in failed]
+            for r in ready:
+                if source(r) in failed or not must_run(r, args, r in needed):
+                    one(r, 1)  # nothing to train: reports the row (or its failure) at once
+                    waiting.remove(r)
+                    finished.add(r)
+            ready = [r for r in ready if r in waiting]
+            free = cores - sum(t for _, t in running.values())
+            while ready and len(running) < args.jobs and (user_threads or free > 0):
+                threads = max(1, free // min(args.jobs - len(running), len(ready)))
+                r = ready.pop(0)
+                waiting.remove(r)
+                running[pool.submit(one, r, threads)] = (r, threads)
+                free -= threads
+            if not running:
+                if waiting:  # a source outside ``rows`` that never finishes: cannot happen
+                    raise RuntimeError(f"rows that cannot start: {waiting}")
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                fut.result()
+                finished.add(running.pop(fut)[0])
     return [f"{name}: {why}" for name, why in failed.items()]
 
 

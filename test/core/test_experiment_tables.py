@@ -138,8 +138,8 @@ def test_rows_trained_from_the_longer_trained_teacher(tmp_path, experiment):
     assert 'teacher.checkpoint=R/teacher/final.safetensors' in long_cmd
     assert ('teacher.checkpoint=R/teacher_long/final.safetensors'
             in experiment.commands('full_init_tl', Args)[0])
-    assert [experiment.depth(r) for r in ('teacher', 'full', 'teacher_long', 'full_init_tl')] \
-        == [0, 1, 1, 2]
+    assert [experiment.source(r) for r in ('teacher', 'full', 'teacher_long', 'full_init_tl')] \
+        == [None, 'teacher', 'teacher', 'teacher_long']
     longer = [12, 4, 22, 14, 30, 24, 34]
     text = _tables(tmp_path, experiment, [('teacher', TEACHER, None),
                                           ('teacher_long', longer, None),
@@ -170,3 +170,51 @@ def test_a_done_row_runs_again_only_when_needed_and_missing(tmp_path, experiment
     (out / 'final.safetensors').write_bytes(b'')
     (out / 'eval' / 'anymodal.json').write_text('{}')
     assert not experiment.must_run('teacher', Args, needed=True)
+
+
+def test_rows_start_when_their_source_is_done_and_share_the_cores(experiment, monkeypatch):
+    """run_rows: a student starts as soon as its teacher is done, while the baseline still
+    trains; never more than --jobs rows at a time, never more threads than cores; a row whose
+    source failed is not run."""
+    import threading
+    lock, log, running = threading.Lock(), [], {}
+    student_started = threading.Event()
+
+    def fake_run_row(name, args, needed=False, env=None):
+        threads = int(env['OMP_NUM_THREADS'])
+        with lock:
+            running[name] = threads
+            log.append(('start', name, threads, dict(running)))
+        if name == 'full':
+            student_started.set()
+        if name == 'baseline':  # slow: still training when the teacher's students start
+            assert student_started.wait(10), 'the student waited for the baseline'
+        if name == 'mad':
+            with lock:
+                running.pop(name)
+            raise experiment.RowFailed('boom')
+        with lock:
+            running.pop(name)
+            log.append(('end', name, threads, dict(running)))
+
+    monkeypatch.setattr(experiment, 'run_row', fake_run_row)
+    monkeypatch.setattr(experiment, 'is_done', lambda name, args: False)
+    monkeypatch.setattr(experiment, 'must_run', lambda name, args, needed: True)
+    monkeypatch.setattr(experiment.os, 'cpu_count', lambda: 2)
+    monkeypatch.delenv('OMP_NUM_THREADS', raising=False)
+    monkeypatch.setitem(experiment.SOURCES, 'umd', 'mad')  # a row whose source will fail
+
+    class Args:
+        jobs, runs, no_cache, cache = 2, 'R', True, None
+
+    failed = experiment.run_rows(['baseline', 'teacher', 'full', 'mad', 'umd'], Args)
+    assert sorted(failed) == ['mad: boom', 'umd: not run: mad failed']
+    starts = [e for e in log if e[0] == 'start']
+    at = {(kind, name): i for i, (kind, name, _, _) in enumerate(log)}
+    for _, name, threads, now in starts:
+        assert len(now) <= 2 and sum(now.values()) <= 2, (name, now)
+        if experiment.source(name):
+            assert at['end', experiment.source(name)] < at['start', name], name
+    assert {name for _, name, _, _ in starts} == {'baseline', 'teacher', 'full', 'mad'}
+    # baseline and teacher started together on one core each
+    assert [(n, t) for _, n, t, _ in starts[:2]] == [('baseline', 1), ('teacher', 1)]

@@ -310,12 +310,14 @@ def run_rows(rows: list[str], args) -> list[str]:
         while waiting or running:
             ready = [r for r in waiting if source(r) is None or source(r) in finished
                      or source(r) in failed]
-            for r in ready:
-                if source(r) in failed or not must_run(r, args, r in needed):
-                    one(r, 1)  # nothing to train: reports the row (or its failure) at once
-                    waiting.remove(r)
-                    finished.add(r)
-            ready = [r for r in ready if r in waiting]
+            quick = [r for r in ready if source(r) in failed
+                     or not must_run(r, args, r in needed)]
+            for r in quick:
+                one(r, 1)  # nothing to train: reports the row (or its failure) at once
+                waiting.remove(r)
+                finished.add(r)
+            if quick:
+                continue  # the rows that start from them may be ready now
             free = cores - sum(t for _, t in running.values())
             while ready and len(running) < args.jobs and (user_threads or free > 0):
                 threads = max(1, free // min(args.jobs - len(running), len(ready)))

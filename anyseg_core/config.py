@@ -40,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "teacher": {"checkpoint": None},  # student stage: the frozen PML teacher
     "dropout": {
         "policy": "none",        # none | per_sample | per_batch (the reference code's)
+        "all_prob": None,        # P(every modality kept); null: uniform over all subsets
     },
     "loss": {
         "lambda_mad": 50.0, "alpha_umd": 5.0, "beta_cmd": 10.0, "gamma_fkd": 0.0,
@@ -183,6 +184,12 @@ def validate(cfg: Mapping) -> None:
     need(cfg["dropout"]["policy"] in ("none", "per_sample", "per_batch"),
          f"dropout.policy must be none, per_sample or per_batch, "
          f"got {cfg['dropout']['policy']!r}")
+    all_prob = cfg["dropout"]["all_prob"]
+    need(all_prob is None or (isinstance(all_prob, (int, float)) and not isinstance(all_prob, bool)
+                              and 0 <= all_prob <= 1),
+         f"dropout.all_prob must be a probability (0 to 1) or null, got {all_prob!r}")
+    need(all_prob is None or cfg["dropout"]["policy"] != "none",
+         "dropout.all_prob needs dropout.policy per_sample or per_batch")
     need(cfg["model"]["init"] in ("backbone", "teacher"),
          f"model.init must be backbone or teacher, got {cfg['model']['init']!r}")
     need(cfg["model"]["init"] != "teacher" or cfg["teacher"]["checkpoint"],

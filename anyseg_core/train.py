@@ -46,16 +46,24 @@ def mix_seed(*parts: int) -> int:
     return int(state[0] >> np.uint64(1))
 
 
-def sample_present(policy: str, batch: int, num_modalities: int,
-                   g: torch.Generator) -> torch.Tensor:
+def sample_present(policy: str, batch: int, num_modalities: int, g: torch.Generator,
+                   all_prob: float | None = None) -> torch.Tensor:
     """The [B, M] present mask of one training batch.
 
     none: every modality. per_sample: each sample its own subset, uniform over the
-    2^M - 1 non-empty subsets. per_batch: one such subset for the whole batch."""
+    2^M - 1 non-empty subsets. per_batch: one such subset for the whole batch.
+    ``all_prob`` (not the paper's; None keeps the uniform draw): the probability that a
+    sample (per_batch: the batch) keeps every modality; otherwise its subset is uniform over
+    the 2^M - 2 other non-empty subsets."""
     if policy == "none":
         return torch.ones(batch, num_modalities, dtype=torch.bool)
     n = batch if policy == "per_sample" else 1
-    codes = torch.randint(1, 2 ** num_modalities, (n,), generator=g)
+    full = 2 ** num_modalities - 1
+    if all_prob is None:
+        codes = torch.randint(1, full + 1, (n,), generator=g)
+    else:
+        codes = torch.randint(1, max(full, 2), (n,), generator=g)
+        codes[torch.rand(n, generator=g) < all_prob] = full
     bits = (codes[:, None] >> torch.arange(num_modalities)) & 1
     return bits.bool().expand(batch, -1).clone()
 
@@ -297,7 +305,8 @@ def train(cfg: dict, resume: bool = False, stop_after: int | None = None) -> Pat
         labels = batch["label"].to(device, non_blocking=True)
         B = labels.shape[0]
         g = torch.Generator().manual_seed(mix_seed(cfg["seed"], step, rank, 7))
-        present = sample_present(policy, B, len(mods), g).to(device)
+        present = sample_present(policy, B, len(mods), g,
+                                 cfg["dropout"]["all_prob"]).to(device)
         if device.type == "cuda":
             inputs = {k: v.contiguous(memory_format=torch.channels_last) for k, v in inputs.items()}
         with autocast():

@@ -12,7 +12,9 @@ from the teacher's weights (at the from-scratch peak learning rate, at half and 
 of it, and with the distillation weights divided by 10), and L_sup only started from the
 teacher's weights. Then a teacher trained 1500 steps more from its own weights
 (``teacher_long``), and students started from it (the full AnySeg at the paper's weights and
-at a tenth of them, and L_sup only). Each row trains with ``python -m anyseg_core.train``
+at a tenth of them, L_sup only, and the full AnySeg with a dropout that keeps every modality
+in half the samples, ``dropout.all_prob=0.5``: does the uniform dropout cost the all-modality
+subset?). Each row trains with ``python -m anyseg_core.train``
 and is scored with ``python -m anyseg_core.evaluate`` over every modality subset; its JSON
 lands in ``--results``. A row whose JSON exists for the same commands is skipped and a row
 whose training was interrupted resumes, so the script can be re-run until every row is done
@@ -85,15 +87,20 @@ ROWS = {
                     "train_synthetic_student.yaml",
                     ["model.init=teacher", "loss.lambda_mad=0", "loss.alpha_umd=0",
                      "loss.beta_cmd=0"]),
+    "full_init_tl_all": ("Student: AnySeg from the longer-trained teacher, every modality kept "
+                         "in half the samples (not the paper's dropout)",
+                         "train_synthetic_student.yaml",
+                         ["model.init=teacher", "dropout.all_prob=0.5"]),
 }
 # The row whose checkpoint a row starts from or distils, where it is not the teacher's (every
 # student's, when it is not named here).
 SOURCES = {"teacher_long": "teacher", "full_init_tl": "teacher_long",
-           "full_init_light_tl": "teacher_long", "sup_init_tl": "teacher_long"}
+           "full_init_light_tl": "teacher_long", "sup_init_tl": "teacher_long",
+           "full_init_tl_all": "teacher_long"}
 
 # The rows with the full method (all three distillation losses): the targets apply.
 FULL_STUDENTS = ("full", "full_init", "full_init_lr2", "full_init_lr", "full_init_light",
-                 "full_init_tl", "full_init_light_tl")
+                 "full_init_tl", "full_init_light_tl", "full_init_tl_all")
 # Tables that set rows differing in one setting side by side (those of a group that have run,
 # when there are two or more): (title, the setting's column, [(student, [(row, value), ...])]).
 COMPARISONS = [
@@ -115,6 +122,10 @@ COMPARISONS = [
       ("AnySeg, weights / 10, from the teacher", [("full_init_light", "1500"),
                                                   ("full_init_light_tl", "1500 + 1500")]),
       ("L_sup only from the teacher", [("sup_init", "1500"), ("sup_init_tl", "1500 + 1500")])]),
+    ("Anymodal dropout: uniform over the 7 subsets, or every modality in half the samples",
+     "P(all modalities kept)",
+     [("AnySeg from the longer-trained teacher", [("full_init_tl", "1/7 (uniform, the paper's)"),
+                                                 ("full_init_tl_all", "1/2")])]),
 ]
 
 

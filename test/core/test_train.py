@@ -44,6 +44,9 @@ def test_config_layers_defaults_file_and_overrides(tmp_path):
     ("data.modalities=[camera, radar]", "radar"),
     ("stage=student", "teacher.checkpoint"),
     ("dropout.policy=sometimes", "dropout.policy"),
+    ("dropout.all_prob=1.5", "dropout.all_prob must be a probability"),
+    ("dropout.all_prob=often", "dropout.all_prob must be a probability"),
+    ("dropout.all_prob=0.5", "dropout.all_prob needs dropout.policy per_sample"),
     ("nonsense", "key.sub=value"),
 ])
 def test_bad_configs_name_the_problem(override, message):
@@ -80,6 +83,21 @@ def test_anymodal_dropout_masks():
     batch = sample_present("per_batch", 16, 3, g)
     assert (batch == batch[0]).all() and batch[0].any()
     assert sample_present("none", 4, 3, g).all()
+
+
+def test_dropout_that_keeps_every_modality_more_often():
+    """dropout.all_prob: that share of samples keeps every modality, the rest is uniform over
+    the other six subsets; the default draw is unchanged."""
+    g = torch.Generator().manual_seed(0)
+    masks = sample_present("per_sample", 12000, 3, g, all_prob=0.5)
+    counts = torch.bincount((masks.long() * torch.tensor([1, 2, 4])).sum(1), minlength=8)
+    assert counts[0] == 0 and 5700 < counts[7] < 6300
+    assert counts[1:7].min() > 850 and counts[1:7].max() < 1150  # 1000 each
+    assert sample_present("per_sample", 50, 3, g, all_prob=1.0).all()
+    assert not sample_present("per_sample", 500, 3, g, all_prob=0.0).all(1).any()
+    a, b = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert torch.equal(sample_present("per_sample", 64, 3, a),
+                       sample_present("per_sample", 64, 3, b, all_prob=None))
 
 
 def test_warmup_then_polynomial_decay():

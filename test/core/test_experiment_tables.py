@@ -221,3 +221,21 @@ def test_rows_start_when_their_source_is_done_and_share_the_cores(experiment, mo
     assert [(n, t) for _, n, t, _ in starts[:3]] == [('teacher', 1), ('baseline', 1),
                                                     ('full', 1)]
     assert [n for _, n, _, _ in starts[3:]] == ['mad']  # on 1 or 2 cores: whatever is free
+
+
+def test_training_minutes_sum_every_invocation(tmp_path, experiment):
+    """A row's training time comes from its metrics.jsonl (steps x batch / samples per second,
+    over every line, a resumed run's included), not from the last invocation's clock."""
+    assert experiment.training_minutes(tmp_path) is None
+    (tmp_path / 'config.yaml').write_text('optim:\n  batch_size: 8\n')
+    lines = [{'step': 20, 'samples_per_s': 4.0}, {'step': 40, 'samples_per_s': 2.0},
+             {'step': 100, 'samples_per_s': 8.0}]  # 40 s + 80 s + 60 s
+    (tmp_path / 'metrics.jsonl').write_text(''.join(json.dumps(x) + '\n' for x in lines))
+    assert experiment.training_minutes(tmp_path) == 3.0
+    _row(tmp_path, 'teacher', experiment, dict(zip(SUBSETS, TEACHER)))
+    row = json.loads((tmp_path / 'teacher.json').read_text())
+    (tmp_path / 'teacher.json').write_text(json.dumps({**row, 'train_minutes': 3.0}))
+    _row(tmp_path, 'baseline', experiment, dict(zip(SUBSETS, TEACHER)))
+    text = experiment.write_tables(tmp_path).read_text()
+    assert '- teacher (3.0 min training):' in text
+    assert '- baseline (1.0 min in the invocation that finished it):' in text

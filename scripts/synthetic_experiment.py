@@ -214,16 +214,15 @@ def training_minutes(out: Path) -> float | None:
     files are missing."""
     import yaml
 
+    seconds, prev = 0.0, 0
     try:
         batch = yaml.safe_load((out / "config.yaml").read_text())["optim"]["batch_size"]
-        lines = (out / "metrics.jsonl").read_text().splitlines()
-    except (OSError, KeyError, TypeError):
-        return None
-    seconds, prev = 0.0, 0
-    for line in lines:
-        rec = json.loads(line)
-        seconds += (rec["step"] - prev) * batch / rec["samples_per_s"]
-        prev = rec["step"]
+        for line in (out / "metrics.jsonl").read_text().splitlines():
+            rec = json.loads(line)
+            seconds += (rec["step"] - prev) * batch / rec["samples_per_s"]
+            prev = rec["step"]
+    except (OSError, KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None  # missing or damaged files: no figure rather than a wrong one
     return round(seconds / 60, 1)
 
 

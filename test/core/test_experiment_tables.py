@@ -232,6 +232,11 @@ def test_training_minutes_sum_every_invocation(tmp_path, experiment):
              {'step': 100, 'samples_per_s': 8.0}]  # 40 s + 80 s + 60 s
     (tmp_path / 'metrics.jsonl').write_text(''.join(json.dumps(x) + '\n' for x in lines))
     assert experiment.training_minutes(tmp_path) == 3.0
+    damaged = tmp_path / 'damaged'
+    damaged.mkdir()
+    (damaged / 'config.yaml').write_text('optim:\n  batch_size: 8\n')
+    (damaged / 'metrics.jsonl').write_text('{"step": 20, "samples_per_s": 4.0}\n{"step": 4')
+    assert experiment.training_minutes(damaged) is None
     _row(tmp_path, 'teacher', experiment, dict(zip(SUBSETS, TEACHER)))
     row = json.loads((tmp_path / 'teacher.json').read_text())
     (tmp_path / 'teacher.json').write_text(json.dumps({**row, 'train_minutes': 3.0}))

@@ -44,6 +44,8 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 SUBSETS = ["C", "E", "L", "CE", "CL", "EL", "CEL"]
@@ -212,8 +214,6 @@ def training_minutes(out: Path) -> float | None:
     resumed across sessions included), from its metrics.jsonl: each line's steps x batch size
     / samples per second. Start-up, checkpoints and evaluation are not counted. None when the
     files are missing."""
-    import yaml
-
     seconds, prev = 0.0, 0
     try:
         batch = yaml.safe_load((out / "config.yaml").read_text())["optim"]["batch_size"]
@@ -335,12 +335,11 @@ def run_rows(rows: list[str], args) -> list[str]:
             say(f"[{name}] {err}")
             failed[name] = str(err)
 
-    waiting, finished = list(rows), set()
+    waiting, finished = list(rows), set()  # finished: done or failed
     running: dict = {}  # future -> (row, threads)
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         while waiting or running:
-            ready = [r for r in waiting if source(r) is None or source(r) in finished
-                     or source(r) in failed]
+            ready = [r for r in waiting if source(r) is None or source(r) in finished]
             quick = [r for r in ready if source(r) in failed
                      or not must_run(r, args, r in needed)]
             for r in quick:

@@ -93,16 +93,21 @@ ROWS = {
                          "in half the samples (not the paper's dropout)",
                          "train_synthetic_student.yaml",
                          ["model.init=teacher", "dropout.all_prob=0.5"]),
+    "full_init_tl_long": ("Student: AnySeg from the longer-trained teacher, twice the steps",
+                          "train_synthetic_student.yaml", ["model.init=teacher"]),
 }
+# Rows trained for a multiple of --steps (the others: --steps). Not part of the fixed-budget
+# comparison: they ask whether a gap closes with more training.
+STEP_FACTORS = {"full_init_tl_long": 2}
 # The row whose checkpoint a row starts from or distils, where it is not the teacher's (every
 # student's, when it is not named here).
 SOURCES = {"teacher_long": "teacher", "full_init_tl": "teacher_long",
            "full_init_light_tl": "teacher_long", "sup_init_tl": "teacher_long",
-           "full_init_tl_all": "teacher_long"}
+           "full_init_tl_all": "teacher_long", "full_init_tl_long": "teacher_long"}
 
 # The rows with the full method (all three distillation losses): the issue's targets apply.
 FULL_STUDENTS = ("full", "full_init", "full_init_lr2", "full_init_lr", "full_init_light",
-                 "full_init_tl", "full_init_light_tl", "full_init_tl_all")
+                 "full_init_tl", "full_init_light_tl", "full_init_tl_all", "full_init_tl_long")
 # Tables that set rows differing in one setting side by side (those of a group that have run,
 # when there are two or more): (title, the setting's column, [(student, [(row, value), ...])]).
 COMPARISONS = [
@@ -128,6 +133,9 @@ COMPARISONS = [
      "P(all modalities kept)",
      [("AnySeg from the longer-trained teacher", [("full_init_tl", "1/7 (uniform, the paper's)"),
                                                  ("full_init_tl_all", "1/2")])]),
+    ("Student's training steps, from the longer-trained teacher", "student's steps",
+     [("AnySeg from the longer-trained teacher", [("full_init_tl", "1500"),
+                                                 ("full_init_tl_long", "3000")])]),
 ]
 
 
@@ -160,8 +168,9 @@ def commands(name: str, args, cache: bool = True) -> tuple[list[str], list[str]]
     cache, which decides no figure (the row's key is taken without it)."""
     _, config, overrides = ROWS[name]
     out = Path(args.runs) / name
-    sets = [f"out_dir={out}", f"optim.steps={args.steps}",
-            f"optim.warmup_steps={max(1, args.steps // 15)}", "train.eval_samples=0", *overrides]
+    steps = args.steps * STEP_FACTORS.get(name, 1)
+    sets = [f"out_dir={out}", f"optim.steps={steps}",
+            f"optim.warmup_steps={max(1, steps // 15)}", "train.eval_samples=0", *overrides]
     if cache and cache_dir(args):
         sets.append(f"data.cache={cache_dir(args)}")
     if source(name):

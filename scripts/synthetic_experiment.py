@@ -1,5 +1,6 @@
 """The experiment behind docs/results.md: the structure of the paper's Tables 1 and 3 on the
-synthetic world, every row with the same budget.
+synthetic world, every row with the same budget (but ``teacher_long`` and the rows of
+STEP_FACTORS, which ask what more training changes).
 
     python scripts/synthetic_experiment.py [--rows all|baseline,teacher,...] [--steps N]
         [--runs runs/experiment] [--results docs/results] [--eval-samples 200]
@@ -14,7 +15,8 @@ teacher's weights. Then a teacher trained 1500 steps more from its own weights
 (``teacher_long``), and students started from it (the full AnySeg at the paper's weights and
 at a tenth of them, L_sup only, and the full AnySeg with a dropout that keeps every modality
 in half the samples, ``dropout.all_prob=0.5``: does the uniform dropout cost the all-modality
-subset?). Each row trains with ``python -m anyseg_core.train``
+subset?), and the full AnySeg from it trained twice as long (``full_init_tl_long``: does the
+gap to the targets close with training?). Each row trains with ``python -m anyseg_core.train``
 and is scored with ``python -m anyseg_core.evaluate`` over every modality subset; its JSON
 lands in ``--results``. A row whose JSON exists for the same commands is skipped and a row
 whose training was interrupted resumes, so the script can be re-run until every row is done

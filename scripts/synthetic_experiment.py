@@ -26,12 +26,12 @@ does only that); docs/results.md holds the reading of them.
 
 The training set is rendered once into ``--cache`` (default ``<runs>/cache``, see
 anyseg_core/data/cache.py) with every core, and every row reads it from there; the cache does
-not change any figure, so it is left out of a row's key. ``--jobs N`` trains up to N rows at
-a time; a row starts as soon as the row it starts from is done, and the rows running share the
-cores (OMP_NUM_THREADS = free cores / rows starting, unless OMP_NUM_THREADS is set; a row waits
-rather than oversubscribe the cores): on a 2-core CPU two one-thread processes train faster
-together than one two-thread process (docs/results.md), and a GPU has room for several small
-runs.
+not change any figure, so it is left out of a row's key (so is the interpreter's path).
+``--jobs N`` trains up to N rows at a time; a row starts as soon as the row it starts from is
+done, and the rows running share the cores (OMP_NUM_THREADS = free cores / rows starting,
+unless OMP_NUM_THREADS is set; a row waits rather than oversubscribe the cores): on a 2-core
+CPU two one-thread processes train faster together than one two-thread process
+(docs/results.md), and a GPU has room for several small runs.
 """
 from __future__ import annotations
 
@@ -203,7 +203,10 @@ def figures(report: dict) -> dict:
 
 
 def row_key(name: str, args) -> str:
-    return hashlib.sha1(json.dumps(commands(name, args, cache=False)).encode()).hexdigest()[:12]
+    """A hash of the row's commands, less what decides no figure: the data cache and the
+    interpreter's path (a clone in another folder finds its committed rows done)."""
+    cmds = [["python", *cmd[1:]] for cmd in commands(name, args, cache=False)]
+    return hashlib.sha1(json.dumps(cmds).encode()).hexdigest()[:12]
 
 
 def is_done(name: str, args) -> bool:

@@ -172,6 +172,25 @@ def test_a_done_row_runs_again_only_when_needed_and_missing(tmp_path, experiment
     assert not experiment.must_run('teacher', Args, needed=True)
 
 
+def test_a_row_key_follows_the_figures_not_the_interpreter(experiment, monkeypatch):
+    class Args:
+        runs, results = 'runs/experiment', 'docs/results'
+        steps, eval_samples, cache, no_cache = 1500, 200, None, False
+
+    key = experiment.row_key('full_init_tl', Args)
+    monkeypatch.setattr(experiment, 'PY', '/elsewhere/.venv/bin/python')
+    assert experiment.row_key('full_init_tl', Args) == key
+    Args.cache = '/tmp/other-cache'
+    assert experiment.row_key('full_init_tl', Args) == key
+    Args.steps = 1000
+    assert experiment.row_key('full_init_tl', Args) != key
+    # A row of STEP_FACTORS trains a multiple of --steps, so its key is not its twin's.
+    Args.steps = 1500
+    assert experiment.row_key('full_init_tl_long', Args) != key
+    train = experiment.commands('full_init_tl_long', Args)[0]
+    assert 'optim.steps=3000' in train and 'optim.warmup_steps=200' in train
+
+
 def test_rows_start_when_their_source_is_done_and_share_the_cores(experiment, monkeypatch):
     """run_rows: a student starts as soon as its teacher is done, while the baseline still
     trains; never more than --jobs rows at a time, never more threads than cores; a row whose

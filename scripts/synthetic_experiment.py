@@ -16,7 +16,8 @@ teacher's weights. Then a teacher trained 1500 steps more from its own weights
 at a tenth of them, L_sup only, and the full AnySeg with a dropout that keeps every modality
 in half the samples, ``dropout.all_prob=0.5``: does the uniform dropout cost the all-modality
 subset?), and the full AnySeg from it trained twice as long (``full_init_tl_long``: does the
-gap to the targets close with training?). Each row trains with ``python -m anyseg_core.train``
+gap to the targets close with training?), and the full AnySeg and L_sup only from it again with
+another seed (``*_tl_seed``: is the gap between them more than run-to-run noise?). Each row trains with ``python -m anyseg_core.train``
 and is scored with ``python -m anyseg_core.evaluate`` over every modality subset; its JSON
 lands in ``--results``. A row whose JSON exists for the same commands is skipped and a row
 whose training was interrupted resumes, so the script can be re-run until every row is done
@@ -97,6 +98,12 @@ ROWS = {
                          ["model.init=teacher", "dropout.all_prob=0.5"]),
     "full_init_tl_long": ("Student: AnySeg from the longer-trained teacher, twice the steps",
                           "train_synthetic_student.yaml", ["model.init=teacher"]),
+    "full_init_tl_seed": ("Student: AnySeg from the longer-trained teacher, another seed",
+                          "train_synthetic_student.yaml", ["model.init=teacher", "seed=1"]),
+    "sup_init_tl_seed": ("Student: L_sup only from the longer-trained teacher, another seed",
+                         "train_synthetic_student.yaml",
+                         ["model.init=teacher", "loss.lambda_mad=0", "loss.alpha_umd=0",
+                          "loss.beta_cmd=0", "seed=1"]),
 }
 # Rows trained for a multiple of --steps (the others: --steps). Not part of the fixed-budget
 # comparison: they ask whether a gap closes with more training.
@@ -105,11 +112,13 @@ STEP_FACTORS = {"full_init_tl_long": 2}
 # student's, when it is not named here).
 SOURCES = {"teacher_long": "teacher", "full_init_tl": "teacher_long",
            "full_init_light_tl": "teacher_long", "sup_init_tl": "teacher_long",
-           "full_init_tl_all": "teacher_long", "full_init_tl_long": "teacher_long"}
+           "full_init_tl_all": "teacher_long", "full_init_tl_long": "teacher_long",
+           "full_init_tl_seed": "teacher_long", "sup_init_tl_seed": "teacher_long"}
 
 # The rows with the full method (all three distillation losses): the targets apply.
 FULL_STUDENTS = ("full", "full_init", "full_init_lr2", "full_init_lr", "full_init_light",
-                 "full_init_tl", "full_init_light_tl", "full_init_tl_all", "full_init_tl_long")
+                 "full_init_tl", "full_init_light_tl", "full_init_tl_all", "full_init_tl_long",
+                 "full_init_tl_seed")
 # Tables that set rows differing in one setting side by side (those of a group that have run,
 # when there are two or more): (title, the setting's column, [(student, [(row, value), ...])]).
 COMPARISONS = [
@@ -138,6 +147,11 @@ COMPARISONS = [
     ("Student's training steps, from the longer-trained teacher", "student's steps",
      [("AnySeg from the longer-trained teacher", [("full_init_tl", "1500"),
                                                  ("full_init_tl_long", "3000")])]),
+    ("Seed of the student's training (data order, augmentation, dropout draws)", "seed",
+     [("AnySeg from the longer-trained teacher", [("full_init_tl", "3407"),
+                                                 ("full_init_tl_seed", "1")]),
+      ("L_sup only from the longer-trained teacher", [("sup_init_tl", "3407"),
+                                                     ("sup_init_tl_seed", "1")])]),
 ]
 
 

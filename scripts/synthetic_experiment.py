@@ -17,9 +17,10 @@ at a tenth of them, L_sup only, and the full AnySeg with a dropout that keeps ev
 in half the samples, ``dropout.all_prob=0.5``: does the uniform dropout cost the all-modality
 subset?), and the full AnySeg from it trained twice as long (``full_init_tl_long``: does the
 gap to the targets close with training?), and the full AnySeg and L_sup only from it again with
-another seed (``*_tl_seed``: is the gap between them more than run-to-run noise?). Each row trains with ``python -m anyseg_core.train``
-and is scored with ``python -m anyseg_core.evaluate`` over every modality subset; its JSON
-lands in ``--results``. A row whose JSON exists for the same commands is skipped and a row
+another seed (``*_tl_seed``: is the gap between them more than run-to-run noise?). Each row
+trains with ``python -m anyseg_core.train`` and is scored with ``python -m
+anyseg_core.evaluate`` over every modality subset; its JSON lands in ``--results``. A row
+whose JSON exists for the same commands is skipped and a row
 whose training was interrupted resumes, so the script can be re-run until every row is done
 (also across machine sessions, as long as ``--runs`` survives). After the rows it writes
 ``<results>/tables.md`` (the tables, generated from the JSONs present; ``--report-only``

@@ -6,9 +6,10 @@
 
 For each subset the whole evaluation set runs with only that subset present, through one
 confusion matrix per subset (docs/method.md). Prints the paper's Table 1 shape as markdown
-(one column per subset, then the mean) and writes ``anymodal.json``, ``anymodal.csv``,
-``miou_per_subset.png`` and ``montage.png`` into ``--out``. Inputs are prepared once per
-sample and reused for every subset.
+(one column per subset, then the mean) and writes ``anymodal.json`` (per subset: mIoU, pixel
+accuracy, and per class IoU, recall and precision), ``confusion.json`` (the confusion matrix of
+each subset), ``anymodal.csv``, ``miou_per_subset.png`` and ``montage.png`` into ``--out``.
+Inputs are prepared once per sample and reused for every subset.
 """
 from __future__ import annotations
 
@@ -91,15 +92,21 @@ def model_predictor(model: torch.nn.Module, device: torch.device) -> Callable:
     return predict
 
 
+def _percent(names: Sequence[str], values: Sequence[float | None]) -> dict:
+    return {c: (None if v is None else v * 100) for c, v in zip(names, values)}
+
+
 def report(results: Mapping[tuple, dict], class_names: Sequence[str]) -> dict:
     per = {subset_name(s): {"modalities": list(s), "miou": r["miou"] * 100,
                             "pixel_acc": r["pixel_acc"] * 100,
-                            "iou": {c: (None if v is None else v * 100)
-                                    for c, v in zip(class_names, r["iou"])}}
+                            "iou": _percent(class_names, r["iou"]),
+                            "recall": _percent(class_names, r["recall"]),
+                            "precision": _percent(class_names, r["precision"])}
            for s, r in results.items()}
     mious = [v["miou"] for v in per.values()]
     return {"subsets": per, "mean_miou": float(np.mean(mious)),
-            "worst_miou": float(np.min(mious)), "worst_subset": min(per, key=lambda k: per[k]["miou"])}
+            "worst_miou": float(np.min(mious)),
+            "worst_subset": min(per, key=lambda k: per[k]["miou"])}
 
 
 def markdown_table(rep: Mapping, title: str = "model") -> str:
@@ -214,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "anymodal.json").write_text(json.dumps(rep, indent=2))
+    confusion = {"rows": "ground truth", "columns": "prediction", "classes": list(rt.class_names),
+                 "subsets": {subset_name(s): r["matrix"] for s, r in results.items()}}
+    (args.out / "confusion.json").write_text(json.dumps(confusion))
     with open(args.out / "anymodal.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["subset", "modalities", "miou", "pixel_acc", *rt.class_names])
@@ -228,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     legend = ", ".join(f"{ABBREV[m]} = {m}" for m in rt.modalities)
     print(markdown_table(rep, args.checkpoint.stem))
     print(f"\n{legend}; mIoU in %, {n} {args.split} samples, missing modalities: {args.missing}")
-    print(f"wrote {args.out}/anymodal.json, anymodal.csv, miou_per_subset.png, montage.png")
+    print(f"wrote {args.out}/anymodal.json, confusion.json, anymodal.csv, miou_per_subset.png, "
+          "montage.png")
     return 0
 
 

@@ -39,7 +39,10 @@ class ConfusionMatrix:
     def compute(self) -> dict:
         """``miou`` over the classes that occur in the labels or the predictions (classes seen
         by neither are left out, unlike the reference code which counts them as 0),
-        ``iou`` per class (None where left out), ``pixel_acc``, ``pixels``."""
+        ``iou`` per class (None where left out), ``recall`` per class (share of its labelled
+        pixels predicted as it; None where it has none), ``precision`` per class (share of the
+        pixels predicted as it that are it; None where none is), ``pixel_acc``, ``pixels``,
+        and ``matrix``, the counts (rows: ground truth, columns: prediction) as lists."""
         K = self.num_classes
         m = self.matrix if self.matrix is not None else torch.zeros(K, K, dtype=torch.int64)
         m = m.double().cpu()
@@ -49,11 +52,17 @@ class ConfusionMatrix:
         seen = union > 0
         iou = torch.where(seen, tp / union.clamp(min=1), torch.zeros_like(tp))
         total = m.sum()
+
+        def share(den: torch.Tensor) -> list:
+            return [float(t / d) if d > 0 else None for t, d in zip(tp.tolist(), den.tolist())]
         return {
             "miou": float(iou[seen].mean()) if seen.any() else 0.0,
             "iou": [float(v) if s else None for v, s in zip(iou.tolist(), seen.tolist())],
+            "recall": share(gt),
+            "precision": share(pr),
             "pixel_acc": float(tp.sum() / total) if total > 0 else 0.0,
             "pixels": int(total),
+            "matrix": m.long().tolist(),
         }
 
 

@@ -33,6 +33,11 @@ def test_miou_from_one_confusion_matrix_leaves_unseen_classes_out():
     assert r["iou"][2] is None and r["iou"][3] is None
     assert r["miou"] == pytest.approx((2 / 3 + 3 / 4) / 2)
     assert r["pixel_acc"] == pytest.approx(5 / 6) and r["pixels"] == 6
+    # class 0: 3 labelled pixels, 2 predicted as it (both right); class 1: 3 labelled, 4
+    # predicted; class 2 is predicted only on an ignored pixel: no recall, no precision
+    assert r["recall"][:3] == [pytest.approx(2 / 3), 1.0, None] and r["recall"][3] is None
+    assert r["precision"][:2] == [1.0, pytest.approx(3 / 4)] and r["precision"][2:] == [None] * 2
+    assert r["matrix"] == [[2, 1, 0, 0], [0, 3, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
 
 
 def test_subset_specs():
@@ -60,6 +65,36 @@ def test_evaluate_writes_the_table_json_csv_and_pictures(tiny_student, tmp_path,
     assert rows[0][:4] == ["subset", "modalities", "miou", "pixel_acc"] and len(rows) == 9
     for png in ("miou_per_subset.png", "montage.png"):
         assert cv2.imread(str(out / png)) is not None, png
+    # the confusion matrices agree with the per-class figures of anymodal.json
+    conf = json.loads((out / "confusion.json").read_text())
+    classes = conf["classes"]
+    assert list(conf["subsets"]) == list(rep["subsets"]) and "road" in classes
+    for name, m in conf["subsets"].items():
+        per = rep["subsets"][name]
+        for i, c in enumerate(classes):
+            labelled, predicted = sum(m[i]), sum(row[i] for row in m)
+            assert (per["recall"][c] is None) == (labelled == 0)
+            if labelled:
+                assert per["recall"][c] == pytest.approx(100 * m[i][i] / labelled)
+            if predicted:
+                assert per["precision"][c] == pytest.approx(100 * m[i][i] / predicted)
+            if labelled + predicted:
+                union = labelled + predicted - m[i][i]
+                assert per["iou"][c] == pytest.approx(100 * m[i][i] / union)
+        assert per["pixel_acc"] == pytest.approx(
+            100 * sum(m[i][i] for i in range(len(m))) / sum(map(sum, m)))
+    # and scripts/class_report.py reads them
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "class_report.py"),
+                           str(out), str(out), "--names", "a,b", "--classes", "road,car",
+                           "--subset", "CL"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    road = f"{rep['subsets']['CL']['iou']['road']:.1f}"
+    assert "**road**" in proc.stdout and "**car**" in proc.stdout and "**sky**" not in proc.stdout
+    assert f"| a | {road} |" in proc.stdout and f"| b | {road} |" in proc.stdout
+    bad = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "class_report.py"),
+                          str(out), "--classes", "unicorn"], capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 2 and "unicorn" in bad.stderr
 
 
 def test_evaluate_selected_subsets_with_zero_filling(tiny_student, tmp_path):

@@ -18,6 +18,10 @@ import json
 import sys
 from pathlib import Path
 
+import torch
+
+from anyseg_core.metrics import ConfusionMatrix
+
 
 def load(eval_dir: Path, subset: str) -> tuple[list[str], list[list[int]]]:
     path = eval_dir / "confusion.json"
@@ -31,22 +35,25 @@ def load(eval_dir: Path, subset: str) -> tuple[list[str], list[list[int]]]:
 
 
 def class_rows(classes: list[str], matrix: list[list[int]], top: int) -> dict:
-    """Per class: IoU, recall, precision (%, None where undefined), predicted / labelled
-    pixels, and the ``top`` other classes its labelled pixels are predicted as (% of them)."""
-    k = len(classes)
-    gt = [sum(matrix[i]) for i in range(k)]
-    pr = [sum(matrix[j][i] for j in range(k)) for i in range(k)]
+    """Per class: IoU, recall, precision (%, None where undefined; from
+    ``ConfusionMatrix.compute``), predicted / labelled pixels, and the ``top`` other classes
+    its labelled pixels are predicted as (% of them)."""
+    cm = ConfusionMatrix(len(classes))
+    cm.matrix = torch.tensor(matrix, dtype=torch.int64)
+    r = cm.compute()
+    gt, pr = cm.matrix.sum(1).tolist(), cm.matrix.sum(0).tolist()
+
+    def pct(v: float | None) -> float | None:
+        return None if v is None else 100 * v
     out = {}
     for i, c in enumerate(classes):
-        tp = matrix[i][i]
-        union = gt[i] + pr[i] - tp
-        others = sorted(((matrix[i][j], classes[j]) for j in range(k) if j != i), reverse=True)
+        others = sorted(((n, classes[j]) for j, n in enumerate(matrix[i]) if j != i),
+                        reverse=True)
         out[c] = {
-            "iou": 100 * tp / union if union else None,
-            "recall": 100 * tp / gt[i] if gt[i] else None,
-            "precision": 100 * tp / pr[i] if pr[i] else None,
+            "iou": pct(r["iou"][i]), "recall": pct(r["recall"][i]),
+            "precision": pct(r["precision"][i]),
             "pred_over_label": pr[i] / gt[i] if gt[i] else None,
-            "missed_to": [(o, 100 * n / gt[i]) for n, o in others[:top] if n and gt[i]],
+            "missed_to": [(o, 100 * n / gt[i]) for n, o in others[:top] if n],
         }
     return out
 

@@ -54,7 +54,11 @@ def _color_jitter(rgb: torch.Tensor, g: torch.Generator, amount: float = 0.3) ->
     c = _uniform(g, 1 - amount, 1 + amount)
     s = _uniform(g, 1 - amount, 1 + amount)
     x = rgb * b
-    mean = x.mean()
+    # Mean of the per-channel means: the same value as x.mean() for a [3, H, W] image, but a
+    # whole-tensor mean on the CPU is summed in chunks that depend on the number of threads,
+    # while a per-channel mean is summed by one thread each; DataLoader workers (1 thread)
+    # and the main process must prepare identical samples.
+    mean = x.mean(dim=(-2, -1), keepdim=True).mean(dim=-3, keepdim=True)
     x = (x - mean) * c + mean
     grey = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2])[None]
     x = (x - grey) * s + grey

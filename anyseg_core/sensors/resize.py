@@ -30,16 +30,21 @@ def resize_dense(x: torch.Tensor, size_hw: Sequence[int]) -> torch.Tensor:
     """Bilinear resize of a dense image ``[C, H, W]`` / ``[B, C, H, W]`` (camera).
 
     Downscaling is antialiased (a plain bilinear resize would alias fine texture); integer
-    input is converted to float32. Returns ``x`` itself when the size already matches."""
+    input is converted to float32. Returns ``x`` itself when the size already matches.
+
+    Upscaling goes through the same antialiased kernel: its triangle filter then has a
+    support of one source pixel, which is bilinear interpolation, and unlike PyTorch's plain
+    bilinear kernel on the CPU its result does not depend on the number of threads (the plain
+    one differs in the last bits between 1 and 2 threads), so training data are the same
+    whether DataLoader workers (1 thread each) or the main process prepare them."""
     _check(x, 3, "resize_dense")
     h, w = int(size_hw[0]), int(size_hw[1])
     if tuple(x.shape[-2:]) == (h, w):
         return x
     if not x.is_floating_point():
         x = x.to(torch.float32)
-    down = h < x.shape[-2] or w < x.shape[-1]
     return _batched(x, lambda b: F.interpolate(b, size=(h, w), mode="bilinear",
-                                               align_corners=False, antialias=down))
+                                               align_corners=False, antialias=True))
 
 
 def _nearest_index(n_src: int, n_dst: int, device: torch.device) -> torch.Tensor:

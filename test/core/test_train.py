@@ -212,6 +212,23 @@ def test_resume_continues_exactly(tmp_path, tiny_config):
     assert "123.0" not in metrics.read_text()
 
 
+def test_the_same_weights_with_or_without_dataloader_workers(tmp_path, tiny_config):
+    """Workers prepare samples with one thread, the main process with several: the weights of a
+    run must not depend on data.num_workers."""
+    common = ["optim.steps=3", "train.eval_samples=0", "stage=teacher",
+              "augment.color_jitter_p=1.0", "augment.blur_p=1.0", "augment.scale=[0.5,2.0]"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the main process prepares samples with more than one thread
+    try:
+        runs = [_weights(train(tiny_config(tmp_path / f"w{n}", f"data.num_workers={n}",
+                                           *common))) for n in (0, 2)]
+    finally:
+        torch.set_num_threads(threads)
+    assert runs[0].keys() == runs[1].keys()
+    for k in runs[0]:
+        assert torch.equal(runs[0][k], runs[1][k]), k
+
+
 def test_a_fresh_run_starts_a_fresh_metrics_log(tmp_path, tiny_config):
     out = tmp_path / "run"
     out.mkdir()

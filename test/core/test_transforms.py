@@ -56,3 +56,26 @@ def test_sparse_modalities_are_never_blended_and_runs_repeat():
     assert set(lab.unique().tolist()) <= set(label.unique().tolist())
     again, lab2 = aug(inputs, label, _gen(5))
     assert torch.equal(lab, lab2) and all(torch.equal(out[m], again[m]) for m in out)
+
+
+def test_the_same_sample_whatever_the_number_of_threads():
+    """DataLoader workers run with one thread, the main process (num_workers=0) with many: an
+    item's augmentation must not depend on it, or training results depend on num_workers.
+    (PyTorch's plain bilinear upscale and whole-tensor mean on the CPU both do.)"""
+    g = torch.Generator().manual_seed(0)
+    camera = torch.rand(3, 96, 160, generator=g)
+    inputs = {"camera": (camera - 0.5) / 0.25, "lidar": torch.rand(3, 96, 160, generator=g)}
+    label = torch.randint(0, 19, (96, 160), generator=g)
+    aug = JointAugment(scale=(0.5, 2.0), blur_p=1.0, color_jitter_p=1.0)
+    threads = torch.get_num_threads()
+    try:
+        runs = []
+        for n in (1, 3):
+            torch.set_num_threads(n)
+            runs.append([aug(inputs, label, _gen(seed)) for seed in range(12)])
+    finally:
+        torch.set_num_threads(threads)
+    for (a, la), (b, lb) in zip(*runs):
+        assert torch.equal(la, lb)
+        for mod in a:
+            assert torch.equal(a[mod], b[mod]), mod

@@ -217,10 +217,15 @@ def figures(report: dict) -> dict:
             "worst_subset": report["worst_subset"]}
 
 
+def portable(cmd: list[str]) -> list[str]:
+    """``cmd`` as a reader runs it anywhere: ``python`` instead of this interpreter's path."""
+    return ["python", *cmd[1:]] if cmd and cmd[0] == PY else list(cmd)
+
+
 def row_key(name: str, args) -> str:
     """A hash of the row's commands, less what decides no figure: the data cache and the
     interpreter's path (a clone in another folder finds its committed rows done)."""
-    cmds = [["python", *cmd[1:]] for cmd in commands(name, args, cache=False)]
+    cmds = [portable(cmd) for cmd in commands(name, args, cache=False)]
     return hashlib.sha1(json.dumps(cmds).encode()).hexdigest()[:12]
 
 
@@ -289,7 +294,7 @@ def run_row(name: str, args, needed: bool = False, env: dict | None = None) -> N
             "first run")
         return
     row = {"row": name, "label": ROWS[name][0], "key": key,
-           "commands": [shlex.join(train), shlex.join(evaluate)],
+           "commands": [shlex.join(portable(train)), shlex.join(portable(evaluate))],
            "minutes": round((time.time() - t0) / 60, 1),
            "train_minutes": training_minutes(out), **figures(rep),
            "protocol": rep["protocol"]}

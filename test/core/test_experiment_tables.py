@@ -263,3 +263,21 @@ def test_training_minutes_sum_every_invocation(tmp_path, experiment):
     text = experiment.write_tables(tmp_path).read_text()
     assert '- teacher (3.0 min training):' in text
     assert '- baseline (1.0 min in the invocation that finished it):' in text
+
+
+def test_recorded_commands_name_no_interpreter_path(experiment, monkeypatch):
+    """Rows record ``python -m ...``, runnable in any clone, not this machine's interpreter."""
+    monkeypatch.setattr(experiment, 'PY', '/elsewhere/.venv/bin/python')
+
+    class Args:
+        runs, results = 'runs/experiment', 'docs/results'
+        steps, eval_samples, cache, no_cache = 1500, 200, None, False
+
+    for cmd in experiment.commands('full_init_tl', Args):
+        assert cmd[0] == '/elsewhere/.venv/bin/python'  # what runs here
+        assert experiment.portable(cmd) == ['python', *cmd[1:]]  # what the row records
+    committed = sorted((experiment.REPO / 'docs' / 'results').glob('*.json'))
+    assert committed
+    for path in committed:
+        for line in json.loads(path.read_text())['commands']:
+            assert line.startswith('python -m anyseg_core.'), (path.name, line)

@@ -27,7 +27,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor, SetParametersResult
 from rclpy.clock import Clock, ClockType
-from rclpy.exceptions import ParameterUninitializedException
+from rclpy.exceptions import ParameterException, ParameterUninitializedException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -62,9 +62,9 @@ class SensorHealth:
     accepted: int = 0
     rejected: Counter = field(default_factory=Counter)
     notes: Counter = field(default_factory=Counter)  # e.g. non-finite points removed
-    last_arrival: Optional[float] = None  # node clock, seconds
+    last_arrival: Optional[float] = None  # steady clock (time.monotonic), seconds
     last_stamp: Optional[float] = None
-    recent: deque = field(default_factory=lambda: deque(maxlen=4096))  # wall arrival times
+    recent: deque = field(default_factory=lambda: deque(maxlen=4096))  # steady-clock arrival times
     rejected_at_last_report: int = 0
 
     def rate(self, wall_now: float) -> float:
@@ -87,6 +87,7 @@ class AnysegNode(Node):
             check_value(name, value)
         self._values = values
         self._camera_info_seen = False
+        self._reject_logged: dict[tuple[str, str], tuple[float, int]] = {}  # -> (time, muted)
 
         ckpt = values["checkpoint"] or str(DEMO_CHECKPOINT)
         if not Path(ckpt).is_file():
@@ -157,7 +158,12 @@ class AnysegNode(Node):
                     from_value=float(p.range[0]), to_value=float(p.range[1]))]
             unset = {"double": Parameter.Type.DOUBLE_ARRAY,
                      "integer": Parameter.Type.INTEGER_ARRAY}.get(p.array)
-            self.declare_parameter(p.name, unset if p.default is None else p.default, desc)
+            try:
+                self.declare_parameter(p.name, unset if p.default is None else p.default, desc)
+            except ParameterException as e:  # a wrongly typed or out-of-range value given
+                hint = (" (a whole number for a floating-point parameter: write it with a "
+                        "decimal point, e.g. 1.0)" if isinstance(p.default, float) else "")
+                raise ConfigError(f"parameter {p.name}: {e}{hint}") from None
         declared = {p.name for p in PARAMS}
         unknown = sorted(name for name in getattr(self, "_parameter_overrides", {})
                          if name not in declared and name not in BUILTIN_PARAMS
@@ -220,23 +226,38 @@ class AnysegNode(Node):
         self.create_subscription(CameraInfo, CAMERA_INFO_TOPIC, self._camera_info, qos)
 
     def _now(self) -> float:
+        """ROS time (sim time with use_sim_time), seconds: what header stamps are compared
+        with. Arrivals, liveness, max_wait and sensor ages use the steady clock instead
+        (time.monotonic): a paused, stopped or looping /clock must neither hide a dead sensor
+        nor hold back output."""
         return self.get_clock().now().nanoseconds * 1e-9
 
     def _reject(self, sensor: str, error: conv.InvalidMessage) -> None:
+        """Count a malformed message; log it at most every LOG_THROTTLE_S per (sensor,
+        reason). rclpy's own throttling is per call site, so one sensor's steady stream of
+        bad messages would hide every other sensor's."""
+        key, now = (sensor, error.reason), time.monotonic()
         with self._lock:
             self.health[sensor].rejected[error.reason] += 1
+            last = self._reject_logged.get(key)
+            if last is not None and now - last[0] < LOG_THROTTLE_S:
+                self._reject_logged[key] = (last[0], last[1] + 1)
+                return
+            self._reject_logged[key] = (now, 0)
+        more = f" ({last[1]} more since the last report)" if last and last[1] else ""
         self.get_logger().warning(f"{sensor}: rejected a message ({error.reason}): "
-                                  f"{error.detail}", throttle_duration_sec=LOG_THROTTLE_S)
+                                  f"{error.detail}{more}")
 
     def _receive(self, sensor: str, msg, payload: Callable) -> None:
         """Validate and convert one message, then hand it to the synchroniser. Cheap: no
         inference here, so the executor keeps receiving."""
-        now = self._now()
+        ros_now = self._now()
         health = self.health[sensor]
         health.received += 1
         try:
             stamp = conv.stamp_to_sec(msg.header.stamp)
-            conv.check_stamp(stamp, now if now > 0 else None, self._values["sync.max_future"])
+            conv.check_stamp(stamp, ros_now if ros_now > 0 else None,
+                             self._values["sync.max_future"])
             data = payload(msg, self.geometry, health.notes)
         except conv.InvalidMessage as e:
             self._reject(sensor, e)
@@ -246,10 +267,12 @@ class AnysegNode(Node):
                 "conversion_error", f"{type(e).__name__}: {e}"))
             return
         with self._lock:
+            now = time.monotonic()  # after the conversion, which may take a while
             health.accepted += 1
             health.last_arrival, health.last_stamp = now, stamp
-            health.recent.append(time.monotonic())
-            self.sync.add(sensor, stamp, data, now)
+            health.recent.append(now)
+            self.sync.add(sensor, stamp, data, now,
+                          exact=(msg.header.stamp.sec, msg.header.stamp.nanosec))
         self._wake.set()
 
     def _camera_info(self, msg) -> None:
@@ -266,9 +289,9 @@ class AnysegNode(Node):
             return
         with self._lock:
             health.accepted += 1
-            health.last_arrival = self._now()
+            health.last_arrival = time.monotonic()
             health.last_stamp = conv.stamp_to_sec(msg.header.stamp)
-            health.recent.append(time.monotonic())
+            health.recent.append(health.last_arrival)
             self._camera_info_seen = True
             self.geometry = with_geometry(self.geometry, K=K, image_hw=hw,
                                           frame_id=msg.header.frame_id or self.geometry.frame_id)
@@ -279,7 +302,7 @@ class AnysegNode(Node):
         the synchroniser's next deadline."""
         while not self._stop.is_set():
             self._wake.clear()  # before polling: a message arriving from here on wakes us
-            now = self._now()
+            now = time.monotonic()
             with self._lock:
                 frame = self.sync.poll(now)
                 deadline = self.sync.next_deadline() if frame is None else None
@@ -315,7 +338,7 @@ class AnysegNode(Node):
                                         throttle_duration_sec=LOG_THROTTLE_S)
 
     def _publish(self, r: Segmentation) -> None:
-        stamp = conv.sec_to_stamp(r.stamp)
+        stamp = r.header_stamp
         self.pub_labels.publish(conv.array_to_image(r.labels, "mono8", stamp, r.frame_id,
                                                     cls=Image))
         self.pub_color.publish(conv.array_to_image(r.color, "rgb8", stamp, r.frame_id, cls=Image))
@@ -325,8 +348,8 @@ class AnysegNode(Node):
         if r.confidence is not None:
             self.pub_confidence.publish(conv.array_to_image(
                 r.confidence.astype(np.float32), "32FC1", stamp, r.frame_id, cls=Image))
-        now = self._now()
-        latency = (now - r.stamp) * 1e3
+        latency = (self._now() - r.stamp) * 1e3
+        now = time.monotonic()
         with self._lock:
             self.frames_out += 1
             self.latencies.append(latency)
@@ -344,7 +367,7 @@ class AnysegNode(Node):
 
     # -- diagnostics ---------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
-        now, wall = self._now(), time.monotonic()
+        now = time.monotonic()
         stale_after = self._values["sync.stale_after"]
         msg = DiagnosticArray()
         # A periodic report about the node, made of no single input message: stamped with
@@ -368,7 +391,7 @@ class AnysegNode(Node):
                     level, text = DiagnosticStatus.WARN, f"{new_rejects} malformed message(s)"
                 else:
                     level, text = DiagnosticStatus.OK, "OK"
-                values = {"rate_hz": f"{h.rate(wall):.2f}",
+                values = {"rate_hz": f"{h.rate(now):.2f}",
                           "last_age_s": "" if age is None else f"{age:.3f}",
                           "received": str(h.received), "accepted": str(h.accepted),
                           "rejected": str(rejected)}

@@ -21,6 +21,7 @@ from anyseg_core.modalities import CAMERA, DEPTH, EVENTS, IGNORE_INDEX, LIDAR
 from anyseg_core.runtime import Runtime
 from anyseg_core.sensors import Events, RawFrame, camera_to_tensor, resize_dense
 
+from .conversions import sec_to_stamp
 from .sync import Frame
 
 OUTPUT_RESOLUTIONS = ("camera", "network")
@@ -78,6 +79,8 @@ class Segmentation:
     """One output frame: uint8 numpy images in the output geometry, plus what made them."""
 
     stamp: float
+    header_stamp: tuple[int, int]  # (sec, nanosec) for the output header: the input's own
+    #                                stamp, exactly, when the synchroniser was given it
     frame_id: str
     modalities: tuple[str, ...]
     pivot: str
@@ -213,12 +216,16 @@ class SegmentationPipeline:
         if overlay_alpha is not None and raw.camera is not None:
             overlay = self._overlay(raw, pred.labels, color, overlay_alpha)
         labels_np = pred.labels.cpu().numpy()  # the one synchronising copy back
-        stamp = frame.stamp
+        source = frame.items[frame.pivot][-1]
         if CAMERA not in frame.items:  # stamp of the newest message the output is made of
-            stamp = max(item.stamp for items in frame.items.values() for item in items)
+            source = max((item for items in frame.items.values() for item in items),
+                         key=lambda item: item.stamp)
+        header_stamp = (tuple(source.exact) if source.exact is not None
+                        else sec_to_stamp(source.stamp))
         camera = self._newest(frame, CAMERA)
         return Segmentation(
-            stamp=stamp, frame_id=camera.frame_id if camera is not None else geometry.frame_id,
+            stamp=source.stamp, header_stamp=header_stamp,
+            frame_id=camera.frame_id if camera is not None else geometry.frame_id,
             modalities=pred.modalities, pivot=frame.pivot, labels=labels_np,
             color=color.cpu().numpy(),
             overlay=overlay.cpu().numpy() if overlay is not None else None,

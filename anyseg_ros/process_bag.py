@@ -126,7 +126,7 @@ def process_bag(bag_in: str | Path, bag_out: str | Path, checkpoint: str | Path,
                 except FrameSkipped:
                     continue
                 t_ns = int(round(now * 1e9))
-                stamp = conv.sec_to_stamp(result.stamp)
+                stamp = result.header_stamp
                 Image = bags.msg_class("sensor_msgs/msg/Image")
                 out.write("/anyseg/labels", conv.array_to_image(
                     result.labels, "mono8", stamp, result.frame_id, cls=Image), t_ns)
@@ -177,7 +177,8 @@ def process_bag(bag_in: str | Path, bag_out: str | Path, checkpoint: str | Path,
             except Exception:  # noqa: BLE001 - counted like the node counts it, and go on
                 rejected[(sensor, "conversion_error")] += 1
                 continue
-            sync.add(sensor, stamp, payload, now)
+            sync.add(sensor, stamp, payload, now,
+                     exact=(msg.header.stamp.sec, msg.header.stamp.nanosec))
             run_ready(now)
         if t_first is not None:  # frames still waiting for partners that never came
             run_ready(now + v["sync.max_wait"] + 1e-6)

@@ -40,12 +40,19 @@ Semantics (s is the stamp of a frame's pivot message; all times in seconds):
   with a stamp at or below its sensor's discard line is dropped as ``stats["late"]``; for
   the pivot sensor that is any stamp <= the last emitted frame stamp.
 * Time jumps back (a bag restarting or looping, sim time reset): when ``now`` (given to add,
-  poll or live) is more than ``backjump`` below the largest ``now`` seen, or a message's
-  stamp is more than ``backjump`` below the newest stamp its sensor sent (for a sensor not
-  heard since the last reset: below the last emitted frame stamp), everything is cleared
-  (buffers, last stamp, liveness; ``stats["resets"]``, as for reset()) and the message is
-  then added as usual. Comparing a sensor with itself means one sensor with a constant
-  clock offset is not taken for a jump on every message.
+  poll or live) is more than ``backjump`` below the largest ``now`` seen, everything is
+  cleared (buffers, last stamp, liveness; ``stats["resets"]``, as for reset()). A message
+  stamped more than ``backjump`` below the newest stamp its sensor sent (for a sensor not
+  heard since the last reset: below the last emitted frame stamp) is dropped
+  (``stats["backjumped"]``) unless it is the ``jump_confirm``-th such message of its sensor
+  in a row: then the sensor's clock did go back (a bag loop replayed on the wall clock), so
+  everything is cleared as above and the message is added as usual. One stray old message,
+  or a second publisher on the topic whose clock is behind, therefore never clears the
+  other sensors nor makes the next frame older than the last. Comparing a sensor with
+  itself means one sensor with a constant clock offset is not taken for a jump on every
+  message.
+* Per-sensor counts: ``sensor_stats[name]`` counts that sensor's ``late``, ``overflow`` and
+  ``backjumped`` messages (``stats`` has the totals).
 * next_deadline() is the earliest arrival + max_wait among the candidates of the pivot at
   the largest ``now`` seen: the node can sleep until then (or the next message).
   poll(next_deadline()) then emits, unless the pivot changed in between (a sensor going
@@ -61,7 +68,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-STAT_KEYS = ("frames", "dropped_backlog", "late", "resets", "overflow")
+STAT_KEYS = ("frames", "dropped_backlog", "late", "resets", "overflow", "backjumped")
+SENSOR_STAT_KEYS = ("late", "overflow", "backjumped")
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,8 @@ class Stamped:
     stamp: float    # header stamp, seconds
     arrival: float  # `now` when it was added
     payload: Any    # opaque (already converted sensor data)
+    exact: Any = None  # the stamp as received, e.g. (sec, nanosec), handed back untouched:
+    #                    float seconds cannot hold nanoseconds at UNIX times
 
 
 @dataclass
@@ -89,7 +99,8 @@ class Frame:
 class _SensorState:
     """One sensor's buffer (sorted by stamp, with the stamps alone for bisect) and history."""
 
-    __slots__ = ("discard_up_to", "last_arrival", "messages", "newest_stamp", "stamps")
+    __slots__ = ("backjumps", "discard_up_to", "last_arrival", "messages", "newest_stamp",
+                 "stamps")
 
     def __init__(self) -> None:
         self.stamps: list[float] = []
@@ -97,6 +108,7 @@ class _SensorState:
         self.last_arrival: float | None = None  # None: nothing since the last reset
         self.newest_stamp: float | None = None  # newest stamp kept since the last reset
         self.discard_up_to = -math.inf             # stamps <= this can no longer be used
+        self.backjumps = 0                         # messages in a row stamped far back
 
     def insert(self, message: Stamped) -> None:
         index = bisect.bisect_right(self.stamps, message.stamp)
@@ -141,14 +153,14 @@ class AnymodalSynchronizer:
     """Groups messages of several sensors into frames around a pivot sensor's messages.
 
     See the module docstring for the exact semantics. ``stats`` counts ``frames``,
-    ``dropped_backlog``, ``late``, ``resets`` and ``overflow`` since construction (a reset
-    does not clear it).
+    ``dropped_backlog``, ``late``, ``resets``, ``overflow`` and ``backjumped`` since
+    construction, ``sensor_stats`` the per-sensor counts (a reset clears neither).
     """
 
     def __init__(self, sensors: Sequence[str], *, slop: float = 0.05, max_wait: float = 0.1,
                  stale_after: float = 0.5, pivot_order: Sequence[str] | None = None,
                  windows: Mapping[str, float] | None = None, buffer_size: int = 64,
-                 backjump: float = 1.0) -> None:
+                 backjump: float = 1.0, jump_confirm: int = 3) -> None:
         self.sensors = tuple(_check_names("sensors", sensors, None))
         self.slop = _check_positive("slop", slop)
         self.max_wait = _check_positive("max_wait", max_wait, allow_zero=True)
@@ -164,13 +176,20 @@ class AnymodalSynchronizer:
         if isinstance(buffer_size, bool) or not isinstance(buffer_size, int) or buffer_size < 1:
             raise ValueError(f"buffer_size must be an integer >= 1, got {buffer_size!r}")
         self.buffer_size = buffer_size
+        if isinstance(jump_confirm, bool) or not isinstance(jump_confirm, int) or jump_confirm < 1:
+            raise ValueError(f"jump_confirm must be an integer >= 1, got {jump_confirm!r}")
+        self.jump_confirm = jump_confirm
         self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
+        self.sensor_stats: dict[str, dict[str, int]] = {
+            name: dict.fromkeys(SENSOR_STAT_KEYS, 0) for name in self.sensors}
         self._clear()
 
     # -- public API -----------------------------------------------------------------------
 
-    def add(self, sensor: str, stamp: float, payload: Any, now: float) -> None:
-        """Buffer one message of ``sensor`` with header ``stamp``, arrived at ``now``."""
+    def add(self, sensor: str, stamp: float, payload: Any, now: float,
+            exact: Any = None) -> None:
+        """Buffer one message of ``sensor`` with header ``stamp``, arrived at ``now``;
+        ``exact`` (optional) is kept in its :class:`Stamped` as the stamp to publish."""
         if sensor not in self._state:
             raise ValueError(f"unknown sensor {sensor!r}; sensors are {list(self.sensors)}")
         stamp, now = float(stamp), float(now)
@@ -180,18 +199,25 @@ class AnymodalSynchronizer:
         state = self._state[sensor]
         reference = state.newest_stamp if state.newest_stamp is not None else self._last_stamp
         if reference is not None and reference - stamp > self.backjump:
+            state.backjumps += 1
+            if state.backjumps < self.jump_confirm:
+                state.last_arrival = now  # the sensor is alive, its message is not used
+                self._count(sensor, "backjumped")
+                return
             self._reset_after_jump()
             state = self._state[sensor]
+        else:
+            state.backjumps = 0
         state.last_arrival = now  # a late message still shows the sensor is alive
         if stamp <= state.discard_up_to:
-            self.stats["late"] += 1
+            self._count(sensor, "late")
             return
-        state.insert(Stamped(stamp, now, payload))
+        state.insert(Stamped(stamp, now, payload, exact))
         if state.newest_stamp is None or stamp > state.newest_stamp:
             state.newest_stamp = stamp
         if len(state.messages) > self.buffer_size:
             state.evict_oldest()
-            self.stats["overflow"] += 1
+            self._count(sensor, "overflow")
 
     def poll(self, now: float) -> Frame | None:
         """Emit the newest ready frame at ``now``, or None when no candidate is ready."""
@@ -274,6 +300,10 @@ class AnymodalSynchronizer:
         self.stats["resets"] += 1
 
     # -- internals ------------------------------------------------------------------------
+
+    def _count(self, sensor: str, key: str) -> None:
+        self.stats[key] += 1
+        self.sensor_stats[sensor][key] += 1
 
     def _clear(self) -> None:
         self._state = {name: _SensorState() for name in self.sensors}

@@ -19,6 +19,7 @@ from anyseg_core.runtime import Runtime
 from anyseg_core.sensors import Events, RawFrame
 from anyseg_ros.pipeline import (CameraImage, DepthImage, EventImage, FrameSkipped, Geometry,
                                  SegmentationPipeline, scale_K, with_geometry)
+from anyseg_ros.conversions import sec_to_stamp
 from anyseg_ros.sync import Frame, Stamped
 
 MODALITIES = ["camera", "events", "lidar", "depth"]
@@ -162,6 +163,28 @@ def test_camera_missing_keeps_the_camera_geometry(runtime, data):
     expected = runtime.predict(raw, output_size=(H, W)).labels.numpy()
     assert varied(expected)
     np.testing.assert_array_equal(seg.labels, expected)
+
+
+def test_outputs_carry_their_input_header_stamp_exactly(runtime, data):
+    """Float seconds cannot hold nanoseconds at UNIX times (1.7e9 s has a 240 ns step): the
+    output is stamped with its input message's own (sec, nanosec), so consumers can pair it
+    with that input by exact stamp."""
+    pipe = SegmentationPipeline(runtime, MODALITIES)
+    geometry = Geometry(K=K, image_hw=(H, W))
+    camera_exact, lidar_exact = (1_700_000_000, 123_456_789), (1_700_000_000, 140_000_001)
+    camera_t, lidar_t = (a + b * 1e-9 for a, b in (camera_exact, lidar_exact))
+    assert sec_to_stamp(camera_t) != camera_exact  # what a float round trip would publish
+    camera = Stamped(camera_t, 0.0, CameraImage(data["image"], "rgb8", CAM_FRAME), camera_exact)
+    lidar = Stamped(lidar_t, 0.0, data["lidar"], lidar_exact)
+    frame = Frame(stamp=camera_t, pivot="camera", items={"camera": [camera], "lidar": [lidar]},
+                  live={s: True for s in MODALITIES}, dropped=0, waited=0.0)
+    assert pipe.run(frame, geometry).header_stamp == camera_exact
+    # Without the camera: the newest message the output is made of, here the lidar's.
+    frame = Frame(stamp=lidar_t, pivot="lidar", items={"lidar": [lidar]},
+                  live={s: True for s in MODALITIES}, dropped=0, waited=0.0)
+    assert pipe.run(frame, geometry).header_stamp == lidar_exact
+    # A synchroniser fed without exact stamps: the nearest nanosecond of the float stamp.
+    assert pipe.run(full_frame(data), geometry).header_stamp == sec_to_stamp(STAMP)
 
 
 # ------------------------------------------------------------- (c) no camera and no K

@@ -148,7 +148,7 @@ def test_all_sensors_each_camera_frame_once_with_nearest_lidar_and_covering_even
         assert frame.dropped == 0 and all(frame.live.values())
     assert_never_reused(frames)
     assert sync.stats == {"frames": len(camera), "dropped_backlog": 0, "late": 0, "resets": 0,
-                          "overflow": 0}
+                          "overflow": 0, "backjumped": 0}
 
 
 def test_lidar_outage_frames_continue_and_lidar_is_used_again_when_back():
@@ -333,11 +333,21 @@ def test_bag_loop_resets_and_frames_come_again():
     sync = make_sync()
     frames = drive(sync, first_pass + second_pass, end=10.0)
     camera_stamps = grid(1.004, 0.1, 2.5)
-    assert [f.stamp for _, f in frames] == camera_stamps + camera_stamps
+    # The loop is taken for a jump at the third back-stamped message of one sensor (events,
+    # every 10 ms, at 1.02): the messages that came before it are dropped (events 1.0 and
+    # 1.01, camera 1.004), the first camera frame of the second pass with them.
     assert sync.stats["resets"] == 1 and sync.stats["late"] == 0
-    assert all(f.items["camera"][-1].payload[1] == "loop" for _, f in frames[len(camera_stamps):])
-    # The reset forgot liveness: after it, as at start-up, lidar is back from the 2nd frame.
-    with_lidar = [f.stamp for _, f in frames if "lidar" in f.items]
+    assert sync.stats["backjumped"] == 3 and sync.sensor_stats["camera"]["backjumped"] == 1
+    # The reset forgot liveness, so lidar 1.041 comes while the camera is not live yet: one
+    # lidar-only frame, then the camera's frames again.
+    second = [f for _, f in frames[len(camera_stamps):]]
+    assert [f.stamp for _, f in frames] == camera_stamps + [1.041] + camera_stamps[1:]
+    assert second[0].pivot == "lidar" and "camera" not in second[0].items
+    assert all(f.pivot == "camera" and f.items["camera"][-1].payload[1] == "loop"
+               for f in second[1:])
+    # Lidar, live again since 1.041, is in every one of them (in the first pass, from the
+    # second frame on: it came after the first camera frame).
+    with_lidar = [f.stamp for _, f in frames if f.pivot == "camera" and "lidar" in f.items]
     assert with_lidar == camera_stamps[1:] + camera_stamps[1:]
 
 
@@ -360,21 +370,45 @@ def test_small_backward_steps_do_not_reset():
     assert sync.poll(now=10.0).stamp == 10.0
     sync.add("camera", 9.5, "b", now=9.5)  # now and stamp 0.5 s back: a late message
     assert sync.stats["resets"] == 0 and sync.stats["late"] == 1
-    sync.add("camera", 8.9, "c", now=10.1)  # stamp 1.1 s before the last frame: a jump
+    # Stamps 1.1 s before the last frame: dropped until the third in a row shows a jump.
+    sync.add("camera", 8.9, "c", now=10.1)
+    sync.add("camera", 8.95, "d", now=10.15)
+    assert sync.stats["resets"] == 0 and sync.stats["backjumped"] == 2
+    assert sync.poll(now=10.15) is None
+    sync.add("camera", 8.99, "e", now=10.2)
     assert sync.stats["resets"] == 1
-    assert sync.poll(now=10.1).items["camera"][0].payload == "c"
+    assert sync.poll(now=10.2).items["camera"][0].payload == "e"
+
+
+def test_a_stray_old_message_is_dropped_and_output_never_goes_back():
+    # One lidar message stamped 8 s back, then a second lidar publisher whose clock is 5 s
+    # behind, interleaved with the right one: neither clears the other sensors, no frame is
+    # stamped before the last, and the old messages are counted for lidar.
+    messages = rig(last=4.0)
+    messages.append(Msg("lidar", 2.0 - 8.0, 2.05, "stray"))
+    messages += [Msg("lidar", round(s - 5.0, 6), round(s + 0.04, 9), "behind")
+                 for s in grid(3.0, 0.1, 4.0)]
+    sync = make_sync()
+    frames = drive(sync, messages, end=10.0)
+    stamps = [f.stamp for _, f in frames]
+    assert stamps == grid(1.004, 0.1, 4.0)
+    assert sync.stats["resets"] == 0
+    assert sync.sensor_stats["lidar"]["backjumped"] == 1 + len(grid(3.0, 0.1, 4.0))
+    assert sync.sensor_stats["camera"]["backjumped"] == 0
+    assert all(f.items["lidar"][0].payload != "behind" for _, f in frames if "lidar" in f.items)
 
 
 def test_sensor_with_clock_offset_resets_once_not_on_every_message():
-    # Lidar stamps run 5 s behind: its first message looks like a jump (one reset), after
-    # that its own stamps are consistent; it is live but never settles a frame.
+    # Lidar stamps run 5 s behind: its first messages look like a jump (one reset at the
+    # third, 2.241), after that its own stamps are consistent; it is live but never settles a
+    # frame. (Just after the reset it is the only live sensor, so one lidar-only frame.)
     messages = (stream("camera", grid(1.004, 0.1, 4.0))
                 + stream("lidar", [s - 5.0 for s in grid(2.041, 0.1, 4.0)], shift=5.0))
     sync = AnymodalSynchronizer(["camera", "lidar"], slop=SLOP, max_wait=MAX_WAIT)
     frames = drive(sync, messages, end=10.0)
     assert sync.stats["resets"] == 1
-    after = [f for t, f in frames if t > 2.1]
-    assert [f.stamp for f in after] == grid(2.104, 0.1, 4.0)
+    after = [f for t, f in frames if t > 2.25]
+    assert [f.stamp for f in after] == grid(2.304, 0.1, 4.0)
     assert all(f.live["lidar"] and f.waited == pytest.approx(MAX_WAIT) and "lidar" not in f.items
                for f in after)
 
@@ -454,6 +488,7 @@ def test_reset_clears_state_but_not_stats():
     ({"max_wait": -0.1}, "max_wait"),
     ({"stale_after": 0}, "stale_after"),
     ({"backjump": 0}, "backjump"),
+    ({"jump_confirm": 0}, "jump_confirm"),
     ({"pivot_order": ["radar"]}, "pivot_order"),
     ({"pivot_order": []}, "pivot_order"),
     ({"pivot_order": ["camera", "camera"]}, "pivot_order"),
@@ -657,3 +692,10 @@ def test_random_streams_match_reference(scenario):
     assert sync.stats["frames"] == len(frames)
     assert sync.stats["dropped_backlog"] == sum(f.dropped for _, f in frames)
     assert sync.stats["resets"] == 0 and sync.stats["overflow"] == 0
+
+
+def test_the_exact_stamp_given_with_a_message_comes_back_with_it():
+    sync = AnymodalSynchronizer(["camera"])
+    sync.add("camera", 1_700_000_000.123456789, "a", now=1.0, exact=(1_700_000_000, 123_456_789))
+    item = sync.poll(now=1.0).items["camera"][0]
+    assert item.exact == (1_700_000_000, 123_456_789) and item.payload == "a"

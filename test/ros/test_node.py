@@ -310,6 +310,10 @@ def test_malformed_messages_are_counted_by_reason_and_frames_keep_coming(scenari
         # Best-effort transport may lose a message; it never invents one.
         assert 0 < counted[key] <= n, (key, counted[key], n)
     assert sum(counted.values()) >= 0.85 * MALFORMED  # best effort: a few may be lost
+    # Logged with throttling per (sensor, reason), so each kind shows at least once (rclpy's
+    # throttle, per call site, would let the first kind hide the others for 5 s).
+    for sensor, reason in counted:
+        assert f'{sensor}: rejected a message ({reason})' in scenario['log'], (sensor, reason)
     # Valid frames kept coming all along: every half second of an all-sensor phase has some.
     status, offset = scenario['status'], scenario['offset']
     for t in np.arange(1.0, LIDAR_OFF[0], 0.5):
@@ -345,3 +349,10 @@ def test_bad_configuration_stops_with_a_message_naming_it(tiny_checkpoint, ros_e
     done = _run_node(['-p', f'checkpoint:={tiny_checkpoint}', '-p', 'device:=cpu',
                       '-p', 'modalities:=[camera, depth]'], ros_env)
     assert done.returncode == 1 and 'depth' in done.stderr, done.stderr
+    # A whole number for a floating-point parameter (a common params-file slip): one clear
+    # line naming it, not an rclpy traceback.
+    done = _run_node(['-p', f'checkpoint:={tiny_checkpoint}', '-p', 'device:=cpu',
+                      '-p', 'sync.max_wait:=0'], ros_env)
+    assert done.returncode == 1 and '[anyseg] error: parameter sync.max_wait' in done.stderr, \
+        done.stderr
+    assert 'decimal point' in done.stderr and 'Traceback' not in done.stderr, done.stderr

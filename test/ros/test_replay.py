@@ -60,7 +60,7 @@ def replay(tiny_checkpoint, module_ros_env, tmp_path_factory):
              '--params-file', info['params'], '-p', f'checkpoint:={tiny_checkpoint}',
              '-p', 'device:=cpu', '-p', 'use_sim_time:=true', '-p', 'qos.depth:=50',
              '-r', f'__ns:={ns}'], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    rec = {'labels': [], 'status': [], 'diagnostics': []}
+    rec = {'labels': [], 'status': [], 'diagnostics': [], 'diagnostics_rx': []}
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=int(env['ROS_DOMAIN_ID']),
                signal_handler_options=SignalHandlerOptions.NO)
@@ -75,10 +75,12 @@ def replay(tiny_checkpoint, module_ros_env, tmp_path_factory):
         listener.create_subscription(Image, f'{ns}/anyseg/labels', rec['labels'].append, qos)
         listener.create_subscription(String, f'{ns}/anyseg/status',
                                      lambda m: rec['status'].append(json.loads(m.data)), qos)
-        listener.create_subscription(
-            DiagnosticArray, '/diagnostics',
-            lambda m: rec['diagnostics'].append(m)
-            if any(s.hardware_id == f'{ns}/anyseg' for s in m.status) else None, qos)
+        def on_diagnostics(m):
+            if any(s.hardware_id == f'{ns}/anyseg' for s in m.status):
+                rec['diagnostics'].append(m)
+                rec['diagnostics_rx'].append(time.monotonic())
+
+        listener.create_subscription(DiagnosticArray, '/diagnostics', on_diagnostics, qos)
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(listener)
         play_log = tmp / 'play.log'
@@ -93,7 +95,8 @@ def replay(tiny_checkpoint, module_ros_env, tmp_path_factory):
         deadline = time.monotonic() + SECONDS + 120
         while player.poll() is None and time.monotonic() < deadline:
             executor.spin_once(timeout_sec=0.05)
-        end = time.monotonic() + 2.5  # last frames, one more diagnostics message
+        rec['play_end'] = time.monotonic()  # /clock stops here
+        end = time.monotonic() + 2.5  # last frames, diagnostics after the end
         while time.monotonic() < end:
             executor.spin_once(timeout_sec=0.05)
         assert player.returncode == 0, play_log.read_text()
@@ -179,8 +182,16 @@ def test_injected_faults_show_in_diagnostics(replay):
              if LIDAR_OFF[0] + 0.6 < conv.stamp_to_sec(d.header.stamp) - t0 < LIDAR_OFF[1]]
     assert stale, 'no diagnostics during the dropped window'
     assert all(_diag(d, 'lidar')[0] == 3 for d in stale)  # STALE
-    after = [d for d in diags if conv.stamp_to_sec(d.header.stamp) - t0 > LIDAR_OFF[1] + 1.0]
+    after = [d for d in diags
+             if LIDAR_OFF[1] + 1.0 < conv.stamp_to_sec(d.header.stamp) - t0 < SECONDS - 0.2]
     assert after and _diag(after[-1], 'lidar')[0] == 0  # OK again
+    # The bag is over and /clock stopped with it (sim time stands still at its end): sensor
+    # ages run on the steady clock, so a report from over a second later calls every sensor
+    # stale instead of freezing their last ages.
+    rx, play_end = replay['rec']['diagnostics_rx'], replay['rec']['play_end']
+    ended = [d for d, t in zip(diags, rx) if t > play_end + 1.0]
+    assert ended, 'no diagnostics after the bag ended'
+    assert all(_diag(ended[-1], sensor)[0] == 3 for sensor in ('camera', 'lidar', 'events'))
     _, _, values = _diag(diags[-1], 'events')
     rejected = {k.split('.', 1)[1]: int(v) for k, v in values.items()
                 if k.startswith('rejected.')}

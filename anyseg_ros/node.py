@@ -44,7 +44,8 @@ from .inputs import payload_function
 from .params import (BUILTIN_PARAMS, DEMO_CHECKPOINT, PARAMS, PARAMS_BY_NAME, ConfigError,
                      check_value, geometry_from_params, network_size,
                      synchronizer_from_params)
-from .pipeline import FrameSkipped, Segmentation, SegmentationPipeline, with_geometry
+from .pipeline import (FrameSkipped, Segmentation, SegmentationPipeline, geometry_from_camera,
+                       with_geometry)
 
 NODE_NAME = "anyseg"
 INPUT_TOPICS = {CAMERA: "camera/image", LIDAR: "lidar/points", EVENTS: "events",
@@ -271,6 +272,8 @@ class AnysegNode(Node):
             health.accepted += 1
             health.last_arrival, health.last_stamp = now, stamp
             health.recent.append(now)
+            if sensor == CAMERA and not self._camera_info_seen:
+                self.geometry = geometry_from_camera(self.geometry, data)
             self.sync.add(sensor, stamp, data, now,
                           exact=(msg.header.stamp.sec, msg.header.stamp.nanosec))
         self._wake.set()

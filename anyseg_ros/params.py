@@ -75,9 +75,10 @@ PARAMS = [
           "unset = identity", dynamic=True, array="double"),
     Param("camera.K", None, "camera intrinsics, row-major 3x3, used until a CameraInfo "
           "arrives", dynamic=True, array="double"),
-    Param("camera.height", 0, "camera image height, used with camera.K until a CameraInfo or "
-          "image arrives; 0 = 2 * cy + 1 of camera.K"),
-    Param("camera.width", 0, "camera image width (see camera.height); 0 = 2 * cx + 1"),
+    Param("camera.height", 0, "image height that camera.K is for (K is scaled to images of "
+          "another size); 0 = camera.K is for the images as they come"),
+    Param("camera.width", 0, "image width that camera.K is for (see camera.height); 0 with "
+          "camera.height"),
     Param("palette", None, "class colours r, g, b, r, g, b, ... (0..255); unset = the "
           "checkpoint's", dynamic=True, array="integer"),
     Param("overlay.alpha", 0.5, "opacity of the class colours over the camera image",
@@ -209,12 +210,14 @@ def geometry_from_params(values: Mapping[str, Any], geometry: Optional[Geometry]
     if v["events.height"] and v["events.width"]:
         changes["events_hw"] = (int(v["events.height"]), int(v["events.width"]))
     if not camera_info_seen:
-        K = matrix_param("camera.K", v["camera.K"], (3, 3))
-        hw = None
-        if K is not None:
-            hw = (int(v["camera.height"]) or int(round(2 * K[1, 2] + 1)),
-                  int(v["camera.width"]) or int(round(2 * K[0, 2] + 1)))
-        changes.update(K=K, image_hw=hw)
+        h, w = int(v["camera.height"]), int(v["camera.width"])
+        if (h == 0) != (w == 0):
+            raise ConfigError(f"camera.height and camera.width must both be set or both be 0 "
+                              f"(camera.K is then for the camera's images), got {h} x {w}")
+        # No size: the first camera image gives it (geometry_from_camera); never guessed
+        # from the principal point, which is rarely at the exact centre.
+        changes.update(K=matrix_param("camera.K", v["camera.K"], (3, 3)),
+                       image_hw=(h, w) if h else None)
     return with_geometry(geometry or Geometry(), **changes)
 
 

@@ -248,3 +248,16 @@ class SegmentationPipeline:
 def with_geometry(geometry: Geometry, **changes) -> Geometry:
     """A copy of ``geometry`` with fields replaced (the node swaps it atomically)."""
     return replace(geometry, **changes)
+
+
+def geometry_from_camera(geometry: Geometry, image: CameraImage) -> Geometry:
+    """``geometry`` completed from a camera image, for use while no CameraInfo has been seen:
+    the image's size when none is known yet (``camera.K`` without ``camera.height/width`` is
+    then for images of that size) and its frame id, so outputs made during a camera outage
+    keep the camera's size and frame. Returns ``geometry`` itself when nothing changes."""
+    changes: dict = {}
+    if geometry.image_hw is None:
+        changes["image_hw"] = tuple(int(n) for n in image.array.shape[:2])
+    if image.frame_id and image.frame_id != geometry.frame_id:
+        changes["frame_id"] = image.frame_id
+    return with_geometry(geometry, **changes) if changes else geometry

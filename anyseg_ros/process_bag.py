@@ -32,6 +32,7 @@ import torch
 
 from anyseg_core.checkpoint import CheckpointError
 from anyseg_core.metrics import ConfusionMatrix
+from anyseg_core.modalities import CAMERA
 from anyseg_core.runtime import Runtime
 
 from . import bag as bags
@@ -39,7 +40,8 @@ from . import conversions as conv
 from .inputs import payload_function
 from .params import (ConfigError, defaults, geometry_from_params, load_params_file,
                      network_size, synchronizer_from_params)
-from .pipeline import FrameSkipped, Segmentation, SegmentationPipeline, with_geometry
+from .pipeline import (FrameSkipped, Segmentation, SegmentationPipeline, geometry_from_camera,
+                       with_geometry)
 
 ABBREV = {"camera": "C", "depth": "D", "events": "E", "lidar": "L"}
 
@@ -177,6 +179,8 @@ def process_bag(bag_in: str | Path, bag_out: str | Path, checkpoint: str | Path,
             except Exception:  # noqa: BLE001 - counted like the node counts it, and go on
                 rejected[(sensor, "conversion_error")] += 1
                 continue
+            if sensor == CAMERA and not camera_info_seen:
+                geometry = geometry_from_camera(geometry, payload)
             sync.add(sensor, stamp, payload, now,
                      exact=(msg.header.stamp.sec, msg.header.stamp.nanosec))
             run_ready(now)

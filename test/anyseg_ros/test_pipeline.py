@@ -17,9 +17,11 @@ from anyseg_core.model import AnymodalSegmentor
 from anyseg_core.modalities import IGNORE_INDEX
 from anyseg_core.runtime import Runtime
 from anyseg_core.sensors import Events, RawFrame
-from anyseg_ros.pipeline import (CameraImage, DepthImage, EventImage, FrameSkipped, Geometry,
-                                 SegmentationPipeline, scale_K, with_geometry)
 from anyseg_ros.conversions import sec_to_stamp
+from anyseg_ros.pipeline import (CameraImage, DepthImage, EventImage, FrameSkipped, Geometry,
+                                 SegmentationPipeline, geometry_from_camera, scale_K,
+                                 with_geometry)
+from anyseg_ros.params import ConfigError, defaults, geometry_from_params
 from anyseg_ros.sync import Frame, Stamped
 
 MODALITIES = ["camera", "events", "lidar", "depth"]
@@ -224,6 +226,40 @@ def test_camera_without_intrinsics_runs_camera_and_leaves_lidar_out(runtime, dat
     seg = pipe.run(frame, Geometry())
     assert seg.modalities == ("camera",) and seg.labels.shape == (H, W)
     assert set(seg.left_out) == {"lidar"} and seg.frame_id == CAM_FRAME
+
+
+# ------------------------------------------ camera.K from parameters, no CameraInfo
+def test_camera_K_parameter_without_a_size_is_for_the_images_as_they_come(runtime, data):
+    # A principal point off the exact centre (as on real cameras): its size is not guessed
+    # from it (2 * cy + 1 would be 122 x 166 here, and K would be rescaled by mistake).
+    K_param = np.array([[100.0, 0.0, 82.3], [0.0, 100.0, 60.7], [0.0, 0.0, 1.0]])
+    values = defaults()
+    values["camera.K"] = K_param.ravel().tolist()
+    geometry = geometry_from_params(values)
+    assert geometry.image_hw is None and np.array_equal(geometry.K, K_param)
+    pipe = SegmentationPipeline(runtime, MODALITIES)
+    image = CameraImage(data["image"], "rgb8", CAM_FRAME)
+    frame = make_frame(STAMP, "camera", camera=[(STAMP, image)], lidar=[(STAMP, data["lidar"])])
+    raw, left_out = pipe.raw_frame(frame, geometry)
+    assert left_out == {} and np.array_equal(raw.K, K_param) and raw.image_hw == (H, W)
+    # The node completes the geometry from the first image (no CameraInfo yet): a camera
+    # outage then keeps the camera's size and frame id.
+    learned = geometry_from_camera(geometry, image)
+    assert learned.image_hw == (H, W) and learned.frame_id == CAM_FRAME
+    assert geometry_from_camera(learned, image) is learned
+    seg = pipe.run(make_frame(STAMP, "lidar", lidar=[(STAMP, data["lidar"])]), learned)
+    assert seg.labels.shape == (H, W) and seg.frame_id == CAM_FRAME
+    # A size given with K says which images K is for: other images are rescaled, and an
+    # image never replaces it.
+    values["camera.height"], values["camera.width"] = 2 * H, 2 * W
+    sized = geometry_from_params(values)
+    assert sized.image_hw == (2 * H, 2 * W)
+    assert geometry_from_camera(sized, image).image_hw == (2 * H, 2 * W)
+    raw, _ = pipe.raw_frame(frame, sized)
+    np.testing.assert_allclose(raw.K, scale_K(K_param, (2 * H, 2 * W), (H, W)))
+    values["camera.width"] = 0
+    with pytest.raises(ConfigError, match="camera.height and camera.width"):
+        geometry_from_params(values)
 
 
 # --------------------------------------------------- (d) CameraInfo at another resolution

@@ -67,6 +67,8 @@ class SensorHealth:
     last_stamp: Optional[float] = None
     recent: deque = field(default_factory=lambda: deque(maxlen=4096))  # steady-clock arrival times
     rejected_at_last_report: int = 0
+    accepted_at_last_report: int = 0
+    unused_at_last_report: int = 0  # the synchroniser's late + stamped-back + overflow
 
     def rate(self, wall_now: float) -> float:
         while self.recent and wall_now - self.recent[0] > RATE_WINDOW_S:
@@ -120,6 +122,8 @@ class AnysegNode(Node):
         self.health = {m: SensorHealth() for m in (*self.modalities, "camera_info")}
         self.frames_out = 0
         self.frames_failed = 0
+        self._frames_at_last_report = self._failed_at_last_report = 0
+        self._last_output: Optional[float] = None  # steady clock
         self.latencies = deque(maxlen=200)  # ms, input stamp to publish
         self.inference_ms = deque(maxlen=200)
         self.sync = synchronizer_from_params(values, self.modalities)
@@ -355,6 +359,7 @@ class AnysegNode(Node):
         now = time.monotonic()
         with self._lock:
             self.frames_out += 1
+            self._last_output = now
             self.latencies.append(latency)
             self.inference_ms.append(r.inference_ms)
             ages = {m: (round(now - h.last_arrival, 4) if h.last_arrival is not None else None)
@@ -379,27 +384,28 @@ class AnysegNode(Node):
         msg.header.stamp = self.get_clock().now().to_msg()
         hw = f"{self.get_namespace().rstrip('/')}/{self.get_name()}"
         with self._lock:
+            any_live = False
             for name, h in self.health.items():
                 age = None if h.last_arrival is None else now - h.last_arrival
+                any_live |= name != "camera_info" and age is not None and age <= stale_after
                 rejected = sum(h.rejected.values())
-                new_rejects = rejected - h.rejected_at_last_report
-                h.rejected_at_last_report = rejected
-                stale = "no message yet" if age is None else f"stale ({age:.1f} s)"
-                if new_rejects and (age is None or age > stale_after):
-                    level = DiagnosticStatus.ERROR
-                    text = f"{stale}; only malformed messages ({new_rejects})"
-                elif age is None or age > stale_after:
-                    level, text = DiagnosticStatus.STALE, stale
-                elif new_rejects:
-                    level, text = DiagnosticStatus.WARN, f"{new_rejects} malformed message(s)"
-                else:
-                    level, text = DiagnosticStatus.OK, "OK"
+                unused = self.sync.sensor_stats.get(name, {})
+                total_unused = sum(unused.values())
+                if total_unused < h.unused_at_last_report:  # a new synchroniser (parameters)
+                    h.unused_at_last_report = 0
+                level, text = sensor_status(
+                    age, stale_after, rejected - h.rejected_at_last_report,
+                    h.accepted - h.accepted_at_last_report,
+                    total_unused - h.unused_at_last_report)
+                h.rejected_at_last_report, h.accepted_at_last_report = rejected, h.accepted
+                h.unused_at_last_report = total_unused
                 values = {"rate_hz": f"{h.rate(now):.2f}",
                           "last_age_s": "" if age is None else f"{age:.3f}",
                           "received": str(h.received), "accepted": str(h.accepted),
                           "rejected": str(rejected)}
                 values.update({f"rejected.{k}": str(n) for k, n in sorted(h.rejected.items())})
                 values.update({f"removed.{k}": str(n) for k, n in sorted(h.notes.items())})
+                values.update({f"unused.{k}": str(n) for k, n in unused.items()})
                 msg.status.append(_status(f"{NODE_NAME}: {name}", level, text, hw, values))
             lat = np.array(self.latencies) if self.latencies else None
             inf = np.array(self.inference_ms) if self.inference_ms else None
@@ -412,9 +418,15 @@ class AnysegNode(Node):
                 values.update({"latency_ms_p50": f"{np.percentile(lat, 50):.1f}",
                                "latency_ms_p95": f"{np.percentile(lat, 95):.1f}",
                                "inference_ms_p50": f"{np.percentile(inf, 50):.1f}"})
-        level = DiagnosticStatus.OK if self.frames_out else DiagnosticStatus.WARN
-        msg.status.append(_status(f"{NODE_NAME}: inference", level,
-                                  "running" if self.frames_out else "no frame yet", hw, values))
+            new_frames = self.frames_out - self._frames_at_last_report
+            new_failed = self.frames_failed - self._failed_at_last_report
+            self._frames_at_last_report = self.frames_out
+            self._failed_at_last_report = self.frames_failed
+            since_output = (None if self._last_output is None else now - self._last_output)
+        level, text = inference_status(
+            self.frames_out, new_frames, new_failed, since_output, any_live,
+            quiet_after=max(2.0, 2 * self._values["diagnostics.period"]))
+        msg.status.append(_status(f"{NODE_NAME}: inference", level, text, hw, values))
         self.pub_diag.publish(msg)
 
     # -- shutdown ------------------------------------------------------------------------
@@ -424,6 +436,48 @@ class AnysegNode(Node):
         self._stop.set()
         self._wake.set()
         self._worker.join(timeout)
+
+
+def sensor_status(age: Optional[float], stale_after: float, new_rejected: int,
+                  new_accepted: int, new_unused: int) -> tuple[int, str]:
+    """Diagnostic level and message of one input over the last report period.
+
+    ``age``: seconds since its last message (None: none yet); ``new_*``: messages since the
+    last report that were malformed, accepted, and accepted but never used by a frame (late
+    for their frame, stamped far back, or evicted from a full buffer). A sensor whose
+    messages mostly go unused (a clock not in step with the others, say) is a WARN even
+    though it is alive."""
+    stale = "no message yet" if age is None else f"stale ({age:.1f} s)"
+    if age is None or age > stale_after:
+        if new_rejected:
+            return DiagnosticStatus.ERROR, f"{stale}; only malformed messages ({new_rejected})"
+        return DiagnosticStatus.STALE, stale
+    problems = []
+    if new_rejected:
+        problems.append(f"{new_rejected} malformed message(s)")
+    if new_unused and 2 * new_unused >= new_accepted:
+        problems.append(f"{new_unused} of {new_accepted} message(s) not used by any frame "
+                        "(late, stamped back or buffer overflow: is its clock in step?)")
+    if problems:
+        return DiagnosticStatus.WARN, "; ".join(problems)
+    return DiagnosticStatus.OK, "OK"
+
+
+def inference_status(frames_out: int, new_frames: int, new_failed: int,
+                     since_output: Optional[float], any_live: bool,
+                     quiet_after: float) -> tuple[int, str]:
+    """Diagnostic level and message of the inference over the last report period: ERROR when
+    every frame of the period failed, WARN when some did, or when live sensors have given no
+    output for ``quiet_after`` seconds (``since_output``: seconds since the last output)."""
+    if new_failed and not new_frames:
+        return DiagnosticStatus.ERROR, f"every frame failed ({new_failed}) since the last report"
+    if new_failed:
+        return DiagnosticStatus.WARN, f"{new_failed} frame(s) failed since the last report"
+    if not frames_out:
+        return DiagnosticStatus.WARN, "no frame yet"
+    if any_live and since_output is not None and since_output > quiet_after:
+        return DiagnosticStatus.WARN, f"no output for {since_output:.1f} s from live sensors"
+    return DiagnosticStatus.OK, "running"
 
 
 def _status(name: str, level, message: str, hardware_id: str,

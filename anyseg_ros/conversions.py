@@ -40,7 +40,8 @@ MAX_POINTS = 16_000_000
 #: Every ``InvalidMessage.reason``, e.g. to create the node's rejection counters up front.
 #: There is no "empty": an empty point cloud or event packet is valid (an empty sweep).
 REASONS = ("unknown_encoding", "bad_size", "step_too_small", "data_length", "missing_field",
-           "bad_point_step", "non_finite", "out_of_image", "bad_stamp", "singular_K")
+           "bad_point_step", "non_finite", "out_of_image", "bad_event_time", "bad_stamp",
+           "singular_K")
 
 
 class InvalidMessage(ValueError):
@@ -287,6 +288,11 @@ def lidar_points(msg: Any) -> tuple[np.ndarray, int]:
     return np.compress(finite, points, axis=0), len(points) - n_finite
 
 
+#: How far an event's time may be from its packet's header stamp, seconds. Packets hold
+#: milliseconds of events; this only catches times on another clock or in another unit.
+EVENT_TIME_TOLERANCE_S = 2.0
+
+
 def events_from_cloud(msg: Any, size_hw: tuple[int, int] | None) -> Events:
     """Events carried as a ``PointCloud2`` with fields x, y (integer pixels), t (float
     seconds on the clock of ``header.stamp``), p (integer polarity) -> :class:`Events` with
@@ -296,7 +302,10 @@ def events_from_cloud(msg: Any, size_hw: tuple[int, int] | None) -> Events:
     accepted for x, y, p and FLOAT32 for t. Arrays are copies. An empty cloud gives empty
     Events. Reasons: missing_field (absent, or t not float, or x/y/p not integer),
     non_finite (a t is NaN or infinite), out_of_image (an x >= W or y >= H of ``size_hw``,
-    or negative, or beyond uint16 when ``size_hw`` is None); and those of cloud_to_array.
+    or negative, or beyond uint16 when ``size_hw`` is None), bad_event_time (a t more than
+    EVENT_TIME_TOLERANCE_S from ``header.stamp``: times relative to the packet, or FLOAT32
+    times at UNIX epochs, whose step is 128 s, would leave every event outside the window
+    the frame renders); and those of cloud_to_array.
     """
     records = _cloud_records(msg, ("x", "y", "t", "p"), allowed={
         "x": _INTEGER_TYPES, "y": _INTEGER_TYPES, "t": _FLOAT_TYPES, "p": _INTEGER_TYPES})
@@ -314,6 +323,15 @@ def events_from_cloud(msg: Any, size_hw: tuple[int, int] | None) -> Events:
                                                  f"outside [0, {limit}) (range {values.min()}.."
                                                  f"{values.max()})")
         pixels[axis] = values.astype(np.uint16)
+    if len(t):
+        stamp = stamp_to_sec(msg.header.stamp)
+        lo, hi = float(t.min()), float(t.max())
+        if lo < stamp - EVENT_TIME_TOLERANCE_S or hi > stamp + EVENT_TIME_TOLERANCE_S:
+            raise InvalidMessage("bad_event_time", (
+                f"event times {lo:.6f}..{hi:.6f} s are not near the packet's stamp "
+                f"{stamp:.6f} s (within {EVENT_TIME_TOLERANCE_S} s): t must be absolute "
+                "seconds on the clock of header.stamp (FLOAT64: FLOAT32 cannot hold UNIX "
+                "times)"))
     p = (records["p"] > 0).astype(np.uint8)
     return Events(x=pixels["x"], y=pixels["y"], t=t, p=p)
 

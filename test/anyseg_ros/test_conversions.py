@@ -349,11 +349,30 @@ def test_events_accept_other_integer_and_float_types():
     p = np.array([-1, 1, 7], np.int8)
     records = structured({"p": p, "t": t, "y": y, "x": x}, {"p": 0, "t": 4, "y": 8, "x": 12}, 16,
                          byteorder=">")
-    events = conv.events_from_cloud(raw_cloud(records, bigendian=True), (480, 640))
+    cloud = raw_cloud(records, bigendian=True)
+    cloud.header = stamp_ns(0.5)  # FLOAT32 holds these times: a clock started at 0 (sim time)
+    events = conv.events_from_cloud(cloud, (480, 640))
     assert events.x.dtype == np.uint16 and events.y.dtype == np.uint16
     assert events.t.dtype == np.float64 and events.p.dtype == np.uint8
     assert events.x.tolist() == [0, 5, 639] and events.y.tolist() == [479, 3, 0]
     assert events.t.tolist() == [0.5, 0.25, 0.125] and events.p.tolist() == [0, 1, 1]
+
+
+def test_float32_event_times_at_unix_times_are_refused():
+    # float32 steps by 128 s at 1.7e9 s: these times round to 40 s before the stamp, which
+    # would leave every event outside the frame's window without a word.
+    x, y, p = np.ones(3, np.uint16), np.ones(3, np.uint16), np.ones(3, np.uint8)
+    stamp = UNIX_T + 40.0
+    t = stamp - np.array([0.02, 0.01, 0.0])
+    assert abs(float(t.astype(np.float32)[-1]) - stamp) > conv.EVENT_TIME_TOLERANCE_S
+    as32 = conv.points_to_cloud({"x": x, "y": y, "t": t.astype(np.float32), "p": p}, stamp,
+                                "events", cls=SimpleNamespace)
+    with pytest.raises(conv.InvalidMessage, match="FLOAT32 cannot hold UNIX times") as err:
+        conv.events_from_cloud(as32, (480, 640))
+    assert err.value.reason == "bad_event_time"
+    as64 = conv.points_to_cloud({"x": x, "y": y, "t": t, "p": p}, stamp, "events",
+                                cls=SimpleNamespace)
+    np.testing.assert_array_equal(conv.events_from_cloud(as64, (480, 640)).t, t)
 
 
 # ----------------------------------------------------------------- camera info
@@ -431,7 +450,7 @@ def _good_cloud() -> SimpleNamespace:
                                 {"x": 0, "y": 4, "z": 8, "intensity": 12}, 16))
 
 
-def _good_events(x=(1, 2), y=(1, 2), t=(0.1, 0.2)) -> SimpleNamespace:
+def _good_events(x=(1, 2), y=(1, 2), t=(UNIX_T - 0.02, UNIX_T - 0.01)) -> SimpleNamespace:
     return raw_cloud(structured({"x": np.array(x, np.uint16), "y": np.array(y, np.uint16),
                                  "t": np.array(t, np.float64), "p": np.array([0, 1], np.uint8)},
                                 {"x": 0, "y": 2, "t": 4, "p": 12}, 13))
@@ -488,6 +507,8 @@ REJECTIONS = {
         {n: np.full(3, np.nan, np.float32) for n in "xyz"}, {"x": 0, "y": 4, "z": 8}, 12))),
     "NaN event time": ("non_finite", read_events, lambda: _good_events(t=(0.1, np.nan))),
     "event x >= W": ("out_of_image", read_events, lambda: _good_events(x=(3, 640))),
+    "event times since the packet start": ("bad_event_time", read_events,
+                                           lambda: _good_events(t=(0.0, 0.01))),
     "event y >= H": ("out_of_image", read_events, lambda: _good_events(y=(480, 0))),
     "event x < 0": ("out_of_image", read_events, lambda: raw_cloud(structured(
         {"x": np.array([-1], np.int16), "y": np.array([0], np.int16),

@@ -355,12 +355,15 @@ class AnysegNode(Node):
         if r.confidence is not None:
             self.pub_confidence.publish(conv.array_to_image(
                 r.confidence.astype(np.float32), "32FC1", stamp, r.frame_id, cls=Image))
-        latency = (self._now() - r.stamp) * 1e3
+        ros_now = self._now()
+        # None while ROS time is unset (use_sim_time and no /clock yet): no clock to measure by
+        latency = (ros_now - r.stamp) * 1e3 if ros_now > 0 else None
         now = time.monotonic()
         with self._lock:
             self.frames_out += 1
             self._last_output = now
-            self.latencies.append(latency)
+            if latency is not None:
+                self.latencies.append(latency)
             self.inference_ms.append(r.inference_ms)
             ages = {m: (round(now - h.last_arrival, 4) if h.last_arrival is not None else None)
                     for m, h in self.health.items()}
@@ -369,7 +372,8 @@ class AnysegNode(Node):
                   "stamps": {m: [round(i.stamp, 6) for i in items]
                              for m, items in r.frame.items.items()},
                   "live": r.frame.live, "dropped_backlog": r.frame.dropped,
-                  "left_out": r.left_out, "latency_ms": round(latency, 2),
+                  "left_out": r.left_out,
+                  "latency_ms": None if latency is None else round(latency, 2),
                   "inference_ms": round(r.inference_ms, 2)}
         self.pub_status.publish(String(data=json.dumps(status)))
 
@@ -416,8 +420,9 @@ class AnysegNode(Node):
                       "device": str(self.runtime.device)}
             if lat is not None:
                 values.update({"latency_ms_p50": f"{np.percentile(lat, 50):.1f}",
-                               "latency_ms_p95": f"{np.percentile(lat, 95):.1f}",
-                               "inference_ms_p50": f"{np.percentile(inf, 50):.1f}"})
+                               "latency_ms_p95": f"{np.percentile(lat, 95):.1f}"})
+            if inf is not None:
+                values["inference_ms_p50"] = f"{np.percentile(inf, 50):.1f}"
             new_frames = self.frames_out - self._frames_at_last_report
             new_failed = self.frames_failed - self._failed_at_last_report
             self._frames_at_last_report = self.frames_out

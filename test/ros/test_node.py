@@ -75,7 +75,15 @@ def _flat(m):
 
 @pytest.fixture(scope='module')
 def scenario(tiny_checkpoint, module_ros_env, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp('node_scenario')
+    return _drive(tmp_path_factory.mktemp('node_scenario'), tiny_checkpoint, module_ros_env,
+                  SECONDS, f'lidar:{LIDAR_OFF[0]}-{LIDAR_OFF[1]},'
+                           f'camera:{CAMERA_OFF[0]}-{CAMERA_OFF[1]}', MALFORMED)
+
+
+def _drive(tmp, tiny_checkpoint, env, seconds, silence, malformed, node_args=()):
+    """Run the node (config/anyseg.yaml, the drive's calibration, ``node_args``) while
+    sensor_driver.py publishes a ``seconds`` drive with ``silence`` windows and
+    ``malformed`` broken messages; record every output, then stop the node with SIGINT."""
     driver = _load_driver()
     calib = driver.drive_calibration(driver.RIG)
     calib_file = tmp / 'calibration.yaml'
@@ -85,14 +93,13 @@ def scenario(tiny_checkpoint, module_ros_env, tmp_path_factory):
                    'height': int(calib['events_hw'][0]), 'width': int(calib['events_hw'][1])},
     }}}))
     ns = f'/anyseg_e2e_{uuid.uuid4().hex[:8]}'
-    env = module_ros_env
     node_log = tmp / 'node.log'
     node_cmd = [sys.executable, '-m', 'anyseg_ros.node', '--ros-args',
                 '--params-file', str(REPO / 'config' / 'anyseg.yaml'),
                 '--params-file', str(calib_file),
                 '-p', f'checkpoint:={tiny_checkpoint}', '-p', 'device:=cpu',
                 '-p', 'network.height:=64', '-p', 'network.width:=96',
-                '-p', 'qos.depth:=50', '-r', f'__ns:={ns}']
+                '-p', 'qos.depth:=50', *node_args, '-r', f'__ns:={ns}']
     with open(node_log, 'wb') as out:
         node = subprocess.Popen(node_cmd, cwd=REPO, env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
@@ -120,12 +127,10 @@ def scenario(tiny_checkpoint, module_ros_env, tmp_path_factory):
         info_file = tmp / 'driver.json'
         with open(tmp / 'driver.log', 'wb') as out:
             driver_proc = subprocess.Popen(
-                [sys.executable, str(DRIVER), ns, '--seconds', str(SECONDS),
-                 '--silence', f'lidar:{LIDAR_OFF[0]}-{LIDAR_OFF[1]},'
-                              f'camera:{CAMERA_OFF[0]}-{CAMERA_OFF[1]}',
-                 '--malformed', str(MALFORMED), '--info', str(info_file)],
+                [sys.executable, str(DRIVER), ns, '--seconds', str(seconds),
+                 '--silence', silence, '--malformed', str(malformed), '--info', str(info_file)],
                 cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-        _wait_for(lambda: driver_proc.poll() is not None, SECONDS + 120,
+        _wait_for(lambda: driver_proc.poll() is not None, seconds + 120,
                   spin=lambda: executor.spin_once(timeout_sec=0.05), what='the driver')
         assert driver_proc.returncode == 0, (tmp / 'driver.log').read_text()
         end = time.monotonic() + 2.5  # the last frames and one more diagnostics message
@@ -356,3 +361,22 @@ def test_bad_configuration_stops_with_a_message_naming_it(tiny_checkpoint, ros_e
     assert done.returncode == 1 and '[anyseg] error: parameter sync.max_wait' in done.stderr, \
         done.stderr
     assert 'decimal point' in done.stderr and 'Traceback' not in done.stderr, done.stderr
+
+
+def test_sim_time_without_clock_a_dead_sensor_does_not_stop_output(tiny_checkpoint, ros_env,
+                                                                   tmp_path):
+    """use_sim_time with no /clock (a bag played without --clock): ROS time stays 0. Liveness
+    and max_wait run on the steady clock, so the LiDAR going silent is noticed and the camera
+    frames go on without it (they used to wait for it forever)."""
+    off = 1.5
+    run = _drive(tmp_path, tiny_checkpoint, ros_env, 4.0, f'lidar:{off}-4.0', 0,
+                 node_args=('-p', 'use_sim_time:=true'))
+    assert run['alive_at_end'], run['log'][-2000:]
+    status, offset = run['status'], run['offset']
+    before = [s for s in status if s['stamp'] - offset < off - 0.2]
+    after = [s for s in status if s['stamp'] - offset > off + STALE_AFTER + 0.3]
+    assert any('lidar' in s['modalities'] for s in before), before
+    assert len(after) >= 5, [round(s['stamp'] - offset, 2) for s in status]
+    assert all(s['modalities'] and 'lidar' not in s['modalities'] and not s['live']['lidar']
+               for s in after)
+    assert all(s['latency_ms'] is None for s in status)  # no ROS time to measure by

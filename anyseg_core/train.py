@@ -206,8 +206,11 @@ def train(cfg: dict, resume: bool = False, stop_after: int | None = None) -> Pat
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     name = cfg["train"]["device"]
-    if name == "auto" and torch.cuda.is_available():
+    if (name == "auto" and torch.cuda.is_available()) or (name == "cuda" and world > 1):
         name = f"cuda:{local_rank}"  # one GPU per process under torchrun
+    elif world > 1 and name.startswith("cuda:"):
+        raise ConfigError(f"train.device={name} under torchrun would put every process on "
+                          "one GPU: use cuda or auto (process i takes GPU LOCAL_RANK i)")
     try:
         device = pick_device(name)
     except ValueError as err:
@@ -304,6 +307,10 @@ def train(cfg: dict, resume: bool = False, stop_after: int | None = None) -> Pat
         inputs = {k: v.to(device, non_blocking=True) for k, v in batch["inputs"].items()}
         labels = batch["label"].to(device, non_blocking=True)
         B = labels.shape[0]
+        # Dropout and drop-path draw from the global RNGs: seeded from (seed, step, rank) at
+        # every step, so each rank's masks are a function of the step and a resumed run
+        # (every rank) continues exactly; the saved RNG state is rank 0's alone.
+        torch.manual_seed(mix_seed(cfg["seed"], step, rank, 11))
         g = torch.Generator().manual_seed(mix_seed(cfg["seed"], step, rank, 7))
         present = sample_present(policy, B, len(mods), g,
                                  cfg["dropout"]["all_prob"]).to(device)

@@ -283,9 +283,8 @@ def test_student_stage_command_line(tmp_path, tiny_teacher):
     assert bad.returncode == 2 and "optim.nope" in bad.stderr
 
 
-def test_two_process_ddp_on_cpu(tmp_path):
-    """torchrun with 2 CPU processes (gloo): both ranks step together, rank 0 writes."""
-    out = tmp_path / "ddp"
+def _torchrun(out: Path, *args: str) -> None:
+    """anyseg_core.train under torchrun with 2 CPU processes (gloo) on the tiny config."""
     with socket.socket() as sock:  # a free port on loopback for the rendezvous
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -294,11 +293,26 @@ def test_two_process_ddp_on_cpu(tmp_path):
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
          "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "anyseg_core.train",
          "--config", str(TINY), "--set", f"out_dir={out}", "--set", "optim.steps=3",
-         "--set", "optim.batch_size=4", "--set", "train.eval_samples=1",
-         "--set", "train.checkpoint_every=3"],
+         "--set", "optim.batch_size=4", "--set", "train.checkpoint_every=3", *args],
         capture_output=True, text=True, timeout=300, cwd=REPO_ROOT, env=env)
     assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-3000:])
+
+
+def test_two_process_ddp_on_cpu(tmp_path):
+    """torchrun with 2 CPU processes (gloo): both ranks step together, rank 0 writes, and a
+    run stopped and resumed ends with the very weights of an uninterrupted one (every rank's
+    dropout masks included, not only rank 0's)."""
+    out = tmp_path / "ddp"
+    _torchrun(out, "--set", "train.eval_samples=1")
     assert (out / "final.safetensors").exists()
     steps = [line for line in (out / "metrics.jsonl").read_text().splitlines()
              if '"loss"' in line]
     assert len(steps) == 3  # written once (rank 0), not once per process
+    resumed = tmp_path / "ddp_resumed"
+    _torchrun(resumed, "--set", "train.eval_samples=0", "--stop-after", "1")
+    assert not (resumed / "final.safetensors").exists()
+    _torchrun(resumed, "--set", "train.eval_samples=0", "--resume")
+    a, b = _weights(out / "final.safetensors"), _weights(resumed / "final.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

@@ -200,11 +200,26 @@ def validate(cfg: Mapping) -> None:
         need(not uses_teacher or cfg["teacher"]["checkpoint"],
              "stage student with distillation losses (or model.init=teacher) needs "
              "teacher.checkpoint")
+    def count(key: str, least: int) -> None:
+        section, name = key.split(".")
+        value = cfg[section][name]
+        need(isinstance(value, int) and not isinstance(value, bool) and value >= least,
+             f"{key} must be a whole number >= {least}, got {value!r}")
+
+    for key in ("optim.batch_size", "optim.steps", "train.log_every", "train.checkpoint_every",
+                "data.train_samples", "data.val_samples"):
+        count(key, 1)
+    for key in ("optim.warmup_steps", "train.eval_every", "train.eval_samples",
+                "data.num_workers"):
+        count(key, 0)
     o = cfg["optim"]
-    need(o["batch_size"] >= 1 and o["steps"] >= 1 and o["lr"] > 0,
-         "optim.batch_size, optim.steps and optim.lr must be positive")
-    need(0 <= o["warmup_steps"] <= o["steps"], "optim.warmup_steps must be in [0, optim.steps]")
+    need(o["lr"] > 0, f"optim.lr must be positive, got {o['lr']!r}")
+    need(o["warmup_steps"] <= o["steps"], "optim.warmup_steps must be in [0, optim.steps]")
     need(cfg["train"]["amp"] in ("auto", "bf16", "off"), "train.amp must be auto, bf16 or off")
+    device = cfg["train"]["device"]
+    need(isinstance(device, str) and (device in ("auto", "cpu", "cuda") or (
+        device.startswith("cuda:") and device[5:].isdigit())),
+        f"train.device must be auto, cpu, cuda or cuda:N, got {device!r}")
 
 
 def dump(cfg: Mapping) -> str:

@@ -129,6 +129,30 @@ def batches(num_items: int, batch_size: int, seed: int, start_step: int, rank: i
         step = (epoch + 1) * per_epoch
 
 
+#: Settings a resumed run may change: where things are and how much is logged, not what is
+#: trained (paths move between machines; the teacher's weights are checked when loaded).
+RESUMABLE_CHANGES = ("out_dir", "data.root", "data.cache", "data.num_workers", "train.device",
+                     "train.log_every", "train.checkpoint_every", "train.eval_every",
+                     "train.eval_samples", "teacher.checkpoint")
+
+
+def changed_settings(saved: Mapping, cfg: Mapping) -> list[tuple[str, object, object]]:
+    """``(key, saved value, new value)`` for every setting of ``cfg`` that differs from the
+    saved run's, less :data:`RESUMABLE_CHANGES`."""
+    def flat(tree: Mapping, prefix: str = "") -> dict:
+        out = {}
+        for k, v in tree.items():
+            if isinstance(v, Mapping):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+        return out
+    a, b = flat(saved), flat(cfg)
+    # Keys one side lacks (a setting added to the code since) are not compared.
+    return [(k, a[k], b[k]) for k in sorted(a.keys() & b.keys())
+            if k not in RESUMABLE_CHANGES and a[k] != b[k]]
+
+
 def model_meta(cfg: Mapping, stage: str, step: int) -> dict:
     names, palette = class_info(cfg)
     norm = normalization_info(cfg)
@@ -278,6 +302,13 @@ def train(cfg: dict, resume: bool = False, stop_after: int | None = None) -> Pat
         if not last.exists():
             raise FileNotFoundError(f"--resume: no training state at {last}")
         state = ckpt.load_training_state(last, model, optimizer, scheduler)
+        changed = changed_settings(state.get("config") or {}, cfg)
+        if changed:
+            raise ConfigError(
+                f"--resume: {last} was trained with other settings: " + "; ".join(
+                    f"{k} was {a!r}, now {b!r}" for k, a, b in changed) +
+                " (a resumed run continues the saved one exactly; use those values, or a new "
+                "out_dir for a new run)")
         step = state["step"]  # the RNG states are restored too
         if is_main:
             print(f"resumed from {last} at step {step}", flush=True)
@@ -428,7 +459,13 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, args.set)
     except ConfigError as err:
         ap.error(str(err))
-    train(cfg, resume=args.resume, stop_after=args.stop_after)
+    try:
+        train(cfg, resume=args.resume, stop_after=args.stop_after)
+    except (ConfigError, ckpt.CheckpointError, FileNotFoundError) as err:
+        # A config value only checkable now (no CUDA, a teacher that does not fit), a bad
+        # checkpoint or missing training state: one line, not a traceback.
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return 1
     return 0
 
 

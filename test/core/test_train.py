@@ -238,6 +238,31 @@ def test_a_fresh_run_starts_a_fresh_metrics_log(tmp_path, tiny_config):
     assert '"step": 7' not in log and '"step": 2' in log
 
 
+def test_resume_refuses_other_training_settings(tmp_path, tiny_config):
+    common = ["optim.steps=4", "train.eval_samples=0", "stage=teacher"]
+    cfg = tiny_config(tmp_path, *common)
+    assert train(cfg, stop_after=2) is None
+    with pytest.raises(ConfigError, match=r"optim.lr was 0.001, now 0.5; seed was 3407, now 1"):
+        train(tiny_config(tmp_path, *common, "seed=1", "optim.lr=0.5"), resume=True)
+    # Where things are and how much is logged may change; the run then goes on.
+    assert train(tiny_config(tmp_path, *common, "train.log_every=2", "data.num_workers=1"),
+                 resume=True).name == "final.safetensors"
+
+
+def test_train_command_errors_are_one_line(tmp_path, capsys):
+    from anyseg_core.train import main
+    # Checkable only once training starts: no CUDA on this machine (skipped where there is).
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: train.device=cuda is valid here")
+    code = main(["--config", str(TINY), "--set", f"out_dir={tmp_path}",
+                 "--set", "train.device=cuda"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: train.device") and "Traceback" not in err
+    with pytest.raises(SystemExit):  # a bad value is refused before anything runs
+        main(["--config", str(TINY), "--set", "train.log_every=0"])
+    assert "train.log_every must be a whole number >= 1" in capsys.readouterr().err
+
+
 def test_resume_without_a_saved_state_says_so(tmp_path, tiny_config):
     with pytest.raises(FileNotFoundError, match="last.train.safetensors"):
         train(tiny_config(tmp_path), resume=True)

@@ -10,12 +10,16 @@ from .modalities import IGNORE_INDEX
 
 class ConfusionMatrix:
     """Accumulates a K x K confusion matrix (rows: ground truth, columns: prediction) on the
-    device of the first update; pixels labelled ``ignore_index`` are skipped."""
+    device of the first update; pixels labelled ``ignore_index`` are skipped. A labelled
+    pixel predicted as no class (255, e.g. a Runtime's ``min_confidence``, or any id
+    outside [0, K)) is a miss of its class, counted in ``unpredicted`` (per ground-truth
+    class), and a false positive of none."""
 
     def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX) -> None:
         self.num_classes = int(num_classes)
         self.ignore_index = ignore_index
         self.matrix: torch.Tensor | None = None
+        self.unpredicted: torch.Tensor | None = None
 
     def update(self, pred: torch.Tensor, label: torch.Tensor) -> None:
         """``pred`` and ``label``: integer class ids of the same shape."""
@@ -25,16 +29,23 @@ class ConfusionMatrix:
         K = self.num_classes
         if self.matrix is None:
             self.matrix = torch.zeros(K, K, dtype=torch.int64, device=label.device)
+        if self.unpredicted is None:
+            self.unpredicted = torch.zeros(K, dtype=torch.int64, device=self.matrix.device)
         label = label.reshape(-1).long()
         pred = pred.reshape(-1).long().to(label.device)
         valid = (label != self.ignore_index) & (label >= 0) & (label < K)
-        idx = label[valid] * K + pred[valid].clamp(0, K - 1)
-        self.matrix += torch.bincount(idx, minlength=K * K).view(K, K)
+        label, pred = label[valid], pred[valid]
+        known = (pred >= 0) & (pred < K)
+        self.matrix += torch.bincount(label[known] * K + pred[known],
+                                      minlength=K * K).view(K, K)
+        self.unpredicted += torch.bincount(label[~known], minlength=K)
 
     def merge(self, other: "ConfusionMatrix") -> None:
-        if other.matrix is not None:
-            self.matrix = other.matrix.clone() if self.matrix is None else self.matrix + \
-                other.matrix.to(self.matrix.device)
+        for name in ("matrix", "unpredicted"):
+            theirs, mine = getattr(other, name), getattr(self, name)
+            if theirs is not None:
+                setattr(self, name, theirs.clone() if mine is None
+                        else mine + theirs.to(mine.device))
 
     def compute(self) -> dict:
         """``miou`` over the classes that occur in the labels or the predictions (classes seen
@@ -42,16 +53,19 @@ class ConfusionMatrix:
         ``iou`` per class (None where left out), ``recall`` per class (share of its labelled
         pixels predicted as it; None where it has none), ``precision`` per class (share of the
         pixels predicted as it that are it; None where none is), ``pixel_acc``, ``pixels``,
-        and ``matrix``, the counts (rows: ground truth, columns: prediction) as lists."""
+        ``matrix``, the counts (rows: ground truth, columns: prediction) as lists, and
+        ``unpredicted``, per class the labelled pixels predicted as no class."""
         K = self.num_classes
         m = self.matrix if self.matrix is not None else torch.zeros(K, K, dtype=torch.int64)
         m = m.double().cpu()
+        missed = (self.unpredicted.double().cpu() if self.unpredicted is not None
+                  else torch.zeros(K, dtype=torch.float64))
         tp = m.diag()
-        gt, pr = m.sum(1), m.sum(0)
+        gt, pr = m.sum(1) + missed, m.sum(0)
         union = gt + pr - tp
         seen = union > 0
         iou = torch.where(seen, tp / union.clamp(min=1), torch.zeros_like(tp))
-        total = m.sum()
+        total = gt.sum()
 
         def share(den: torch.Tensor) -> list:
             return [float(t / d) if d > 0 else None for t, d in zip(tp.tolist(), den.tolist())]
@@ -63,6 +77,7 @@ class ConfusionMatrix:
             "pixel_acc": float(tp.sum() / total) if total > 0 else 0.0,
             "pixels": int(total),
             "matrix": m.long().tolist(),
+            "unpredicted": missed.long().tolist(),
         }
 
 

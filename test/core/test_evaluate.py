@@ -40,6 +40,22 @@ def test_miou_from_one_confusion_matrix_leaves_unseen_classes_out():
     assert r["matrix"] == [[2, 1, 0, 0], [0, 3, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
 
 
+def test_pixels_predicted_as_no_class_are_misses_not_false_positives():
+    # A Runtime with min_confidence predicts 255 where it is unsure: the pixel is missed by
+    # its class and counted as no class's prediction (not the last class's).
+    cm = ConfusionMatrix(3)
+    cm.update(torch.tensor([0, 255, 1, 1, 7]), torch.tensor([0, 0, 1, 1, 255]))
+    r = cm.compute()
+    assert r["matrix"] == [[1, 0, 0], [0, 2, 0], [0, 0, 0]] and r["unpredicted"] == [1, 0, 0]
+    assert r["iou"] == [0.5, 1.0, None] and r["miou"] == pytest.approx(0.75)
+    assert r["recall"][0] == 0.5 and r["precision"][0] == 1.0
+    assert r["pixels"] == 4 and r["pixel_acc"] == pytest.approx(3 / 4)
+    other = ConfusionMatrix(3)
+    other.update(torch.tensor([255, 2]), torch.tensor([2, 2]))
+    cm.merge(other)
+    assert cm.compute()["unpredicted"] == [1, 0, 1]
+
+
 def test_subset_specs():
     assert len(parse_subsets(["all"], MODS)) == 7
     assert parse_subsets(["lidar,camera", "events", "CL"], MODS) == [("camera", "lidar"),

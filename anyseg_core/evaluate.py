@@ -179,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
+    if args.num_samples is not None and args.num_samples < 1:
+        ap.error(f"--num-samples must be at least 1, got {args.num_samples}")
 
     size = None
     if args.size:
@@ -208,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
         # the confusion matrix would silently drop the labels beyond the checkpoint's classes
         ap.error(f"{args.checkpoint} predicts {len(rt.class_names)} classes but the "
                  f"{args.dataset} labels have {len(classes)}: use a checkpoint trained on it")
+    if len(dataset) == 0:
+        ap.error(f"the {args.dataset} {args.split} split has no samples"
+                 + (f" under {args.root}" if args.root else ""))
     results, shown, n = evaluate(rt.predict_labels, dataset, subsets, len(rt.class_names),
                                  missing=args.missing, num_samples=args.num_samples)
     rep = report(results, rt.class_names)

@@ -82,8 +82,9 @@ class Runtime:
         self.palette[: len(self.meta["palette"])] = torch.tensor(self.meta["palette"],
                                                                  dtype=torch.uint8)
         size = input_size or self.meta["input_size"]
-        if len(size) != 2 or any(int(v) % 32 for v in size):
-            raise ValueError(f"input size must be [H, W] divisible by 32, got {list(size)}")
+        if len(size) != 2 or any(int(v) <= 0 or int(v) % 32 for v in size):
+            raise ValueError(f"input size must be [H, W], positive and divisible by 32, got "
+                             f"{list(size)}")
         self.input_size = (int(size[0]), int(size[1]))
         self.min_confidence = float(min_confidence)
         # Pinned host buffers, one per stream, and the event marking each one's last copy.
@@ -131,7 +132,9 @@ class Runtime:
         staged.copy_(flat)
         out = staged.view(src.shape).to(self.device, non_blocking=True)
         self._staged[name] = torch.cuda.Event()
-        self._staged[name].record()
+        # On the stream of the runtime's device, which queued the copy: a bare record() uses
+        # the current device's, which is another GPU for a Runtime on cuda:1, say.
+        self._staged[name].record(torch.cuda.current_stream(self.device))
         return out
 
     def prepare(self, frame: RawFrame, event_window: float = 0.03,
@@ -151,7 +154,8 @@ class Runtime:
         are used. ``output_size`` resizes the labels (nearest) and confidence."""
         if isinstance(inputs, RawFrame):
             inputs = self.prepare(inputs)
-        x = {m: (v if v.ndim == 4 else v[None]).to(self.device, non_blocking=True)
+        x = {m: (v if v.ndim == 4 else v[None]).to(self.device, dtype=torch.float32,
+                                                   non_blocking=True)
              for m, v in inputs.items()}
         unknown = [m for m in x if m not in self.modalities]
         if unknown:

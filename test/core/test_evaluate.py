@@ -126,6 +126,23 @@ def test_evaluate_selected_subsets_with_zero_filling(tiny_student, tmp_path):
                           str(tmp_path / "nothing.safetensors"), "--out", str(out)],
                          capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
     assert bad.returncode == 2 and "nothing.safetensors" in bad.stderr
+    # Sizes and counts that cannot work are usage errors naming the value, not a crash later.
+    from anyseg_core.evaluate import main
+    for args, message in ((["--size", "0x64"], "positive and divisible by 32"),
+                          (["--num-samples", "0"], "--num-samples must be at least 1")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--checkpoint", str(tiny_student), "--device", "cpu", "--subsets", "C",
+                  "--out", str(tmp_path / "never"), *args])
+        assert exit_info.value.code == 2
+    assert not (tmp_path / "never").exists()
+
+
+def test_runtime_takes_inputs_of_any_float_dtype(tiny_student):
+    rt = Runtime(tiny_student, device="cpu", warmup=False)
+    H, W = rt.input_size
+    x = torch.rand(3, H, W, generator=torch.Generator().manual_seed(0))
+    a = rt.predict({"camera": x}).labels
+    assert torch.equal(rt.predict({"camera": x.double()}).labels, a)
 
 
 def test_runtime_predicts_from_raw_frames_and_prepared_inputs_alike(tiny_student):

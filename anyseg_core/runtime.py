@@ -16,7 +16,7 @@ from typing import Mapping, Optional, Sequence
 import torch
 
 from . import checkpoint as ckpt
-from .modalities import IGNORE_INDEX, all_subsets
+from .modalities import IGNORE_INDEX, NORMALIZATION, all_subsets
 from .sensors import RawFrame, as_tensor, prepare_inputs, resize_nearest
 
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -139,11 +139,30 @@ class Runtime:
 
     def prepare(self, frame: RawFrame, event_window: float = 0.03,
                 lidar_min_range: float = 1.0) -> dict[str, torch.Tensor]:
-        """Network inputs [1, 3, H, W] of the frame's modalities, on the device."""
+        """Network inputs [1, 3, H, W] of the frame's modalities, on the device.
+
+        Raw sensor data are normalised with the raw-sensor statistics
+        (``anyseg_core.modalities.NORMALIZATION``); a checkpoint trained on inputs normalised
+        otherwise (DELIVER's pre-rendered images, say) cannot read them, and a frame holding
+        such a modality raises a ValueError naming it instead of giving wrong labels."""
         inputs = prepare_inputs(frame, self.input_size, self.modalities,
                                 event_window=event_window, lidar_min_range=lidar_min_range,
                                 device=self.device)
+        foreign = [m for m in inputs if not self.reads_raw(m)]
+        if foreign:
+            raise ValueError(
+                f"this checkpoint was trained on {', '.join(foreign)} inputs normalised as "
+                f"{ {m: self.meta['normalization'][m] for m in foreign} }, not as raw sensor "
+                f"data are ({ {m: NORMALIZATION[m] for m in foreign} }): give it inputs "
+                "prepared like its training data, or use a checkpoint trained on raw sensors")
         return {m: x[None] for m, x in inputs.items()}
+
+    def reads_raw(self, modality: str) -> bool:
+        """Whether the checkpoint's normalisation of ``modality`` is the raw-sensor one."""
+        stats = self.meta["normalization"][modality]
+        mean, std = NORMALIZATION[modality]
+        return all(abs(float(a) - b) <= 1e-6 * max(1.0, abs(b))
+                   for a, b in zip([*stats["mean"], *stats["std"]], [*mean, *std]))
 
     @torch.inference_mode()
     def predict(self, inputs: Mapping[str, torch.Tensor] | RawFrame,

@@ -112,6 +112,12 @@ class AnysegNode(Node):
         if missing:
             raise ConfigError(f"modalities {missing} are not in the checkpoint {ckpt}, which "
                               f"has {list(self.runtime.modalities)}")
+        foreign = [m for m in self.modalities if not self.runtime.reads_raw(m)]
+        if foreign:
+            raise ConfigError(f"the checkpoint {ckpt} was trained on {foreign} inputs "
+                              "normalised otherwise than raw sensor data (a DELIVER "
+                              "checkpoint?); the node feeds it raw sensors: use a checkpoint "
+                              "trained on the synthetic world or MUSES")
         self.pipeline = SegmentationPipeline(
             self.runtime, self.modalities, event_window=values["events.window"],
             lidar_min_range=values["lidar.min_range"],

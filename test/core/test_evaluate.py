@@ -181,6 +181,16 @@ def test_runtime_refuses_bad_settings_clearly(tiny_student):
         rt.predict({"depth": torch.zeros(3, 64, 96)})
     with pytest.raises(ValueError, match="at least one"):
         rt.predict({})
+    # A checkpoint trained on inputs normalised otherwise (DELIVER's LiDAR images: mean 0,
+    # std 1) cannot read raw LiDAR points: refused by name, while the camera, normalised the
+    # raw-sensor way, still goes through.
+    frame = SyntheticDataset(1, split="val", size_hw=(64, 96), modalities=MODS).raw(0)
+    assert set(rt.prepare(frame)) == set(MODS)
+    rt.meta["normalization"]["lidar"] = {"mean": [0.0] * 3, "std": [1.0] * 3}
+    with pytest.raises(ValueError, match=r"trained on lidar inputs normalised as"):
+        rt.predict(frame)
+    frame.lidar = None
+    assert "camera" in rt.prepare(frame)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")

@@ -354,6 +354,17 @@ def test_bad_configuration_stops_with_a_message_naming_it(tiny_checkpoint, ros_e
     done = _run_node(['-p', f'checkpoint:={tiny_checkpoint}', '-p', 'device:=cpu',
                       '-p', 'modalities:=[camera, depth]'], ros_env)
     assert done.returncode == 1 and 'depth' in done.stderr, done.stderr
+    # A checkpoint trained on inputs normalised otherwise than raw sensors (DELIVER's LiDAR
+    # images): refused at start, not a stream of wrong labels.
+    from anyseg_core.checkpoint import read_metadata, save_model
+    from anyseg_core.runtime import Runtime
+    meta = read_metadata(tiny_checkpoint)
+    meta['normalization']['lidar'] = {'mean': [0.0] * 3, 'std': [1.0] * 3}
+    foreign = tiny_checkpoint.parent / 'foreign_norm.safetensors'
+    save_model(foreign, Runtime(tiny_checkpoint, device='cpu', warmup=False).model, meta)
+    done = _run_node(['-p', f'checkpoint:={foreign}', '-p', 'device:=cpu'], ros_env)
+    assert done.returncode == 1 and 'normalised otherwise' in done.stderr, done.stderr
+    assert "['lidar']" in done.stderr, done.stderr
     # A whole number for a floating-point parameter (a common params-file slip): one clear
     # line naming it, not an rclpy traceback.
     done = _run_node(['-p', f'checkpoint:={tiny_checkpoint}', '-p', 'device:=cpu',

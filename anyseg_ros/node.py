@@ -255,7 +255,7 @@ class AnysegNode(Node):
                 self._reject_logged[key] = (last[0], last[1] + 1)
                 return
             self._reject_logged[key] = (now, 0)
-        more = f" ({last[1]} more since the last report)" if last and last[1] else ""
+        more = f" ({last[1]} more since the last such warning)" if last and last[1] else ""
         self.get_logger().warning(f"{sensor}: rejected a message ({error.reason}): "
                                   f"{error.detail}{more}")
 

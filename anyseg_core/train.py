@@ -129,8 +129,17 @@ def batches(num_items: int, batch_size: int, seed: int, start_step: int, rank: i
         step = (epoch + 1) * per_epoch
 
 
+def _sha256(path) -> str:
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 #: Settings a resumed run may change: where things are and how much is logged, not what is
-#: trained (paths move between machines; the teacher's weights are checked when loaded).
+#: trained (paths move between machines; the teacher file's contents are compared instead).
 RESUMABLE_CHANGES = ("out_dir", "data.root", "data.cache", "data.num_workers", "train.device",
                      "train.log_every", "train.checkpoint_every", "train.eval_every",
                      "train.eval_samples", "teacher.checkpoint")
@@ -247,8 +256,6 @@ def train(cfg: dict, resume: bool = False, stop_after: int | None = None) -> Pat
     out_dir = Path(cfg["out_dir"])
     if is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.yaml").write_text(dump(cfg))
-        print(dump(cfg), flush=True)
     o = cfg["optim"]
     if o["batch_size"] % world:
         raise ConfigError(f"optim.batch_size={o['batch_size']} is not divisible by the "
@@ -264,11 +271,13 @@ def train(cfg: dict, resume: bool = False, stop_after: int | None = None) -> Pat
                               fusion=m["fusion"],
                               backbone_kwargs={"drop_path_rate": m["drop_path_rate"]})
     teacher = None
+    teacher_sha256 = None  # what a resumed run must distil or start from again
     student = cfg["stage"] == "student"
     # The student distils a frozen teacher; either stage can start from the teacher's weights
     # (model.init=teacher: a teacher trained further with a new schedule, or the student).
     if cfg["teacher"]["checkpoint"] and (student or m["init"] == "teacher"):
         teacher, tmeta = ckpt.build_model(cfg["teacher"]["checkpoint"], device=device)
+        teacher_sha256 = _sha256(cfg["teacher"]["checkpoint"])
         if list(tmeta["modalities"]) != list(mods):
             raise ConfigError(f"the teacher was trained on {tmeta['modalities']}, this run "
                               f"on {list(mods)}: they must match")
@@ -303,6 +312,10 @@ def train(cfg: dict, resume: bool = False, stop_after: int | None = None) -> Pat
             raise FileNotFoundError(f"--resume: no training state at {last}")
         state = ckpt.load_training_state(last, model, optimizer, scheduler)
         changed = changed_settings(state.get("config") or {}, cfg)
+        saved_teacher = (state.get("extra") or {}).get("teacher_sha256")
+        if saved_teacher and saved_teacher != teacher_sha256:
+            changed.append(("teacher.checkpoint (its contents)", saved_teacher[:12],
+                            (teacher_sha256 or "none")[:12]))
         if changed:
             raise ConfigError(
                 f"--resume: {last} was trained with other settings: " + "; ".join(
@@ -312,6 +325,9 @@ def train(cfg: dict, resume: bool = False, stop_after: int | None = None) -> Pat
         step = state["step"]  # the RNG states are restored too
         if is_main:
             print(f"resumed from {last} at step {step}", flush=True)
+    if is_main:  # after the resume check: a refused resume leaves the run's record as it was
+        (out_dir / "config.yaml").write_text(dump(cfg))
+        print(dump(cfg), flush=True)
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
                                   else None) if world > 1 else model
 
@@ -395,7 +411,8 @@ def train(cfg: dict, resume: bool = False, stop_after: int | None = None) -> Pat
                 ckpt.save_training_state(last, model=model, optimizer=optimizer,
                                          scheduler=scheduler, step=step,
                                          epoch=step // max(len(items) // o["batch_size"], 1),
-                                         rng=ckpt.capture_rng_state(), extra={},
+                                         rng=ckpt.capture_rng_state(),
+                                         extra={"teacher_sha256": teacher_sha256},
                                          teacher_path=cfg["teacher"]["checkpoint"],
                                          config=cfg)
             if world > 1:

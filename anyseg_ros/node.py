@@ -172,8 +172,11 @@ class AnysegNode(Node):
             try:
                 self.declare_parameter(p.name, unset if p.default is None else p.default, desc)
             except ParameterException as e:  # a wrongly typed or out-of-range value given
+                given = getattr(self, "_parameter_overrides", {}).get(p.name)
                 hint = (" (a whole number for a floating-point parameter: write it with a "
-                        "decimal point, e.g. 1.0)" if isinstance(p.default, float) else "")
+                        "decimal point, e.g. 1.0)" if isinstance(p.default, float)
+                        and given is not None and given.type_ == Parameter.Type.INTEGER
+                        else "")
                 raise ConfigError(f"parameter {p.name}: {e}{hint}") from None
         declared = {p.name for p in PARAMS}
         unknown = sorted(name for name in getattr(self, "_parameter_overrides", {})

@@ -216,8 +216,9 @@ def geometry_from_params(values: Mapping[str, Any], geometry: Optional[Geometry]
                               f"(camera.K is then for the camera's images), got {h} x {w}")
         # No size: the first camera image gives it (geometry_from_camera); never guessed
         # from the principal point, which is rarely at the exact centre.
-        changes.update(K=matrix_param("camera.K", v["camera.K"], (3, 3)),
-                       image_hw=(h, w) if h else None)
+        changes["K"] = matrix_param("camera.K", v["camera.K"], (3, 3))
+        if h or geometry is None:  # else keep the size learned from the images
+            changes["image_hw"] = (h, w) if h else None
     return with_geometry(geometry or Geometry(), **changes)
 
 

@@ -45,10 +45,12 @@ Semantics (s is the stamp of a frame's pivot message; all times in seconds):
   stamped more than ``backjump`` below the newest stamp its sensor sent (for a sensor not
   heard since the last reset: below the last emitted frame stamp) is dropped
   (``stats["backjumped"]``) unless it is the ``jump_confirm``-th such message of its sensor
-  in a row: then the sensor's clock did go back (a bag loop replayed on the wall clock), so
-  everything is cleared as above and the message is added as usual. One stray old message,
-  or a second publisher on the topic whose clock is behind, therefore never clears the
-  other sensors nor makes the next frame older than the last. Comparing a sensor with
+  in a row and none of its messages in step with its newest stamp arrived within
+  ``stale_after``: then the sensor's clock did go back (a bag loop replayed on the wall
+  clock), so everything is cleared as above and the message is added as usual. One stray
+  old message, or a second publisher on the topic whose clock is behind (at any rate, while
+  the first one keeps publishing), therefore never clears the other sensors nor makes the
+  next frame older than the last. Comparing a sensor with
   itself means one sensor with a constant clock offset is not taken for a jump on every
   message.
 * Per-sensor counts: ``sensor_stats[name]`` counts that sensor's ``late``, ``overflow`` and
@@ -99,8 +101,8 @@ class Frame:
 class _SensorState:
     """One sensor's buffer (sorted by stamp, with the stamps alone for bisect) and history."""
 
-    __slots__ = ("backjumps", "discard_up_to", "last_arrival", "messages", "newest_stamp",
-                 "stamps")
+    __slots__ = ("backjumps", "discard_up_to", "instep_arrival", "last_arrival", "messages",
+                 "newest_stamp", "stamps")
 
     def __init__(self) -> None:
         self.stamps: list[float] = []
@@ -109,6 +111,7 @@ class _SensorState:
         self.newest_stamp: float | None = None  # newest stamp kept since the last reset
         self.discard_up_to = -math.inf             # stamps <= this can no longer be used
         self.backjumps = 0                         # messages in a row stamped far back
+        self.instep_arrival: float | None = None   # last arrival of one that was not
 
     def insert(self, message: Stamped) -> None:
         index = bisect.bisect_right(self.stamps, message.stamp)
@@ -200,7 +203,9 @@ class AnymodalSynchronizer:
         reference = state.newest_stamp if state.newest_stamp is not None else self._last_stamp
         if reference is not None and reference - stamp > self.backjump:
             state.backjumps += 1
-            if state.backjumps < self.jump_confirm:
+            in_step_lately = (state.instep_arrival is not None
+                              and now - state.instep_arrival <= self.stale_after)
+            if state.backjumps < self.jump_confirm or in_step_lately:
                 state.last_arrival = now  # the sensor is alive, its message is not used
                 self._count(sensor, "backjumped")
                 return
@@ -208,6 +213,7 @@ class AnymodalSynchronizer:
             state = self._state[sensor]
         else:
             state.backjumps = 0
+            state.instep_arrival = now
         state.last_arrival = now  # a late message still shows the sensor is alive
         if stamp <= state.discard_up_to:
             self._count(sensor, "late")

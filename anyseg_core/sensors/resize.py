@@ -43,6 +43,9 @@ def resize_dense(x: torch.Tensor, size_hw: Sequence[int]) -> torch.Tensor:
         return x
     if not x.is_floating_point():
         x = x.to(torch.float32)
+    if x.device.type == "cpu" and x.dtype in (torch.float16, torch.bfloat16):
+        # The antialiased kernel has no half-precision CPU version: in float32, cast back.
+        return resize_dense(x.float(), (h, w)).to(x.dtype)
     return _batched(x, lambda b: F.interpolate(b, size=(h, w), mode="bilinear",
                                                align_corners=False, antialias=True))
 

@@ -247,6 +247,9 @@ def test_camera_K_parameter_without_a_size_is_for_the_images_as_they_come(runtim
     learned = geometry_from_camera(geometry, image)
     assert learned.image_hw == (H, W) and learned.frame_id == CAM_FRAME
     assert geometry_from_camera(learned, image) is learned
+    # A parameter set later (any, e.g. overlay.alpha) rebuilds the geometry from the
+    # parameters: the learned size stays.
+    assert geometry_from_params(values, learned).image_hw == (H, W)
     seg = pipe.run(make_frame(STAMP, "lidar", lidar=[(STAMP, data["lidar"])]), learned)
     assert seg.labels.shape == (H, W) and seg.frame_id == CAM_FRAME
     # A size given with K says which images K is for: other images are rescaled, and an

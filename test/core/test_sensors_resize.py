@@ -101,6 +101,10 @@ def test_nearest_picks_pixel_centres():
 def test_dense_resize():
     x = torch.rand(3, 40, 60)
     assert resize_dense(x, (40, 60)) is x
+    for dtype in (torch.float16, torch.bfloat16):  # computed in float32 on the CPU
+        for size in ((80, 90), (20, 30)):
+            half = resize_dense(x.to(dtype), size)
+            assert half.dtype == dtype and half.shape == (3, *size)
     assert resize_dense(x, (20, 30)).shape == (3, 20, 30)
     assert resize_dense(x[None], (80, 90)).shape == (1, 3, 80, 90)
     flat = torch.full((3, 40, 60), 0.25)

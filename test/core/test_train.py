@@ -244,9 +244,30 @@ def test_resume_refuses_other_training_settings(tmp_path, tiny_config):
     assert train(cfg, stop_after=2) is None
     with pytest.raises(ConfigError, match=r"optim.lr was 0.001, now 0.5; seed was 3407, now 1"):
         train(tiny_config(tmp_path, *common, "seed=1", "optim.lr=0.5"), resume=True)
+    assert "seed: 3407" in (tmp_path / "config.yaml").read_text()  # the record is untouched
     # Where things are and how much is logged may change; the run then goes on.
     assert train(tiny_config(tmp_path, *common, "train.log_every=2", "data.num_workers=1"),
                  resume=True).name == "final.safetensors"
+
+
+def test_resume_refuses_another_teacher_but_not_a_moved_one(tmp_path, tiny_config,
+                                                             tiny_teacher):
+    import shutil
+
+    from anyseg_core.checkpoint import build_model, read_metadata, save_model
+    moved, other = tmp_path / "moved.safetensors", tmp_path / "other.safetensors"
+    shutil.copy(tiny_teacher, moved)
+    model, _ = build_model(tiny_teacher)
+    with torch.no_grad():
+        next(model.parameters()).add_(0.1)
+    save_model(other, model, read_metadata(tiny_teacher))
+    run = tmp_path / "run"
+    common = ["stage=student", "optim.steps=2", "train.eval_samples=0"]
+    assert train(tiny_config(run, *common, f"teacher.checkpoint={tiny_teacher}"),
+                 stop_after=1) is None
+    with pytest.raises(ConfigError, match=r"teacher.checkpoint \(its contents\)"):
+        train(tiny_config(run, *common, f"teacher.checkpoint={other}"), resume=True)
+    assert train(tiny_config(run, *common, f"teacher.checkpoint={moved}"), resume=True)
 
 
 def test_train_command_errors_are_one_line(tmp_path, capsys):

@@ -372,6 +372,10 @@ def test_bad_configuration_stops_with_a_message_naming_it(tiny_checkpoint, ros_e
     assert done.returncode == 1 and '[anyseg] error: parameter sync.max_wait' in done.stderr, \
         done.stderr
     assert 'decimal point' in done.stderr and 'Traceback' not in done.stderr, done.stderr
+    done = _run_node(['-p', f'checkpoint:={tiny_checkpoint}', '-p', 'device:=cpu',
+                      '-p', 'overlay.alpha:=1.5'], ros_env)  # out of range: no such hint
+    assert done.returncode == 1 and 'parameter overlay.alpha' in done.stderr, done.stderr
+    assert 'decimal point' not in done.stderr, done.stderr
 
 
 def test_sim_time_without_clock_a_dead_sensor_does_not_stop_output(tiny_checkpoint, ros_env,

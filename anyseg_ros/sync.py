@@ -50,9 +50,8 @@ Semantics (s is the stamp of a frame's pivot message; all times in seconds):
   clock), so everything is cleared as above and the message is added as usual. One stray
   old message, or a second publisher on the topic whose clock is behind (at any rate, while
   the first one keeps publishing), therefore never clears the other sensors nor makes the
-  next frame older than the last. Comparing a sensor with
-  itself means one sensor with a constant clock offset is not taken for a jump on every
-  message.
+  next frame older than the last. Comparing a sensor with itself means one sensor with a
+  constant clock offset is not taken for a jump on every message.
 * Per-sensor counts: ``sensor_stats[name]`` counts that sensor's ``late``, ``overflow`` and
   ``backjumped`` messages (``stats`` has the totals).
 * next_deadline() is the earliest arrival + max_wait among the candidates of the pivot at
@@ -182,12 +181,21 @@ class AnymodalSynchronizer:
         if isinstance(jump_confirm, bool) or not isinstance(jump_confirm, int) or jump_confirm < 1:
             raise ValueError(f"jump_confirm must be an integer >= 1, got {jump_confirm!r}")
         self.jump_confirm = jump_confirm
-        self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
+        self._counts = dict.fromkeys(("frames", "dropped_backlog", "resets"), 0)
         self.sensor_stats: dict[str, dict[str, int]] = {
             name: dict.fromkeys(SENSOR_STAT_KEYS, 0) for name in self.sensors}
         self._clear()
 
     # -- public API -----------------------------------------------------------------------
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counts since construction (a reset clears none): ``frames``, ``dropped_backlog``,
+        ``resets``, and the totals over sensors of :attr:`sensor_stats`."""
+        totals = {key: sum(c[key] for c in self.sensor_stats.values())
+                  for key in SENSOR_STAT_KEYS}
+        return {key: self._counts[key] if key in self._counts else totals[key]
+                for key in STAT_KEYS}
+
 
     def add(self, sensor: str, stamp: float, payload: Any, now: float,
             exact: Any = None) -> None:
@@ -273,8 +281,8 @@ class AnymodalSynchronizer:
                 up_to = max(up_to, items[name][-1].stamp)
             state.discard(up_to)
         self._last_stamp = stamp
-        self.stats["frames"] += 1
-        self.stats["dropped_backlog"] += dropped
+        self._counts["frames"] += 1
+        self._counts["dropped_backlog"] += dropped
         return Frame(stamp=stamp, pivot=pivot, items=items, live=live, dropped=dropped,
                      waited=now - pivot_message.arrival)
 
@@ -303,12 +311,11 @@ class AnymodalSynchronizer:
     def reset(self) -> None:
         """Forget all messages, liveness, the last frame stamp and the clock; count a reset."""
         self._clear()
-        self.stats["resets"] += 1
+        self._counts["resets"] += 1
 
     # -- internals ------------------------------------------------------------------------
 
     def _count(self, sensor: str, key: str) -> None:
-        self.stats[key] += 1
         self.sensor_stats[sensor][key] += 1
 
     def _clear(self) -> None:

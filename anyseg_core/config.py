@@ -65,7 +65,7 @@ DEFAULTS: dict[str, Any] = {
     },
     "train": {
         "device": "auto",        # auto | cpu | cuda | cuda:N
-        "amp": "auto",           # auto (bf16 on CUDA) | bf16 | off
+        "amp": "auto",           # auto (bf16 on CUDA from Ampere on) | bf16 (CUDA) | off
         "log_every": 10,
         "checkpoint_every": 200,
         "eval_every": 0,         # 0 = only at the end

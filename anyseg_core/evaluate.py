@@ -8,7 +8,7 @@ For each subset the whole evaluation set runs with only that subset present, thr
 confusion matrix per subset (docs/method.md). Prints the paper's Table 1 shape as markdown
 (one column per subset, then the mean) and writes ``anymodal.json`` (per subset: mIoU, pixel
 accuracy, and per class IoU, recall and precision), ``confusion.json`` (the confusion matrix of
-each subset), ``anymodal.csv``, ``miou_per_subset.png`` and ``montage.png`` into ``--out``.
+each subset and its per-class pixels predicted as no class), ``anymodal.csv``, ``miou_per_subset.png`` and ``montage.png`` into ``--out``.
 Inputs are prepared once per sample and reused for every subset.
 """
 from __future__ import annotations
@@ -227,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "anymodal.json").write_text(json.dumps(rep, indent=2))
     confusion = {"rows": "ground truth", "columns": "prediction", "classes": list(rt.class_names),
-                 "subsets": {subset_name(s): r["matrix"] for s, r in results.items()}}
+                 "subsets": {subset_name(s): r["matrix"] for s, r in results.items()},
+                 "unpredicted": {subset_name(s): r["unpredicted"] for s, r in results.items()}}
     (args.out / "confusion.json").write_text(json.dumps(confusion))
     with open(args.out / "anymodal.csv", "w", newline="") as f:
         w = csv.writer(f)

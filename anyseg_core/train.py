@@ -298,8 +298,9 @@ def train(cfg: dict, resume: bool = False, stop_after: int | None = None) -> Pat
     loss_fn = AnySegLoss.from_config(cfg["loss"]) if student else AnySegLoss(
         lambda_mad=0, alpha_umd=0, beta_cmd=0, gamma_fkd=0,
         ohem_thresh=cfg["loss"]["ohem_thresh"])
-    amp = cfg["train"]["amp"]
-    use_bf16 = device.type == "cuda" and amp in ("auto", "bf16")
+    use_bf16 = bf16_autocast(cfg["train"]["amp"], device)
+    if is_main:
+        print(f"precision: {'bf16 autocast' if use_bf16 else 'fp32'} on {device}", flush=True)
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else nullcontext
 
     optimizer = torch.optim.AdamW(param_groups(model, o["weight_decay"]), lr=o["lr"],
@@ -432,6 +433,23 @@ def train(cfg: dict, resume: bool = False, stop_after: int | None = None) -> Pat
         dist.barrier()
         dist.destroy_process_group()
     return final
+
+
+def bf16_autocast(amp: str, device: torch.device) -> bool:
+    """Whether training runs under bf16 autocast. ``auto``: on a CUDA device with native bf16
+    (compute capability 8.0 or newer, Ampere on); older cards emulate it slowly, so they train
+    in fp32. ``bf16``: on any CUDA device (the user asked for it); on another device it is a
+    ConfigError rather than a setting silently ignored. ``off``: never."""
+    if amp == "off":
+        return False
+    if device.type != "cuda":
+        if amp == "bf16":
+            raise ConfigError(f"train.amp=bf16 needs a CUDA device; this run trains on {device} "
+                              f"(use train.amp=auto or off)")
+        return False
+    if amp == "bf16":
+        return True
+    return torch.cuda.get_device_capability(device) >= (8, 0)
 
 
 def validate(model: torch.nn.Module, cfg: Mapping, device: torch.device, autocast) -> dict:

@@ -8,8 +8,10 @@ Each EVAL_DIR is an ``--out`` of ``python -m anyseg_core.evaluate`` (it holds
 evaluation: IoU, recall (share of the class's labelled pixels predicted as it), precision,
 predicted / labelled pixels (under 1: the model predicts the class less often than it occurs),
 and the ``--top`` classes its missed pixels are predicted as, with their share of its labelled
-pixels. Evaluations are named after their folder's parent (``runs/experiment/<row>/eval``)
-unless ``--names`` is given.
+pixels. Labelled pixels predicted as no class (255, a runtime's ``min_confidence``) are misses
+listed as "no class" (``confusion.json``'s ``unpredicted``; older files without it have none).
+Evaluations are named after their folder's parent (``runs/experiment/<row>/eval``) unless
+``--names`` is given.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import torch
 from anyseg_core.metrics import ConfusionMatrix
 
 
-def load(eval_dir: Path, subset: str) -> tuple[list[str], list[list[int]]]:
+def load(eval_dir: Path, subset: str) -> tuple[list[str], list[list[int]], list[int] | None]:
     path = eval_dir / "confusion.json"
     if not path.exists():
         raise SystemExit(f"{path} is missing: evaluate with `python -m anyseg_core.evaluate "
@@ -31,24 +33,29 @@ def load(eval_dir: Path, subset: str) -> tuple[list[str], list[list[int]]]:
     data = json.loads(path.read_text())
     if subset not in data["subsets"]:
         raise SystemExit(f"{path} has no subset {subset!r}; it has {list(data['subsets'])}")
-    return data["classes"], data["subsets"][subset]
+    return data["classes"], data["subsets"][subset], data.get("unpredicted", {}).get(subset)
 
 
-def class_rows(classes: list[str], matrix: list[list[int]], top: int) -> dict:
+def class_rows(classes: list[str], matrix: list[list[int]], top: int,
+               unpredicted: list[int] | None = None) -> dict:
     """Per class: IoU, recall, precision (%, None where undefined; from
     ``ConfusionMatrix.compute``), predicted / labelled pixels, and the ``top`` other classes
-    its labelled pixels are predicted as (% of them)."""
+    (or "no class", for ``unpredicted`` pixels) its labelled pixels are predicted as (% of
+    them)."""
     cm = ConfusionMatrix(len(classes))
     cm.matrix = torch.tensor(matrix, dtype=torch.int64)
+    missed = unpredicted or [0] * len(classes)
+    cm.unpredicted = torch.tensor(missed, dtype=torch.int64)
     r = cm.compute()
-    gt, pr = cm.matrix.sum(1).tolist(), cm.matrix.sum(0).tolist()
+    gt = (cm.matrix.sum(1) + cm.unpredicted).tolist()
+    pr = cm.matrix.sum(0).tolist()
 
     def pct(v: float | None) -> float | None:
         return None if v is None else 100 * v
     out = {}
     for i, c in enumerate(classes):
-        others = sorted(((n, classes[j]) for j, n in enumerate(matrix[i]) if j != i),
-                        reverse=True)
+        others = sorted([*((n, classes[j]) for j, n in enumerate(matrix[i]) if j != i),
+                         (missed[i], "no class")], reverse=True)
         out[c] = {
             "iou": pct(r["iou"][i]), "recall": pct(r["recall"][i]),
             "precision": pct(r["precision"][i]),
@@ -76,11 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--names has {len(names)} names for {len(args.evals)} evaluations")
     tables, classes = [], None
     for d, name in zip(args.evals, names):
-        cls, matrix = load(d, args.subset)
+        cls, matrix, unpredicted = load(d, args.subset)
         if classes is not None and cls != classes:
             ap.error(f"{d} has other classes than {args.evals[0]}")
         classes = cls
-        tables.append((name, class_rows(cls, matrix, args.top)))
+        tables.append((name, class_rows(cls, matrix, args.top, unpredicted)))
     wanted = args.classes.split(",") if args.classes else classes
     unknown = [c for c in wanted if c not in classes]
     if unknown:

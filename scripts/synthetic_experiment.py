@@ -105,6 +105,13 @@ ROWS = {
                          "train_synthetic_student.yaml",
                          ["model.init=teacher", "loss.lambda_mad=0", "loss.alpha_umd=0",
                           "loss.beta_cmd=0", "seed=1"]),
+    "full_init_tl_ohem": ("Student: AnySeg from the longer-trained teacher, L_sup as OHEM "
+                          "cross-entropy (threshold 0.7)", "train_synthetic_student.yaml",
+                          ["model.init=teacher", "loss.ohem_thresh=0.7"]),
+    "sup_init_tl_ohem": ("Student: L_sup only from the longer-trained teacher, as OHEM "
+                         "cross-entropy (threshold 0.7)", "train_synthetic_student.yaml",
+                         ["model.init=teacher", "loss.lambda_mad=0", "loss.alpha_umd=0",
+                          "loss.beta_cmd=0", "loss.ohem_thresh=0.7"]),
 }
 # Rows trained for a multiple of --steps (the others: --steps). Not part of the fixed-budget
 # comparison: they ask whether a gap closes with more training.
@@ -114,12 +121,13 @@ STEP_FACTORS = {"full_init_tl_long": 2}
 SOURCES = {"teacher_long": "teacher", "full_init_tl": "teacher_long",
            "full_init_light_tl": "teacher_long", "sup_init_tl": "teacher_long",
            "full_init_tl_all": "teacher_long", "full_init_tl_long": "teacher_long",
-           "full_init_tl_seed": "teacher_long", "sup_init_tl_seed": "teacher_long"}
+           "full_init_tl_seed": "teacher_long", "sup_init_tl_seed": "teacher_long",
+           "full_init_tl_ohem": "teacher_long", "sup_init_tl_ohem": "teacher_long"}
 
 # The rows with the full method (all three distillation losses): the issue's targets apply.
 FULL_STUDENTS = ("full", "full_init", "full_init_lr2", "full_init_lr", "full_init_light",
                  "full_init_tl", "full_init_light_tl", "full_init_tl_all", "full_init_tl_long",
-                 "full_init_tl_seed")
+                 "full_init_tl_seed", "full_init_tl_ohem")
 # Tables that set rows differing in one setting side by side (those of a group that have run,
 # when there are two or more): (title, the setting's column, [(student, [(row, value), ...])]).
 COMPARISONS = [
@@ -153,6 +161,12 @@ COMPARISONS = [
                                                  ("full_init_tl_seed", "1")]),
       ("L_sup only from the longer-trained teacher", [("sup_init_tl", "3407"),
                                                      ("sup_init_tl_seed", "1")])]),
+    ("L_sup: plain cross-entropy, or OHEM cross-entropy (the authors' released training code)",
+     "L_sup",
+     [("AnySeg from the longer-trained teacher", [("full_init_tl", "cross-entropy"),
+                                                 ("full_init_tl_ohem", "OHEM 0.7")]),
+      ("L_sup only from the longer-trained teacher", [("sup_init_tl", "cross-entropy"),
+                                                     ("sup_init_tl_ohem", "OHEM 0.7")])]),
 ]
 
 

@@ -56,6 +56,23 @@ def test_pixels_predicted_as_no_class_are_misses_not_false_positives():
     assert cm.compute()["unpredicted"] == [1, 0, 1]
 
 
+def test_class_report_counts_pixels_predicted_as_no_class():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("class_report",
+                                                  REPO_ROOT / "scripts" / "class_report.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    # class a: 8 labelled pixels, 4 right, 1 called b, 3 predicted as no class
+    rows = mod.class_rows(["a", "b"], [[4, 1], [0, 5]], top=2, unpredicted=[3, 0])
+    assert rows["a"]["recall"] == pytest.approx(50.0) and rows["a"]["precision"] == 100.0
+    assert rows["a"]["pred_over_label"] == pytest.approx(4 / 8)
+    assert rows["a"]["missed_to"] == [("no class", pytest.approx(37.5)),
+                                      ("b", pytest.approx(12.5))]
+    older = mod.class_rows(["a", "b"], [[4, 1], [0, 5]], top=2)  # a file without the counts
+    assert older["a"]["recall"] == pytest.approx(80.0) and older["a"]["missed_to"] == [
+        ("b", pytest.approx(20.0))]
+
+
 def test_subset_specs():
     assert len(parse_subsets(["all"], MODS)) == 7
     assert parse_subsets(["lidar,camera", "events", "CL"], MODS) == [("camera", "lidar"),
@@ -85,7 +102,9 @@ def test_evaluate_writes_the_table_json_csv_and_pictures(tiny_student, tmp_path,
     conf = json.loads((out / "confusion.json").read_text())
     classes = conf["classes"]
     assert list(conf["subsets"]) == list(rep["subsets"]) and "road" in classes
+    assert list(conf["unpredicted"]) == list(rep["subsets"])
     for name, m in conf["subsets"].items():
+        assert conf["unpredicted"][name] == [0] * len(classes)  # evaluate predicts every pixel
         per = rep["subsets"][name]
         for i, c in enumerate(classes):
             labelled, predicted = sum(m[i]), sum(row[i] for row in m)

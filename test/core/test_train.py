@@ -16,7 +16,7 @@ from anyseg_core.config import ConfigError, load_config, parse_override
 from anyseg_core.data.synthetic import SyntheticDataset, collate
 from anyseg_core.losses import AnySegLoss
 from anyseg_core.model import AnymodalSegmentor
-from anyseg_core.train import lr_lambda, param_groups, sample_present, train
+from anyseg_core.train import bf16_autocast, lr_lambda, param_groups, sample_present, train
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY = REPO_ROOT / "config" / "train_tiny.yaml"
@@ -282,6 +282,27 @@ def test_train_command_errors_are_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit):  # a bad value is refused before anything runs
         main(["--config", str(TINY), "--set", "train.log_every=0"])
     assert "train.log_every must be a whole number >= 1" in capsys.readouterr().err
+
+
+def test_training_precision():
+    cpu = torch.device("cpu")
+    assert not bf16_autocast("auto", cpu) and not bf16_autocast("off", cpu)
+    with pytest.raises(ConfigError, match="train.amp=bf16 needs a CUDA device"):
+        bf16_autocast("bf16", cpu)  # asked for and not possible: said, not ignored
+    if torch.cuda.is_available():  # the GPU sessions' check of the capability rule
+        gpu = torch.device("cuda", torch.cuda.current_device())
+        native = torch.cuda.get_device_capability(gpu) >= (8, 0)
+        assert bf16_autocast("auto", gpu) == native
+        assert bf16_autocast("bf16", gpu) and not bf16_autocast("off", gpu)
+
+
+def test_a_bf16_request_on_the_cpu_stops_the_run(tmp_path, capsys):
+    from anyseg_core.train import main
+    code = main(["--config", str(TINY), "--set", f"out_dir={tmp_path}",
+                 "--set", "train.amp=bf16", "--set", "train.device=cpu"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: train.amp=bf16") and "Traceback" not in err
+    assert not (tmp_path / "config.yaml").exists()
 
 
 def test_resume_without_a_saved_state_says_so(tmp_path, tiny_config):

@@ -71,6 +71,12 @@ $(STAMP): $(ROS_MODE)
 	if [ "$$(cat $(ROS_MODE))" = wheels ]; then extras="$$extras,cv,ros"; fi; \
 	echo "==> $(VENV): pip install -e .[$$extras]"; \
 	$(PIP) install $(PIPFLAGS) --use-pep517 -e ".[$$extras]" $(PIPFILTER)
+	@if [ "$$(cat $(ROS_MODE))" = system ] && ! $(VPY) -c 'import cv2' >/dev/null 2>&1; then \
+	  echo "error: the sourced ROS 2 has no OpenCV for Python (ros-core and ros-base leave it out):" \
+	       "sudo apt install python3-opencv, or rosdep install --from-paths . -y --ignore-src;" \
+	       "not pip's opencv-python, whose numpy 2 breaks ROS's message modules" >&2; \
+	  exit 1; \
+	fi
 	@rm -f $(VENV)/.anyseg-installed-*
 	@touch $@
 	@echo "==> $(VENV) is ready"

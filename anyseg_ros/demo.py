@@ -51,13 +51,27 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def shipped_config(name: str = "anyseg.yaml") -> Path:
-    """config/NAME of a source checkout, else the installed share/anyseg_ros copy."""
-    for path in (REPO / "config" / name,
-                 Path(sys.prefix) / "share" / "anyseg_ros" / "config" / name):
+    """config/NAME of a source checkout, else the installed share/anyseg_ros copy: under
+    the interpreter's prefix (pip), or where the ament index puts the package (a colcon
+    install, whose share/ lies in the workspace's install/ folder)."""
+    places = [REPO / "config" / name,
+              Path(sys.prefix) / "share" / "anyseg_ros" / "config" / name]
+    for path in places:
         if path.is_file():
             return path
-    raise FileNotFoundError(f"config/{name} not found (neither in a source checkout nor "
-                            f"under {sys.prefix}/share/anyseg_ros)")
+    try:  # a sourced colcon workspace
+        from ament_index_python.packages import get_package_share_directory
+        share = Path(get_package_share_directory("anyseg_ros"))
+    except (ImportError, LookupError, OSError) as err:  # no ROS, not in the index, unset
+        why = f" (ament index: {err})"
+    else:
+        path = share / "config" / name
+        if path.is_file():
+            return path
+        places.append(path)
+        why = ""
+    raise FileNotFoundError(f"config/{name} not found in "
+                            + ", ".join(str(p.parent) for p in places) + why)
 
 
 def phase_names(faults: dict) -> list[tuple[str, float, float]]:

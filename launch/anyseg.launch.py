@@ -36,14 +36,16 @@ def _parse_bool(name, text):
 def _anyseg_node(context):
     """Build the node once the argument values are known.
 
-    checkpoint and device override the parameters file only when they are given (their
-    defaults are empty), so that values set in a user's own params_file are not replaced by
-    launch defaults.
+    checkpoint, device and use_sim_time override the parameters file only when they are
+    given (their defaults are empty), so that values set in a user's own params_file are not
+    replaced by launch defaults.
     """
     def arg(name):
         return LaunchConfiguration(name).perform(context)
 
-    overrides = {'use_sim_time': _parse_bool('use_sim_time', arg('use_sim_time'))}
+    overrides = {}
+    if arg('use_sim_time').strip():
+        overrides['use_sim_time'] = _parse_bool('use_sim_time', arg('use_sim_time'))
     for name in ('checkpoint', 'device'):
         value = arg(name).strip()
         if value:
@@ -81,8 +83,9 @@ def generate_launch_description():
             'namespace', default_value='',
             description='namespace of the node and of its relative topic names'),
         DeclareLaunchArgument(
-            'use_sim_time', default_value='false',
-            description='use /clock (true when replaying a bag with --clock)'),
+            'use_sim_time', default_value='',
+            description='use /clock (true when replaying a bag with --clock); empty = the '
+                        'one in params_file (false when it has none)'),
     ]
     arguments += [
         DeclareLaunchArgument(argument, default_value=topic, description=f'topic: {what}')

@@ -6,8 +6,11 @@ wheel and on a colcon-style `setup.py install`, both made from a copy of the sou
 that the tests never write into the working tree.
 """
 import configparser
+import importlib
 import importlib.metadata
 import importlib.util
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -31,7 +34,7 @@ CONSOLE_SCRIPTS = {'anyseg_synthetic': 'anyseg_core.data.synthetic.__main__:main
 LAUNCH_ARGUMENTS = {'params_file', 'checkpoint', 'device', 'namespace', 'use_sim_time',
                     'camera_image', 'camera_info', 'lidar_points', 'events', 'depth_image'}
 ROS_EXEC_DEPENDS = {'rclpy', 'sensor_msgs', 'std_msgs', 'diagnostic_msgs',
-                    'builtin_interfaces', 'launch', 'launch_ros'}
+                    'builtin_interfaces', 'launch', 'launch_ros', 'ros2launch', 'tf2_msgs'}
 
 
 def _run(cmd, **kwargs):
@@ -159,6 +162,15 @@ def test_colcon_style_install_puts_executables_in_lib_package(tmp_path):
     for installed in ('package.xml', 'launch/anyseg.launch.py', 'config/anyseg.yaml'):
         assert (share / installed).is_file(), installed
     assert (prefix / 'share/ament_index/resource_index/packages' / PACKAGE).is_file()
+    # the installed demo finds its config through the ament index (install/ of a workspace)
+    demo, = prefix.glob('lib/python*/site-packages/anyseg_ros/demo.py')
+    env = dict(os.environ, AMENT_PREFIX_PATH=str(prefix),
+               PYTHONPATH=str(demo.parents[1]))
+    found = subprocess.run([sys.executable, '-c', 'import anyseg_ros.demo as d; '
+                            'print(d.__file__); print(d.shipped_config())'],
+                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert found.returncode == 0, found.stderr[-2000:]
+    assert found.stdout.split() == [str(demo), str(share / 'config' / 'anyseg.yaml')]
 
 
 def test_installed_console_scripts_are_beside_python():
@@ -190,8 +202,15 @@ def test_package_xml_declares_ros_dependencies():
     root = _package_xml()
     exec_depends = {e.text for e in root.findall('exec_depend')}
     assert ROS_EXEC_DEPENDS <= exec_depends, ROS_EXEC_DEPENDS - exec_depends
+    # every ROS interface package the node and the bag tools import is declared
+    imported = set()
+    for source in (REPO_ROOT / 'anyseg_ros').glob('*.py'):
+        imported |= set(re.findall(r'^\s*(?:from|import)\s+(\w+_(?:msgs|interfaces))\b',
+                                   source.read_text(), flags=re.M))
+    assert {'sensor_msgs', 'rcl_interfaces', 'rosgraph_msgs'} <= imported  # the scan works
+    assert imported <= exec_depends, imported - exec_depends
     test_depends = {e.text for e in root.findall('test_depend')}
-    assert {'python3-pytest', 'python3-hypothesis'} <= test_depends
+    assert {'python3-pytest', 'python3-hypothesis', 'python3-h5py'} <= test_depends
 
 
 def test_launch_description_declares_arguments():

@@ -28,6 +28,7 @@ DEFAULTS: dict[str, Any] = {
         "conditions": None,      # synthetic: list of condition names, or null = MUSES-like mix
         "num_workers": 2,
         "cache": None,           # synthetic: folder of rendered items (anyseg_core/data/cache.py)
+        "event_anchor": "last",  # muses: events end at the file's last (SDK) or at the camera
     },
     "model": {
         "backbone": "pvt_v2_b0",
@@ -173,6 +174,9 @@ def validate(cfg: Mapping) -> None:
     need(isinstance(size, (list, tuple)) and len(size) == 2 and all(
         isinstance(v, int) and v > 0 and v % 32 == 0 for v in size),
         f"data.size must be [H, W] with both divisible by 32, got {size!r}")
+    need(cfg["data"]["event_anchor"] in ("last", "camera"),
+         f"data.event_anchor must be last (the MUSES SDK's window) or camera, got "
+         f"{cfg['data']['event_anchor']!r}")
     need(cfg["data"]["dataset"] in ("synthetic", "muses", "deliver"),
          f"data.dataset must be synthetic, muses or deliver, got {cfg['data']['dataset']!r}")
     cache = cfg["data"]["cache"]

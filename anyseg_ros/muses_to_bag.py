@@ -2,11 +2,18 @@
 
     python -m anyseg_ros.muses_to_bag MUSES_ROOT OUT --split val [--weather fog,snow]
         [--time-of-day night] [--limit N] [--interval 1.0] [--storage mcap|sqlite3]
+        [--event-anchor last|camera]
 
 Each scene keeps its own timing: the camera image stamped at mid-exposure, the LiDAR sweep
 stamped at its centre with every point's time in a ``t`` field, the events in 10 ms packets
 stamped at their end (as event camera drivers publish them), ground truth at the camera's
-stamp. Scenes are then shifted in time to follow each other every ``--interval`` seconds, so
+stamp (none for the test split, whose labels MUSES withholds). The node renders the events
+of the ``events.window`` seconds up to a frame's stamp; so that it renders the window the
+MUSES reader trains on by default (the file's last 30 ms, the MUSES SDK's rule),
+``--event-anchor last`` (the default) shifts each scene's events so that its last event
+falls on the camera's stamp; ``--event-anchor camera`` keeps the recorded event times (the
+node then takes the 30 ms up to the camera's time, like ``event_anchor="camera"``). Scenes
+are then shifted in time to follow each other every ``--interval`` seconds, so
 that a bag of scenes recorded months apart replays in minutes. Topics are those of
 :mod:`anyseg_ros.bag` plus ``/tf_static``; beside the bag, ``OUT.params.yaml`` holds the
 node's calibration for this data (LiDAR and event camera extrinsics, event camera K and size)
@@ -54,12 +61,17 @@ def _packets(events, period: float = PACKET_S):
 
 
 def convert(root: str | Path, out: str | Path, split: str = "val",
-            weather: Optional[str] = None, time_of_day: Optional[str] = None,
+            weather: Optional[str | Sequence[str]] = None,
+            time_of_day: Optional[str | Sequence[str]] = None,
             limit: Optional[int] = None, interval: float = 1.0, storage: str = "mcap",
-            progress: bool = True) -> dict:
-    """Write the bag and its params file; returns a summary."""
+            progress: bool = True, event_anchor: str = "last") -> dict:
+    """Write the bag and its params file; returns a summary. weather / time_of_day: a name
+    or a list of names (None = all). event_anchor: see the module's docstring."""
     if not interval > 0:
         raise ValueError(f"--interval must be positive, got {interval}")
+    if event_anchor not in muses.EVENT_ANCHORS:
+        raise ValueError(f"unknown event anchor {event_anchor!r}; expected one of "
+                         f"{list(muses.EVENT_ANCHORS)}")
     scenes = muses.list_scenes(root, split=split, weather=weather, time_of_day=time_of_day)
     if limit is not None:
         scenes = scenes[:limit]
@@ -72,6 +84,7 @@ def convert(root: str | Path, out: str | Path, split: str = "val",
     lidar_offsets: list[float] = []
     lidar_waits: list[float] = []  # LiDAR arrival after the camera's, seconds
     spans: list[float] = []
+    event_shifts: list[float] = []  # event time shifts of --event-anchor last, seconds
     prev_last: Optional[float] = None
     first_calib: Optional[dict] = None
     bar = _bar(len(scenes), progress)
@@ -117,7 +130,12 @@ def convert(root: str | Path, out: str | Path, split: str = "val",
                     lidar_waits.append(st["lidar_last"] - st["camera"] - CAMERA_DELAY_S)
             if raw.events is not None:
                 ev = raw.events
-                shifted = type(ev)(ev.x, ev.y, np.asarray(ev.t, np.float64) + shift, ev.p)
+                ev_shift = 0.0
+                if event_anchor == "last" and len(ev) and st["camera"] is not None:
+                    ev_shift = st["camera"] - st["events_last"]
+                    event_shifts.append(ev_shift)
+                shifted = type(ev)(ev.x, ev.y, np.asarray(ev.t, np.float64) + ev_shift + shift,
+                                   ev.p)
                 for end, x, y, t, p in _packets(shifted):
                     messages.append((end, bags.TOPICS["events"],
                                      bags.events_msg(x, y, t, p, conv.sec_to_stamp(end))))
@@ -148,11 +166,15 @@ def convert(root: str | Path, out: str | Path, split: str = "val",
     params = bags.params_path(out)
     params.write_text(
         f"# calibration of the MUSES scenes in {Path(out).name} ({len(scenes)} scenes, "
-        f"split {split})\n# Pass with: --ros-args --params-file {params.name}\n"
+        f"split {split}; event anchor {event_anchor})\n"
+        f"# Pass with: --ros-args --params-file {params.name}\n"
         + yaml.safe_dump(tree, sort_keys=False, default_flow_style=None))
     return {"bag": str(out), "params": str(params), "scenes": len(scenes), "messages": counts,
-            "sync_slop": slop, "sync_max_wait": max_wait, "max_lidar_offset_s": max(lidar_offsets, default=None),
-            "longest_scene_s": max(spans, default=0.0)}
+            "sync_slop": slop, "sync_max_wait": max_wait,
+            "max_lidar_offset_s": max(lidar_offsets, default=None),
+            "longest_scene_s": max(spans, default=0.0), "event_anchor": event_anchor,
+            "max_event_shift_s": max(event_shifts, key=abs, default=None),
+            "labels": counts.get(bags.TOPICS["gt"], 0)}
 
 
 def _bar(total: int, enabled: bool):
@@ -162,23 +184,37 @@ def _bar(total: int, enabled: bool):
                 file=sys.stderr)
 
 
+def _names(text: str) -> list[str]:
+    """A comma list of names (``fog,snow``; spaces around names ignored), none empty."""
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"empty name in the comma list {text!r}")
+    return names
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m anyseg_ros.muses_to_bag",
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("root", type=Path, help="MUSES root (with meta.json and calib.json)")
     ap.add_argument("out", type=Path, help="bag directory to create")
     ap.add_argument("--split", default="val", choices=muses.SPLITS)
-    ap.add_argument("--weather", help=f"comma list of {list(muses.WEATHERS)}")
-    ap.add_argument("--time-of-day", help=f"comma list of {list(muses.TIMES_OF_DAY)}")
+    ap.add_argument("--weather", type=_names, help=f"comma list of {list(muses.WEATHERS)}")
+    ap.add_argument("--time-of-day", type=_names,
+                    help=f"comma list of {list(muses.TIMES_OF_DAY)}")
     ap.add_argument("--limit", type=int, help="at most this many scenes")
     ap.add_argument("--interval", type=float, default=1.0,
                     help="seconds between consecutive scenes in the bag")
     ap.add_argument("--storage", choices=bags.STORAGES, default="mcap")
+    ap.add_argument("--event-anchor", choices=muses.EVENT_ANCHORS, default="last",
+                    help="last: shift each scene's events so that the last one falls on the "
+                         "camera's stamp (the node then renders the MUSES SDK's window, the "
+                         "reader's default); camera: keep the recorded event times")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     try:
         s = convert(args.root, args.out, args.split, args.weather, args.time_of_day,
-                    args.limit, args.interval, args.storage, progress=not args.quiet)
+                    args.limit, args.interval, args.storage, progress=not args.quiet,
+                    event_anchor=args.event_anchor)
     except (ValueError, FileExistsError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -186,6 +222,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           + ", ".join(f"{t} {n}" for t, n in sorted(s["messages"].items())))
     print(f"params for the node: {s['params']} (sync.slop {s['sync_slop']} s, sync.max_wait "
           f"{s['sync_max_wait']} s; largest LiDAR to camera offset {s['max_lidar_offset_s']} s)")
+    if s["max_event_shift_s"] is not None:
+        print(f"events shifted to end at the camera's stamp (--event-anchor last): by up to "
+              f"{s['max_event_shift_s']:+.6f} s")
+    if not s["labels"]:
+        print("no ground truth written (the test split has none)" if args.split == "test"
+              else "no ground truth written (no label files found)")
     return 0
 
 

@@ -44,8 +44,9 @@ def build_dataset(cfg: Mapping, split: str, num_samples: int | None = None) -> D
         # fewer items cap them themselves (evaluate(num_samples=...)). data.conditions:
         # MUSES weather-time ("fog-night"); DELIVER conditions and corner cases
         # ("fog", "motionblur", "fog-motionblur").
+        extra = {"event_anchor": data.get("event_anchor", "last")} if name == "muses" else {}
         return RealDataset(data["root"], split=split, modalities=data["modalities"],
-                           size_hw=data["size"], conditions=data.get("conditions"))
+                           size_hw=data["size"], conditions=data.get("conditions"), **extra)
     raise ValueError(f"unknown dataset {name!r}; expected one of {DATASETS}")
 
 

@@ -273,7 +273,8 @@ def read_image(path: Path | str, modality: str) -> np.ndarray:
     """One modality's PNG as stored, as uint8: H x W x 3 for RGB (an alpha channel is
     dropped, a palette expanded to RGB as torchvision's PNG decoder does), H x W for a
     single-channel image (not allowed for the camera). Other PNG modes (16-bit, grey+alpha,
-    1-bit) raise :class:`DeliverError`: the official loader divides by 255."""
+    1-bit) raise :class:`DeliverError`: the official loader divides by 255 (a 16-bit depth
+    image is refused with a pointer to ``hha/``, the folder it reads depth from)."""
     path = Path(path)
     img = _open_png(path)
     mode = img.mode
@@ -284,7 +285,14 @@ def read_image(path: Path | str, modality: str) -> np.ndarray:
     if mode == "L" and modality != CAMERA:
         return np.asarray(img, dtype=np.uint8)
     wanted = "an 8-bit RGB(A)" if modality == CAMERA else "an 8-bit grey, RGB or RGBA"
-    raise DeliverError(path, f"expected {wanted} PNG for {modality}, got PIL mode {mode}")
+    why = ""
+    if mode.startswith("I"):  # "I;16", "I;16B", "I": more than 8 bits per sample
+        why = (": a 16-bit image, which the official DELIVER loader never reads (it divides "
+               "every image by 255)")
+        if modality == DEPTH:
+            why += ("; it reads depth from hha/ (8-bit HHA images): use depth_folder='hha', "
+                    "the default, not the depth/ folder")
+    raise DeliverError(path, f"expected {wanted} PNG for {modality}, got PIL mode {mode}{why}")
 
 
 def map_label(stored: np.ndarray, path: Optional[Path | str] = None) -> np.ndarray:

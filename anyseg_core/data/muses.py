@@ -16,8 +16,53 @@ LiDAR columns: x (forward), y, z (up), intensity, ring, time (seconds, the camer
 Event times are microseconds; the camera's time is the middle of its exposure
 (``(start + end) / 2`` of the exposure timestamps, as the MUSES SDK's motion compensation
 uses it). Raw data goes through :func:`anyseg_core.sensors.prepare_inputs` exactly as in the
-ROS node: LiDAR and events are projected into the frame camera with the calibration, the
-events over the ``event_window`` seconds up to the camera's time.
+ROS node: LiDAR and events are projected into the frame camera with the calibration. The
+event window (``event_anchor`` of :class:`MusesDataset`): ``"last"`` (the default) takes the
+``event_window`` seconds up to the file's last event, the MUSES SDK's rule; ``"camera"``
+takes those up to the camera's time, as the ROS node does with live sensors.
+
+Verified and assumed
+--------------------
+Verified against public code: the MUSES SDK (github.com/timbroed/MUSES: ``README.md``,
+``processing/utils.py``, ``processing/event_camera_processing.py``) and CAFuser
+(github.com/timbroed/CAFuser, which bundles the SDK's processing under
+``cafuser/data/dataset_mappers/muses_sdk/`` and sets its options in ``cafuser/config.py``):
+
+- the layout, file suffixes and meta.json keys above; the test split's ground truth is
+  withheld (SDK README), so ``split="test"`` has no labels;
+- LiDAR column 5 is seconds on the camera's clock: the SDK's motion compensation
+  (``calculate_time_diff``) subtracts the exposure middle (µs / 1e6) from it;
+- the SDK's event window: ``accumulate_events`` keeps ``t >= max(t) - 30000`` (µs) of the
+  file, the last 30 ms, and never looks at the camera's time; the event image is the count
+  of ``p == 1`` events, the count of ``p == 0`` events and zeros; events reach the frame
+  camera through ``cv2.stereoRectify`` / ``undistortPoints`` with no distortion coefficients
+  ("the data is already undistorted"); with ``CALIB_ZERO_DISPARITY`` the two rectifying
+  rotations reduce that to ``K_rgb R K_event^-1`` (R the rotation of ``event2rgb``), the
+  rotation homography used here (translation ignored); the files need h5py and hdf5plugin
+  (the SDK imports both);
+- CAFuser renders every modality at 1920 x 1080 with 2 x 2 (LiDAR) and 3 x 3 (event)
+  dilation by default, and carries the per-channel statistics of
+  :data:`anyseg_core.modalities.NORMALIZATION` (LiDAR, events): they describe SDK-window
+  event images and 1920 x 1080 renderings, not this project's network-size renderings.
+
+Assumed, as no public code pins it down (none of it has been run on the real files):
+
+- the event clock: that ``events/t`` is on the camera's microsecond clock. The SDK never
+  compares the two. Event times more than 1 s from the camera's are taken to be on another
+  clock and shifted so that the last event falls on the camera's time (``events_shifted_s``);
+- the span of an event file around the camera's time, which no public code states. With
+  ``event_anchor="last"`` it does not matter; ``"camera"`` relies on the files reaching the
+  camera's time (where a file ends near it, both windows agree);
+- ``t_offset``: the SDK reads none; a scalar ``t_offset`` dataset, as in DSEC files, is
+  added to ``events/t`` when present (a constant, so the ``"last"`` window is the same);
+- the compression filter of the ``.h5`` files (any filter hdf5plugin registers is read);
+- the event camera's size: 1280 x 720 (the paper's "HD event camera"; the SDK never states
+  it, calib.json has no size), used only to check pixel coordinates and as ``events_hw``;
+- lens distortion: ignored, as in the SDK, which passes no coefficients to OpenCV and says
+  the data is already undistorted;
+- the window's edge: the SDK keeps an event exactly 30 ms before the last one
+  (``t >= max - 30 ms``), the renderer here does not (``(end - window, end]``): at most
+  the events of that one microsecond differ.
 
 :func:`read_frame` gives one scene's raw data as a :class:`~anyseg_core.sensors.RawFrame`
 (with real time stamps and the calibration in ``meta``); :class:`MusesDataset` gives
@@ -28,7 +73,7 @@ Every problem with a file raises :class:`MusesError` naming the file and what is
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
@@ -61,6 +106,15 @@ EVENT_DATASETS = ("events/x", "events/y", "events/t", "events/p")
 #: taken to be 1280x720 -- an assumption, used for nothing but ``events_hw``.
 DEFAULT_IMAGE_HW = (1080, 1920)
 DEFAULT_EVENTS_HW = (720, 1280)
+#: Where the event window ends: "last" = the file's last event (the MUSES SDK's
+#: accumulate_events, whose windows CAFuser's event statistics describe), "camera" = the
+#: middle of the frame camera's exposure (as the ROS node anchors it on live sensors).
+EVENT_ANCHORS = ("last", "camera")
+#: Why a test-split label is missing (the MUSES SDK README says so).
+TEST_LABELS_WITHHELD = ("MUSES withholds the ground truth of its test split (it is scored on "
+                        "the MUSES benchmark server), and training and evaluation need labels: "
+                        "use split train or val (muses_to_bag converts test scenes without "
+                        "labels)")
 #: Event times further than this from the camera's time are taken to be on another clock.
 _CLOCK_TOLERANCE_S = 1.0
 _VALID_LABELS = np.zeros(256, bool)
@@ -537,6 +591,20 @@ def _image_hw(scene: MusesScene, camera: Optional[np.ndarray], label: Optional[n
     return hw
 
 
+def anchor_events(frame: RawFrame, anchor: str = "last") -> RawFrame:
+    """``frame`` with its event window placed for :func:`prepare_inputs`, which ends the
+    window at ``t_cam``: ``"last"`` returns a copy whose ``t_cam`` is the last event's time
+    (the MUSES SDK's window, the latest ``event_window`` seconds of the file); ``"camera"``
+    returns ``frame`` itself (the window ends at the middle of the camera's exposure). The
+    copy shares every array with ``frame``; its ``t_cam`` serves the event window only."""
+    if anchor not in EVENT_ANCHORS:
+        raise ValueError(f"unknown MUSES event anchor {anchor!r}; expected one of "
+                         f"{list(EVENT_ANCHORS)}")
+    if anchor == "camera" or frame.events is None or not len(frame.events):
+        return frame
+    return replace(frame, t_cam=float(np.max(np.asarray(frame.events.t))))
+
+
 # --------------------------------------------------------------------------- dataset
 
 
@@ -549,9 +617,13 @@ class MusesDataset(SkipBrokenItems, Dataset):
     :class:`RawFrame`) when ``return_raw``.
 
     root: the MUSES folder. split: train / val / test. modalities: among camera, events,
-    lidar; every scene must have their files and a label. weather / time_of_day: a name or
-    a list of names; conditions: names such as ``fog-night``, ``rain``, ``night`` (a scene
-    passes when it matches any). event_window: seconds of events up to the camera's time.
+    lidar; every scene must have their files and a label (the test split has none: MUSES
+    withholds them, and the error says so). weather / time_of_day: a name or a list of
+    names; conditions: names such as ``fog-night``, ``rain``, ``night`` (a scene passes when
+    it matches any). event_window: seconds of events rendered. event_anchor: where they end,
+    ``"last"`` (default: the file's last event, the MUSES SDK's window, which the event
+    normalisation statistics come from) or ``"camera"`` (the middle of the camera's
+    exposure, as the ROS node renders live events); see :func:`anchor_events`.
 
     Missing files are found when the dataset is built (one stat per file, and a size check
     of the LiDAR files); a corrupt file when its item is read. Either raises
@@ -574,10 +646,10 @@ class MusesDataset(SkipBrokenItems, Dataset):
                  weather: Optional[str | Iterable[str]] = None,
                  time_of_day: Optional[str | Iterable[str]] = None,
                  conditions: Optional[Iterable[str]] = None, skip_broken: bool = False,
-                 event_window: float = 0.03, lidar_dilate: int = 0,
-                 lidar_min_range: float = 1.0, event_third: str = "recency",
-                 augment: Optional[Callable] = None, seed: int = 0,
-                 return_raw: bool = False) -> None:
+                 event_window: float = 0.03, event_anchor: str = "last",
+                 lidar_dilate: int = 0, lidar_min_range: float = 1.0,
+                 event_third: str = "recency", augment: Optional[Callable] = None,
+                 seed: int = 0, return_raw: bool = False) -> None:
         self.root = Path(root)
         self.split = split
         self.modalities = check_modalities(modalities)
@@ -586,6 +658,10 @@ class MusesDataset(SkipBrokenItems, Dataset):
             raise ValueError(f"MUSES has no {other} modality; it has camera, events and lidar")
         if split not in SPLITS:
             raise ValueError(f"unknown MUSES split {split!r}; expected one of {list(SPLITS)}")
+        if event_anchor not in EVENT_ANCHORS:
+            raise ValueError(f"unknown MUSES event anchor {event_anchor!r}; expected one of "
+                             f"{list(EVENT_ANCHORS)}")
+        self.event_anchor = event_anchor
         self.size_hw = (int(size_hw[0]), int(size_hw[1]))
         self.skip_broken = skip_broken
         self.event_window, self.lidar_dilate = event_window, lidar_dilate
@@ -618,6 +694,11 @@ class MusesDataset(SkipBrokenItems, Dataset):
             return f"size {size} bytes is not a multiple of 48 (rows of 6 float64): truncated"
         return None
 
+    def _missing_hint(self, part: str) -> str:
+        if part == LABEL and self.split == "test":
+            return f" ({TEST_LABELS_WITHHELD})"
+        return super()._missing_hint(part)
+
     def _empty_message(self, n_before: int) -> str:
         available: dict[str, int] = {}
         for entry in load_meta(self.root).values():
@@ -625,8 +706,10 @@ class MusesDataset(SkipBrokenItems, Dataset):
             available[key] = available.get(key, 0) + 1
         listing = ", ".join(f"{k} {v}" for k, v in sorted(available.items())) or "none"
         why = "after skipping broken ones" if n_before else "match the filters"
+        withheld = self.split == "test" and any(str(path).endswith(SUFFIXES[LABEL])
+                                                for _, path, _ in self.skipped)
         return (f"no MUSES scenes {why} in {self.root} ({self.filters}); meta.json has: "
-                f"{listing}")
+                f"{listing}" + (f". {TEST_LABELS_WITHHELD}" if withheld else ""))
 
     def raw(self, index: int) -> RawFrame:
         """The :class:`RawFrame` of item ``index`` (the requested modalities and the label)."""
@@ -635,9 +718,10 @@ class MusesDataset(SkipBrokenItems, Dataset):
     def _item(self, i: int, index: int) -> dict:
         frame = self.raw(i)
         if frame.label is None:
-            raise MusesError(self.scenes[i].path(LABEL), "missing")
-        inputs = prepare_inputs(frame, self.size_hw, self.modalities,
-                                event_window=self.event_window, lidar_dilate=self.lidar_dilate,
+            raise MusesError(self.scenes[i].path(LABEL), "missing" + self._missing_hint(LABEL))
+        inputs = prepare_inputs(anchor_events(frame, self.event_anchor), self.size_hw,
+                                self.modalities, event_window=self.event_window,
+                                lidar_dilate=self.lidar_dilate,
                                 lidar_min_range=self.lidar_min_range,
                                 event_third=self.event_third)
         return self._training_item(inputs, frame.label, index, frame.meta["condition"],
@@ -645,7 +729,7 @@ class MusesDataset(SkipBrokenItems, Dataset):
 
     def _read(self, scene: MusesScene) -> None:
         if read_frame(scene, self.calib, self.modalities, label=True).label is None:
-            raise MusesError(scene.path(LABEL), "missing")
+            raise MusesError(scene.path(LABEL), "missing" + self._missing_hint(LABEL))
 
 
 # --------------------------------------------------------------------------- writers
@@ -724,9 +808,10 @@ def _parent(path: Path | str) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
-__all__ = ["DEFAULT_EVENTS_HW", "DEFAULT_IMAGE_HW", "FOLDERS", "LABEL", "LIDAR_COLUMNS",
-           "MusesCalibration", "MusesDataset", "MusesError", "MusesScene", "SPLITS",
-           "SUFFIXES", "TIMES_OF_DAY", "WEATHERS", "calibration_json", "exposure_us",
-           "layout_path", "list_scenes", "load_calibration", "load_meta", "parse_condition",
-           "png_size", "read_camera", "read_events", "read_frame", "read_label", "read_lidar",
-           "write_camera", "write_events", "write_json", "write_label", "write_lidar"]
+__all__ = ["DEFAULT_EVENTS_HW", "DEFAULT_IMAGE_HW", "EVENT_ANCHORS", "FOLDERS", "LABEL",
+           "LIDAR_COLUMNS", "MusesCalibration", "MusesDataset", "MusesError", "MusesScene",
+           "SPLITS", "SUFFIXES", "TEST_LABELS_WITHHELD", "TIMES_OF_DAY", "WEATHERS",
+           "anchor_events", "calibration_json", "exposure_us", "layout_path", "list_scenes",
+           "load_calibration", "load_meta", "parse_condition", "png_size", "read_camera",
+           "read_events", "read_frame", "read_label", "read_lidar", "write_camera",
+           "write_events", "write_json", "write_label", "write_lidar"]

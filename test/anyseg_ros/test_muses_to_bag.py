@@ -2,6 +2,8 @@
 the bag processed offline by the node's logic."""
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -57,7 +59,9 @@ def test_every_scene_keeps_its_sensor_timing_and_scenes_follow_at_the_interval(r
         pts, _ = conv.lidar_points(cloud)
         np.testing.assert_array_equal(pts, raw.lidar[:, :4].astype(np.float32))
         assert t_ns * 1e-9 == pytest.approx(st["lidar_last"] + shift, abs=1e-6)
-        # Events: 10 ms packets stamped at their end, together exactly the scene's events.
+        # Events: 10 ms packets stamped at their end, together exactly the scene's events,
+        # shifted (--event-anchor last, the default) so that the last one is on the camera's
+        # stamp.
         mine = [(conv.stamp_to_sec(m.header.stamp), conv.events_from_cloud(m, None))
                 for _, m in events
                 if cams[k] - INTERVAL / 2 < conv.stamp_to_sec(m.header.stamp) < cams[k]
@@ -66,7 +70,10 @@ def test_every_scene_keeps_its_sensor_timing_and_scenes_follow_at_the_interval(r
         for end, e in mine:
             assert (e.t <= end + 1e-9).all() and (e.t > end - 0.01 - 1e-9).all()
         all_t = np.sort(np.concatenate([e.t for _, e in mine]))
-        np.testing.assert_allclose(all_t, np.sort(np.asarray(raw.events.t) + shift), atol=1e-6)
+        ev_shift = st["camera"] - st["events_last"]
+        np.testing.assert_allclose(all_t, np.sort(np.asarray(raw.events.t) + ev_shift + shift),
+                                   atol=1e-6)
+        assert all_t[-1] == pytest.approx(cams[k], abs=1e-6)
     # Receive times never go backwards, ground truth comes with each camera image.
     times = [m.time_ns for m in bags.read_bag(out)]
     assert times == sorted(times)
@@ -81,6 +88,76 @@ def test_every_scene_keeps_its_sensor_timing_and_scenes_follow_at_the_interval(r
         K, hw = conv.camera_info(infos[k][1])
         np.testing.assert_allclose(K, raw.K)
         assert hw == tuple(raw.image_hw)
+
+
+def _bag_events(path):
+    """Camera stamps and every event (x, y, t, p columns) of a bag."""
+    cams = [conv.stamp_to_sec(m.header.stamp) for _, m in _decoded(path, bags.TOPICS["camera"])]
+    evs = [conv.events_from_cloud(m, None) for _, m in _decoded(path, bags.TOPICS["events"])]
+    return cams, np.concatenate([np.stack([e.x, e.y, e.t, e.p], 1) for e in evs])
+
+
+def _window(rows, t, t_end, window=0.03):
+    """rows (x, y, p) of the events in (t_end - window, t_end], sorted; events within 2 us of
+    the window's start are left out (float rounding of shifted times decides their side)."""
+    dt = t - t_end
+    sel = (dt > -window) & (dt <= 1e-9) & (np.abs(dt + window) > 2e-6)
+    picked = rows[sel]
+    return picked[np.lexsort(picked.T[::-1])]
+
+
+def test_the_nodes_event_window_sees_the_readers_window(root, converted, tmp_path):
+    # The node renders the events of (stamp - events.window, stamp] of a camera frame. With
+    # --event-anchor last (the default) that is the MUSES SDK's window of the file, the
+    # reader's default; with --event-anchor camera the 30 ms up to the camera's time.
+    out, summary = converted
+    assert summary["event_anchor"] == "last" and summary["labels"] == N
+    recorded = tmp_path / "camera_anchor"
+    other = convert(root, recorded, split="val", interval=INTERVAL, progress=False,
+                    event_anchor="camera")
+    assert other["max_event_shift_s"] is None
+    scenes = list_scenes(root, split="val")
+    for path, anchor in ((out, "last"), (recorded, "camera")):
+        cams, bag_events = _bag_events(path)
+        for k, scene in enumerate(scenes):
+            raw = read_frame(scene)
+            ev = raw.events
+            rows = np.stack([ev.x, ev.y, ev.p], 1).astype(np.float64)
+            t_end = float(ev.t.max()) if anchor == "last" else raw.t_cam
+            want = _window(rows, np.asarray(ev.t), t_end)
+            got = _window(bag_events[:, [0, 1, 3]], bag_events[:, 2], cams[k])
+            assert len(want) > 100
+            np.testing.assert_array_equal(got, want)
+        if anchor == "last":  # the synthetic files run 10 ms past the camera's time
+            assert summary["max_event_shift_s"] == pytest.approx(-0.01, abs=1e-3)
+
+
+def test_comma_lists_of_weathers_and_times_of_day(root, tmp_path, capsys):
+    # val holds clear-day, fog-night, clear-day
+    assert main([str(root), str(tmp_path / "a"), "--weather", " fog, clear", "--quiet"]) == 0
+    assert f"{N} scenes" in capsys.readouterr().out
+    assert main([str(root), str(tmp_path / "b"), "--weather", "fog,snow",
+                 "--time-of-day", "night,day", "--quiet"]) == 0
+    assert "1 scenes" in capsys.readouterr().out
+    assert main([str(root), str(tmp_path / "c"), "--weather", "fog,sunny", "--quiet"]) == 2
+    assert "unknown MUSES weather ['sunny']" in capsys.readouterr().err
+    for bad in ("fog,,snow", "fog,", ","):
+        with pytest.raises(SystemExit) as err:
+            main([str(root), str(tmp_path / "d"), "--time-of-day", "day", "--weather", bad])
+        assert err.value.code == 2
+        assert f"empty name in the comma list {bad!r}" in capsys.readouterr().err
+
+
+def test_test_split_converts_without_labels(tmp_path, capsys):
+    root = tmp_path / "muses"
+    export_muses(root, 2, splits=("test",), conditions=("clear-day",), size_hw=HW)
+    shutil.rmtree(root / "gt_semantic")  # MUSES withholds the test split's ground truth
+    assert main([str(root), str(tmp_path / "bag"), "--split", "test", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "no ground truth written (the test split has none)" in out
+    topics = {m.topic for m in bags.read_bag(tmp_path / "bag")}
+    assert bags.TOPICS["gt"] not in topics and bags.TOPICS["camera"] in topics
+    assert len(_decoded(tmp_path / "bag", bags.TOPICS["camera"])) == 2
 
 
 def test_params_file_holds_the_calibration_and_sync_settings(root, converted):

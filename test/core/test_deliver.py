@@ -265,6 +265,20 @@ def test_missing_and_corrupt_files(copy):
         list_frames(copy)
 
 
+def test_a_16_bit_depth_image_is_refused_with_the_folder_to_use(copy):
+    frame = list_frames(copy, "train")[0]
+    depth = frame.path(DEPTH, "depth")
+    Image.fromarray(np.full(HW, 40_000, np.uint16)).save(depth, format="PNG")
+    with pytest.raises(DeliverError, match=r"000100_depth_front.png: .*16-bit.*"
+                                           r"reads depth from hha/.*depth_folder='hha'"):
+        DeliverDataset(copy, "train", [DEPTH], HW, depth_folder="depth")[0]
+    Image.fromarray(np.zeros(HW, np.uint16)).save(frame.path(LIDAR), format="PNG")
+    with pytest.raises(DeliverError, match="16-bit") as err:
+        read_sample(frame, [LIDAR], label=False)
+    assert "hha/" not in str(err.value)  # the pointer to hha/ is for depth only
+    assert DeliverDataset(copy, "train", [DEPTH], HW)[0]["inputs"][DEPTH].shape == (3, *HW)
+
+
 def test_build_dataset_and_class_info(deliver):
     root, _ = deliver
     cfg = {"data": {"dataset": "deliver", "root": str(root), "modalities": list(MODS),

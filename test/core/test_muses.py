@@ -8,18 +8,19 @@ import shutil
 import h5py
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from anyseg_core.data import build_dataset
 from anyseg_core.data.muses import (EVENTS, LABEL, LIDAR, MusesDataset, MusesError,
-                                    list_scenes, load_calibration, parse_condition, read_frame,
-                                    write_events)
+                                    anchor_events, list_scenes, load_calibration,
+                                    parse_condition, read_frame, write_events)
 from anyseg_core.data.synthetic import SyntheticDataset
 from anyseg_core.data.synthetic.__main__ import main as synthetic_cli
 from anyseg_core.data.synthetic.export import export_muses
 from anyseg_core.evaluate import main as evaluate_main
 from anyseg_core.modalities import CAMERA
-from anyseg_core.sensors import prepare_inputs, render_events, rotation_homography
+from anyseg_core.sensors import normalize, prepare_inputs, render_events, rotation_homography
 from anyseg_core.train import train
 
 HW = (72, 128)
@@ -146,6 +147,57 @@ def test_event_window_is_the_30_ms_before_the_camera_stamp(root):
     assert everything.sum() > img.sum() > 0
 
 
+def test_dataset_event_window_is_the_sdks_last_30_ms_unless_anchored_at_the_camera(root):
+    # The MUSES SDK (processing/event_camera_processing.py, accumulate_events) keeps the
+    # events with t >= max(t) - 30000 us of the file, whatever the camera's time; the
+    # synthetic files run 10 ms past the camera's time, so the two anchors differ.
+    kw = dict(modalities=[EVENTS], size_hw=HW, event_third="zero", return_raw=True)
+    sdk, cam = MusesDataset(root, "train", **kw), MusesDataset(root, "train", **kw,
+                                                               event_anchor="camera")
+    for i, scene in enumerate(sdk.scenes):
+        with h5py.File(scene.path(EVENTS)) as h5:
+            t_us = h5["events/t"][()]
+        item = sdk[i]
+        f = item["raw"]
+        assert f.t_cam == scene.t_cam  # the raw frame keeps the camera's time
+        warp = rotation_homography(f.events_K, f.K * 1.0, f.T_cam_events[:3, :3])
+        ev = f.events
+
+        def expected(sel, t_end):
+            img = render_events(ev.x[sel], ev.y[sel], ev.t[sel], ev.p[sel], HW, t_end=t_end,
+                                window=1.0, warp=warp, third="zero")
+            return normalize(img, EVENTS)
+
+        last = t_us.max()
+        sdk_sel = t_us >= last - 30_000
+        edge = t_us == last - 30_000  # the SDK keeps these, (end - 30 ms, end] does not
+        assert (sdk_sel & ~edge).sum() > 100 and edge.sum() < 50
+        assert last > (scene.t_cam + 0.005) * 1e6  # the windows really differ here
+        torch.testing.assert_close(item["inputs"][EVENTS],
+                                   expected(sdk_sel & ~edge, ev.t.max()))
+        dt = ev.t - scene.t_cam  # in seconds, as the renderer takes them (the edge rounds)
+        cam_sel = (dt > -0.03) & (dt <= 0)
+        assert cam_sel.sum() > 100 and (cam_sel != sdk_sel).sum() > 100
+        torch.testing.assert_close(cam[i]["inputs"][EVENTS], expected(cam_sel, scene.t_cam))
+    assert anchor_events(f, "camera") is f and anchor_events(f).t_cam == ev.t.max()
+    with pytest.raises(ValueError, match="event anchor 'exposure'"):
+        MusesDataset(root, "train", event_anchor="exposure")
+
+
+def test_test_split_needs_labels_that_muses_withholds(tmp_path):
+    export_muses(tmp_path, 2, splits=("val", "test"), conditions=("clear-day",), size_hw=HW)
+    shutil.rmtree(tmp_path / "gt_semantic" / "test")  # as in the real download
+    assert len(MusesDataset(tmp_path, "val")) == 2
+    withheld = "MUSES withholds the ground truth of its test split.*use split train or val"
+    with pytest.raises(MusesError, match=f"_gt_labelTrainIds.png: missing .*{withheld}"):
+        MusesDataset(tmp_path, "test")
+    with pytest.raises(ValueError, match=withheld):
+        MusesDataset(tmp_path, "test", skip_broken=True)
+    (scene,) = list_scenes(tmp_path, split="test")[:1]
+    f = read_frame(scene)  # the sensors alone read fine
+    assert f.label is None and f.camera is not None and f.events is not None
+
+
 def test_dataset_items_filters_and_build_dataset(root):
     ds = MusesDataset(root, "val", size_hw=(64, 96))
     item = ds[1]
@@ -169,6 +221,9 @@ def test_dataset_items_filters_and_build_dataset(root):
                     "size": [64, 96], "conditions": ["night"]}}
     ds = build_dataset(cfg, "val", num_samples=1)
     assert isinstance(ds, MusesDataset) and len(ds) == N // 2  # a real split is used whole
+    assert ds.event_anchor == "last"  # the SDK's window unless the config says otherwise
+    cam = build_dataset({"data": {**cfg["data"], "event_anchor": "camera"}}, "val")
+    assert cam.event_anchor == "camera"
     with pytest.raises(ValueError, match="data.root"):
         build_dataset({"data": {**cfg["data"], "root": None}}, "val")
 

@@ -47,6 +47,7 @@ def test_config_layers_defaults_file_and_overrides(tmp_path):
     ("dropout.all_prob=1.5", "dropout.all_prob must be a probability"),
     ("dropout.all_prob=often", "dropout.all_prob must be a probability"),
     ("dropout.all_prob=0.5", "dropout.all_prob needs dropout.policy per_sample"),
+    ("data.event_anchor=exposure", "data.event_anchor must be last"),
     ("nonsense", "key.sub=value"),
 ])
 def test_bad_configs_name_the_problem(override, message):

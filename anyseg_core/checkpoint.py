@@ -791,6 +791,34 @@ def read_training_header(path: PathLike) -> dict:
     return _check_format(path, meta, TRAIN_FORMAT, TRAIN_FORMAT_VERSION, "training state")
 
 
+# Per-parameter buffers of torch's optimizers that have their parameter's shape.
+_MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer", "square_avg",
+            "acc_delta", "sum")
+
+
+def _check_moment_shapes(sd: Mapping, optimizer: torch.optim.Optimizer, model: nn.Module,
+                         where: str) -> None:
+    """torch's ``Optimizer.load_state_dict`` checks only how many parameters each group has:
+    a state saved for parameters in another order would load, and fail (or silently train
+    wrong) at the next step. Compare every moment buffer's shape with its parameter's."""
+    saved_groups = sd.get("param_groups") or []
+    if len(saved_groups) != len(optimizer.param_groups):
+        return  # load_state_dict names this mismatch itself
+    names = {id(p): n for n, p in _unwrap(model).named_parameters()}
+    state = sd.get("state") or {}
+    for saved, group in zip(saved_groups, optimizer.param_groups):
+        for index, param in zip(saved.get("params", []), group["params"]):
+            entry = state.get(index, state.get(str(index))) or {}
+            for key in _MOMENTS:
+                value = entry.get(key)
+                if isinstance(value, torch.Tensor) and value.shape != param.shape:
+                    raise CheckpointError(
+                        f"{where}: the optimizer's {key} of parameter "
+                        f"{names.get(id(param), f'#{index}')} has shape {tuple(value.shape)}, "
+                        f"the parameter {tuple(param.shape)} (the optimizer's parameters are "
+                        f"in another order or of another model than when it was saved)")
+
+
 def load_training_state(path: PathLike, model: nn.Module,
                         optimizer: Optional[torch.optim.Optimizer] = None,
                         scheduler: Optional[Any] = None, *, restore_rng: bool = True,
@@ -816,6 +844,7 @@ def load_training_state(path: PathLike, model: nn.Module,
             raise CheckpointError(f"{where}: optimizer state is for {optim.get('type')}, "
                                   f"the optimizer given is a {type(optimizer).__name__}")
         sd = {k: _unpack(v, tensors, where) for k, v in optim.items() if k != "type"}
+        _check_moment_shapes(sd, optimizer, model, where)
         try:
             optimizer.load_state_dict(sd)
         except (ValueError, KeyError, RuntimeError) as err:

@@ -64,7 +64,8 @@ class AnymodalSegmentor(nn.Module):
         pretrained: load timm's pretrained weights (needs the internet).
         fusion: ``mean`` (AnySeg / PML: masked mean over the present modalities after each
             stage) or ``primary`` (a CMNeXt-like baseline: the first modality's features plus
-            a learned projection of the others' mean; a missing primary leaves zeros).
+            a learned projection of the mean of the other present modalities; a missing
+            primary leaves zeros, no other present leaves the projection's input zeros).
         head_dropout: dropout before the classifier.
         backbone_kwargs: passed to ``timm.create_model`` (e.g. ``drop_path_rate``).
     """
@@ -112,6 +113,7 @@ class AnymodalSegmentor(nn.Module):
         B, _, H, W = ref.shape
         present = self.present_from(inputs) if present is None else present
         present = self._check_present(present, inputs, B, ref.device)
+        given = present  # the pairs whose data is used; under "zero" the others are zeros
         if missing == "zero":
             present = torch.ones_like(present)
         # (sample, modality) pairs, modality-major: one gather per modality, one encoder pass.
@@ -123,7 +125,9 @@ class AnymodalSegmentor(nn.Module):
             count = int(present[:, m].sum())  # a sync on CUDA, needed for the variable size
             if count:
                 if name in inputs:
-                    x[start:start + count] = inputs[name][b_idx[start:start + count]]
+                    rows = b_idx[start:start + count]
+                    keep = given[rows, m].view(-1, 1, 1, 1)
+                    x[start:start + count] = torch.where(keep, inputs[name][rows], 0.0)
                 start += count
         if ref.is_cuda:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -138,7 +142,9 @@ class AnymodalSegmentor(nn.Module):
             if self.fusion == "mean":
                 fused.append(per_mod.sum(1) / count.view(B, 1, 1, 1))
             else:
-                others = per_mod[:, 1:].sum(1) / (self.num_modalities - 1 or 1)
+                # the mean of the auxiliary modalities that are present (none: zeros)
+                n_aux = weight[:, 1:].sum(1).clamp(min=1.0).view(B, 1, 1, 1)
+                others = per_mod[:, 1:].sum(1) / n_aux
                 fused.append(per_mod[:, 0] + self.aux_proj[s](others))
         logits = self.head(fused)
         logits = F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False)

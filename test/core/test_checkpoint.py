@@ -498,6 +498,15 @@ def test_wrong_optimizer_or_model_is_refused(tmp_path):
     part = torch.optim.AdamW(list(model.parameters())[:2])
     with pytest.raises(CheckpointError, match="optimizer state does not fit"):
         load_training_state(path, model, part)
+    # the same parameters in another order: torch would load the moments onto the wrong
+    # parameters (it counts them only); the shapes give it away
+    _train(model, opt, sched, 1, np.random.default_rng(0))
+    path = save_training_state(tmp_path / "t.train.safetensors", model=model, optimizer=opt,
+                               scheduler=sched, step=1, epoch=0)
+    shuffled = torch.optim.AdamW(list(model.parameters())[::-1])
+    with pytest.raises(CheckpointError, match=r"optimizer's exp_avg of parameter \S+ has "
+                                              r"shape .*another order"):
+        load_training_state(path, model, shuffled)
 
 
 def test_structures_survive_json():

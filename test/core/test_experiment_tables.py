@@ -281,3 +281,26 @@ def test_recorded_commands_name_no_interpreter_path(experiment, monkeypatch):
     for path in committed:
         for line in json.loads(path.read_text())['commands']:
             assert line.startswith('python -m anyseg_core.'), (path.name, line)
+
+
+def test_a_revised_row_runs_again_and_its_old_figures_are_marked(tmp_path, experiment,
+                                                                monkeypatch):
+    class Args:
+        runs, results = 'runs/experiment', str(tmp_path)
+        steps, eval_samples, cache, no_cache = 1500, 200, None, False
+
+    monkeypatch.setattr(experiment, 'REVISIONS', {})
+    key = experiment.row_key('baseline', Args)
+    _row(tmp_path, 'baseline', experiment, dict(zip(SUBSETS, TEACHER)))
+    row = json.loads((tmp_path / 'baseline.json').read_text())
+    (tmp_path / 'baseline.json').write_text(json.dumps({**row, 'key': key}))
+    assert experiment.is_done('baseline', Args)
+    assert '(earlier code' not in experiment.write_tables(tmp_path).read_text()
+    monkeypatch.setattr(experiment, 'REVISIONS', {'baseline': 'fusion fixed'})
+    assert experiment.row_key('baseline', Args) != key
+    assert not experiment.is_done('baseline', Args)  # `make results` trains it again
+    text = experiment.write_tables(tmp_path).read_text()
+    assert f"| {row['label']} (earlier code; to run again: fusion fixed) |" in text
+    # the row written by the new code carries its revision and is no longer marked
+    (tmp_path / 'baseline.json').write_text(json.dumps({**row, 'revision': 'fusion fixed'}))
+    assert '(earlier code' not in experiment.write_tables(tmp_path).read_text()

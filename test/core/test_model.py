@@ -67,6 +67,26 @@ def test_zero_filling_protocol_differs_from_dropping(model):
     assert zero.present.all()
     assert not torch.allclose(drop.logits, zero.logits)
     torch.testing.assert_close(drop.logits, model({"camera": x["camera"]}).logits)
+    # absent modalities are zeros even when their data is passed in: nothing leaks
+    zeros = {m: (v if m == "camera" else torch.zeros_like(v)) for m, v in x.items()}
+    torch.testing.assert_close(zero.logits, model(zeros, missing="zero").logits)
+    torch.testing.assert_close(zero.logits,
+                               model({"camera": x["camera"]}, missing="zero").logits)
+    assert not torch.allclose(zero.logits, model(x).logits)
+
+
+def test_features_are_each_pairs_own_encoding(model):
+    x = inputs(b=3)
+    present = torch.tensor([[1, 0, 1], [0, 1, 1], [1, 1, 0]]).bool()
+    out = model(x, present)
+    for b in range(3):
+        for m, name in enumerate(MODS):
+            for s, f in enumerate(out.features):
+                if present[b, m]:
+                    alone = model.encoder(x[name][b:b + 1])[s][0]
+                    torch.testing.assert_close(f[b, m], alone, atol=1e-4, rtol=1e-4)
+                else:
+                    assert not f[b, m].any()
 
 
 def test_camera_primary_baseline_fusion():
@@ -74,11 +94,19 @@ def test_camera_primary_baseline_fusion():
     net = AnymodalSegmentor(MODS, 19, embed_dim=32, fusion="primary").eval()
     out = net(inputs(b=2))
     assert out.logits.shape == (2, 19, 64, 96)
-    # without its primary modality the fused features are the auxiliary projection alone
-    x = {m: v for m, v in inputs(b=1).items() if m != "camera"}
-    out = net(x)
-    others = out.features[0][:, 1:].sum(1) / 2
-    torch.testing.assert_close(out.fused[0], net.aux_proj[0](others))
+    x = inputs(b=1)
+    feats = {m: net.encoder(x[m]) for m in MODS}
+    for subset in [("camera",), ("camera", "events"), ("events",), ("events", "lidar"),
+                   MODS]:
+        out = net({m: x[m] for m in subset})
+        for s in range(4):
+            # the primary's features plus the projection of the present others' mean (a
+            # missing one is left out of the mean, not counted as zeros); no primary: zeros
+            others = [feats[m][s] for m in subset if m != "camera"]
+            aux = (net.aux_proj[s](torch.stack(others).mean(0)) if others
+                   else torch.zeros_like(feats["camera"][s]))
+            primary = feats["camera"][s] if "camera" in subset else 0.0
+            torch.testing.assert_close(out.fused[s], primary + aux, atol=1e-4, rtol=1e-4)
 
 
 def test_any_timm_backbone_with_four_levels():
@@ -92,9 +120,11 @@ def test_any_timm_backbone_with_four_levels():
 
 def test_gradients_reach_the_shared_encoder_from_every_modality(model):
     net = AnymodalSegmentor(MODS, 19, embed_dim=16).train()
-    out = net({"events": torch.randn(2, 3, 64, 64)})
-    out.logits.sum().backward()
-    assert all(p.grad is not None for p in net.encoder.parameters() if p.requires_grad)
+    first = next(p for p in net.encoder.parameters() if p.requires_grad)  # the stem
+    for name in MODS:
+        net.zero_grad(set_to_none=True)
+        net({name: torch.randn(2, 3, 64, 64)}).logits.sum().backward()
+        assert first.grad is not None and first.grad.abs().sum() > 0, name
 
 
 def test_bad_inputs_fail_with_clear_messages(model):

@@ -19,7 +19,10 @@ topics resolve to them in the root namespace):
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import sqlite3
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
@@ -82,6 +85,60 @@ def _qos(reliable: bool, transient_local: bool = False):
                liveliness_lease_duration=never, avoid_ros_namespace_conventions=False)
 
 
+class BagError(ValueError):
+    """A bag that cannot be read: truncated (a recording cut off), corrupt, or of a format
+    rosbags does not read. The message names the bag."""
+
+
+def _read_errors() -> tuple:
+    """What rosbags (and the storage libraries under it) raise for a damaged bag: a truncated
+    mcap ("File end magic is invalid"), a truncated sqlite3 file ("database disk image is
+    malformed"), overwritten bytes (a record length read as garbage)."""
+    from rosbags.rosbag2 import ReaderError
+
+    errors: tuple = (ReaderError, sqlite3.DatabaseError, struct.error, OverflowError, EOFError)
+    try:  # rosbags reads sqlite3 files through apsw: a damaged page raises apsw.CorruptError
+        import apsw
+    except ImportError:
+        return errors
+    return (*errors, apsw.Error)
+
+
+def _check_bag_dir(path: Path) -> None:
+    """FileNotFoundError with what to do when ``path`` is not a readable bag directory."""
+    if (path / "metadata.yaml").is_file():
+        return
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such bag")
+    if path.is_file():
+        hint = (" (a bag is the directory that holds it: pass "
+                f"{path.parent})" if (path.parent / "metadata.yaml").is_file() else "")
+        raise FileNotFoundError(f"{path} is a file, not a rosbag2 bag directory{hint}")
+    storage = sorted(p.name for p in path.iterdir() if p.suffix in (".mcap", ".db3"))
+    if storage:
+        raise FileNotFoundError(
+            f"{path} has no metadata.yaml but holds {', '.join(storage)}: a recording that "
+            f"was stopped before it finished? `ros2 bag reindex {path}` (on a ROS machine) "
+            "writes the metadata again")
+    raise FileNotFoundError(f"{path} is not a rosbag2 bag (no metadata.yaml in it)")
+
+
+@contextlib.contextmanager
+def _reader(path: str | Path):
+    """An open rosbags Reader; a bag that cannot be read raises :class:`BagError` naming it
+    (also for errors while its messages are read inside the ``with``)."""
+    from rosbags.rosbag2 import Reader
+
+    path = Path(path)
+    _check_bag_dir(path)
+    try:
+        with Reader(path) as reader:
+            yield reader
+    except _read_errors() as e:
+        raise BagError(f"{path}: cannot read the bag ({type(e).__name__}: {e}); is it complete? "
+                       "a recording cut off or a partly copied bag is unreadable") from e
+
+
 def offered_qos(topic: str):
     """The QoS a driver offers on ``topic``: sensors best effort (qos_profile_sensor_data),
     /tf_static reliable + transient local, ground truth reliable."""
@@ -119,14 +176,21 @@ class BagWriter:
         self._writer.close()
 
     def write(self, topic: str, msg: Any, time_ns: int, msgtype: Optional[str] = None) -> None:
-        """Serialise ``msg`` (a rosbags object) at receive time ``time_ns``."""
-        msgtype = msgtype or MSGTYPES.get(topic) or msg.__msgtype__
+        """Serialise ``msg`` (a rosbags object) at receive time ``time_ns``. Its type is
+        ``msgtype`` when given, else the message's own (``__msgtype__``), else the type the
+        project's bags have on ``topic``."""
+        msgtype = msgtype or getattr(msg, "__msgtype__", None) or MSGTYPES.get(topic)
+        if msgtype is None:
+            raise ValueError(f"{topic}: the message's type is unknown; pass msgtype")
         self.write_raw(topic, typestore().serialize_cdr(msg, msgtype), time_ns, msgtype)
 
     def write_raw(self, topic: str, data: bytes | memoryview, time_ns: int,
                   msgtype: str) -> None:
         """Write already serialised CDR bytes."""
         conn = self._connections.get(topic)
+        if conn is not None and conn.msgtype != msgtype:
+            raise ValueError(f"{topic} is {conn.msgtype} in {self.path}; cannot write a "
+                             f"{msgtype} on it")
         if conn is None:
             conn = self._writer.add_connection(topic, msgtype, typestore=typestore(),
                                                offered_qos_profiles=[offered_qos(topic)])
@@ -150,13 +214,8 @@ class BagMessage:
 
 def read_bag(path: str | Path, topics: Optional[Iterable[str]] = None) -> Iterator[BagMessage]:
     """The messages of a bag in receive-time order (optionally only ``topics``)."""
-    from rosbags.rosbag2 import Reader
-
-    path = Path(path)
-    if not (path / "metadata.yaml").is_file():
-        raise FileNotFoundError(f"{path} is not a rosbag2 bag (no metadata.yaml in it)")
     wanted = set(topics) if topics is not None else None
-    with Reader(path) as reader:
+    with _reader(path) as reader:
         conns = [c for c in reader.connections if wanted is None or c.topic in wanted]
         if not conns:  # rosbags reads every connection when given none
             return
@@ -166,18 +225,25 @@ def read_bag(path: str | Path, topics: Optional[Iterable[str]] = None) -> Iterat
 
 def bag_topics(path: str | Path) -> dict[str, tuple[str, int]]:
     """topic -> (msgtype, message count)."""
-    from rosbags.rosbag2 import Reader
-
-    with Reader(Path(path)) as reader:
+    with _reader(path) as reader:
         return {c.topic: (c.msgtype, c.msgcount) for c in reader.connections}
+
+
+def bag_offered_qos(path: str | Path) -> dict[str, list]:
+    """topic -> the QoS profiles its publishers offered when it was recorded (rosbags ``Qos``
+    objects; empty when the bag has none, as bags from before rosbag2 version 4)."""
+    out: dict[str, list] = {}
+    with _reader(path) as reader:
+        for c in reader.connections:
+            out.setdefault(c.topic, []).extend(
+                getattr(c.ext, "offered_qos_profiles", None) or [])
+    return out
 
 
 def bag_start_ns(path: str | Path) -> int:
     """Receive time (ns) of the bag's first message, on any topic: the origin of the
     seconds of ``--faults`` / ``--drop``."""
-    from rosbags.rosbag2 import Reader
-
-    with Reader(Path(path)) as reader:
+    with _reader(path) as reader:
         return int(reader.start_time)
 
 

@@ -4,19 +4,25 @@
         [--drop TOPIC:START-END ...] [--corrupt TOPIC:FRACTION ...] [--namespace NS]
 
 This machine's ``ros2 bag play`` (it works on a ROS machine too): messages go out at the
-recorded pace (scaled by ``--rate``), as the recorded bytes, with the QoS a driver would use
+recorded pace (scaled by ``--rate``), as the recorded bytes, with the QoS their publishers
+offered when the bag was recorded (reliable only when every recorded publisher was, transient
+local only when every one was); a topic the bag has no QoS for gets what a driver would use
 (sensors best effort, /tf_static reliable and transient local). ``--clock`` also publishes
-/clock for nodes with ``use_sim_time``. Faults:
+/clock for nodes with ``use_sim_time`` (at the bag's start time while ``--wait-for`` and
+``--start-delay`` hold the first message). ``--namespace`` prefixes every topic but /tf and
+/tf_static (tf2 listens on those absolute names). Faults:
 
 - ``--drop lidar:10-15`` silences a sensor (or a topic) over those seconds from the bag's
   start (``camera`` also silences its CameraInfo);
 - ``--corrupt events:0.2`` damages that fraction of a sensor's (or topic's) messages, in
-  turn: truncated data, a wrong size, non-finite values (NaN points in clouds).
+  turn: truncated data, a wrong size, non-finite values (NaN points in clouds); only
+  sensor_msgs Image, PointCloud2 and CameraInfo topics can be corrupted.
 
 With ``--loop`` the bag starts again when it ends (stamps jump back, as with
 ``ros2 bag play --loop``). ``--wait-for TOPIC`` holds the first message until that topic
-has a subscriber (then ``--start-delay``), so a freshly started consumer misses nothing. Topics whose message package is not installed here are skipped
-with a warning (tf2_msgs is not among the PyPI ROS wheels).
+has a subscriber (then ``--start-delay``), so a freshly started consumer misses nothing.
+Topics whose message package is not installed here are skipped with a warning (tf2_msgs is
+not among the PyPI ROS wheels).
 """
 from __future__ import annotations
 
@@ -35,6 +41,11 @@ from . import bag as bags
 
 CLOCK_HZ = 40.0  # as ros2 bag play --clock
 CORRUPTIONS = ("truncated", "wrong_size", "non_finite")
+# The message types corrupt() knows how to damage.
+CORRUPTIBLE = ("sensor_msgs/msg/Image", "sensor_msgs/msg/PointCloud2",
+               "sensor_msgs/msg/CameraInfo")
+# Topics that keep their name under --namespace (tf2 listens on these absolute names).
+GLOBAL_TOPICS = ("/tf", "/tf_static")
 
 
 def _message_class(msgtype: str):
@@ -94,9 +105,10 @@ def corrupt(msg, kind: str):
             msg.step = int(msg.step) + 7
     elif kind == "non_finite" and hasattr(msg, "fields"):
         arr = np.array(data, dtype=np.uint8)
+        order = ">" if msg.is_bigendian else "<"
         for f in msg.fields:
             if f.name in ("x", "y", "z", "t") and f.datatype in (7, 8):
-                dtype = np.dtype("<f4" if f.datatype == 7 else "<f8")
+                dtype = np.dtype(order + ("f4" if f.datatype == 7 else "f8"))
                 n = len(arr) // msg.point_step
                 view = np.ndarray((n,), dtype=dtype, buffer=arr, offset=f.offset,
                                   strides=(msg.point_step,))
@@ -108,17 +120,45 @@ def corrupt(msg, kind: str):
     return msg
 
 
+def publisher_qos(recorded: Sequence, topic: str):
+    """The rclpy QoS to replay ``topic`` with: from the profiles its publishers offered when
+    it was recorded (``recorded``, rosbags ``Qos``), else the name-based
+    :func:`anyseg_ros.bag.offered_qos`. With several recorded publishers the profile is one
+    every recorded subscriber could match: reliable only when all offered reliable, transient
+    local only when all offered it."""
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    profiles = list(recorded) or [bags.offered_qos(topic)]
+    reliable = all(q.reliability.name == "RELIABLE" for q in profiles)
+    latched = all(q.durability.name == "TRANSIENT_LOCAL" for q in profiles)
+    keep_all = all(q.history.name == "KEEP_ALL" for q in profiles)
+    # A latched topic keeps for late subscribers what its recorded publishers together kept
+    # (each its own last `depth`: several /tf_static publishers); others a few for slow readers.
+    depth = (sum(max(int(q.depth), 1) for q in profiles) if latched
+             else max(5, *(int(q.depth) for q in profiles)))
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_ALL if keep_all else HistoryPolicy.KEEP_LAST,
+        depth=depth,
+        reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
+        durability=(DurabilityPolicy.TRANSIENT_LOCAL if latched
+                    else DurabilityPolicy.VOLATILE))
+
+
+def published_name(topic: str, namespace: str) -> str:
+    """``topic`` under ``namespace`` (``/ns/camera/image``); /tf and /tf_static keep their
+    names, so that tf2 (which listens on those absolute names) still finds them."""
+    ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
+    return topic if topic in GLOBAL_TOPICS else ns + topic
+
+
 class Player:
     """Publishes a bag. ``namespace`` prefixes every topic (``/camera/image`` becomes
-    ``/ns/camera/image``)."""
+    ``/ns/camera/image``) but /tf and /tf_static."""
 
     def __init__(self, node, bag: Path, topics: Optional[Sequence[str]] = None,
                  namespace: str = "", drop: Optional[dict] = None,
                  corrupt_fraction: Optional[dict] = None, clock: bool = False,
                  seed: int = 0) -> None:
-        from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile,
-                               ReliabilityPolicy)
-
         self.node, self.bag = node, Path(bag)
         available = bags.bag_topics(self.bag)
         self.start_ns = bags.bag_start_ns(self.bag)  # --drop seconds count from here
@@ -131,24 +171,23 @@ class Player:
                             "--drop") if drop else {}
         self.corrupt_fraction = _expand(parse_corrupt(corrupt_fraction or ()), chosen,
                                         "--corrupt") if corrupt_fraction else {}
+        for topic in sorted(self.corrupt_fraction):
+            if available[topic][0] not in CORRUPTIBLE:
+                raise ValueError(
+                    f"--corrupt {topic}: it is {available[topic][0]}; play can damage only "
+                    f"{', '.join(CORRUPTIBLE)} messages")
+        recorded_qos = bags.bag_offered_qos(self.bag)
         self.publishers = {}
         self.skipped_types: dict[str, str] = {}
-        ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
         for topic in chosen:
             msgtype = available[topic][0]
             cls = _message_class(msgtype)
             if cls is None:
                 self.skipped_types[topic] = msgtype
                 continue
-            q = bags.offered_qos(topic)
-            qos = QoSProfile(
-                history=HistoryPolicy.KEEP_LAST, depth=max(q.depth, 5),
-                reliability=(ReliabilityPolicy.RELIABLE if q.reliability.name == "RELIABLE"
-                             else ReliabilityPolicy.BEST_EFFORT),
-                durability=(DurabilityPolicy.TRANSIENT_LOCAL
-                            if q.durability.name == "TRANSIENT_LOCAL"
-                            else DurabilityPolicy.VOLATILE))
-            self.publishers[topic] = node.create_publisher(cls, ns + topic, qos)
+            qos = publisher_qos(recorded_qos.get(topic, ()), topic)
+            self.publishers[topic] = node.create_publisher(
+                cls, published_name(topic, namespace), qos)
         if not self.publishers:
             raise ValueError(f"nothing to play: the message packages of {self.skipped_types} "
                              "are not installed here")
@@ -178,8 +217,20 @@ class Player:
                 print(f"warning: no subscriber on {list(topics)} after {timeout:g} s; playing "
                       "anyway", file=sys.stderr)
                 return False
-            time.sleep(0.05)
+            self.hold(0.05)
         return True
+
+    def hold(self, seconds: float) -> None:
+        """Wait ``seconds`` (or until stopped) before playing, publishing /clock at the bag's
+        start time meanwhile (with ``clock``), so that nodes on sim time start there."""
+        end = time.monotonic() + seconds
+        while not self.stop:
+            if self.clock_pub is not None:
+                self._publish_clock(self.start_ns)
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 1.0 / CLOCK_HZ))
 
     def _publish_clock(self, t_ns: int) -> None:
         from builtin_interfaces.msg import Time
@@ -235,7 +286,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--corrupt", action="append", default=[], metavar="TOPIC:FRACTION",
                     help="damage this fraction of a sensor's or topic's messages")
     ap.add_argument("--clock", action="store_true", help="publish /clock (use_sim_time)")
-    ap.add_argument("--namespace", default="", help="prefix for every topic")
+    ap.add_argument("--namespace", default="",
+                    help="prefix for every topic but /tf and /tf_static")
     ap.add_argument("--start-delay", type=float, default=1.0,
                     help="seconds between creating the publishers and the first message "
                          "(DDS discovery)")
@@ -272,15 +324,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"warning: {topic} ({msgtype}) skipped: its Python message package is not "
                   "installed here", file=sys.stderr)
         player.wait_for_subscribers(args.wait_for, args.wait_timeout)
-        deadline = time.monotonic() + args.start_delay
-        while time.monotonic() < deadline and not player.stop:
-            time.sleep(0.05)
+        player.hold(args.start_delay)
         while not player.stop:
             player.play_once(args.rate)
             passes += 1
             if not args.loop:
                 break
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, bags.BagError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:

@@ -2,25 +2,44 @@
 
     python -m anyseg_ros.process_bag IN OUT --checkpoint CKPT [--params-file P]
         [--faults lidar:10-15,camera:20-22] [--device cpu] [--network H W]
+        [--topic camera=/front/image_raw ...]
 
 Reads IN in receive-time order, converts and validates every sensor message exactly as the
 node does, feeds the :class:`~anyseg_ros.sync.AnymodalSynchronizer` with the bag's receive
 times as its clock, and segments every frame it emits (offline nothing is dropped for being
 late: the next message waits until the frame is done). OUT is a new bag with
-``/anyseg/labels``, ``/anyseg/color`` and ``/anyseg/status``. ``--faults`` silences sensors
-over seconds from the bag's start, as :mod:`anyseg_ros.play` ``--drop`` does live.
+``/anyseg/labels``, ``/anyseg/color`` and ``/anyseg/status``, written beside OUT under a
+temporary name and renamed when done, so a failed run leaves no OUT. ``--faults`` silences
+sensors over seconds of receive time from the bag's start, as :mod:`anyseg_ros.play`
+``--drop`` does live.
+
+The topics are those of :mod:`anyseg_ros.bag` (``--topic ROLE=NAME`` names others, ROLE one
+of camera, camera_info, lidar, events, depth, gt); their types are checked against
+:data:`anyseg_ros.bag.MSGTYPES` before anything runs (events: an Image with
+``events.type: image``).
 
 Parameters come from the node's defaults, then ``--params-file`` (default: the
 ``IN.params.yaml`` the bag tools write beside a bag), then the flags. When IN has
 ``/gt/labels``, each output is scored against the ground truth nearest in time (within
 ``sync.slop``) and mIoU is printed per phase (the ``--faults`` windows) and per set of
 modalities used; the same figures go to ``OUT.summary.json``.
+
+Phases are named on the stamp clock, the one frames are matched on: a ``--faults`` window
+(receive time) becomes the stamps of the messages it silenced, from the first to the last,
+widened by what the synchroniser matches (``sync.slop`` before and after; the event window
+after, for event packets). A frame stamped in that span is in the window's phase: a frame
+that could have used a silenced message, whatever the sensors' delays between stamp and
+receive time. So is a frame after that span without the sensor, stamped before the sensor's
+first message after the window (the sensor went stale in the outage and is not waited for
+until it is heard again).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import tempfile
 import time
 from bisect import bisect_left
 from collections import Counter
@@ -44,11 +63,61 @@ from .pipeline import (FrameSkipped, Segmentation, SegmentationPipeline, geometr
                        with_geometry)
 
 ABBREV = {"camera": "C", "depth": "D", "events": "E", "lidar": "L"}
+# What process_bag reads: a role -> its topic in the project's bags (see --topic).
+ROLES = ("camera", "camera_info", "lidar", "events", "depth", "gt")
 
 
 def modality_key(modalities: Sequence[str]) -> str:
     """("camera", "lidar") -> "CL" (the tables' notation)."""
     return "".join(sorted(ABBREV[m] for m in modalities))
+
+
+def expected_types(events_type: str = "pointcloud") -> dict[str, str]:
+    """role -> the message type process_bag reads on it."""
+    types = {role: bags.MSGTYPES[bags.TOPICS[role]] for role in ROLES}
+    if events_type == "image":
+        types["events"] = "sensor_msgs/msg/Image"
+    return types
+
+
+def parse_topics(items: Sequence[str]) -> dict[str, str]:
+    """``["camera=/front/image_raw"]`` -> {"camera": "/front/image_raw"}."""
+    out: dict[str, str] = {}
+    for item in items:
+        role, sep, name = item.partition("=")
+        role, name = role.strip(), name.strip()
+        if not sep or role not in ROLES or not name.strip("/"):
+            raise ValueError(f"--topic {item!r}: expected ROLE=TOPIC with ROLE one of "
+                             f"{', '.join(ROLES)}")
+        out[role] = "/" + name.lstrip("/")
+    return out
+
+
+def check_topics(bag: str | Path, present: dict, roles: dict[str, str],
+                 modalities: Sequence[str], events_type: str) -> None:
+    """ValueError when a topic of ``roles`` (role -> topic) that process_bag reads has
+    another type in the bag than the one it reads, or when the bag has no topic of any of
+    ``modalities``."""
+    expected = expected_types(events_type)
+    for role, topic in roles.items():
+        if topic not in present or present[topic][0] == expected[role]:
+            continue
+        got = present[topic][0]
+        hint = ""
+        if got == "sensor_msgs/msg/CompressedImage":
+            hint = (": compressed images are not supported; decompress them first, e.g. "
+                    "record the raw topic that `ros2 run image_transport republish` "
+                    "(compressed in, raw out) makes while `ros2 bag play` plays the bag")
+        elif role not in ("camera_info", "gt"):
+            hint = f" (name the {role} topic of this bag with --topic {role}=TOPIC)"
+        raise ValueError(f"{bag}: {topic} ({role}) is {got}; process_bag reads "
+                         f"{expected[role]} there{hint}")
+    if not any(roles[m] in present for m in modalities):
+        mine = ", ".join(f"{m}={roles[m]}" for m in modalities)
+        theirs = ", ".join(f"{t} ({present[t][0]})" for t in sorted(present)) or "none"
+        raise ValueError(f"{bag} has none of the sensor topics process_bag reads ({mine}); "
+                         f"its topics: {theirs}. Name yours with --topic ROLE=TOPIC, e.g. "
+                         "--topic camera=/front/image_raw")
 
 
 def phase_of(t_rel: float, faults: dict) -> str:
@@ -78,12 +147,52 @@ class GroundTruth:
         return self.labels[best]
 
 
+class PhaseSpans:
+    """The header stamps of the messages each ``--faults`` window silenced, and the phase
+    of a frame from its stamp (see the module's docstring)."""
+
+    def __init__(self, faults: dict, slop: float, windows: dict) -> None:
+        self.windows = [(key, a, b) for key, spans in sorted(faults.items()) for a, b in spans]
+        self.slop, self.after = slop, windows  # sensor -> its event window
+        self.spans: dict[tuple, list[float]] = {}  # window -> [first, last] silenced stamp
+        self.back: dict[tuple, float] = {}  # window -> stamp of the sensor's first message after
+
+    def kept(self, sensor: str, t_rel: float, stamp: float) -> None:
+        """A message of ``sensor`` received ``t_rel`` s after the start was not silenced."""
+        for w in self.spans:
+            if w[0] == sensor and w not in self.back and round(t_rel, 6) >= w[2]:
+                self.back[w] = stamp
+
+    def silenced(self, sensor: str, t_rel: float, stamp: float) -> None:
+        for key, a, b in self.windows:
+            if key == sensor and bags.in_windows({key: [(a, b)]}, key, t_rel):
+                span = self.spans.setdefault((key, a, b), [stamp, stamp])
+                span[0], span[1] = min(span[0], stamp), max(span[1], stamp)
+
+    @staticmethod
+    def name(key: str, a: float, b: float) -> str:
+        return f"{key} off {a:g}-{b:g} s"
+
+    def phase(self, stamp: float, modalities: Sequence[str]) -> str:
+        """The phase of a frame stamped ``stamp`` made of ``modalities``."""
+        names = []
+        for (key, a, b), (lo, hi) in sorted(self.spans.items()):
+            w = self.after.get(key)
+            could_use = stamp < hi + w if w else stamp <= hi + self.slop
+            not_back = key not in modalities and stamp < self.back.get((key, a, b), np.inf)
+            if lo - self.slop <= stamp and (could_use or not_back):
+                names.append(self.name(key, a, b))
+        return ", ".join(names) if names else "all sensors"
+
+
 def process_bag(bag_in: str | Path, bag_out: str | Path, checkpoint: str | Path,
                 values: Optional[dict] = None, faults: Optional[dict] = None,
-                storage: str = "mcap", progress: bool = True) -> dict:
+                storage: str = "mcap", progress: bool = True,
+                topics: Optional[dict[str, str]] = None) -> dict:
     """Process ``bag_in`` into ``bag_out``; returns the summary (also in OUT.summary.json).
 
-    ``values``: node parameter values (see :mod:`anyseg_ros.params`) over the defaults."""
+    ``values``: node parameter values (see :mod:`anyseg_ros.params`) over the defaults;
+    ``topics``: role -> topic for topics named otherwise than in the project's bags."""
     v = defaults()
     v.update(values or {})
     faults = faults or {}
@@ -91,22 +200,52 @@ def process_bag(bag_in: str | Path, bag_out: str | Path, checkpoint: str | Path,
     unknown = [k for k in faults if k not in sensors]
     if unknown:
         raise ValueError(f"--faults names {unknown}; the sensors are {sensors}")
-    topics = bags.bag_topics(bag_in)
+    roles = {role: bags.TOPICS[role] for role in ROLES}
+    unknown = [k for k in (topics or {}) if k not in ROLES]
+    if unknown:
+        raise ValueError(f"--topic names {unknown}; the roles are {list(ROLES)}")
+    roles.update(topics or {})
+    bag_out = Path(bag_out)
+    if bag_out.exists():
+        raise FileExistsError(f"{bag_out} exists; process_bag writes a new bag (remove it or "
+                              "choose another name)")
+    present = bags.bag_topics(bag_in)
     runtime = Runtime(checkpoint, device=v["device"], precision=v["precision"],
                       input_size=network_size(v), warmup=False)
     modalities = [m for m in v["modalities"] if m in runtime.modalities]
     if not modalities:
         raise ConfigError(f"none of the modalities {v['modalities']} is in the checkpoint "
                           f"({list(runtime.modalities)})")
+    check_topics(bag_in, present, {r: t for r, t in roles.items()
+                                   if r in modalities or r in ("camera_info", "gt")},
+                 modalities, v["events.type"])
+    bag_out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{bag_out.name}.", suffix=".partial",
+                                 dir=bag_out.parent))
+    try:
+        summary = _process(bag_in, work / bag_out.name, checkpoint, v, faults, storage,
+                           progress, present, roles, runtime, modalities)
+        (work / bag_out.name).rename(bag_out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    summary["out"] = str(bag_out)
+    Path(str(bag_out) + ".summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    return summary
+
+
+def _process(bag_in, bag_out: Path, checkpoint, v: dict, faults: dict, storage: str,
+             progress: bool, topics: dict, roles: dict, runtime: Runtime,
+             modalities: list) -> dict:
     pipeline = SegmentationPipeline(runtime, modalities, event_window=v["events.window"],
                                     lidar_min_range=v["lidar.min_range"],
                                     output_resolution=v["output.resolution"])
     sync = synchronizer_from_params(v, modalities)
     geometry = geometry_from_params(v)
     payloads = {m: payload_function(m, v["events.type"]) for m in modalities}
-    topic_of = {bags.TOPICS[m]: m for m in modalities}
-    wanted = [t for t in (*topic_of, bags.TOPICS["camera_info"], bags.TOPICS["gt"])
-              if t in topics]
+    topic_of = {roles[m]: m for m in modalities}
+    info_topic, gt_topic = roles["camera_info"], roles["gt"]
+    wanted = [t for t in (*topic_of, info_topic, gt_topic) if t in topics]
+    spans = PhaseSpans(faults, v["sync.slop"], sync.windows)
 
     gt = GroundTruth()
     pending_results: list[tuple[Segmentation, float]] = []
@@ -142,27 +281,47 @@ def process_bag(bag_in: str | Path, bag_out: str | Path, checkpoint: str | Path,
                     data=json.dumps(status)), t_ns)
                 pending_results.append((result, now))
 
+        def decoded_stamp(m) -> Optional[float]:
+            try:
+                return conv.stamp_to_sec(m.decode().header.stamp)
+            except Exception:  # noqa: BLE001 - a message too damaged to say when it was
+                return None
+
         for m in bags.read_bag(bag_in, wanted):
             bar.update(1)
             now = m.time_ns * 1e-9
             if t_first is None:
                 t_first = min(now, bags.bag_start_ns(bag_in) * 1e-9)
             t_rel = now - t_first
-            if m.topic == bags.TOPICS["gt"]:
-                msg = m.decode()
-                labels, _ = conv.image_to_array(msg, ("mono8", "8UC1"))
-                gt.add(conv.stamp_to_sec(msg.header.stamp), np.array(labels))
+            if m.topic == gt_topic:
+                try:
+                    msg = m.decode()
+                    labels, _ = conv.image_to_array(msg, ("mono8", "8UC1"))
+                    gt_stamp = conv.stamp_to_sec(msg.header.stamp)
+                except conv.InvalidMessage as e:
+                    rejected[("gt", e.reason)] += 1
+                    continue
+                except Exception:  # noqa: BLE001 - a damaged message is not the run's end
+                    rejected[("gt", "conversion_error")] += 1
+                    continue
+                gt.add(gt_stamp, np.array(labels))
                 continue
-            sensor = topic_of.get(m.topic) or bags.TOPIC_SENSOR.get(m.topic)
+            sensor = topic_of.get(m.topic) or ("camera" if m.topic == info_topic else None)
             if sensor is not None and bags.in_windows(faults, sensor, t_rel):
                 silenced[sensor] += 1
+                stamp = decoded_stamp(m)
+                if stamp is not None:
+                    spans.silenced(sensor, t_rel, stamp)
                 continue
-            msg = m.decode()
-            if m.topic == bags.TOPICS["camera_info"]:
+            if m.topic == info_topic:
                 try:
+                    msg = m.decode()
                     K, hw = conv.camera_info(msg)
                 except conv.InvalidMessage as e:
                     rejected[("camera_info", e.reason)] += 1
+                    continue
+                except Exception:  # noqa: BLE001 - counted like the node counts it
+                    rejected[("camera_info", "conversion_error")] += 1
                     continue
                 geometry = with_geometry(geometry, K=K, image_hw=hw,
                                          frame_id=msg.header.frame_id or geometry.frame_id)
@@ -170,7 +329,9 @@ def process_bag(bag_in: str | Path, bag_out: str | Path, checkpoint: str | Path,
                 continue
             received[sensor] += 1
             try:
+                msg = m.decode()
                 stamp = conv.stamp_to_sec(msg.header.stamp)
+                spans.kept(sensor, t_rel, stamp)
                 conv.check_stamp(stamp, now, v["sync.max_future"])
                 payload = payloads[sensor](msg, geometry, notes)
             except conv.InvalidMessage as e:
@@ -193,13 +354,14 @@ def process_bag(bag_in: str | Path, bag_out: str | Path, checkpoint: str | Path,
     num_classes = len(runtime.class_names)
     per_phase: dict[str, ConfusionMatrix] = {}
     per_set: dict[str, ConfusionMatrix] = {}
-    counts_phase, counts_set = Counter(), Counter()
+    counts_phase, counts_set, phase_sets = Counter(), Counter(), Counter()
     scored = 0
     for result, _ in pending_results:
-        phase = phase_of(result.stamp - (t_first or 0.0), faults)  # by the frame's stamp
+        phase = spans.phase(result.stamp, result.modalities)  # see the docstring
         key = modality_key(result.modalities)
         counts_phase[phase] += 1
         counts_set[key] += 1
+        phase_sets[(phase, key)] += 1
         label = gt.nearest(result.stamp, v["sync.slop"])
         if label is None or label.shape != result.labels.shape:
             continue
@@ -208,6 +370,7 @@ def process_bag(bag_in: str | Path, bag_out: str | Path, checkpoint: str | Path,
         for table, name in ((per_phase, phase), (per_set, key)):
             table.setdefault(name, ConfusionMatrix(num_classes)).update(pred, lab)
     latencies = [r.inference_ms for r, _ in pending_results]
+    origin = t_first or 0.0
     summary: dict[str, Any] = {
         "bag": str(bag_in), "out": str(bag_out), "checkpoint": str(checkpoint),
         "frames_out": len(pending_results), "scored": scored,
@@ -215,14 +378,19 @@ def process_bag(bag_in: str | Path, bag_out: str | Path, checkpoint: str | Path,
         "rejected": {f"{s}:{r}": n for (s, r), n in sorted(rejected.items())},
         "notes": dict(notes), "camera_info_seen": camera_info_seen,
         "phases": {name: {"frames": counts_phase[name],
+                          "modalities": {k: n for (p, k), n in sorted(phase_sets.items())
+                                         if p == name},
                           "miou": _miou(per_phase.get(name))} for name in counts_phase},
+        # the stamps each window silenced, in seconds from the bag's start
+        "fault_stamps": {spans.name(*w): [round(lo - origin, 6), round(hi - origin, 6)]
+                         for w, (lo, hi) in sorted(spans.spans.items())},
         "modality_sets": {name: {"frames": counts_set[name], "miou": _miou(per_set.get(name))}
                           for name in sorted(counts_set)},
         "inference_ms_p50": float(np.percentile(latencies, 50)) if latencies else None,
         "inference_ms_p95": float(np.percentile(latencies, 95)) if latencies else None,
         "seconds": round(elapsed, 2), "parameters": {k: v[k] for k in sorted(v)},
+        "topics": {role: roles[role] for role in ROLES},
     }
-    Path(str(bag_out) + ".summary.json").write_text(json.dumps(summary, indent=1, default=str))
     return summary
 
 
@@ -239,11 +407,15 @@ def format_summary(s: dict) -> str:
             f"{k} {n}" for k, n in sorted(s["silenced"].items())))
     if s["rejected"]:
         lines.append("rejected: " + ", ".join(f"{k} {n}" for k, n in s["rejected"].items()))
-    for title, table in (("phase", s["phases"]), ("modalities used", s["modality_sets"])):
-        lines += ["", f"| {title} | frames | mIoU |", "|---|---|---|"]
-        for name, row in table.items():
-            miou = "-" if row["miou"] is None else f"{row['miou']:.2f}"
-            lines.append(f"| {name} | {row['frames']} | {miou} |")
+    lines += ["", "| phase | frames | modalities used | mIoU |", "|---|---|---|---|"]
+    for name, row in s["phases"].items():
+        miou = "-" if row["miou"] is None else f"{row['miou']:.2f}"
+        used = ", ".join(f"{k} x{n}" for k, n in row["modalities"].items())
+        lines.append(f"| {name} | {row['frames']} | {used} | {miou} |")
+    lines += ["", "| modalities used | frames | mIoU |", "|---|---|---|"]
+    for name, row in s["modality_sets"].items():
+        miou = "-" if row["miou"] is None else f"{row['miou']:.2f}"
+        lines.append(f"| {name} | {row['frames']} | {miou} |")
     return "\n".join(lines)
 
 
@@ -267,6 +439,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--precision", choices=("fp32", "fp16", "bf16"))
     ap.add_argument("--network", type=int, nargs=2, metavar=("H", "W"))
     ap.add_argument("--storage", choices=bags.STORAGES, default="mcap")
+    ap.add_argument("--topic", action="append", default=[], metavar="ROLE=TOPIC",
+                    help="read ROLE (" + ", ".join(ROLES) + ") from TOPIC, e.g. "
+                         "camera=/front/image_raw (repeatable)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     try:
@@ -282,9 +457,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             values["network.height"], values["network.width"] = args.network
         summary = process_bag(args.bag_in, args.bag_out, args.checkpoint, values,
                               bags.parse_windows(args.faults), args.storage,
-                              progress=not args.quiet)
-    except (ConfigError, CheckpointError, ValueError, FileNotFoundError,
-            FileExistsError) as e:
+                              progress=not args.quiet, topics=parse_topics(args.topic))
+    except (ConfigError, CheckpointError, ValueError, FileNotFoundError, FileExistsError,
+            bags.BagError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(format_summary(summary))

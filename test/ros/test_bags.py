@@ -10,6 +10,8 @@ process. The drive is 3 s of a 96 x 160 camera; stamps are checked in drive seco
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -409,7 +411,8 @@ def played(drive_bag, module_ros_env):
     proc = None
     try:
         proc = _play(bag, module_ros_env, "--namespace", "/ns_x", "--wait-for",
-                     "/camera/image", "/events", "--start-delay", "0.5", "--clock", "--drop", f"lidar:{LIDAR_OFF[0]:g}-{LIDAR_OFF[1]:g}",
+                     "/camera/image", "/events", "--start-delay", "0.5", "--clock",
+                     "--drop", f"lidar:{LIDAR_OFF[0]:g}-{LIDAR_OFF[1]:g}",
                      "--corrupt", "lidar:1.0")
         listener.spin_until(lambda: proc.poll() is not None, 90)
         listener.spin_until(lambda: False, 0.5)  # the last messages
@@ -535,6 +538,186 @@ def test_play_errors_exit_2_with_a_message(drive_bag, ros_env):
         assert done.returncode == 0 and "/tf_static 1" in done.stdout, done.stdout
     else:
         assert done.returncode == 2 and "tf2_msgs" in done.stderr, done.stderr
+
+
+def _qos(reliable: bool, transient_local: bool = False, depth: int = 5):
+    """A QoS profile as rosbag2 records a publisher's offer."""
+    from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness,
+                                    QosReliability, QosTime)
+
+    never = QosTime(0, 0)
+    return Qos(QosHistory.KEEP_LAST, depth,
+               QosReliability.RELIABLE if reliable else QosReliability.BEST_EFFORT,
+               QosDurability.TRANSIENT_LOCAL if transient_local else QosDurability.VOLATILE,
+               never, never, QosLiveliness.AUTOMATIC, never, False)
+
+
+def _have_tf2_msgs() -> bool:
+    try:
+        import tf2_msgs.msg  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _write_with_qos(path: Path, messages: list, qos: dict) -> Path:
+    """A bag written with rosbags directly: ``(topic, msg, ns)`` with the recorded QoS of
+    each topic from ``qos``."""
+    from rosbags.rosbag2 import Writer
+
+    ts = bags.typestore()
+    with Writer(path, version=9) as w:
+        conns = {}
+        for topic, msg, t_ns in messages:
+            if topic not in conns:
+                conns[topic] = w.add_connection(topic, msg.__msgtype__, typestore=ts,
+                                                offered_qos_profiles=[qos[topic]])
+            w.write(conns[topic], t_ns, ts.serialize_cdr(msg, msg.__msgtype__))
+    return path
+
+
+T0_NS = 1_700_000_000 * 10**9
+
+
+@pytest.fixture(scope="module")
+def played_qos(tmp_path_factory, module_ros_env):
+    """A bag with a latched topic (/latched: reliable, transient local, one message at the
+    start), /tf (reliable, as tf broadcasters offer it) and /tick (best effort, every 0.1 s
+    for 2.5 s), played with --namespace /ns_q --clock --wait-for /tick --start-delay 1.5.
+    /tf is a String where tf2_msgs is not installed (the PyPI wheels): only its name is
+    under test. A reliable transient-local subscription to /ns_q/latched is made once the
+    first tick has arrived, long after the latched message went out."""
+    rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed (no ROS 2 here)")
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from rclpy.signals import SignalHandlerOptions
+    from rosgraph_msgs.msg import Clock
+    from std_msgs.msg import String as RosString
+
+    String = bags.msg_class("std_msgs/msg/String")
+    if _have_tf2_msgs():
+        from tf2_msgs.msg import TFMessage as TfType
+        tf_msg = bags.tf_static_msg({"lidar": np.eye(4)}, (1_700_000_000, 0), "camera")
+    else:
+        TfType, tf_msg = RosString, String(data="tf")
+    messages = [("/latched", String(data="the map"), T0_NS),
+                ("/tf", tf_msg, T0_NS + 50_000_000)]
+    messages += [("/tick", String(data=str(k)), T0_NS + k * 100_000_000) for k in range(1, 26)]
+    bag = _write_with_qos(tmp_path_factory.mktemp("qos") / "qos", messages, {
+        "/latched": _qos(True, transient_local=True, depth=1), "/tf": _qos(True),
+        "/tick": _qos(False)})
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=int(module_ros_env["ROS_DOMAIN_ID"]),
+               signal_handler_options=SignalHandlerOptions.NO)
+    node = rclpy.create_node("bag_qos_listener", context=context)
+    events: list = []  # (topic, msg) in arrival order
+    best_effort = QoSProfile(depth=100, reliability=ReliabilityPolicy.BEST_EFFORT)
+    for topic, kind in (("/clock", Clock), ("/ns_q/tick", RosString), ("/tf", TfType),
+                        ("/ns_q/tf", TfType)):
+        node.create_subscription(kind, topic, lambda m, t=topic: events.append((t, m)),
+                                 best_effort)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+
+    def spin_until(predicate, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not predicate():
+            executor.spin_once(timeout_sec=0.02)
+        return predicate()
+
+    proc = None
+    offered = {}
+    try:
+        proc = _play(bag, module_ros_env, "--namespace", "/ns_q", "--clock", "--wait-for",
+                     "/tick", "--start-delay", "1.5")
+        spin_until(lambda: any(t == "/ns_q/tick" for t, _ in events) or proc.poll() is not None,
+                   60)
+        for topic in ("/ns_q/latched", "/tf", "/ns_q/tick"):
+            offered[topic] = [i.qos_profile for i in node.get_publishers_info_by_topic(topic)]
+        latched = []
+        node.create_subscription(
+            RosString, "/ns_q/latched", latched.append,
+            QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                       durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        spin_until(lambda: latched, 5)
+        spin_until(lambda: proc.poll() is not None, 30)
+        spin_until(lambda: False, 0.3)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc is not None:
+            _stop(proc)
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+    return {"events": events, "latched": latched, "offered": offered,
+            "returncode": proc.returncode, "stdout": stdout, "stderr": stderr}
+
+
+def test_play_replays_with_the_recorded_qos(played_qos):
+    from rclpy.qos import DurabilityPolicy, ReliabilityPolicy
+
+    assert played_qos["returncode"] == 0, played_qos["stderr"]
+    (latched,) = played_qos["offered"]["/ns_q/latched"]
+    assert latched.reliability == ReliabilityPolicy.RELIABLE
+    assert latched.durability == DurabilityPolicy.TRANSIENT_LOCAL
+    (tick,) = played_qos["offered"]["/ns_q/tick"]
+    assert tick.reliability == ReliabilityPolicy.BEST_EFFORT
+    assert tick.durability == DurabilityPolicy.VOLATILE
+    (tf,) = played_qos["offered"]["/tf"]
+    assert tf.reliability == ReliabilityPolicy.RELIABLE
+    # Subscribed after it was published, and still received.
+    assert [m.data for m in played_qos["latched"]] == ["the map"]
+
+
+def test_play_namespace_leaves_tf_alone(played_qos):
+    topics = Counter(t for t, _ in played_qos["events"])
+    assert topics["/tf"] == 1 and topics["/ns_q/tf"] == 0, topics
+    assert topics["/ns_q/tick"] >= 20, topics
+    assert "/tf 1" in played_qos["stdout"]
+
+
+def test_play_clock_holds_the_bag_start_before_playing(played_qos):
+    """/clock is published at the bag's start time while --wait-for and --start-delay hold
+    the first message (40 Hz for the 1.5 s delay), then runs on."""
+    clock = [m.clock.sec * 10**9 + m.clock.nanosec for t, m in played_qos["events"]
+             if t == "/clock"]
+    # Playing itself publishes the start time once or twice (its first message is at it).
+    assert clock.count(T0_NS) >= 20, clock[:30]
+    assert clock == sorted(clock) and clock[-1] >= T0_NS + 2 * 10**9
+
+
+def test_play_bad_bags_and_corrupt_topics_exit_2_with_one_line(drive_bag, ros_env, tmp_path):
+    """A cut-off bag, a bag without metadata.yaml, and --corrupt on a topic play cannot
+    damage: one error line, exit 2, before anything is published."""
+    bag, _ = drive_bag
+    cut = tmp_path / "cut"
+    shutil.copytree(bag, cut)
+    (mcap,) = cut.glob("*.mcap")
+    os.truncate(mcap, mcap.stat().st_size // 2)
+    killed = tmp_path / "killed"
+    shutil.copytree(bag, killed)
+    (killed / "metadata.yaml").unlink()
+    String = bags.msg_class("std_msgs/msg/String")
+    notes = _write_with_qos(tmp_path / "notes", [
+        ("/notes", String(data="a"), T0_NS), ("/camera/image", bags.image_msg(
+            np.zeros((4, 4), np.uint8), "mono8", 1_700_000_000.0, "cam"), T0_NS + 1)],
+        {"/notes": _qos(True), "/camera/image": _qos(False)})
+    cases = [((str(cut),), [str(cut), "File end magic is invalid"]),
+             ((str(killed),), [str(killed), "ros2 bag reindex"]),
+             ((str(notes), "--corrupt", "/notes:1.0"), ["/notes", "std_msgs/msg/String",
+                                                         "sensor_msgs/msg/Image"]),
+             ((str(bag), "--corrupt", "/tf_static:0.5"), ["/tf_static",
+                                                          "tf2_msgs/msg/TFMessage"])]
+    for args, expected in cases:
+        done = subprocess.run([sys.executable, "-m", "anyseg_ros.play", *args,
+                               "--start-delay", "0"], cwd=REPO, env=ros_env,
+                              capture_output=True, text=True, timeout=60)
+        err = done.stderr
+        assert done.returncode == 2, (args, err)
+        assert err.startswith("error:") and err.count("\n") == 1, (args, err)
+        assert all(e in err for e in expected), (args, err)
+        assert "played" not in done.stdout, (args, done.stdout)
 
 
 # --------------------------------------------------------------------------- demo

@@ -69,9 +69,7 @@ def convert(root: str | Path, out: str | Path, split: str = "val",
     or a list of names (None = all). event_anchor: see the module's docstring."""
     if not interval > 0:
         raise ValueError(f"--interval must be positive, got {interval}")
-    if event_anchor not in muses.EVENT_ANCHORS:
-        raise ValueError(f"unknown event anchor {event_anchor!r}; expected one of "
-                         f"{list(muses.EVENT_ANCHORS)}")
+    muses.check_event_anchor(event_anchor)
     scenes = muses.list_scenes(root, split=split, weather=weather, time_of_day=time_of_day)
     if limit is not None:
         scenes = scenes[:limit]

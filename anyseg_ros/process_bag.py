@@ -121,7 +121,9 @@ def check_topics(bag: str | Path, present: dict, roles: dict[str, str],
 
 
 def phase_of(t_rel: float, faults: dict) -> str:
-    names = [f"{key} off {a:g}-{b:g} s" for key, spans in sorted(faults.items())
+    """The ``--faults`` windows (receive time, seconds from the start) that hold ``t_rel``,
+    named as :class:`PhaseSpans` names them."""
+    names = [PhaseSpans.name(key, a, b) for key, spans in sorted(faults.items())
              for a, b in spans if bags.in_windows({key: [(a, b)]}, key, t_rel)]
     return ", ".join(names) if names else "all sensors"
 

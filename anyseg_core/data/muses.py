@@ -591,15 +591,21 @@ def _image_hw(scene: MusesScene, camera: Optional[np.ndarray], label: Optional[n
     return hw
 
 
+def check_event_anchor(anchor: str) -> str:
+    """``anchor`` when it is one of :data:`EVENT_ANCHORS`, else a ValueError naming them."""
+    if anchor not in EVENT_ANCHORS:
+        raise ValueError(f"unknown MUSES event anchor {anchor!r}; expected one of "
+                         f"{list(EVENT_ANCHORS)}")
+    return anchor
+
+
 def anchor_events(frame: RawFrame, anchor: str = "last") -> RawFrame:
     """``frame`` with its event window placed for :func:`prepare_inputs`, which ends the
     window at ``t_cam``: ``"last"`` returns a copy whose ``t_cam`` is the last event's time
     (the MUSES SDK's window, the latest ``event_window`` seconds of the file); ``"camera"``
     returns ``frame`` itself (the window ends at the middle of the camera's exposure). The
     copy shares every array with ``frame``; its ``t_cam`` serves the event window only."""
-    if anchor not in EVENT_ANCHORS:
-        raise ValueError(f"unknown MUSES event anchor {anchor!r}; expected one of "
-                         f"{list(EVENT_ANCHORS)}")
+    check_event_anchor(anchor)
     if anchor == "camera" or frame.events is None or not len(frame.events):
         return frame
     return replace(frame, t_cam=float(np.max(np.asarray(frame.events.t))))
@@ -658,10 +664,7 @@ class MusesDataset(SkipBrokenItems, Dataset):
             raise ValueError(f"MUSES has no {other} modality; it has camera, events and lidar")
         if split not in SPLITS:
             raise ValueError(f"unknown MUSES split {split!r}; expected one of {list(SPLITS)}")
-        if event_anchor not in EVENT_ANCHORS:
-            raise ValueError(f"unknown MUSES event anchor {event_anchor!r}; expected one of "
-                             f"{list(EVENT_ANCHORS)}")
-        self.event_anchor = event_anchor
+        self.event_anchor = check_event_anchor(event_anchor)
         self.size_hw = (int(size_hw[0]), int(size_hw[1]))
         self.skip_broken = skip_broken
         self.event_window, self.lidar_dilate = event_window, lidar_dilate
@@ -811,7 +814,7 @@ def _parent(path: Path | str) -> None:
 __all__ = ["DEFAULT_EVENTS_HW", "DEFAULT_IMAGE_HW", "EVENT_ANCHORS", "FOLDERS", "LABEL",
            "LIDAR_COLUMNS", "MusesCalibration", "MusesDataset", "MusesError", "MusesScene",
            "SPLITS", "SUFFIXES", "TEST_LABELS_WITHHELD", "TIMES_OF_DAY", "WEATHERS",
-           "anchor_events", "calibration_json", "exposure_us", "layout_path", "list_scenes",
-           "load_calibration", "load_meta", "parse_condition", "png_size", "read_camera",
-           "read_events", "read_frame", "read_label", "read_lidar", "write_camera",
+           "anchor_events", "calibration_json", "check_event_anchor", "exposure_us", "layout_path",
+           "list_scenes", "load_calibration", "load_meta", "parse_condition", "png_size",
+           "read_camera", "read_events", "read_frame", "read_label", "read_lidar", "write_camera",
            "write_events", "write_json", "write_label", "write_lidar"]

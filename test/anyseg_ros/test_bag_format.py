@@ -316,8 +316,9 @@ def test_windows_on_sensor_ticks_include_the_start_and_exclude_the_end(tmp_path)
 
 
 def test_phases_of_the_tools_agree_with_the_silenced_messages(tmp_path):
-    """demo and process_bag name a frame's phase with the same START <= t < END test that
-    silenced the sensor: a camera frame missing from the bag is in a "camera off" phase."""
+    """demo and process_bag's phase_of name a frame's phase with the same START <= t < END
+    test that silenced the sensor: a camera frame missing from the bag is in a "camera off"
+    phase. (process_bag's summary names phases with PhaseSpans, test_bag_tools.py.)"""
     from anyseg_ros.demo import phase_at
     from anyseg_ros.process_bag import phase_of
 

@@ -120,14 +120,6 @@ def check_topics(bag: str | Path, present: dict, roles: dict[str, str],
                          "--topic camera=/front/image_raw")
 
 
-def phase_of(t_rel: float, faults: dict) -> str:
-    """The ``--faults`` windows (receive time, seconds from the start) that hold ``t_rel``,
-    named as :class:`PhaseSpans` names them."""
-    names = [PhaseSpans.name(key, a, b) for key, spans in sorted(faults.items())
-             for a, b in spans if bags.in_windows({key: [(a, b)]}, key, t_rel)]
-    return ", ".join(names) if names else "all sensors"
-
-
 class GroundTruth:
     """The /gt/labels of a bag by stamp, for scoring outputs made at nearby stamps."""
 

@@ -3,8 +3,13 @@
 Geometric (all modalities and the label): random rescale by a factor in ``scale`` then a
 random crop back to the input size (padding with "no data" where the rescaled image is
 smaller; label padding 255), horizontal flip. Photometric (camera only): Gaussian blur and
-colour jitter. Sparse modalities (LiDAR, events) and depth are rescaled with nearest
-neighbour, never blended, and are never blurred.
+colour jitter. The other modalities are never blended nor blurred, and they are rescaled the
+way the sensors would draw them at the new scale (:func:`_resize_sensor`): shrinking keeps
+one real sample per output pixel (the nearest LiDAR or depth return, the pixel with the most
+events), as :func:`~anyseg_core.sensors.resize_modality` does for inference, instead of a
+plain nearest neighbour that would drop most LiDAR points; enlarging puts each LiDAR or
+event pixel at one output pixel (a projection at a higher resolution draws single points,
+not blocks), while depth, a dense image, is enlarged by nearest neighbour.
 
 Randomness comes from an explicit ``torch.Generator``, so an item's augmentation depends
 only on (seed, epoch, index): training resumes exactly and DataLoader workers agree.
@@ -16,8 +21,9 @@ from typing import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..modalities import CAMERA, IGNORE_INDEX
-from ..sensors import denormalize, normalization_of, normalize, resize_dense, resize_nearest
+from ..modalities import CAMERA, DEPTH, EVENTS, IGNORE_INDEX
+from ..sensors import (denormalize, normalization_of, normalize, resize_dense, resize_nearest,
+                       resize_sparse)
 
 
 def _uniform(g: torch.Generator, lo: float, hi: float) -> float:
@@ -33,6 +39,39 @@ def _empty_value(modality: str, normalization: Mapping | None = None) -> torch.T
     mean, std = (normalization[modality] if normalization is not None
                  else normalization_of(modality))
     return -torch.tensor(mean) / torch.tensor(std)
+
+
+def _resize_sensor(x: torch.Tensor, modality: str, size_hw: tuple[int, int],
+                   fill: torch.Tensor, normalization: Mapping | None = None) -> torch.Tensor:
+    """Rescale a normalised sparse image ``[3, H, W]`` (LiDAR, events, depth, or any other
+    non-camera modality) to ``size_hw`` as its sensor would draw it (see the module's
+    docstring). ``fill``: the normalised "no data" value per channel."""
+    H, W = x.shape[-2:]
+    h, w = size_hw
+    if (H, W) == (h, w):
+        return x
+    fill = fill.to(x).view(-1, 1, 1)
+    empty = ((x - fill).abs() <= 1e-5 * (1 + fill.abs())).all(0)
+    if modality == EVENTS:  # the most events: the largest raw sum, as resize_modality
+        mean, std = (normalization[modality] if normalization is not None
+                     else normalization_of(modality))
+        priority = (x * x.new_tensor(std).view(-1, 1, 1)
+                    + x.new_tensor(mean).view(-1, 1, 1)).sum(0)
+    else:  # the nearest return: the smallest channel 0 (normalising keeps the order)
+        priority = -x[0]
+    priority = priority.masked_fill(empty, -torch.inf)
+    if modality != DEPTH and (h > H or w > W):
+        # Each pixel to the one output pixel that holds its centre (the growing axes only);
+        # resize_sparse then only shrinks.
+        gh, gw = max(h, H), max(w, W)
+        rows = ((2 * torch.arange(H) + 1) * gh) // (2 * H)
+        cols = ((2 * torch.arange(W) + 1) * gw) // (2 * W)
+        grown = fill.expand(x.shape[0], gh, gw).clone()
+        grown[:, rows[:, None], cols[None, :]] = x
+        grown_priority = priority.new_full((gh, gw), -torch.inf)
+        grown_priority[rows[:, None], cols[None, :]] = priority
+        x, priority = grown, grown_priority
+    return resize_sparse(x, (h, w), priority=priority)
 
 
 def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -100,8 +139,9 @@ class JointAugment:
         flip = self.flip and bool(torch.rand((), generator=g) < 0.5)
         out = {}
         for mod, x in inputs.items():
-            x = resize_dense(x, (h, w)) if mod == CAMERA else resize_nearest(x, (h, w))
             fill = _empty_value(mod, self.normalization).to(x)
+            x = (resize_dense(x, (h, w)) if mod == CAMERA
+                 else _resize_sensor(x, mod, (h, w), fill, self.normalization))
             out[mod] = _flip(_crop(x, top, left, H, W, fill), flip)
         lab = resize_nearest(label, (h, w))
         lab = _flip(_crop(lab[None], top, left, H, W, torch.tensor([IGNORE_INDEX]))[0], flip)

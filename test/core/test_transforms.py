@@ -5,6 +5,7 @@ import torch
 from anyseg_core.data.deliver import NORMALIZATION as DELIVER_NORMALIZATION
 from anyseg_core.data.transforms import JointAugment
 from anyseg_core.modalities import IGNORE_INDEX, NORMALIZATION
+from anyseg_core.sensors import normalize
 
 H, W = 16, 24
 
@@ -51,8 +52,12 @@ def test_sparse_modalities_are_never_blended_and_runs_repeat():
     inputs, label = _inputs()
     aug = JointAugment(scale=(1.3, 1.7), flip=True, blur_p=1.0, color_jitter_p=1.0)
     out, lab = aug(inputs, label, _gen(5))
-    for mod in ("lidar", "events"):
-        assert set(out[mod].unique().tolist()) <= set(inputs[mod].unique().tolist()), mod
+    for mod in ("lidar", "events"):  # input values, or "no data" between enlarged points
+        mean, std = NORMALIZATION[mod]
+        fill = -torch.tensor(mean) / torch.tensor(std)  # float32, as the padding is made
+        for c in range(3):
+            allowed = set(inputs[mod][c].unique().tolist()) | {fill[c].item()}
+            assert set(out[mod][c].unique().tolist()) <= allowed, (mod, c)
     assert set(lab.unique().tolist()) <= set(label.unique().tolist())
     again, lab2 = aug(inputs, label, _gen(5))
     assert torch.equal(lab, lab2) and all(torch.equal(out[m], again[m]) for m in out)
@@ -79,3 +84,44 @@ def test_the_same_sample_whatever_the_number_of_threads():
         assert torch.equal(la, lb)
         for mod in a:
             assert torch.equal(a[mod], b[mod]), mod
+
+
+def _sparse_lidar(hw, fraction, seed=0):
+    """A raw LiDAR image with ``fraction`` of its pixels hit, every range distinct."""
+    g = torch.Generator().manual_seed(seed)
+    hit = torch.rand(hw, generator=g) < fraction
+    raw = torch.zeros(3, *hw)
+    raw[0][hit] = 1.0 + torch.randperm(int(hit.sum()), generator=g).float()
+    raw[1][hit], raw[2][hit] = 5.0, 0.5
+    return raw
+
+
+def test_rescaled_lidar_keeps_the_density_a_projection_at_that_scale_would_have():
+    """Shrinking keeps one return per output pixel (the nearest), as resize_modality does for
+    inference (a plain nearest neighbour kept about a quarter at half size); enlarging draws
+    every return at one pixel, not a block. Events likewise."""
+    raw = _sparse_lidar((64, 96), 0.1)
+    n = int((raw[0] > 0).sum())
+    label = torch.zeros(64, 96, dtype=torch.long)
+    fill = torch.tensor([-m / s for m, s in zip(*NORMALIZATION["lidar"])]).view(3, 1, 1)
+    for scale, expect in ((0.5, None), (2.0, n)):
+        aug = JointAugment(scale=(scale, scale), flip=False, blur_p=0.0, color_jitter_p=0.0)
+        out, _ = aug({"lidar": normalize(raw, "lidar")}, label, _gen(0))
+        kept = int(((out["lidar"] - fill).abs() > 1e-4).any(0).sum())
+        if expect is None:  # half size: every 2 x 2 block with a return keeps its nearest
+            blocks = (raw[0] > 0).view(32, 2, 48, 2).any(3).any(1)
+            expect = int(blocks.sum())
+            assert expect > 0.8 * n  # a plain nearest neighbour kept about n / 4
+        # Enlarged x2, the crop is a quarter of the image: count only the points inside it.
+        if scale == 2.0:  # each return drawn once (a block would repeat its range 4 times)
+            ranges = out["lidar"][0][((out["lidar"] - fill).abs() > 1e-4).any(0)]
+            assert kept > 0.15 * n and len(ranges.unique()) == kept
+        else:
+            assert kept == expect
+    events = torch.zeros(3, 64, 96)
+    events[0, 10, 10], events[0, 11, 11], events[1, 11, 10] = 3.0, 1.0, 1.0
+    aug = JointAugment(scale=(0.5, 0.5), flip=False, blur_p=0.0, color_jitter_p=0.0)
+    out, _ = aug({"events": normalize(events, "events")}, label, _gen(0))
+    mean, std = NORMALIZATION["events"]
+    raw_out = out["events"] * torch.tensor(std).view(3, 1, 1) + torch.tensor(mean).view(3, 1, 1)
+    assert (raw_out[0] > 0.5).sum() == 1 and raw_out[0].max().round() == 3.0  # the busiest

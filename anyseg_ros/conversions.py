@@ -26,10 +26,11 @@ import math
 import sys
 from collections.abc import Collection, Mapping, Sequence
 from fractions import Fraction
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from anyseg_core.sensors.distortion import Distortion, check_distortion
 from anyseg_core.sensors.frame import Events
 
 #: Largest accepted image (pixels) and point cloud (points); anything larger is taken for
@@ -41,7 +42,7 @@ MAX_POINTS = 16_000_000
 #: There is no "empty": an empty point cloud or event packet is valid (an empty sweep).
 REASONS = ("unknown_encoding", "bad_size", "step_too_small", "data_length", "missing_field",
            "bad_point_step", "non_finite", "out_of_image", "bad_event_time", "bad_stamp",
-           "singular_K")
+           "singular_K", "bad_distortion", "bad_roi")
 
 
 class InvalidMessage(ValueError):
@@ -219,13 +220,16 @@ def _cloud_records(msg: Any, names: Sequence[str],
         if end > point_step:
             raise InvalidMessage("bad_point_step", f"field {field.name!r} ends at byte {end}, "
                                                    f"beyond point_step {point_step}")
-    if row_step != point_step * width:
-        raise InvalidMessage("bad_point_step", f"row_step {row_step} != point_step {point_step} "
+    if row_step < point_step * width:
+        raise InvalidMessage("bad_point_step", f"row_step {row_step} < point_step {point_step} "
                                                f"x width {width}")
     data = _byte_view(msg.data)
     if data.size != row_step * height:
         raise InvalidMessage("data_length", f"{data.size} bytes of data, expected row_step "
                                             f"{row_step} x height {height} = {row_step * height}")
+    if row_step > point_step * width:  # padded rows: drop the padding (a copy)
+        data = np.ascontiguousarray(
+            data.reshape(height, row_step)[:, :point_step * width]).reshape(-1)
     order = ">" if msg.is_bigendian else "<"
     record = np.dtype({
         "names": wanted,
@@ -236,19 +240,21 @@ def _cloud_records(msg: Any, names: Sequence[str],
     return np.frombuffer(data, record, count=height * width)
 
 
-def _has_field(msg: Any, name: str) -> bool:
+def has_field(msg: Any, name: str) -> bool:
+    """Whether the ``PointCloud2`` declares a field ``name``."""
     return any(field.name == name for field in msg.fields)
 
 
 def cloud_to_array(msg: Any, fields: Sequence[str], dtype: Any = np.float32) -> np.ndarray:
     """The named fields of a ``sensor_msgs/PointCloud2`` as an N x len(fields) array.
 
-    Reads any field order, offsets, extra fields and padding, organised clouds (height > 1,
+    Reads any field order, offsets, extra fields and padding (within points, and at the end
+    of rows: row_step > point_step * width), organised clouds (height > 1,
     flattened row by row to N = height * width), either byte order and every PointField
     datatype (converted to ``dtype``). Only the requested columns are copied. An empty
     cloud gives N = 0 (its fields must still be declared). Reasons: bad_size,
     missing_field (absent, unknown datatype or count != 1), bad_point_step (a field beyond
-    point_step, or row_step != point_step * width), data_length.
+    point_step, or row_step < point_step * width), data_length.
     """
     records = _cloud_records(msg, fields)
     out = np.empty((records.shape[0], len(fields)), dtype)
@@ -257,18 +263,20 @@ def cloud_to_array(msg: Any, fields: Sequence[str], dtype: Any = np.float32) -> 
     return out
 
 
-def lidar_points(msg: Any) -> tuple[np.ndarray, int]:
+def lidar_points(msg: Any, intensity_field: str = "intensity") -> tuple[np.ndarray, int]:
     """LiDAR points of a ``PointCloud2`` as float32 N x 4 (x, y, z, intensity) in the cloud's
     frame, and the number of points dropped for being non-finite.
 
-    x, y, z are required (any numeric datatype); a cloud without ``intensity`` gets zeros.
+    x, y, z are required (any numeric datatype); the intensity is read from the field
+    ``intensity_field`` (e.g. ``reflectivity`` on some drivers); a cloud without it gets
+    zeros.
     Points with any non-finite coordinate or intensity are dropped (a cloud with
     ``is_dense`` false may hold NaNs for missing returns); when the cloud had points and
     none is finite, raises ``InvalidMessage("non_finite")``. Other reasons: those of
     :func:`cloud_to_array`.
     """
-    with_intensity = _has_field(msg, "intensity")
-    names = ("x", "y", "z", "intensity") if with_intensity else ("x", "y", "z")
+    with_intensity = has_field(msg, intensity_field)
+    names = ("x", "y", "z", intensity_field) if with_intensity else ("x", "y", "z")
     records = _cloud_records(msg, names)
     points = np.empty((records.shape[0], 4), np.float32)
     for column, name in enumerate(names):
@@ -339,23 +347,68 @@ def events_from_cloud(msg: Any, size_hw: tuple[int, int] | None) -> Events:
 # --------------------------------------------------------------------------- camera info
 
 
-def camera_info(msg: Any) -> tuple[np.ndarray, tuple[int, int]]:
-    """Intrinsics K (3 x 3 float64, a copy) and image size (H, W) of a
-    ``sensor_msgs/CameraInfo``. Reasons: bad_size (zero or absurd size), singular_K
-    (not 9 numbers, non-finite, focal lengths not positive, last row not 0 0 1, or
-    singular: an uncalibrated camera publishes K = 0)."""
+class CameraModel(NamedTuple):
+    """What a CameraInfo says of the images it goes with."""
+
+    K: np.ndarray  # 3 x 3 float64
+    image_hw: tuple[int, int]
+    distortion: Distortion  # (model, coefficients), None for none (or a rectified image)
+
+
+def _camera_matrix(values: Any, rows: int, cols: int, name: str) -> np.ndarray:
+    m = np.array(values, dtype=np.float64)
+    if m.size != rows * cols:
+        raise InvalidMessage("singular_K", f"{name} has {m.size} numbers, expected "
+                                           f"{rows * cols}")
+    M = m.reshape(rows, cols)[:, :3]
+    if (not np.isfinite(M).all() or M[0, 0] <= 0 or M[1, 1] <= 0
+            or not np.array_equal(M[2], [0.0, 0.0, 1.0]) or abs(np.linalg.det(M)) == 0.0):
+        raise InvalidMessage("singular_K", f"{name} = {m.reshape(rows, cols).tolist()} is not "
+                                           "a camera matrix (needs finite entries, fx, fy > 0, "
+                                           "last row 0 0 1)")
+    return M.copy()
+
+
+def camera_info(msg: Any, rectified: bool = False) -> CameraModel:
+    """The intrinsics K (3 x 3 float64, a copy), image size (H, W) and lens distortion of a
+    ``sensor_msgs/CameraInfo``, for the images it goes with.
+
+    ``rectified``: the images are rectified (``image_rect``), so K is the left 3 x 3 of the
+    projection matrix P and there is no distortion; otherwise K is ``k`` and the distortion
+    ``distortion_model`` with ``d`` (all-zero ``d``: none). A region of interest (``roi``,
+    raw images only) crops the image: its offset moves the principal point and its size is
+    the image's. (Binning needs nothing here: images of another size than the CameraInfo's
+    get K rescaled by the pipeline.) Reasons: bad_size (zero or absurd size), singular_K (not
+    9 (12) numbers, non-finite, focal lengths not positive, last row not 0 0 1, or singular:
+    an uncalibrated camera publishes K = 0), bad_distortion (a model other than plumb_bob,
+    rational_polynomial and equidistant with non-zero ``d``, or a wrong count), bad_roi (an
+    ROI outside the image, or with ``rectified``)."""
     height, width = int(msg.height), int(msg.width)
     if height <= 0 or width <= 0 or height * width > MAX_PIXELS:
         raise InvalidMessage("bad_size", f"camera of {height} x {width} pixels")
-    k = np.array(msg.k, dtype=np.float64)
-    if k.size != 9:
-        raise InvalidMessage("singular_K", f"K has {k.size} numbers, expected 9")
-    K = k.reshape(3, 3)
-    if (not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0
-            or not np.array_equal(K[2], [0.0, 0.0, 1.0]) or abs(np.linalg.det(K)) == 0.0):
-        raise InvalidMessage("singular_K", f"K = {K.tolist()} is not a camera matrix (needs "
-                                           "finite entries, fx, fy > 0, last row 0 0 1)")
-    return K, (height, width)
+    if rectified:
+        K = _camera_matrix(getattr(msg, "p", ()), 3, 4, "P (camera.rectified)")
+        distortion = None
+    else:
+        K = _camera_matrix(msg.k, 3, 3, "K")
+        try:
+            distortion = check_distortion(str(getattr(msg, "distortion_model", "")),
+                                          getattr(msg, "d", ()))
+        except ValueError as e:
+            raise InvalidMessage("bad_distortion", str(e)) from None
+    roi = getattr(msg, "roi", None)
+    if roi is not None and (int(roi.width), int(roi.height)) not in ((0, 0), (width, height)):
+        x0, y0, w, h = (int(roi.x_offset), int(roi.y_offset), int(roi.width), int(roi.height))
+        if rectified:
+            raise InvalidMessage("bad_roi", f"an ROI ({w} x {h} at {x0}, {y0}) with "
+                                            "camera.rectified is not supported")
+        if w <= 0 or h <= 0 or x0 + w > width or y0 + h > height:
+            raise InvalidMessage("bad_roi", f"ROI {w} x {h} at ({x0}, {y0}) is not inside "
+                                            f"the {width} x {height} image")
+        K[0, 2] -= x0
+        K[1, 2] -= y0
+        height, width = h, w
+    return CameraModel(K, (height, width), distortion)
 
 
 # --------------------------------------------------------------------------- building

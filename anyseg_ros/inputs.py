@@ -2,17 +2,20 @@
 offline tools; duck-typed, so rclpy and rosbags messages both work).
 
 Each function takes the message, the current :class:`Geometry` and an optional Counter for
-soft problems (data removed from a message that is otherwise used), validates through :mod:`anyseg_ros.conversions` and raises
+soft problems (data removed from a message that is otherwise used), validates through
+:mod:`anyseg_ros.conversions` and raises
 :class:`~anyseg_ros.conversions.InvalidMessage` with a reason for anything malformed.
 """
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from typing import Any, Callable, Optional
 
 import numpy as np
 
 from anyseg_core.modalities import CAMERA, DEPTH, EVENTS, LIDAR
+from anyseg_core.sensors.pipeline import check_aligned
 
 from . import conversions as conv
 from .pipeline import CameraImage, DepthImage, EventImage, Geometry
@@ -23,24 +26,48 @@ def camera_payload(msg: Any, geometry: Geometry, notes: Optional[Counter] = None
     return CameraImage(array, encoding, msg.header.frame_id)
 
 
+def _aligned(name: str, array: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """``array`` when its size can be aligned with the camera's (see ``check_aligned``);
+    else it is rejected as bad_size."""
+    try:
+        check_aligned(name, array.shape[:2], geometry.image_hw)
+    except ValueError as e:
+        raise conv.InvalidMessage("bad_size", str(e)) from None
+    return array
+
+
 def depth_payload(msg: Any, geometry: Geometry, notes: Optional[Counter] = None) -> DepthImage:
-    return DepthImage(*conv.image_to_array(msg, conv.DEPTH_ENCODINGS))
+    array, encoding = conv.image_to_array(msg, conv.DEPTH_ENCODINGS)
+    return DepthImage(_aligned("the depth image", array, geometry), encoding)
 
 
-def event_image_payload(msg: Any, geometry: Geometry, notes: Optional[Counter] = None) -> EventImage:
+def event_image_payload(msg: Any, geometry: Geometry,
+                        notes: Optional[Counter] = None) -> EventImage:
+    """A rendered event frame (32FC3): aligned with the camera, every value finite."""
     array, _ = conv.image_to_array(msg, conv.EVENT_IMAGE_ENCODINGS)
     if array.ndim != 3 or array.shape[2] != 3:
         raise conv.InvalidMessage("unknown_encoding", "an event image needs 3 channels "
                                   f"(positive, negative, third), got {msg.encoding}")
-    return EventImage(array)
+    bad = int(np.count_nonzero(~np.isfinite(array)))
+    if bad:
+        raise conv.InvalidMessage("non_finite", f"the event image has {bad} NaN or inf values")
+    return EventImage(_aligned("the event image", array, geometry))
 
 
-def lidar_payload(msg: Any, geometry: Geometry, notes: Optional[Counter] = None) -> np.ndarray:
-    """float32 N x 4. Non-finite points (a non-dense cloud may hold them) are removed and
-    counted in ``notes["non_finite_points"]``."""
-    points, dropped = conv.lidar_points(msg)
-    if dropped and notes is not None:
-        notes["non_finite_points"] += dropped
+def lidar_payload(msg: Any, geometry: Geometry, notes: Optional[Counter] = None,
+                  intensity_field: str = "intensity", intensity_scale: float = 1.0) -> np.ndarray:
+    """float32 N x 4 (x, y, z, intensity x ``intensity_scale``). Non-finite points (a
+    non-dense cloud may hold them) are removed and counted in ``notes["non_finite_points"]``;
+    a cloud without ``intensity_field`` gets zero intensity, counted (per message) in
+    ``notes["intensity_field_missing"]``."""
+    points, dropped = conv.lidar_points(msg, intensity_field)
+    if notes is not None:
+        if dropped:
+            notes["non_finite_points"] += dropped
+        if not conv.has_field(msg, intensity_field):
+            notes["intensity_field_missing"] += 1
+    if intensity_scale != 1.0:
+        points[:, 3] *= intensity_scale
     return points
 
 
@@ -51,8 +78,14 @@ def events_payload(msg: Any, geometry: Geometry, notes: Optional[Counter] = None
     return conv.events_from_cloud(msg, size)
 
 
-def payload_function(sensor: str, events_type: str = "pointcloud") -> Callable:
-    """The converter for ``sensor``'s messages."""
+def payload_function(sensor: str, events_type: str = "pointcloud",
+                     intensity_field: str = "intensity",
+                     intensity_scale: float = 1.0) -> Callable:
+    """The converter for ``sensor``'s messages (``events_type``, ``intensity_*``: the node's
+    ``events.type`` and ``lidar.intensity_*`` parameters)."""
     if sensor == EVENTS:
         return event_image_payload if events_type == "image" else events_payload
-    return {CAMERA: camera_payload, LIDAR: lidar_payload, DEPTH: depth_payload}[sensor]
+    if sensor == LIDAR:
+        return functools.partial(lidar_payload, intensity_field=intensity_field,
+                                 intensity_scale=intensity_scale)
+    return {CAMERA: camera_payload, DEPTH: depth_payload}[sensor]

@@ -125,6 +125,12 @@ class AnysegNode(Node):
         self._palette_default = self.runtime.palette.clone()
         self._apply_palette(values["palette"])
         self.geometry = geometry_from_params(values)
+        if LIDAR in self.modalities and not values["lidar.T_cam_lidar"]:
+            self.get_logger().warn(
+                "lidar.T_cam_lidar is unset: the LiDAR points are taken as already in the "
+                "camera's optical frame (x right, y down, z forward). A LiDAR publishing in "
+                "its own frame (REP 103: x forward, z up) then projects nowhere near its "
+                "place; set the extrinsics (docs/ros.md, Parameters)")
         self.health = {m: SensorHealth() for m in (*self.modalities, "camera_info")}
         self.frames_out = 0
         self.frames_failed = 0
@@ -233,7 +239,8 @@ class AnysegNode(Node):
         types = {CAMERA: Image, LIDAR: PointCloud2, DEPTH: Image,
                  EVENTS: Image if events_type == "image" else PointCloud2}
         for mod in self.modalities:
-            payload = payload_function(mod, events_type)
+            payload = payload_function(mod, events_type, self._values["lidar.intensity_field"],
+                                       self._values["lidar.intensity_scale"])
             self.create_subscription(types[mod], INPUT_TOPICS[mod],
                                      lambda msg, m=mod, f=payload: self._receive(m, msg, f),
                                      qos)
@@ -295,7 +302,7 @@ class AnysegNode(Node):
         health = self.health["camera_info"]
         health.received += 1
         try:
-            K, hw = conv.camera_info(msg)
+            model = conv.camera_info(msg, rectified=self._values["camera.rectified"])
         except conv.InvalidMessage as e:
             self._reject("camera_info", e)
             return
@@ -309,7 +316,8 @@ class AnysegNode(Node):
             health.last_stamp = conv.stamp_to_sec(msg.header.stamp)
             health.recent.append(health.last_arrival)
             self._camera_info_seen = True
-            self.geometry = with_geometry(self.geometry, K=K, image_hw=hw,
+            self.geometry = with_geometry(self.geometry, K=model.K, image_hw=model.image_hw,
+                                          distortion=model.distortion,
                                           frame_id=msg.header.frame_id or self.geometry.frame_id)
 
     # -- the worker ----------------------------------------------------------------------

@@ -15,6 +15,8 @@ import yaml
 
 from anyseg_core.modalities import ALL_MODALITIES, CAMERA, DEPTH, EVENTS, LIDAR
 from anyseg_core.runtime import PRECISIONS
+from anyseg_core.sensors.distortion import MODELS as DISTORTION_MODELS
+from anyseg_core.sensors.distortion import check_distortion
 
 from .pipeline import OUTPUT_RESOLUTIONS, Geometry, with_geometry
 from .sync import AnymodalSynchronizer
@@ -71,6 +73,12 @@ PARAMS = [
     Param("events.width", 0, "event camera width in pixels; 0 = the camera's"),
     Param("lidar.min_range", 1.0, "metres; nearer LiDAR points are dropped", dynamic=True,
           range=(0.0, 100.0)),
+    Param("lidar.intensity_field", "intensity", "PointCloud2 field read as the intensity "
+          "(e.g. reflectivity); a cloud without it gets zeros, counted in /diagnostics"),
+    Param("lidar.intensity_scale", 1.0, "factor applied to the intensity: the checkpoint "
+          "expects the scale of its training data (0..255 for the synthetic world, MUSES' "
+          "recorded scale for MUSES; e.g. 255 for a LiDAR reporting 0..1)",
+          range=(1e-6, 1e6)),
     Param("lidar.T_cam_lidar", None, "LiDAR to camera, row-major 4x4 (p_cam = T p_lidar); "
           "unset = identity", dynamic=True, array="double"),
     Param("camera.K", None, "camera intrinsics, row-major 3x3, used until a CameraInfo "
@@ -79,6 +87,13 @@ PARAMS = [
           "another size); 0 = camera.K is for the images as they come"),
     Param("camera.width", 0, "image width that camera.K is for (see camera.height); 0 with "
           "camera.height"),
+    Param("camera.D", None, "lens distortion coefficients that go with camera.K (until a "
+          "CameraInfo arrives, whose own D then counts); unset = none", dynamic=True,
+          array="double"),
+    Param("camera.distortion_model", "plumb_bob", "model of camera.D: plumb_bob | "
+          "rational_polynomial | equidistant", dynamic=True),
+    Param("camera.rectified", False, "the camera images are rectified (image_rect): take K "
+          "from CameraInfo's projection matrix P and ignore its distortion"),
     Param("palette", None, "class colours r, g, b, r, g, b, ... (0..255); unset = the "
           "checkpoint's", dynamic=True, array="integer"),
     Param("overlay.alpha", 0.5, "opacity of the class colours over the camera image",
@@ -139,6 +154,9 @@ def check_value(name: str, value) -> None:
         raise ConfigError(f"{name} must be >= 0, got {value}")
     if name in ("events.K", "camera.K"):
         matrix_param(name, value, (3, 3))
+    if name == "camera.distortion_model" and value not in DISTORTION_MODELS:
+        raise ConfigError(f"camera.distortion_model must be one of {list(DISTORTION_MODELS)}, "
+                          f"got {value!r}")
     if name in ("events.T_cam_events", "lidar.T_cam_lidar"):
         matrix_param(name, value, (4, 4))
     if name == "palette" and value is not None and len(value):
@@ -208,6 +226,11 @@ def geometry_from_params(values: Mapping[str, Any], geometry: Optional[Geometry]
     if changes["T_cam_lidar"] is None:
         changes["T_cam_lidar"] = np.eye(4)
     if v["events.height"] and v["events.width"]:
+        if changes["events_K"] is None:
+            raise ConfigError(
+                f"events.height/width ({v['events.height']} x {v['events.width']}) describe a "
+                "separate event camera, which needs its intrinsics events.K too (events "
+                "in the camera's own pixels need neither)")
         changes["events_hw"] = (int(v["events.height"]), int(v["events.width"]))
     if not camera_info_seen:
         h, w = int(v["camera.height"]), int(v["camera.width"])
@@ -217,6 +240,11 @@ def geometry_from_params(values: Mapping[str, Any], geometry: Optional[Geometry]
         # No size: the first camera image gives it (geometry_from_camera); never guessed
         # from the principal point, which is rarely at the exact centre.
         changes["K"] = matrix_param("camera.K", v["camera.K"], (3, 3))
+        try:
+            changes["distortion"] = check_distortion(v["camera.distortion_model"],
+                                                     v["camera.D"] or ())
+        except ValueError as e:
+            raise ConfigError(f"camera.D: {e}") from None
         if h or geometry is None:  # else keep the size learned from the images
             changes["image_hw"] = (h, w) if h else None
     return with_geometry(geometry or Geometry(), **changes)

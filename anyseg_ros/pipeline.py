@@ -60,6 +60,7 @@ class Geometry:
     """What the node knows of the rig when a frame is processed.
 
     K / image_hw: the frame camera's intrinsics and size (from CameraInfo, else parameters);
+    distortion: its lens distortion (model, coefficients), None for none or rectified images.
     frame_id: the camera's frame id for outputs made without a camera image.
     T_cam_lidar: LiDAR to camera, 4x4. events_K / events_hw / T_cam_events: the event
     camera; events_K None means the events are in the frame camera's pixels.
@@ -67,6 +68,7 @@ class Geometry:
 
     K: Optional[np.ndarray] = None
     image_hw: Optional[tuple[int, int]] = None
+    distortion: Optional[tuple[str, tuple[float, ...]]] = None
     frame_id: str = "camera"
     T_cam_lidar: np.ndarray = field(default_factory=lambda: np.eye(4))
     events_K: Optional[np.ndarray] = None
@@ -141,10 +143,13 @@ class SegmentationPipeline:
             if K is not None and image_hw is not None and tuple(image_hw) != cam_hw:
                 K = scale_K(K, image_hw, cam_hw)  # CameraInfo of another binning
             image_hw = cam_hw
-        raw = RawFrame(image_hw=image_hw, K=K, t_cam=frame.stamp,
+        separate_events = geometry.events_K is not None  # else: the camera's own pixels
+        raw = RawFrame(image_hw=image_hw, K=K, distortion=geometry.distortion,
+                       t_cam=frame.stamp,
                        T_cam_lidar=geometry.T_cam_lidar, T_cam_events=geometry.T_cam_events,
-                       events_K=geometry.events_K if geometry.events_K is not None else K,
-                       events_hw=geometry.events_hw or image_hw)
+                       events_K=geometry.events_K if separate_events else K,
+                       events_hw=geometry.events_hw or image_hw,
+                       events_distortion=geometry.distortion if separate_events else None)
         if camera is not None:
             raw.camera, raw.camera_encoding = up(CAMERA, camera.array), camera.encoding
         for mod in (LIDAR, EVENTS):

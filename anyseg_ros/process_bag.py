@@ -235,7 +235,8 @@ def _process(bag_in, bag_out: Path, checkpoint, v: dict, faults: dict, storage: 
                                     output_resolution=v["output.resolution"])
     sync = synchronizer_from_params(v, modalities)
     geometry = geometry_from_params(v)
-    payloads = {m: payload_function(m, v["events.type"]) for m in modalities}
+    payloads = {m: payload_function(m, v["events.type"], v["lidar.intensity_field"],
+                                    v["lidar.intensity_scale"]) for m in modalities}
     topic_of = {roles[m]: m for m in modalities}
     info_topic, gt_topic = roles["camera_info"], roles["gt"]
     wanted = [t for t in (*topic_of, info_topic, gt_topic) if t in topics]
@@ -310,14 +311,15 @@ def _process(bag_in, bag_out: Path, checkpoint, v: dict, faults: dict, storage: 
             if m.topic == info_topic:
                 try:
                     msg = m.decode()
-                    K, hw = conv.camera_info(msg)
+                    model = conv.camera_info(msg, rectified=v["camera.rectified"])
                 except conv.InvalidMessage as e:
                     rejected[("camera_info", e.reason)] += 1
                     continue
                 except Exception:  # noqa: BLE001 - counted like the node counts it
                     rejected[("camera_info", "conversion_error")] += 1
                     continue
-                geometry = with_geometry(geometry, K=K, image_hw=hw,
+                geometry = with_geometry(geometry, K=model.K, image_hw=model.image_hw,
+                                         distortion=model.distortion,
                                          frame_id=msg.header.frame_id or geometry.frame_id)
                 camera_info_seen = True
                 continue

@@ -236,11 +236,13 @@ EXPECTED_PARAMETER_TYPES = {
     'sync.max_future': float, 'qos.reliability': str, 'qos.depth': int, 'events.type': str,
     'events.window': float, 'events.height': int, 'events.width': int,
     'lidar.min_range': float, 'camera.height': int, 'camera.width': int,
+    'camera.distortion_model': str, 'camera.rectified': bool,
+    'lidar.intensity_field': str, 'lidar.intensity_scale': float,
     'overlay.alpha': float, 'confidence.enabled': bool, 'diagnostics.period': float,
 }
 # Declared by the node without a default; the file documents them in comments only.
 UNSET_ARRAY_PARAMETERS = {'events.K', 'events.T_cam_events', 'lidar.T_cam_lidar', 'camera.K',
-                          'palette'}
+                          'camera.D', 'palette'}
 
 
 def _flatten(tree, prefix=''):

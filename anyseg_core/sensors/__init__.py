@@ -6,6 +6,7 @@ coordinates everywhere (see :mod:`anyseg_core.sensors.geometry`).
 """
 from .camera import CAMERA_ENCODINGS, camera_to_tensor
 from .depth import DEPTH_ENCODINGS, depth_to_tensor
+from .distortion import check_distortion, distort
 from .events import render_events
 from .frame import Events, RawFrame
 from .geometry import as_tensor, resolve_device, rotation_homography, scale_intrinsics
@@ -15,9 +16,9 @@ from .pipeline import prepare_inputs, prepare_label
 from .resize import resize_dense, resize_modality, resize_nearest, resize_sparse
 
 __all__ = [
-    "CAMERA_ENCODINGS", "DEPTH_ENCODINGS", "Events", "RawFrame", "as_tensor", "camera_to_tensor",
-    "denormalize", "depth_to_tensor", "normalization_of", "normalize", "prepare_inputs",
-    "prepare_label", "project_lidar", "render_events", "resize_dense", "resize_modality",
-    "resize_nearest", "resize_sparse", "resolve_device", "rotation_homography",
-    "scale_intrinsics",
+    "CAMERA_ENCODINGS", "DEPTH_ENCODINGS", "Events", "RawFrame", "as_tensor",
+    "camera_to_tensor", "check_distortion", "denormalize", "depth_to_tensor", "distort",
+    "normalization_of", "normalize", "prepare_inputs", "prepare_label", "project_lidar",
+    "render_events", "resize_dense", "resize_modality", "resize_nearest", "resize_sparse",
+    "resolve_device", "rotation_homography", "scale_intrinsics",
 ]

@@ -39,6 +39,9 @@ class RawFrame:
 
     image_hw: (H, W) of the frame camera; the output geometry even when the camera is missing.
     K: 3x3 intrinsics of the frame camera.
+    distortion: the frame camera's lens distortion as ``(model, coefficients)`` (see
+      :mod:`~anyseg_core.sensors.distortion`), None for an undistorted (rectified) image;
+      LiDAR points are projected where the distorted image shows them.
     t_cam: time of the camera image (seconds, mid-exposure); the event window ends here.
     camera: H x W x C uint8 (or uint16 for mono16) image in ``camera_encoding``.
     lidar: N x >=4 points (x, y, z, intensity, ...) in the LiDAR frame.
@@ -49,6 +52,10 @@ class RawFrame:
       channel), any size (it is resized to the network like a rendered frame); used only
       when ``events`` is None.
     events_K: 3x3 intrinsics of the event camera (``events_hw`` its size).
+    events_distortion: the frame camera's ``distortion`` when the events come from a
+      separate event camera and are warped into a distorted frame camera; None when they
+      are the frame camera's own pixels (or the frame camera has no distortion). The event
+      camera's own pixels are taken as undistorted.
     depth: H x W depth image aligned with the frame camera, in ``depth_encoding``
       (``16UC1`` millimetres or ``32FC1`` metres; 0 or non-finite = no measurement).
     label: H x W uint8 train ids (255 = ignore), when known.
@@ -57,6 +64,7 @@ class RawFrame:
 
     image_hw: tuple[int, int]
     K: ArrayLike
+    distortion: Optional[tuple[str, tuple[float, ...]]] = None
     t_cam: float = 0.0
     camera: Optional[ArrayLike] = None
     camera_encoding: str = "rgb8"
@@ -66,6 +74,7 @@ class RawFrame:
     events_image: Optional[ArrayLike] = None
     events_K: Optional[ArrayLike] = None
     events_hw: Optional[tuple[int, int]] = None
+    events_distortion: Optional[tuple[str, tuple[float, ...]]] = None
     T_cam_events: Optional[ArrayLike] = None
     depth: Optional[ArrayLike] = None
     depth_encoding: str = "32FC1"

@@ -5,6 +5,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from .distortion import Distortion, distort
 from .geometry import ArrayLike, as_tensor, resolve_device
 
 _INT64_MAX = torch.iinfo(torch.int64).max
@@ -12,6 +13,7 @@ _INT64_MAX = torch.iinfo(torch.int64).max
 
 def project_lidar(points: ArrayLike, K: ArrayLike, T_cam_lidar: ArrayLike,
                   size_hw: Sequence[int], min_range: float = 1.0, dilate: int = 0,
+                  distortion: Distortion = None,
                   device: Optional[torch.device | str] = None) -> torch.Tensor:
     """Project LiDAR points into a camera image; returns float32 ``[3, H, W]``.
 
@@ -21,10 +23,13 @@ def project_lidar(points: ArrayLike, K: ArrayLike, T_cam_lidar: ArrayLike,
     points: N x >=4 (x, y, z, intensity, ...; extra columns ignored), float32 or float64,
     numpy or torch. K: 3x3 intrinsics with last row (0, 0, 1). T_cam_lidar: 4x4 (or 3x4)
     LiDAR -> camera (OpenCV optical frame). A point goes to pixel
-    (floor(v + 0.5), floor(u + 0.5)) with (u, v) = (K @ p_cam)[:2] / z_cam.
+    (floor(v + 0.5), floor(u + 0.5)) with (u, v) = (K @ p_cam)[:2] / z_cam, or, with a lens
+    ``distortion`` (see :mod:`.distortion`), (u, v) = (K @ (distort(x_cam/z_cam, y_cam/z_cam),
+    1))[:2]: where the distorted image shows the point.
 
     Dropped: points with a non-finite value in the first four columns, range < ``min_range``,
-    z_cam <= 1e-6 (behind the camera) or outside the image. The nearest point (smallest
+    z_cam <= 1e-6 (behind the camera), outside the image, or beyond the radius where the
+    distortion model folds back. The nearest point (smallest
     z_cam; equal z_cam: smallest row index) wins a pixel, identically on CPU and CUDA.
     ``dilate=k >= 2`` grows each point into a k x k block (rows r - (k-1)//2 .. r + k//2,
     columns likewise) in which the nearest point still wins; 0 and 1 mean no dilation.
@@ -50,13 +55,19 @@ def project_lidar(points: ArrayLike, K: ArrayLike, T_cam_lidar: ArrayLike,
     xc = T[0, 0] * x + T[0, 1] * y + T[0, 2] * z + T[0, 3]
     yc = T[1, 0] * x + T[1, 1] * y + T[1, 2] * z + T[1, 3]
     zc = T[2, 0] * x + T[2, 1] * y + T[2, 2] * z + T[2, 3]
-    u = (K[0, 0] * xc + K[0, 1] * yc + K[0, 2] * zc) / zc + 0.5
-    v = (K[1, 0] * xc + K[1, 1] * yc + K[1, 2] * zc) / zc + 0.5
+    if distortion is None:
+        u = (K[0, 0] * xc + K[0, 1] * yc + K[0, 2] * zc) / zc + 0.5
+        v = (K[1, 0] * xc + K[1, 1] * yc + K[1, 2] * zc) / zc + 0.5
+        unfolded = True
+    else:
+        xd, yd, unfolded = distort(xc / zc, yc / zc, distortion)
+        u = K[0, 0] * xd + K[0, 1] * yd + K[0, 2] + 0.5
+        v = K[1, 0] * xd + K[1, 1] * yd + K[1, 2] + 0.5
     rng = torch.sqrt(x * x + y * y + z * z)
     # NaN fails every comparison, so non-finite x/y/z drop out here; intensity needs its own test.
     # Bounds are checked on floats before the cast to int64, which would overflow for huge u.
     valid = ((rng >= min_range) & (zc > 1e-6) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
-             & torch.isfinite(rng) & torch.isfinite(inten))
+             & torch.isfinite(rng) & torch.isfinite(inten) & unfolded)
     idx = valid.nonzero().squeeze(1)
     lin = v[idx].floor().long() * W + u[idx].floor().long()
     depth = zc[idx]

@@ -31,14 +31,16 @@ def prepare_inputs(frame: RawFrame, size_hw: Sequence[int], modalities: Iterable
 
     Only requested modalities whose data is present (not None) appear in the result.
     camera: RGB in [0, 1], antialiased bilinear resize. lidar: projected directly at the
-    network size with the scaled intrinsics (see :func:`project_lidar`). events: rendered
+    network size with the scaled intrinsics (and the camera's ``distortion``, see
+    :func:`project_lidar`). events: rendered
     directly at the network size over (t_cam - event_window, t_cam] (the latest
     ``event_window`` seconds when ``t_cam`` is unset/0), warped into the camera by the
     calibrated rotation (see :func:`render_events`), or, when the frame has no event stream,
     its already rendered ``events_image`` resized like an event frame. depth:
-    :func:`depth_to_tensor` then a nearest-depth resize. Each is then normalised with its modality's statistics unless
-    ``normalized=False``. ``device=None``: the device of the frame's first torch tensor,
-    else CPU. Raises ValueError naming the modality when its calibration is missing.
+    :func:`depth_to_tensor` then a nearest-depth resize. A depth or event image must be the
+    camera's view (:func:`check_aligned`). Each is then normalised with its modality's
+    statistics unless ``normalized=False``. ``device=None``: the device of the frame's first
+    torch tensor, else CPU. Raises ValueError naming the modality when its calibration is missing.
     """
     mods = check_modalities(modalities)
     device = _frame_device(frame, device)
@@ -59,18 +61,36 @@ def prepare_inputs(frame: RawFrame, size_hw: Sequence[int], modalities: Iterable
                 raise ValueError("lidar needs the extrinsics frame.T_cam_lidar, which is missing")
             K = scale_intrinsics(as_tensor(frame.K, torch.float64, device), frame.image_hw, (h, w))
             out[mod] = project_lidar(frame.lidar, K, frame.T_cam_lidar, (h, w),
-                                     min_range=lidar_min_range, dilate=lidar_dilate, device=device)
+                                     min_range=lidar_min_range, dilate=lidar_dilate,
+                                     distortion=frame.distortion, device=device)
         elif mod == EVENTS and frame.events is not None:
             out[mod] = _render_frame_events(frame, (h, w), event_window, event_third, device)
         elif mod == EVENTS and frame.events_image is not None:
-            out[mod] = resize_modality(_event_image_tensor(frame.events_image, device), EVENTS,
-                                       (h, w))
+            image = _event_image_tensor(frame.events_image, device)
+            check_aligned("the event image", image.shape[-2:], frame.image_hw)
+            out[mod] = resize_modality(image, EVENTS, (h, w))
         elif mod == DEPTH and frame.depth is not None:
             d = depth_to_tensor(frame.depth, frame.depth_encoding, device)
+            check_aligned("the depth image", d.shape[-2:], frame.image_hw)
             out[mod] = resize_modality(d, DEPTH, (h, w))
     if normalized:
         out = {mod: normalize(x, mod) for mod, x in out.items()}
     return out
+
+
+def check_aligned(name: str, hw: Sequence[int], image_hw: Optional[Sequence[int]]) -> None:
+    """Raise ValueError unless an image of size ``hw`` that is aligned with the frame camera
+    can be: the camera's size, or another resolution of the same view (the same aspect, to
+    within a pixel). A depth or event image of another aspect would be stretched out of
+    alignment. No check while the camera's size is unknown (``image_hw`` None)."""
+    if image_hw is None:
+        return
+    (h, w), (H, W) = (int(n) for n in hw), (int(n) for n in image_hw)
+    if h <= 0 or w <= 0 or abs(w - W * h / H) > 1 and abs(h - H * w / W) > 1:
+        raise ValueError(f"{name} is {h} x {w} pixels and the camera {H} x {W}: another "
+                         "aspect ratio, so it cannot be aligned with the camera image (it "
+                         "must be registered to the camera, at its size or another "
+                         "resolution of it)")
 
 
 def _render_frame_events(frame: RawFrame, size_hw: tuple[int, int], window: float, third: str,
@@ -87,7 +107,8 @@ def _render_frame_events(frame: RawFrame, size_hw: tuple[int, int], window: floa
     t_end = frame.t_cam if frame.t_cam else None
     ev = frame.events
     return render_events(ev.x, ev.y, ev.t, ev.p, size_hw, t_end=t_end, window=window,
-                         warp=warp, third=third, device=device)
+                         warp=warp, third=third, distortion=frame.events_distortion, K=K,
+                         device=device)
 
 
 def _event_image_tensor(image: ArrayLike, device: torch.device) -> torch.Tensor:
@@ -100,7 +121,11 @@ def _event_image_tensor(image: ArrayLike, device: torch.device) -> torch.Tensor:
     if x.ndim != 3 or x.shape[0] != 3:
         raise ValueError(f"an event image must be H x W x 3 (or 3 x H x W), got shape "
                          f"{tuple(x.shape)}")
-    return x.to(torch.float32)
+    x = x.to(torch.float32)
+    bad = int((~torch.isfinite(x)).sum())
+    if bad:
+        raise ValueError(f"the event image has {bad} non-finite values (NaN or inf)")
+    return x
 
 
 def prepare_label(label: ArrayLike, size_hw: Sequence[int],

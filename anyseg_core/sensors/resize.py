@@ -30,7 +30,8 @@ def resize_dense(x: torch.Tensor, size_hw: Sequence[int]) -> torch.Tensor:
     """Bilinear resize of a dense image ``[C, H, W]`` / ``[B, C, H, W]`` (camera).
 
     Downscaling is antialiased (a plain bilinear resize would alias fine texture); integer
-    input is converted to float32. Returns ``x`` itself when the size already matches.
+    input is converted to float32. Returns ``x`` itself when it is floating point and the
+    size already matches.
 
     Upscaling goes through the same antialiased kernel: its triangle filter then has a
     support of one source pixel, which is bilinear interpolation, and unlike PyTorch's plain
@@ -39,10 +40,10 @@ def resize_dense(x: torch.Tensor, size_hw: Sequence[int]) -> torch.Tensor:
     whether DataLoader workers (1 thread each) or the main process prepare them."""
     _check(x, 3, "resize_dense")
     h, w = int(size_hw[0]), int(size_hw[1])
-    if tuple(x.shape[-2:]) == (h, w):
-        return x
     if not x.is_floating_point():
         x = x.to(torch.float32)
+    if tuple(x.shape[-2:]) == (h, w):
+        return x
     if x.device.type == "cpu" and x.dtype in (torch.float16, torch.bfloat16):
         # The antialiased kernel has no half-precision CPU version: in float32, cast back.
         return resize_dense(x.float(), (h, w)).to(x.dtype)

@@ -301,6 +301,44 @@ def test_lidar_points_drop_non_finite_and_default_intensity():
     np.testing.assert_array_equal(xyzi[:, :3], np.delete(points[:, :3], 2, axis=0))
 
 
+def test_rows_padded_beyond_the_points_are_read():
+    """row_step may exceed point_step * width (rows padded for alignment): the padding,
+    filled here with 0xFF (NaN as float32), is skipped."""
+    points = random_points(12)
+    records = structured({n: points[:, i] for i, n in enumerate(XYZI)},
+                         {"x": 0, "y": 4, "z": 8, "intensity": 12}, 16)
+    rows = np.full((3, 16 * 4 + 8), 0xFF, np.uint8)
+    rows[:, :64] = np.ascontiguousarray(records).view(np.uint8).reshape(3, 64)
+    cloud = raw_cloud(records, height=3)
+    cloud.row_step, cloud.data = 72, rows.reshape(-1)
+    xyzi, removed = conv.lidar_points(cloud)
+    assert removed == 0
+    np.testing.assert_array_equal(xyzi, points)
+
+
+def test_intensity_field_and_scale():
+    """lidar.intensity_field names the field read as the intensity; a cloud without it gets
+    zeros, counted once per message; lidar.intensity_scale multiplies it."""
+    from collections import Counter
+
+    from anyseg_ros.inputs import payload_function
+
+    points = random_points(8)
+    names = ("x", "y", "z", "reflectivity")
+    cloud = raw_cloud(structured({n: points[:, i] for i, n in enumerate(names)},
+                                 {"x": 0, "y": 4, "z": 8, "reflectivity": 12}, 16))
+    np.testing.assert_array_equal(conv.lidar_points(cloud, "reflectivity")[0], points)
+    notes = Counter()
+    default = payload_function("lidar")(cloud, None, notes)
+    assert (default[:, 3] == 0).all() and notes == {"intensity_field_missing": 1}
+    notes.clear()
+    read = payload_function("lidar", intensity_field="reflectivity", intensity_scale=255.0)
+    got = read(cloud, None, notes)
+    np.testing.assert_allclose(got[:, 3], points[:, 3] * 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(got[:, :3], points[:, :3])
+    assert notes == {}
+
+
 def test_empty_cloud_is_valid():
     empty = conv.points_to_cloud({n: np.zeros(0, np.float32) for n in XYZI}, UNIX_T, "lidar",
                                  cls=SimpleNamespace)
@@ -385,12 +423,45 @@ def test_camera_info_round_trip(msg):
     assert list(info.d) == [0.1, -0.2, 0.0, 0.0, 0.01]
     np.testing.assert_array_equal(np.asarray(info.p).reshape(3, 4), np.hstack([K, [[0], [0], [0]]]))
     np.testing.assert_array_equal(np.asarray(info.r), np.eye(3).reshape(-1))
-    K_back, size = conv.camera_info(info)
+    K_back, size, distortion = conv.camera_info(info)
     assert size == (375, 1242) and K_back.dtype == np.float64
+    assert distortion == ("plumb_bob", (0.1, -0.2, 0.0, 0.0, 0.01))
     np.testing.assert_array_equal(K_back, K)
     assert list(conv.camera_info_msg(K, (2, 3), UNIX_T, "cam").d) == [0.0] * 5
     plain = SimpleNamespace(height=375, width=1242, k=K.reshape(-1).tolist())
     np.testing.assert_array_equal(conv.camera_info(plain)[0], K)
+
+
+def test_camera_info_distortion_rectified_and_roi(msg):
+    """D and its model come with K; unknown models or counts with a non-zero D are refused
+    (an all-zero D is no distortion, whatever the model); ``rectified`` takes P instead and
+    no distortion; an ROI moves the principal point and gives the image size."""
+    K = np.array([[500.0, 0.0, 320.0], [0.0, 505.0, 240.0], [0.0, 0.0, 1.0]])
+    info = conv.camera_info_msg(K, (480, 640), UNIX_T, "cam", D=[-0.3, 0.1, 0.0, 0.0, 0.0])
+    assert conv.camera_info(info).distortion == ("plumb_bob", (-0.3, 0.1, 0.0, 0.0, 0.0))
+    info.distortion_model = "equidistant"
+    with pytest.raises(InvalidMessage, match="equidistant takes 4 coefficients, got 5"):
+        conv.camera_info(info)
+    info.d = [0.05, -0.01, 0.0, 0.001]
+    assert conv.camera_info(info).distortion == ("equidistant", (0.05, -0.01, 0.0, 0.001))
+    info.distortion_model, info.d = "anything", [0.0] * 4
+    assert conv.camera_info(info).distortion is None
+    # rectified: K from P (here a rectified camera of other focal length), distortion ignored
+    P = np.array([[450.0, 0.0, 300.0, 0.0], [0.0, 450.0, 250.0, 0.0], [0.0, 0.0, 1.0, 0.0]])
+    info.p, info.distortion_model, info.d = P.reshape(-1).tolist(), "plumb_bob", [0.2] * 5
+    rect = conv.camera_info(info, rectified=True)
+    np.testing.assert_array_equal(rect.K, P[:, :3])
+    assert rect.distortion is None and rect.image_hw == (480, 640)
+    # ROI: a 200 x 100 window at (40, 30) of the 640 x 480 sensor
+    info.d = [0.0] * 5
+    info.roi.x_offset, info.roi.y_offset, info.roi.width, info.roi.height = 40, 30, 200, 100
+    roi = conv.camera_info(info)
+    assert roi.image_hw == (100, 200)
+    np.testing.assert_array_equal(roi.K, [[500.0, 0.0, 280.0], [0.0, 505.0, 210.0],
+                                          [0.0, 0.0, 1.0]])
+    info.roi.width, info.roi.height = 640, 480  # the full image: no ROI
+    info.roi.x_offset = info.roi.y_offset = 0
+    assert conv.camera_info(info).image_hw == (480, 640)
 
 
 # ----------------------------------------------------------------- serialisation
@@ -527,6 +598,22 @@ REJECTIONS = {
                lambda: SimpleNamespace(height=480, width=640, k=[1.0, 0.0, 0.0, 1.0])),
     "camera of size 0": ("bad_size", conv.camera_info,
                          lambda: SimpleNamespace(height=0, width=640, k=K_GOOD)),
+    "unknown distortion model": ("bad_distortion", conv.camera_info, lambda: SimpleNamespace(
+        height=480, width=640, k=K_GOOD, distortion_model="fov", d=[0.9])),
+    "plumb_bob of 3": ("bad_distortion", conv.camera_info, lambda: SimpleNamespace(
+        height=480, width=640, k=K_GOOD, distortion_model="plumb_bob", d=[0.1, 0.0, 0.0])),
+    "D NaN": ("bad_distortion", conv.camera_info, lambda: SimpleNamespace(
+        height=480, width=640, k=K_GOOD, distortion_model="plumb_bob",
+        d=[math.nan, 0.0, 0.0, 0.0, 0.0])),
+    "P zero (rectified)": ("singular_K", lambda m: conv.camera_info(m, rectified=True),
+                           lambda: SimpleNamespace(height=480, width=640, k=K_GOOD, p=[0.0] * 12)),
+    "ROI outside": ("bad_roi", conv.camera_info, lambda: SimpleNamespace(
+        height=480, width=640, k=K_GOOD,
+        roi=SimpleNamespace(x_offset=600, y_offset=0, width=100, height=480))),
+    "ROI rectified": ("bad_roi", lambda m: conv.camera_info(m, rectified=True),
+                      lambda: SimpleNamespace(
+        height=480, width=640, k=K_GOOD, p=K_GOOD[:3] + [0.0] + K_GOOD[3:6] + [0.0] + [0, 0, 1, 0],
+        roi=SimpleNamespace(x_offset=10, y_offset=0, width=100, height=480))),
 }
 
 
@@ -592,3 +679,32 @@ def test_module_imports_and_parses_without_ros():
     done = subprocess.run([sys.executable, "-c", script], check=False, cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+# ----------------------------------------------------------------- payloads (inputs.py)
+
+
+def test_depth_and_event_images_of_another_aspect_or_non_finite_are_rejected():
+    """A depth or event image must be registered to the camera: its size or another
+    resolution of the same view. Another aspect would be stretched out of alignment; an
+    event frame with NaN or inf would reach the network."""
+    from anyseg_ros.inputs import depth_payload, event_image_payload
+    from anyseg_ros.pipeline import Geometry
+
+    geometry = Geometry(image_hw=(480, 640))
+    depth = raw_image(np.full((480, 848), 1000, np.uint16), "16UC1")
+    with pytest.raises(InvalidMessage, match="480 x 848 pixels and the camera 480 x 640") as err:
+        depth_payload(depth, geometry)
+    assert err.value.reason == "bad_size"
+    half = raw_image(np.full((240, 320), 1000, np.uint16), "16UC1")
+    assert depth_payload(half, geometry).array.shape == (240, 320)
+    assert depth_payload(depth, Geometry()).array.shape == (480, 848)  # size not known yet
+    frame = np.zeros((240, 320, 3), np.float32)
+    assert event_image_payload(raw_image(frame, "32FC3"), geometry).array.shape == (240, 320, 3)
+    frame[5, 7, 0], frame[9, 9, 2] = np.nan, np.inf
+    with pytest.raises(InvalidMessage, match="2 NaN or inf") as err:
+        event_image_payload(raw_image(frame, "32FC3"), geometry)
+    assert err.value.reason == "non_finite"
+    with pytest.raises(InvalidMessage, match="another aspect ratio") as err:
+        event_image_payload(raw_image(np.zeros((260, 400, 3), np.float32), "32FC3"), geometry)
+    assert err.value.reason == "bad_size"

@@ -21,7 +21,7 @@ from anyseg_ros.conversions import sec_to_stamp
 from anyseg_ros.pipeline import (CameraImage, DepthImage, EventImage, FrameSkipped, Geometry,
                                  SegmentationPipeline, geometry_from_camera, scale_K,
                                  with_geometry)
-from anyseg_ros.params import ConfigError, defaults, geometry_from_params
+from anyseg_ros.params import ConfigError, check_value, defaults, geometry_from_params
 from anyseg_ros.sync import Frame, Stamped
 
 MODALITIES = ["camera", "events", "lidar", "depth"]
@@ -263,6 +263,43 @@ def test_camera_K_parameter_without_a_size_is_for_the_images_as_they_come(runtim
     values["camera.width"] = 0
     with pytest.raises(ConfigError, match="camera.height and camera.width"):
         geometry_from_params(values)
+
+
+def test_lens_distortion_reaches_lidar_and_only_a_separate_event_camera(runtime, data):
+    """The geometry's distortion (CameraInfo's D, or camera.D) goes with the frame: LiDAR is
+    drawn into the distorted image; events are distorted only when they come from a
+    separate event camera (events.K set), not when they are the camera's own pixels."""
+    D = ("plumb_bob", (-0.25, 0.08, 0.0, 0.0, 0.0))
+    pipe = SegmentationPipeline(runtime, MODALITIES)
+    frame = full_frame(data)
+    own = pipe.raw_frame(frame, Geometry(K=K, image_hw=(H, W), distortion=D))[0]
+    assert own.distortion == D and own.events_distortion is None
+    plain = pipe.raw_frame(frame, Geometry(K=K, image_hw=(H, W)))[0]
+    assert not torch.equal(runtime.prepare(own)["lidar"], runtime.prepare(plain)["lidar"])
+    torch.testing.assert_close(runtime.prepare(own)["events"], runtime.prepare(plain)["events"],
+                               rtol=0, atol=0)
+    separate = Geometry(K=K, image_hw=(H, W), distortion=D, events_K=K, events_hw=(H, W))
+    raw = pipe.raw_frame(frame, separate)[0]
+    assert raw.events_distortion == D
+    assert not torch.equal(runtime.prepare(raw)["events"], runtime.prepare(plain)["events"])
+    # the parameters: camera.D with its model, checked
+    values = defaults()
+    values["camera.K"], values["camera.D"] = K.ravel().tolist(), list(D[1])
+    assert geometry_from_params(values).distortion == D
+    values["camera.distortion_model"] = "equidistant"
+    with pytest.raises(ConfigError, match="camera.D: distortion model equidistant takes 4"):
+        geometry_from_params(values)
+    with pytest.raises(ConfigError, match="camera.distortion_model must be one of"):
+        check_value("camera.distortion_model", "fov")
+
+
+def test_event_camera_size_without_its_intrinsics_is_a_config_error():
+    values = defaults()
+    values["events.height"], values["events.width"] = 260, 346
+    with pytest.raises(ConfigError, match="needs its intrinsics events.K"):
+        geometry_from_params(values)
+    values["events.K"] = [300.0, 0.0, 173.0, 0.0, 300.0, 130.0, 0.0, 0.0, 1.0]
+    assert geometry_from_params(values).events_hw == (260, 346)
 
 
 # --------------------------------------------------- (d) CameraInfo at another resolution

@@ -207,3 +207,37 @@ def test_rendered_event_image_stands_in_for_the_event_stream():
     with pytest.raises(ValueError, match="H x W x 3"):
         prepare_inputs(make_frame(events=None, events_image=np.zeros(HW, np.float32)), NET,
                        ["events"])
+
+
+def test_depth_and_event_images_must_align_with_the_camera():
+    """Another resolution of the camera's view is resized; another aspect is refused with
+    both sizes named (it would be stretched out of alignment), and so is a non-finite event
+    image."""
+    half = make_frame(depth=np.ones((HW[0] // 2, HW[1] // 2), np.float32))
+    assert prepare_inputs(half, NET, ["depth"])["depth"].shape == (3, *NET)
+    wide = make_frame(depth=np.ones((HW[0], HW[1] + 20), np.float32))
+    with pytest.raises(ValueError, match="depth image is 48 x 84 pixels and the camera 48 x 64"):
+        prepare_inputs(wide, NET, ["depth"])
+    image = np.zeros((*HW, 3), np.float32)
+    image[1, 2, 0] = np.nan
+    with pytest.raises(ValueError, match="1 non-finite"):
+        prepare_inputs(make_frame(events=None, events_image=image), NET, ["events"])
+    with pytest.raises(ValueError, match="the event image is 30 x 50 pixels"):
+        prepare_inputs(make_frame(events=None, events_image=np.zeros((30, 50, 3), np.float32)),
+                       NET, ["events"])
+
+
+def test_integer_event_times_are_refused():
+    """Integer times (MUSES stores microseconds) would be read as seconds and almost every
+    event would fall outside the window."""
+    with pytest.raises(ValueError, match="t must be float seconds"):
+        render_events(np.zeros(3), np.zeros(3), np.array([1, 2, 3], np.int64), np.ones(3), HW)
+
+
+def test_resize_dense_returns_float_at_every_size():
+    from anyseg_core.sensors import resize_dense
+
+    image = torch.full((3, *HW), 7, dtype=torch.uint8)
+    for size in (HW, NET):
+        out = resize_dense(image, size)
+        assert out.dtype == torch.float32 and out.shape == (3, *size)

@@ -203,8 +203,12 @@ def main(argv: list[str] | None = None) -> int:
     cfg["data"].setdefault("seed", 0)
     cfg["data"]["conditions"] = args.conditions
     from .data import build_dataset
+    from .data.readers import DataFileError
     n_default = cfg["data"].get("val_samples", 100)
-    dataset = build_dataset(cfg, args.split, num_samples=args.num_samples or n_default)
+    try:
+        dataset = build_dataset(cfg, args.split, num_samples=args.num_samples or n_default)
+    except DataFileError as err:  # a missing root or index: one line naming it
+        ap.error(str(err))
     classes = getattr(dataset, "classes", None)
     if classes is not None and len(classes) != len(rt.class_names):
         # the confusion matrix would silently drop the labels beyond the checkpoint's classes
@@ -213,8 +217,12 @@ def main(argv: list[str] | None = None) -> int:
     if len(dataset) == 0:
         ap.error(f"the {args.dataset} {args.split} split has no samples"
                  + (f" under {args.root}" if args.root else ""))
-    results, shown, n = evaluate(rt.predict_labels, dataset, subsets, len(rt.class_names),
-                                 missing=args.missing, num_samples=args.num_samples)
+    try:
+        results, shown, n = evaluate(rt.predict_labels, dataset, subsets, len(rt.class_names),
+                                     missing=args.missing, num_samples=args.num_samples)
+    except DataFileError as err:  # a sample file that cannot be read, found on the way
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return 1
     rep = report(results, rt.class_names)
     rep["protocol"] = {
         "checkpoint": str(args.checkpoint), "dataset": args.dataset, "split": args.split,

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 from . import checkpoint as ckpt
 from .config import ConfigError, dump, load_config
 from .data import build_dataset, class_info, collate, normalization_info
+from .data.readers import DataFileError
 from .data.transforms import JointAugment
 from .losses import AnySegLoss
 from .model import AnymodalSegmentor
@@ -496,9 +497,10 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(str(err))
     try:
         train(cfg, resume=args.resume, stop_after=args.stop_after)
-    except (ConfigError, ckpt.CheckpointError, FileNotFoundError) as err:
+    except (ConfigError, ckpt.CheckpointError, FileNotFoundError, DataFileError) as err:
         # A config value only checkable now (no CUDA, a teacher that does not fit), a bad
-        # checkpoint or missing training state: one line, not a traceback.
+        # checkpoint, missing training state or a data set that cannot be read (a missing
+        # root, a damaged file): one line, not a traceback.
         print(f"error: {err}", file=sys.stderr, flush=True)
         return 1
     return 0

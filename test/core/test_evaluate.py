@@ -132,7 +132,7 @@ def test_evaluate_writes_the_table_json_csv_and_pictures(tiny_student, tmp_path,
     assert bad.returncode == 2 and "unicorn" in bad.stderr
 
 
-def test_evaluate_selected_subsets_with_zero_filling(tiny_student, tmp_path):
+def test_evaluate_selected_subsets_with_zero_filling(tiny_student, tmp_path, capsys):
     out = tmp_path / "eval"
     proc = subprocess.run([sys.executable, "-m", "anyseg_core.evaluate", "--checkpoint",
                            str(tiny_student), "--subsets", "camera,lidar", "events",
@@ -148,11 +148,14 @@ def test_evaluate_selected_subsets_with_zero_filling(tiny_student, tmp_path):
     # Sizes and counts that cannot work are usage errors naming the value, not a crash later.
     from anyseg_core.evaluate import main
     for args, message in ((["--size", "0x64"], "positive and divisible by 32"),
-                          (["--num-samples", "0"], "--num-samples must be at least 1")):
+                          (["--num-samples", "0"], "--num-samples must be at least 1"),
+                          (["--dataset", "muses", "--root", str(tmp_path / "no_muses")],
+                           "no_muses")):
         with pytest.raises(SystemExit) as exit_info:
             main(["--checkpoint", str(tiny_student), "--device", "cpu", "--subsets", "C",
                   "--out", str(tmp_path / "never"), *args])
         assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
     assert not (tmp_path / "never").exists()
 
 

@@ -283,6 +283,11 @@ def test_train_command_errors_are_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit):  # a bad value is refused before anything runs
         main(["--config", str(TINY), "--set", "train.log_every=0"])
     assert "train.log_every must be a whole number >= 1" in capsys.readouterr().err
+    code = main(["--config", str(TINY), "--set", f"out_dir={tmp_path / 'muses'}",
+                 "--set", "data.dataset=muses", "--set", f"data.root={tmp_path / 'no_muses'}"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: ") and "no_muses" in err
+    assert "Traceback" not in err
 
 
 def test_training_precision():

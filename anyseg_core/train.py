@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import checkpoint as ckpt
 from .config import ConfigError, dump, load_config
-from .data import build_dataset, class_info, collate, normalization_info
+from .data import build_dataset, class_info, collate, normalization_info, rescale_info
 from .data.readers import DataFileError
 from .data.transforms import JointAugment
 from .losses import AnySegLoss
@@ -335,7 +335,8 @@ def train(cfg: dict, resume: bool = False, stop_after: int | None = None) -> Pat
 
     # -- data
     base = build_dataset(cfg, "train")
-    items = TrainItems(base, JointAugment.from_config(cfg["augment"], normalization_info(cfg)),
+    items = TrainItems(base, JointAugment.from_config(cfg["augment"], normalization_info(cfg),
+                                                      rescale_info(cfg)),
                        cfg["seed"])
     loader = DataLoader(items, batch_sampler=batches(len(items), o["batch_size"], cfg["seed"],
                                                      step, rank, world),

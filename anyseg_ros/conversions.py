@@ -353,6 +353,9 @@ class CameraModel(NamedTuple):
     K: np.ndarray  # 3 x 3 float64
     image_hw: tuple[int, int]
     distortion: Distortion  # (model, coefficients), None for none (or a rectified image)
+    #: rectified images of a stereo camera: the rotation R from the camera's own optical
+    #: frame (header.frame_id) to the rectified one; None for none (identity)
+    R: np.ndarray | None = None
 
 
 def _camera_matrix(values: Any, rows: int, cols: int, name: str) -> np.ndarray:
@@ -374,7 +377,9 @@ def camera_info(msg: Any, rectified: bool = False) -> CameraModel:
     ``sensor_msgs/CameraInfo``, for the images it goes with.
 
     ``rectified``: the images are rectified (``image_rect``), so K is the left 3 x 3 of the
-    projection matrix P and there is no distortion; otherwise K is ``k`` and the distortion
+    projection matrix P, there is no distortion, and a stereo camera's rectification
+    rotation R (all zero or identity: none) turns points of the camera's frame into the
+    rectified one; otherwise K is ``k`` and the distortion
     ``distortion_model`` with ``d`` (all-zero ``d``: none). A region of interest (``roi``,
     raw images only) crops the image: its offset moves the principal point and its size is
     the image's. (Binning needs nothing here: images of another size than the CameraInfo's
@@ -386,9 +391,16 @@ def camera_info(msg: Any, rectified: bool = False) -> CameraModel:
     height, width = int(msg.height), int(msg.width)
     if height <= 0 or width <= 0 or height * width > MAX_PIXELS:
         raise InvalidMessage("bad_size", f"camera of {height} x {width} pixels")
+    R = None
     if rectified:
         K = _camera_matrix(getattr(msg, "p", ()), 3, 4, "P (camera.rectified)")
         distortion = None
+        r = np.array(getattr(msg, "r", ()), dtype=np.float64)
+        if r.size == 9 and r.any() and not np.array_equal(r.reshape(3, 3), np.eye(3)):
+            R = r.reshape(3, 3)
+            if not (np.isfinite(R).all() and np.allclose(R @ R.T, np.eye(3), atol=1e-6)
+                    and np.linalg.det(R) > 0):
+                raise InvalidMessage("singular_K", f"R = {R.tolist()} is not a rotation")
     else:
         K = _camera_matrix(msg.k, 3, 3, "K")
         try:
@@ -408,7 +420,7 @@ def camera_info(msg: Any, rectified: bool = False) -> CameraModel:
         K[0, 2] -= x0
         K[1, 2] -= y0
         height, width = h, w
-    return CameraModel(K, (height, width), distortion)
+    return CameraModel(K, (height, width), distortion, R)
 
 
 # --------------------------------------------------------------------------- building

@@ -317,7 +317,7 @@ class AnysegNode(Node):
             health.recent.append(health.last_arrival)
             self._camera_info_seen = True
             self.geometry = with_geometry(self.geometry, K=model.K, image_hw=model.image_hw,
-                                          distortion=model.distortion,
+                                          distortion=model.distortion, R_rect=model.R,
                                           frame_id=msg.header.frame_id or self.geometry.frame_id)
 
     # -- the worker ----------------------------------------------------------------------

@@ -244,7 +244,14 @@ def geometry_from_params(values: Mapping[str, Any], geometry: Optional[Geometry]
             changes["distortion"] = check_distortion(v["camera.distortion_model"],
                                                      v["camera.D"] or ())
         except ValueError as e:
-            raise ConfigError(f"camera.D: {e}") from None
+            raise ConfigError(
+                f"camera.D: {e} (to switch to a model with another number of coefficients "
+                "while the node runs, set camera.D to zeros first, or set both at once with "
+                "set_parameters_atomically)") from None
+        if changes["distortion"] is not None and v["camera.rectified"]:
+            raise ConfigError("camera.D is set but camera.rectified is true: rectified images "
+                              "have no distortion (leave camera.D unset, or zeros, and give "
+                              "the rectified camera's K as camera.K)")
         if h or geometry is None:  # else keep the size learned from the images
             changes["image_hw"] = (h, w) if h else None
     return with_geometry(geometry or Geometry(), **changes)

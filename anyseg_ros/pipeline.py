@@ -61,6 +61,8 @@ class Geometry:
 
     K / image_hw: the frame camera's intrinsics and size (from CameraInfo, else parameters);
     distortion: its lens distortion (model, coefficients), None for none or rectified images.
+    R_rect: rectified images of a stereo camera: the rotation from the camera's frame to the
+    rectified one (CameraInfo's R), applied after T_cam_lidar and T_cam_events; None = none.
     frame_id: the camera's frame id for outputs made without a camera image.
     T_cam_lidar: LiDAR to camera, 4x4. events_K / events_hw / T_cam_events: the event
     camera; events_K None means the events are in the frame camera's pixels.
@@ -69,6 +71,7 @@ class Geometry:
     K: Optional[np.ndarray] = None
     image_hw: Optional[tuple[int, int]] = None
     distortion: Optional[tuple[str, tuple[float, ...]]] = None
+    R_rect: Optional[np.ndarray] = None
     frame_id: str = "camera"
     T_cam_lidar: np.ndarray = field(default_factory=lambda: np.eye(4))
     events_K: Optional[np.ndarray] = None
@@ -144,9 +147,15 @@ class SegmentationPipeline:
                 K = scale_K(K, image_hw, cam_hw)  # CameraInfo of another binning
             image_hw = cam_hw
         separate_events = geometry.events_K is not None  # else: the camera's own pixels
+        T_cam_lidar, T_cam_events = geometry.T_cam_lidar, geometry.T_cam_events
+        if geometry.R_rect is not None:  # into the rectified camera's frame
+            R4 = np.eye(4)
+            R4[:3, :3] = geometry.R_rect
+            T_cam_lidar = R4 @ T_cam_lidar
+            if separate_events:
+                T_cam_events = R4 @ (np.eye(4) if T_cam_events is None else T_cam_events)
         raw = RawFrame(image_hw=image_hw, K=K, distortion=geometry.distortion,
-                       t_cam=frame.stamp,
-                       T_cam_lidar=geometry.T_cam_lidar, T_cam_events=geometry.T_cam_events,
+                       t_cam=frame.stamp, T_cam_lidar=T_cam_lidar, T_cam_events=T_cam_events,
                        events_K=geometry.events_K if separate_events else K,
                        events_hw=geometry.events_hw or image_hw,
                        events_distortion=geometry.distortion if separate_events else None)

@@ -319,7 +319,7 @@ def _process(bag_in, bag_out: Path, checkpoint, v: dict, faults: dict, storage: 
                     rejected[("camera_info", "conversion_error")] += 1
                     continue
                 geometry = with_geometry(geometry, K=model.K, image_hw=model.image_hw,
-                                         distortion=model.distortion,
+                                         distortion=model.distortion, R_rect=model.R,
                                          frame_id=msg.header.frame_id or geometry.frame_id)
                 camera_info_seen = True
                 continue

@@ -6,7 +6,9 @@ Workload: 120k LiDAR points (mostly in front, some behind) projected into a 1920
 camera, and 1M events over 1920x1080 in 30 ms (raw pixels, and warped by a small rotation
 as in the pipeline). Both implementations run in the same process on the same inputs; their
 outputs are checked to agree before anything is timed. Times are medians; numpy and torch
-take turns in short warmed-up blocks (see measure).
+take turns in short warmed-up blocks (see measure). A second table gives the cost of lens
+distortion (a plumb_bob camera: the LiDAR projection, and events of a separate event camera
+warped into it) as a ratio to the same call without it, taken in the same run.
 """
 from __future__ import annotations
 
@@ -178,6 +180,22 @@ def main() -> None:
                         "torch_page_faults": f_torch,
                         "filled_pixels": int((ours != 0).any(0).sum())})
 
+    distortion = ("plumb_bob", (-0.28, 0.07, 0.0005, -0.0004, 0.0))
+    lens_cases = {
+        "lidar 120k pts -> 1920x1080": (
+            lambda: project_lidar(pts_t, K, T_CAM_LIDAR, (H, W)),
+            lambda: project_lidar(pts_t, K, T_CAM_LIDAR, (H, W), distortion=distortion)),
+        "events 1M, rotation warp": (
+            lambda: render_events(*ev_t, (H, W), window=WINDOW, warp=warp),
+            lambda: render_events(*ev_t, (H, W), window=WINDOW, warp=warp,
+                                  distortion=distortion, K=K)),
+    }
+    lens = []
+    for name, (plain_fn, lens_fn) in lens_cases.items():
+        (t_plain, _), (t_lens, _) = measure([plain_fn, lens_fn], args.repeats, sync)
+        lens.append({"case": name, "plain_ms": t_plain, "distorted_ms": t_lens,
+                     "ratio": t_lens / t_plain})
+
     print(f"device {device}, torch threads {torch.get_num_threads()}, repeats {args.repeats}, "
           f"torch {torch.__version__}, numpy {np.__version__}; outputs identical\n")
     print("| case | numpy ms | torch ms | numpy / torch | page faults per call (numpy, torch) |")
@@ -185,9 +203,15 @@ def main() -> None:
     for r in results:
         print(f"| {r['case']} | {r['numpy_ms']:.1f} | {r['torch_ms']:.1f} | {r['ratio']:.2f} "
               f"| {r['numpy_page_faults']:.0f}, {r['torch_page_faults']:.0f} |")
+    print("\n| case (torch) | no distortion ms | plumb_bob ms | plumb_bob / none |")
+    print("|---|---:|---:|---:|")
+    for r in lens:
+        print(f"| {r['case']} | {r['plain_ms']:.1f} | {r['distorted_ms']:.1f} | "
+              f"{r['ratio']:.2f} |")
     if args.json:
         args.json.write_text(json.dumps({"device": str(device), "threads": torch.get_num_threads(),
-                                         "repeats": args.repeats, "results": results}, indent=1))
+                                         "repeats": args.repeats, "results": results,
+                                         "distortion": lens}, indent=1))
 
 
 if __name__ == "__main__":

@@ -70,6 +70,18 @@ def normalization_info(cfg: Mapping) -> dict:
     return dict(table)
 
 
+def rescale_info(cfg: Mapping) -> dict:
+    """modality -> how the training augmentation rescales it (see
+    :data:`anyseg_core.data.transforms.RESCALE_POLICIES`): as the configured dataset's own
+    inference path resizes it (DELIVER's images by ``deliver_inputs``, raw sensor data as
+    the sensors would draw it)."""
+    if cfg.get("data", {}).get("dataset") == "deliver":
+        from .deliver import RESCALE as table
+    else:
+        from .transforms import SENSOR_RESCALE as table
+    return dict(table)
+
+
 def collate(items: list[dict]) -> dict:
     """Stack dataset items into a batch: ``inputs`` (per modality) and ``label`` become
     tensors; every other key (condition, index, raw frames) becomes a list."""

@@ -108,6 +108,8 @@ NORMALIZATION: dict[str, tuple[tuple[float, float, float], tuple[float, float, f
 }
 #: Modalities resized as dense images (bilinear); the others are sparse (never blended).
 _DENSE = frozenset({CAMERA, DEPTH})
+#: How the training augmentation rescales each modality, as :func:`deliver_inputs` resizes.
+RESCALE = {m: "dense" if m in _DENSE else "busiest_block" for m in MODALITIES}
 
 
 class DeliverError(DataFileError):

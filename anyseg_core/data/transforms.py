@@ -3,13 +3,16 @@
 Geometric (all modalities and the label): random rescale by a factor in ``scale`` then a
 random crop back to the input size (padding with "no data" where the rescaled image is
 smaller; label padding 255), horizontal flip. Photometric (camera only): Gaussian blur and
-colour jitter. The other modalities are never blended nor blurred, and they are rescaled the
-way the sensors would draw them at the new scale (:func:`_resize_sensor`): shrinking keeps
-one real sample per output pixel (the nearest LiDAR or depth return, the pixel with the most
-events), as :func:`~anyseg_core.sensors.resize_modality` does for inference, instead of a
-plain nearest neighbour that would drop most LiDAR points; enlarging puts each LiDAR or
-event pixel at one output pixel (a projection at a higher resolution draws single points,
-not blocks), while depth, a dense image, is enlarged by nearest neighbour.
+colour jitter. Every modality is rescaled as its dataset's inference path resizes it
+(``rescale``, :data:`RESCALE_POLICIES`), and none but the camera is ever blurred. Raw sensor
+data (:data:`SENSOR_RESCALE`: synthetic world, MUSES) is drawn as the sensors would draw it
+at the new scale: shrinking keeps one real sample per output pixel (the nearest LiDAR or
+depth return, the pixel with the most events), as
+:func:`~anyseg_core.sensors.resize_modality` does for inference, instead of a plain nearest
+neighbour that would drop most LiDAR points; enlarging puts each LiDAR or event pixel at one
+output pixel (a projection at a higher resolution draws single points, not blocks), while
+depth is enlarged by nearest neighbour. DELIVER's images follow ``deliver_inputs``: its depth
+(HHA) dense, its LiDAR and event images by the largest sum, enlarged by nearest neighbour.
 
 Randomness comes from an explicit ``torch.Generator``, so an item's augmentation depends
 only on (seed, epoch, index): training resumes exactly and DataLoader workers agree.
@@ -21,7 +24,7 @@ from typing import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..modalities import CAMERA, DEPTH, EVENTS, IGNORE_INDEX
+from ..modalities import CAMERA, DEPTH, EVENTS, IGNORE_INDEX, LIDAR
 from ..sensors import (denormalize, normalization_of, normalize, resize_dense, resize_nearest,
                        resize_sparse)
 
@@ -41,26 +44,36 @@ def _empty_value(modality: str, normalization: Mapping | None = None) -> torch.T
     return -torch.tensor(mean) / torch.tensor(std)
 
 
-def _resize_sensor(x: torch.Tensor, modality: str, size_hw: tuple[int, int],
-                   fill: torch.Tensor, normalization: Mapping | None = None) -> torch.Tensor:
-    """Rescale a normalised sparse image ``[3, H, W]`` (LiDAR, events, depth, or any other
-    non-camera modality) to ``size_hw`` as its sensor would draw it (see the module's
-    docstring). ``fill``: the normalised "no data" value per channel."""
+#: How each modality is rescaled: ``dense`` (bilinear, antialiased when shrinking), or a
+#: sparse rule named by what wins a block when shrinking (``nearest``: the smallest channel
+#: 0, a range or depth; ``busiest``: the largest raw channel sum, events) and how it
+#: enlarges (``point``: each pixel drawn at one output pixel, as a sensor projected at a
+#: higher resolution; ``block``: nearest neighbour).
+RESCALE_POLICIES = ("dense", "nearest_point", "busiest_point", "nearest_block", "busiest_block")
+#: Raw sensor data (synthetic world, MUSES), as inference draws it at another size.
+SENSOR_RESCALE = {CAMERA: "dense", LIDAR: "nearest_point", EVENTS: "busiest_point",
+                  DEPTH: "nearest_block"}
+
+
+def _resize_sensor(x: torch.Tensor, policy: str, size_hw: tuple[int, int], fill: torch.Tensor,
+                   mean_std: tuple) -> torch.Tensor:
+    """Rescale a normalised sparse image ``[3, H, W]`` to ``size_hw`` by ``policy`` (one of
+    :data:`RESCALE_POLICIES` but ``dense``). ``fill``: the normalised "no data" value per
+    channel; ``mean_std``: the modality's normalisation, to rank blocks by raw values."""
     H, W = x.shape[-2:]
     h, w = size_hw
     if (H, W) == (h, w):
         return x
     fill = fill.to(x).view(-1, 1, 1)
     empty = ((x - fill).abs() <= 1e-5 * (1 + fill.abs())).all(0)
-    if modality == EVENTS:  # the most events: the largest raw sum, as resize_modality
-        mean, std = (normalization[modality] if normalization is not None
-                     else normalization_of(modality))
+    if policy.startswith("busiest"):  # the largest raw sum, as resize_sparse's "sum"
+        mean, std = mean_std
         priority = (x * x.new_tensor(std).view(-1, 1, 1)
                     + x.new_tensor(mean).view(-1, 1, 1)).sum(0)
     else:  # the nearest return: the smallest channel 0 (normalising keeps the order)
         priority = -x[0]
     priority = priority.masked_fill(empty, -torch.inf)
-    if modality != DEPTH and (h > H or w > W):
+    if policy.endswith("_point") and (h > H or w > W):
         # Each pixel to the one output pixel that holds its centre (the growing axes only);
         # resize_sparse then only shrinks.
         gh, gw = max(h, H), max(w, W)
@@ -110,21 +123,29 @@ class JointAugment:
 
     ``normalization``: the dataset's modality -> (mean, std), which decides the "no data"
     padding value (raw zeros, normalised); default the raw-sensor table of
-    :data:`anyseg_core.modalities.NORMALIZATION` (DELIVER's images have their own)."""
+    :data:`anyseg_core.modalities.NORMALIZATION` (DELIVER's images have their own).
+    ``rescale``: modality -> one of :data:`RESCALE_POLICIES`, over :data:`SENSOR_RESCALE`;
+    each dataset rescales as its inference path resizes (``rescale_info``)."""
 
     def __init__(self, scale: Sequence[float] = (0.5, 2.0), flip: bool = True,
                  blur_p: float = 0.2, color_jitter_p: float = 0.2,
-                 normalization: Mapping | None = None) -> None:
+                 normalization: Mapping | None = None,
+                 rescale: Mapping[str, str] | None = None) -> None:
         self.scale = (float(scale[0]), float(scale[1]))
         self.flip = flip
         self.blur_p = blur_p
         self.color_jitter_p = color_jitter_p
         self.normalization = normalization
+        self.rescale = {**SENSOR_RESCALE, **(rescale or {})}
+        bad = {m: p for m, p in self.rescale.items() if p not in RESCALE_POLICIES}
+        if bad:
+            raise ValueError(f"rescale policies must be among {RESCALE_POLICIES}, got {bad}")
 
     @classmethod
-    def from_config(cls, cfg: Mapping, normalization: Mapping | None = None) -> "JointAugment":
+    def from_config(cls, cfg: Mapping, normalization: Mapping | None = None,
+                    rescale: Mapping[str, str] | None = None) -> "JointAugment":
         return cls(cfg["scale"], cfg["flip"], cfg["blur_p"], cfg["color_jitter_p"],
-                   normalization)
+                   normalization, rescale)
 
     def __call__(self, inputs: dict[str, torch.Tensor], label: torch.Tensor,
                  g: torch.Generator) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -140,8 +161,13 @@ class JointAugment:
         out = {}
         for mod, x in inputs.items():
             fill = _empty_value(mod, self.normalization).to(x)
-            x = (resize_dense(x, (h, w)) if mod == CAMERA
-                 else _resize_sensor(x, mod, (h, w), fill, self.normalization))
+            policy = self.rescale.get(mod, "nearest_block")
+            if policy == "dense":
+                x = resize_dense(x, (h, w))
+            else:
+                mean_std = (self.normalization[mod] if self.normalization is not None
+                            else normalization_of(mod))
+                x = _resize_sensor(x, policy, (h, w), fill, mean_std)
             out[mod] = _flip(_crop(x, top, left, H, W, fill), flip)
         lab = resize_nearest(label, (h, w))
         lab = _flip(_crop(lab[None], top, left, H, W, torch.tensor([IGNORE_INDEX]))[0], flip)

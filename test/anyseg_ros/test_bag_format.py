@@ -153,7 +153,7 @@ def test_every_message_equals_the_drive(mcap_messages, drive_messages):
     calib = drive_calibration(RigConfig(image_hw=SIZE))
     for msg, m in zip(by_topic["/camera/camera_info"], kept["camera"], strict=True):
         assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == conv.sec_to_stamp(m.stamp)
-        K, hw, distortion = conv.camera_info(msg)
+        K, hw, distortion, _ = conv.camera_info(msg)
         assert hw == SIZE and np.array_equal(K, calib["K"]) and distortion is None
     for msg, m in zip(by_topic["/gt/labels"], cameras, strict=True):
         assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == conv.sec_to_stamp(m.stamp)

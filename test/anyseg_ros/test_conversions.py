@@ -423,9 +423,10 @@ def test_camera_info_round_trip(msg):
     assert list(info.d) == [0.1, -0.2, 0.0, 0.0, 0.01]
     np.testing.assert_array_equal(np.asarray(info.p).reshape(3, 4), np.hstack([K, [[0], [0], [0]]]))
     np.testing.assert_array_equal(np.asarray(info.r), np.eye(3).reshape(-1))
-    K_back, size, distortion = conv.camera_info(info)
+    K_back, size, distortion, R = conv.camera_info(info)
     assert size == (375, 1242) and K_back.dtype == np.float64
     assert distortion == ("plumb_bob", (0.1, -0.2, 0.0, 0.0, 0.01))
+    assert R is None
     np.testing.assert_array_equal(K_back, K)
     assert list(conv.camera_info_msg(K, (2, 3), UNIX_T, "cam").d) == [0.0] * 5
     plain = SimpleNamespace(height=375, width=1242, k=K.reshape(-1).tolist())
@@ -452,6 +453,16 @@ def test_camera_info_distortion_rectified_and_roi(msg):
     rect = conv.camera_info(info, rectified=True)
     np.testing.assert_array_equal(rect.K, P[:, :3])
     assert rect.distortion is None and rect.image_hw == (480, 640)
+    assert rect.R is None  # identity: nothing to rotate
+    c, s_ = np.cos(0.02), np.sin(0.02)  # a stereo rectification rotation of 1.1 degrees
+    R = np.array([[c, 0.0, s_], [0.0, 1.0, 0.0], [-s_, 0.0, c]])
+    info.r = R.reshape(-1).tolist()
+    np.testing.assert_array_equal(conv.camera_info(info, rectified=True).R, R)
+    assert conv.camera_info(info).R is None  # raw images: R does not apply
+    info.r = (2 * R).reshape(-1).tolist()
+    with pytest.raises(InvalidMessage, match="is not a rotation"):
+        conv.camera_info(info, rectified=True)
+    info.r = np.eye(3).reshape(-1).tolist()
     # ROI: a 200 x 100 window at (40, 30) of the 640 x 480 sensor
     info.d = [0.0] * 5
     info.roi.x_offset, info.roi.y_offset, info.roi.width, info.roi.height = 40, 30, 200, 100

@@ -85,7 +85,7 @@ def test_every_scene_keeps_its_sensor_timing_and_scenes_follow_at_the_interval(r
         np.testing.assert_array_equal(conv.image_to_array(gts[k][1])[0], raw.label)
         assert images[k][1].encoding == "rgb8"
         np.testing.assert_array_equal(conv.image_to_array(images[k][1])[0], raw.camera)
-        K, hw, distortion = conv.camera_info(infos[k][1])
+        K, hw, distortion, _ = conv.camera_info(infos[k][1])
         np.testing.assert_allclose(K, raw.K)
         assert hw == tuple(raw.image_hw) and distortion is None
 

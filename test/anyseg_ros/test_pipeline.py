@@ -291,6 +291,35 @@ def test_lens_distortion_reaches_lidar_and_only_a_separate_event_camera(runtime,
         geometry_from_params(values)
     with pytest.raises(ConfigError, match="camera.distortion_model must be one of"):
         check_value("camera.distortion_model", "fov")
+    values["camera.distortion_model"] = "plumb_bob"  # the model right again; rectified images:
+    values["camera.rectified"] = True                # no distortion to give
+    with pytest.raises(ConfigError, match="camera.rectified is true"):
+        geometry_from_params(values)
+
+
+def test_stereo_rectification_rotates_lidar_and_separate_events_into_the_rectified_frame(
+        runtime, data):
+    """Rectified images of a stereo camera (camera.rectified, CameraInfo R): points in the
+    camera's own frame are turned by R before projection; events only when they come from a
+    separate event camera."""
+    c, s = np.cos(0.03), np.sin(0.03)
+    R = np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+    T = np.eye(4)
+    T[:3, 3] = (0.1, 0.0, -0.2)
+    pipe = SegmentationPipeline(runtime, MODALITIES)
+    frame = full_frame(data)
+    geometry = Geometry(K=K, image_hw=(H, W), T_cam_lidar=T, R_rect=R, events_K=K,
+                        events_hw=(H, W))
+    raw = pipe.raw_frame(frame, geometry)[0]
+    R4 = np.eye(4)
+    R4[:3, :3] = R
+    np.testing.assert_allclose(raw.T_cam_lidar, R4 @ T)
+    np.testing.assert_allclose(raw.T_cam_events, R4)
+    plain = pipe.raw_frame(frame, with_geometry(geometry, R_rect=None))[0]
+    assert not torch.equal(runtime.prepare(raw)["lidar"], runtime.prepare(plain)["lidar"])
+    own = pipe.raw_frame(frame, with_geometry(geometry, events_K=None, events_hw=None))[0]
+    assert own.T_cam_events is None
+    np.testing.assert_allclose(own.T_cam_lidar, R4 @ T)
 
 
 def test_event_camera_size_without_its_intrinsics_is_a_config_error():

@@ -6,6 +6,7 @@ import torch
 
 from anyseg_core.sensors import (Events, RawFrame, check_distortion, distort, prepare_inputs,
                                  project_lidar, render_events)
+from anyseg_core.sensors.distortion import valid_limit
 
 cv2 = pytest.importorskip("cv2", reason="OpenCV is the reference; the test environment "
                                         "installs it (the cv extra, or python3-opencv)")
@@ -81,6 +82,25 @@ def test_points_beyond_the_fold_are_dropped():
     wide = np.array([[2.0, 0.0, 1.0, 1.0], [0.5, 0.0, 1.0, 2.0]])
     img = project_lidar(wide, K, np.eye(4), HW, min_range=0.0, distortion=D)
     assert sorted(img[1][img[1] > 0].tolist()) == [2.0]
+
+
+def test_a_model_that_rises_again_past_its_fold_still_drops_the_far_points():
+    """k1 = -0.4, k2 = 0.05: r_d = r (1 - 0.4 r² + 0.05 r⁴) peaks at r = 1.036 (r_d = 0.651),
+    falls, and grows again from r = 1.93: a point at r = 2.2 (r_d = 0.518) would be drawn
+    well inside the image, at a wrong place, if only the slope at the point were checked."""
+    D = ("plumb_bob", (-0.4, 0.05, 0.0, 0.0, 0.0))
+    assert valid_limit(*D) == pytest.approx(1.036 ** 2, rel=1e-3)
+    _, _, ok = distort(torch.tensor([0.9, 1.0, 1.1, 2.2, 3.0]), torch.zeros(5), D)
+    assert ok.tolist() == [True, True, False, False, False]
+    img = project_lidar(np.array([[2.2, 0.0, 1.0, 7.0], [0.5, 0.0, 1.0, 3.0]]), K, np.eye(4),
+                        HW, min_range=0.0, distortion=D)
+    assert sorted(img[1][img[1] > 0].tolist()) == [3.0]
+    # the other models: a fisheye whose angle folds, a rational model whose denominator
+    # reaches zero; and models that never fold
+    assert valid_limit("equidistant", (-0.5, 0.0, 0.0, 0.0)) == pytest.approx(2 / 3)
+    assert valid_limit("rational_polynomial", (0.0,) * 5 + (-1.0, 0.0, 0.0)) == pytest.approx(1.0)
+    assert valid_limit("plumb_bob", (0.1, 0.0, 0.0, 0.0)) == np.inf
+    assert valid_limit("equidistant", MODELS["equidistant"]) > (np.pi / 2) ** 2
 
 
 def test_bad_distortion_names_the_problem():

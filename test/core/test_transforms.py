@@ -1,5 +1,6 @@
 """Joint training augmentation: one geometry for every modality and the label, "no data"
 padding in each dataset's normalisation, sparse modalities never blended, deterministic."""
+import pytest
 import torch
 
 from anyseg_core.data.deliver import NORMALIZATION as DELIVER_NORMALIZATION
@@ -125,3 +126,29 @@ def test_rescaled_lidar_keeps_the_density_a_projection_at_that_scale_would_have(
     mean, std = NORMALIZATION["events"]
     raw_out = out["events"] * torch.tensor(std).view(3, 1, 1) + torch.tensor(mean).view(3, 1, 1)
     assert (raw_out[0] > 0.5).sum() == 1 and raw_out[0].max().round() == 3.0  # the busiest
+
+
+def test_deliver_images_are_rescaled_as_deliver_inputs_resizes_them():
+    """DELIVER's depth (HHA) is a dense image and its LiDAR / event images keep the block's
+    largest sum (deliver_inputs): the augmentation rescales them the same way, not as raw
+    sensor data."""
+    from anyseg_core.data import rescale_info
+    from anyseg_core.sensors import resize_dense, resize_sparse
+
+    g = torch.Generator().manual_seed(3)
+    sparse = torch.rand(3, H, W, generator=g) * (torch.rand(1, H, W, generator=g) < 0.3)
+    inputs = {"depth": torch.rand(3, H, W, generator=g), "lidar": sparse}
+    label = torch.zeros(H, W, dtype=torch.long)
+    aug = JointAugment(scale=(0.5, 0.5), flip=False, blur_p=0.0, color_jitter_p=0.0,
+                       normalization=DELIVER_NORMALIZATION,  # mean 0, std 1: raw = input
+                       rescale=rescale_info({"data": {"dataset": "deliver"}}))
+    out, lab = aug(inputs, label, _gen(0))
+    rows, cols = (lab != IGNORE_INDEX).nonzero(as_tuple=True)
+    box = (slice(int(rows.min()), int(rows.max()) + 1), slice(int(cols.min()), int(cols.max()) + 1))
+    assert (box[0].stop - box[0].start, box[1].stop - box[1].start) == (H // 2, W // 2)
+    torch.testing.assert_close(out["depth"][:, box[0], box[1]],
+                               resize_dense(inputs["depth"], (H // 2, W // 2)))
+    torch.testing.assert_close(out["lidar"][:, box[0], box[1]],
+                               resize_sparse(sparse, (H // 2, W // 2), "sum"))
+    with pytest.raises(ValueError, match="rescale policies must be among"):
+        JointAugment(rescale={"lidar": "bilinear"})

@@ -232,6 +232,19 @@ def geometry_from_params(values: Mapping[str, Any], geometry: Optional[Geometry]
                 "separate event camera, which needs its intrinsics events.K too (events "
                 "in the camera's own pixels need neither)")
         changes["events_hw"] = (int(v["events.height"]), int(v["events.width"]))
+    # camera.D is checked even after a CameraInfo (whose own D then counts): a value the node
+    # takes is one it could use.
+    try:
+        distortion = check_distortion(v["camera.distortion_model"], v["camera.D"] or ())
+    except ValueError as e:
+        raise ConfigError(
+            f"camera.D: {e} (to switch to a model with another number of coefficients "
+            "while the node runs, set camera.D to zeros first, or set both at once with "
+            "set_parameters_atomically)") from None
+    if distortion is not None and v["camera.rectified"]:
+        raise ConfigError("camera.D is set but camera.rectified is true: rectified images "
+                          "have no distortion (leave camera.D unset, or zeros, and give "
+                          "the rectified camera's K as camera.K)")
     if not camera_info_seen:
         h, w = int(v["camera.height"]), int(v["camera.width"])
         if (h == 0) != (w == 0):
@@ -240,18 +253,7 @@ def geometry_from_params(values: Mapping[str, Any], geometry: Optional[Geometry]
         # No size: the first camera image gives it (geometry_from_camera); never guessed
         # from the principal point, which is rarely at the exact centre.
         changes["K"] = matrix_param("camera.K", v["camera.K"], (3, 3))
-        try:
-            changes["distortion"] = check_distortion(v["camera.distortion_model"],
-                                                     v["camera.D"] or ())
-        except ValueError as e:
-            raise ConfigError(
-                f"camera.D: {e} (to switch to a model with another number of coefficients "
-                "while the node runs, set camera.D to zeros first, or set both at once with "
-                "set_parameters_atomically)") from None
-        if changes["distortion"] is not None and v["camera.rectified"]:
-            raise ConfigError("camera.D is set but camera.rectified is true: rectified images "
-                              "have no distortion (leave camera.D unset, or zeros, and give "
-                              "the rectified camera's K as camera.K)")
+        changes["distortion"] = distortion
         if h or geometry is None:  # else keep the size learned from the images
             changes["image_hw"] = (h, w) if h else None
     return with_geometry(geometry or Geometry(), **changes)

@@ -287,8 +287,9 @@ def test_lens_distortion_reaches_lidar_and_only_a_separate_event_camera(runtime,
     values["camera.K"], values["camera.D"] = K.ravel().tolist(), list(D[1])
     assert geometry_from_params(values).distortion == D
     values["camera.distortion_model"] = "equidistant"
-    with pytest.raises(ConfigError, match="camera.D: distortion model equidistant takes 4"):
-        geometry_from_params(values)
+    for seen in (False, True):  # checked even once a CameraInfo (with its own D) has come
+        with pytest.raises(ConfigError, match="camera.D: distortion model equidistant takes 4"):
+            geometry_from_params(values, Geometry(), camera_info_seen=seen)
     with pytest.raises(ConfigError, match="camera.distortion_model must be one of"):
         check_value("camera.distortion_model", "fov")
     values["camera.distortion_model"] = "plumb_bob"  # the model right again; rectified images:

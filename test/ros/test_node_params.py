@@ -232,6 +232,18 @@ def test_dynamic_parameters_are_set_and_read_back(session):
         assert client.value(name) == value, name
     assert client.get('overlay.alpha', 'sync.slop') == [0.25, 0.02]
     np.testing.assert_array_equal(client.value('lidar.T_cam_lidar'), T)
+    # Lens distortion: each set is checked on its own, so a model with another number of
+    # coefficients is reached through zeros (the refusal says how).
+    rational = [-0.1, 0.01, 0.0, 0.0, 0.0, 0.001, 0.0, 0.0]
+    for name, value in (('camera.D', [-0.1, 0.01, 0.0, 0.0, 0.0]), ('camera.D', [0.0] * 5),
+                        ('camera.distortion_model', 'rational_polynomial'),
+                        ('camera.D', rational)):
+        result = client.set(name, value)
+        assert result.successful, (name, value, result.reason)
+    result = client.set('camera.distortion_model', 'equidistant')
+    assert not result.successful and 'set camera.D to zeros first' in result.reason, result.reason
+    assert client.value('camera.distortion_model') == 'rational_polynomial'
+    assert list(client.value('camera.D')) == rational
     _alive(session)
 
 
@@ -248,6 +260,8 @@ def test_dynamic_parameters_are_set_and_read_back(session):
     ('palette', [1, 2, 300], ['palette']),
     ('camera.K', [100.0, 0.0, 50.0, 0.0, -100.0, 40.0, 0.0, 0.0, 1.0], ['camera.K']),
     ('sync.stale_after', 0.0, ['sync.stale_after']),
+    ('camera.distortion_model', 'fov', ['camera.distortion_model', 'fov']),
+    ('camera.D', [0.1, 0.0, 0.0], ['camera.D', 'coefficients']),
     # Inside the declared range [0, 1], but a synchroniser needs slop > 0: refused, and the
     # node keeps running (test_sigint_stops_the_node_cleanly checks it is alive).
     ('sync.slop', 0.0, ['sync.slop']),

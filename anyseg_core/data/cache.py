@@ -1,17 +1,21 @@
 """An on-disk cache of the synthetic world's network inputs (``data.cache`` in a training config).
 
-Rendering a synthetic sample costs about 75 ms of one core at 128x224 (docs/benchmarks.md),
-and a training run reads each of its 2,000 scenes once per epoch: six times in the 1,500-step
-experiment, and once more for every row of it. The items are a pure function of the world's
-settings and the index (augmentation is applied afterwards, by the training loop), so they can
-be rendered once and read back from disk. A GPU is fed by reading files, not by rendering.
+Rendering a synthetic sample costs about 23 ms of an idle core at 128x224
+(benchmarks/bench_synthetic.py, docs/benchmarks.md; several times that while training shares
+the cores), and a training run reads each of its 2,000 scenes once per epoch: six times in the
+1,500-step experiment, and once more for every row of it. The items are a pure function of the
+world's settings and the index (augmentation is applied afterwards, by the training loop), so
+they can be rendered once and read back from disk. A GPU is fed by reading files, not by rendering.
 
 Layout: ``<cache>/<split>-<key>/<index>.npz`` holds one item (float32 inputs per modality, the
 label as uint8, the condition name). ``key`` hashes the settings that decide the items (seed,
-split, size, modalities, conditions) and the source code of the renderer and of
-``anyseg_core.sensors``: editing either starts a new folder instead of serving stale items.
-Files are written to a temporary name and renamed, so processes and DataLoader workers can share
-a cache; an unreadable file is rendered again (with a warning) and replaced.
+split, size, the set of modalities, the conditions by their canonical names), numpy's version
+(its random streams) and the source code of the modules that make items (the world, the sensor
+models of ``anyseg_core.sensors``): editing them starts a new folder instead of serving stale
+items. Configs that differ only in the order of the modalities share a folder; items are read
+back in each one's own order. Files are written to a temporary name and renamed, so processes
+and DataLoader workers can share a cache; an unreadable file is rendered again (with a warning)
+and replaced.
 
 Prefill it with every core before training (optional; a run fills it as it goes)::
 
@@ -39,13 +43,22 @@ FORMAT = 1
 _PACKAGE = Path(__file__).resolve().parents[1]
 
 
+#: Modules of the synthetic package that do not take part in making an item.
+_NOT_ITEMS = {"export.py", "__main__.py"}
+
+
+def item_sources() -> list[Path]:
+    """The source files that decide a synthetic item: the world (not its exporter or command
+    line), the sensor models and the modality table."""
+    world = [f for f in (_PACKAGE / "data" / "synthetic").glob("*.py")
+             if f.name not in _NOT_ITEMS]
+    return sorted([*world, *(_PACKAGE / "sensors").glob("*.py"), _PACKAGE / "modalities.py"])
+
+
 def code_digest() -> str:
-    """A hash of the source that decides a synthetic item: the world, the sensor models and the
-    modality table."""
+    """A hash of :func:`item_sources`."""
     h = hashlib.sha1()
-    files = sorted([*(_PACKAGE / "data" / "synthetic").glob("*.py"),
-                    *(_PACKAGE / "sensors").glob("*.py"), _PACKAGE / "modalities.py"])
-    for f in files:
+    for f in item_sources():
         h.update(f.relative_to(_PACKAGE).as_posix().encode())
         h.update(f.read_bytes())
     return h.hexdigest()
@@ -53,11 +66,15 @@ def code_digest() -> str:
 
 def cache_key(data: Mapping, split: str) -> str:
     """The folder name of ``split`` of the synthetic world described by ``data`` (a config's
-    ``data`` section)."""
+    ``data`` section). What does not change the items does not change the key: the order of
+    the modalities and the spelling of a condition (``night-fog`` is ``fog-night``)."""
+    from .synthetic.conditions import Condition
+
+    conditions = data.get("conditions")
     spec = {"format": FORMAT, "split": split, "seed": int(data["seed"]),
-            "size": [int(v) for v in data["size"]], "modalities": list(data["modalities"]),
-            "conditions": list(data["conditions"]) if data.get("conditions") else None,
-            "code": code_digest()}
+            "size": [int(v) for v in data["size"]], "modalities": sorted(data["modalities"]),
+            "conditions": [Condition.parse(c).name for c in conditions] if conditions else None,
+            "numpy": np.__version__, "code": code_digest()}
     return f"{split}-" + hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -104,6 +121,10 @@ class CachedItems(Dataset):
     def _read(self, path: Path, index: int) -> dict:
         with np.load(path, allow_pickle=False) as z:
             names = [str(m) for m in z["modalities"]]
+            # in the order the base dataset gives them (the key ignores the order)
+            order = getattr(self, "modalities", None)
+            if order is not None and sorted(order) == sorted(names):
+                names = list(order)
             inputs = {m: torch.from_numpy(z[f"input_{m}"]) for m in names}
             label = torch.from_numpy(z["label"].astype(np.int64))
             condition = str(z["condition"])

@@ -129,3 +129,35 @@ def test_the_experiment_key_leaves_the_cache_out(tmp_path):
     assert exp.row_key("full", with_cache) == exp.row_key("full", without)
     assert json.dumps(exp.commands("full", without)) != json.dumps(exp.commands("full",
                                                                                with_cache))
+
+
+def test_the_key_ignores_spellings_that_make_the_same_items(tmp_path, monkeypatch):
+    """Modality order and condition spelling do not change the items, so not the key either;
+    numpy's version (its random streams) does; export and command line code are not hashed."""
+    from anyseg_core.data import cache
+
+    data = dict(_cfg(tmp_path)["data"], modalities=["camera", "events", "lidar"],
+                conditions=["fog-night", "rain"])
+    key = cache_key(data, "train")
+    assert cache_key(dict(data, modalities=["lidar", "camera", "events"]), "train") == key
+    assert cache_key(dict(data, conditions=["night-fog", "rain-day"]), "train") == key
+    assert cache_key(dict(data, conditions=["rain", "fog-night"]), "train") != key  # cycling
+    monkeypatch.setattr(cache.np, "__version__", "0.0.0")
+    assert cache_key(data, "train") != key
+    names = {p.relative_to(cache._PACKAGE).as_posix() for p in cache.item_sources()}
+    assert {"data/synthetic/rig.py", "data/synthetic/dataset.py", "sensors/lidar.py",
+            "modalities.py"} <= names
+    assert not names & {"data/synthetic/export.py", "data/synthetic/__main__.py"}
+
+
+def test_items_read_back_in_the_order_of_the_modalities_asked_for(tmp_path):
+    """Two modality orders share a folder; each reads its items in its own order."""
+    a = build_dataset(_cfg(tmp_path, "data.modalities=[camera,lidar]"), "train")
+    b = build_dataset(_cfg(tmp_path, "data.modalities=[lidar,camera]"), "train")
+    assert a.folder == b.folder
+    first = a[2]
+    assert list(first["inputs"]) == ["camera", "lidar"]
+    again = b[2]
+    assert b.rendered == 0 and list(again["inputs"]) == ["lidar", "camera"]
+    for m in first["inputs"]:
+        assert torch.equal(first["inputs"][m], again["inputs"][m])

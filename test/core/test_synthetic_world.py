@@ -11,7 +11,7 @@ from anyseg_core.data.synthetic import (Condition, RigConfig, SampleOptions, Syn
                                         collate, drive, generate_scene, render_frame)
 from anyseg_core.data.synthetic.__main__ import main as synthetic_cli
 from anyseg_core.data.synthetic.rig import add_weather_overlay
-from anyseg_core.modalities import CITYSCAPES_CLASSES, IGNORE_INDEX
+from anyseg_core.modalities import CITYSCAPES_CLASSES, CLASS_ID, IGNORE_INDEX
 from anyseg_core.sensors import project_lidar
 
 RIG = RigConfig(image_hw=(144, 256))
@@ -128,7 +128,9 @@ def test_fog_lowers_camera_contrast_with_distance_and_shortens_lidar_range():
 
 @pytest.mark.parametrize("weather", ["rain", "snow"])
 def test_rain_and_snow_add_streaks_and_spurious_near_lidar_returns(weather):
-    clear, bad = frame(9, "clear-day"), frame(9, f"{weather}-day")
+    scene = generate_scene(9)  # without its clutter (labelled 255 like spurious returns)
+    scene = replace(scene, boxes=scene.boxes.select(scene.boxes.label != IGNORE_INDEX))
+    clear, bad = frame(9, "clear-day", scene=scene), frame(9, f"{weather}-day", scene=scene)
     spurious = bad.meta["lidar_labels"] == IGNORE_INDEX
     assert (clear.meta["lidar_labels"] == IGNORE_INDEX).sum() == 0
     assert spurious.sum() > 20
@@ -227,3 +229,174 @@ def test_scene_command_writes_the_picture(tmp_path, capsys):
     assert img is not None and img.shape[0] > 5 * 72
     with pytest.raises(SystemExit):
         synthetic_cli(["scene", "--condition", "sandstorm"])
+
+
+# --------------------------------------------------------------------------- road users
+
+_VEHICLES = [CLASS_ID[k] for k in ("car", "truck", "bus", "train", "motorcycle", "bicycle")]
+
+
+def vehicle_footprints(scene, dt: float = 0.0):
+    """Every vehicle's footprint ``dt`` seconds on: x-y centre [N, 2], half extents along its
+    own axes [N, 2], yaw [N], velocity [N, 2]. A car's cabin (flagged by color2, inside its
+    body) is left out; a two-wheeler is widened to its rider."""
+    boxes, cyls = scene.boxes.at_time(dt), scene.cylinders.at_time(dt)
+    cabin = (boxes.label == CLASS_ID["car"]) & (boxes.color2[:, 0] == 1.0)
+    sel = np.isin(boxes.label, _VEHICLES) & ~cabin
+    c = boxes.center[sel, :2].astype(np.float64)
+    h = boxes.size[sel, :2].astype(np.float64)
+    riders = cyls.label == CLASS_ID["rider"]
+    rc, rr = cyls.center[riders, :2], cyls.size[riders, 0]
+    two = np.isin(boxes.label[sel], [CLASS_ID["motorcycle"], CLASS_ID["bicycle"]])
+    assert two.sum() == riders.sum()
+    for i in np.nonzero(two)[0]:
+        d = np.linalg.norm(rc - c[i], axis=1)
+        assert d.min() < 0.2, "a two-wheeler without its rider"
+        h[i, 1] = max(h[i, 1], float(rr[np.argmin(d)]))
+    return c, h, boxes.yaw[sel].astype(np.float64), boxes.vel[sel]
+
+
+def _axes(yaw):
+    return np.stack([np.cos(yaw), np.sin(yaw)], -1), np.stack([-np.sin(yaw), np.cos(yaw)], -1)
+
+
+def _aabb_half(h, yaw):
+    c, s = np.abs(np.cos(yaw)), np.abs(np.sin(yaw))
+    return np.stack([c * h[:, 0] + s * h[:, 1], s * h[:, 0] + c * h[:, 1]], -1)
+
+
+def overlapping_pairs(c, h, yaw, tol: float = 1e-3) -> list[tuple[int, int]]:
+    """Pairs of footprints (yawed rectangles) that overlap by more than ``tol`` metres."""
+    a = _aabb_half(h, yaw)
+    d = np.abs(c[:, None] - c[None])
+    cand = np.triu((d < a[:, None] + a[None] - tol).all(-1), 1)
+    u, v = _axes(yaw)
+    out = []
+    for i, j in zip(*np.nonzero(cand)):
+        for axis in (u[i], v[i], u[j], v[j]):  # separating axis theorem
+            ri = h[i, 0] * abs(u[i] @ axis) + h[i, 1] * abs(v[i] @ axis)
+            rj = h[j, 0] * abs(u[j] @ axis) + h[j, 1] * abs(v[j] @ axis)
+            if abs((c[i] - c[j]) @ axis) >= ri + rj - tol:
+                break
+        else:
+            out.append((int(i), int(j)))
+    return out
+
+
+def containing(c, h, yaw, point) -> np.ndarray:
+    """Which footprints contain the x-y of ``point``."""
+    u, v = _axes(yaw)
+    o = np.asarray(point, np.float64)[:2] - c
+    return (np.abs((o * u).sum(1)) <= h[:, 0]) & (np.abs((o * v).sum(1)) <= h[:, 1])
+
+
+def sensor_origins(rig: RigConfig, scene, dt: float):
+    from anyseg_core.data.synthetic.rig import camera_pose
+
+    pose = camera_pose(rig, scene, dt)
+    return {"camera": pose.origin, "lidar": (pose.T_world_cam @ rig.T_cam_lidar)[:3, 3]}
+
+
+def test_vehicles_keep_to_their_lane_or_the_parking_strip_and_never_overlap():
+    """Over 200 streets: no two vehicles overlap, none stands over the ego's camera or LiDAR,
+    lane traffic stays inside its lane and parked vehicles inside the strip along the curb."""
+    parked = 0
+    for seed in range(200):
+        scene = generate_scene(seed)
+        c, h, yaw, vel = vehicle_footprints(scene)
+        assert len(c) > 5
+        pairs = overlapping_pairs(c, h, yaw)
+        assert not pairs, f"seed {seed}: vehicles overlap: {[(c[i], c[j]) for i, j in pairs]}"
+        for name, origin in sensor_origins(RIG, scene, 0.0).items():
+            assert not containing(c, h, yaw, origin).any(), f"seed {seed}: {name} in a vehicle"
+        lw, n, R = scene.lane_width, scene.lanes_per_side, scene.road_half_width
+        lanes = [(k * lw, (k + 1) * lw) for k in range(-n, n)]
+        strips = [(-R, -n * lw), (n * lw, R)]
+        ay = _aabb_half(h, yaw)[:, 1]
+        lo, hi = c[:, 1] - ay, c[:, 1] + ay
+        within = lambda a, b: (lo >= a - 1e-4) & (hi <= b + 1e-4)  # noqa: E731
+        in_lane = np.any([within(a, b) for a, b in lanes], 0)
+        in_strip = np.any([within(a, b) for a, b in strips], 0)
+        assert (in_lane | in_strip).all(), f"seed {seed}: a vehicle straddles a lane line"
+        assert not vel[in_strip].any(), f"seed {seed}: a vehicle drives in the parking strip"
+        parked += int(in_strip.sum())
+    assert parked > 200  # the strips are used
+
+
+@pytest.mark.parametrize("seed", [0, 2, 7, 11])
+def test_vehicles_never_meet_during_a_drive(seed, monkeypatch):
+    """The street of a 30 s drive, at every camera frame: no vehicle passes through another
+    (one speed per lane) or over the ego's sensors."""
+    import anyseg_core.data.synthetic.sequence as sequence
+
+    made = []
+
+    def recording(*args, **kwargs):
+        made.append(generate_scene(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(sequence, "generate_scene", recording)
+    seconds, rig = 30.0, RigConfig(image_hw=(8, 12))
+    next(drive(seed, seconds, rig=rig))  # the street the drive runs through
+    scene = made[0]
+    for k in range(int(seconds * 10) + 1):
+        dt = k / 10
+        c, h, yaw, _ = vehicle_footprints(scene, dt)
+        pairs = overlapping_pairs(c, h, yaw)
+        assert not pairs, f"t = {dt} s: vehicles overlap: {[(c[i], c[j]) for i, j in pairs]}"
+        for name, origin in sensor_origins(rig, scene, dt).items():
+            assert not containing(c, h, yaw, origin).any(), f"t = {dt} s: {name} in a vehicle"
+
+
+# --------------------------------------------------------------------------- ray casting
+
+
+def _look_at(origin, target, hw=(1, 1)):
+    """A 1-pixel pinhole camera at ``origin`` whose single ray points at ``target``."""
+    from anyseg_core.data.synthetic.raycast import PinholeGrid
+    from anyseg_core.data.synthetic.rig import intrinsics
+
+    f = np.subtract(target, origin, dtype=np.float64)
+    f /= np.linalg.norm(f)
+    right = np.cross(f, [0.0, 0.0, 1.0])
+    right /= np.linalg.norm(right)
+    R = np.stack([right, np.cross(f, right), f], 1)
+    return PinholeGrid(intrinsics(hw, 30.0), hw, R, np.asarray(origin, np.float32))
+
+
+def test_a_tree_crown_is_closed_underneath():
+    """A ray from below a crown enters it through its bottom disk, whose normal points down."""
+    from anyseg_core.data.synthetic.raycast import KIND_CYL, cast
+    from anyseg_core.data.synthetic.scene import _Builder
+
+    b = _Builder()
+    b.cyl((10.0, 0.0, 3.0), 2.0, 3.0, CLASS_ID["vegetation"], (0.2, 0.4, 0.1))
+    empty = generate_scene(0).boxes.select(np.zeros(len(generate_scene(0).boxes), bool))
+    scene = replace(generate_scene(0), boxes=empty, cylinders=b.build("cyl"))
+    origin = np.array([0.0, 0.0, 1.5])
+    for target in ([10.0, 0.0, 3.0], [9.0, 0.5, 3.0], [11.5, -1.0, 3.0]):
+        hits = cast(scene, _look_at(origin, target))
+        assert hits.kind[0] == KIND_CYL and hits.label[0] == CLASS_ID["vegetation"], target
+        np.testing.assert_allclose(hits.t[0], np.linalg.norm(np.subtract(target, origin)),
+                                   rtol=1e-4)
+        np.testing.assert_allclose(hits.normal[0], [0.0, 0.0, -1.0], atol=1e-6)
+    # just above the base, through the side: a horizontal normal
+    hits = cast(scene, _look_at([0.0, 0.0, 3.01], [8.0, 0.0, 3.01]))
+    assert hits.kind[0] == KIND_CYL
+    np.testing.assert_allclose(hits.normal[0], [-1.0, 0.0, 0.0], atol=1e-3)
+
+
+# --------------------------------------------------------------------------- randomness
+
+
+def test_each_sensors_noise_is_its_own_whatever_else_is_rendered():
+    """An item's LiDAR and events inputs do not depend on which other modalities it has."""
+    kw = dict(split="val", seed=0, size_hw=(48, 80))
+    full = SyntheticDataset(3, modalities=("camera", "events", "lidar"), **kw)
+    alone = {m: SyntheticDataset(3, modalities=(m,), **kw) for m in ("events", "lidar")}
+    pair = SyntheticDataset(3, modalities=("events", "lidar"), **kw)
+    for i in range(2):
+        a = full[i]["inputs"]
+        for m, ds in alone.items():
+            assert torch.equal(a[m], ds[i]["inputs"][m]), (i, m)
+            assert torch.equal(a[m], pair[i]["inputs"][m]), (i, m)

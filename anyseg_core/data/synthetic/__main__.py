@@ -65,7 +65,8 @@ def render_scene_figure(seed: int, condition: Condition, net_hw: tuple[int, int]
              for i, c in zip(labels.tolist(), counts.tolist())}
     top = ", ".join(f"{k} {v:.0%}" for k, v in sorted(share.items(), key=lambda kv: -kv[1])[:6])
     summary = [
-        f"scene seed {seed}, condition {condition.name}, ego speed {frame.meta['ego_speed']:.1f} m/s",
+        f"scene seed {seed}, condition {condition.name}, "
+        f"ego speed {frame.meta['ego_speed']:.1f} m/s",
         f"camera {W}x{H} rgb8; depth 32FC1; lidar {len(frame.lidar)} points "
         f"({frame.lidar.shape[1]} fields: x y z intensity ring time); "
         f"events {len(ev)} on {frame.events_hw[1]}x{frame.events_hw[0]}",

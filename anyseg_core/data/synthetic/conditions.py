@@ -59,8 +59,8 @@ def all_conditions(with_exposure: bool = False) -> list[Condition]:
 
 
 def sample_condition(rng: np.random.Generator) -> Condition:
-    """Roughly MUSES' mix: 40% clear, 20% each of rain, snow and fog; 40% at night; and 10%
-    of clear days badly exposed."""
+    """Roughly MUSES' mix: 40% clear, 20% each of rain, snow and fog; 40% at night; and a
+    quarter of clear days badly exposed (half of them over-, half under-exposed)."""
     weather = rng.choice(WEATHERS, p=[0.4, 0.2, 0.2, 0.2])
     time = "night" if rng.random() < 0.4 else "day"
     exposure = "normal"

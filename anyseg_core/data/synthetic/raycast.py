@@ -235,11 +235,15 @@ def _intersect_cylinders(p: Primitives, prim, ray, dirs, origin):
                       np.inf)
     z = o[:, 2] + t_side * d[:, 2]
     t_side = np.where((t_side > _EPS) & (z >= 0) & (z <= h), t_side, np.inf)
+    # The two caps: the top disk z = h and the bottom disk z = 0 (a crown seen from below).
     dz = np.where(np.abs(d[:, 2]) < 1e-9, -1e-9, d[:, 2])
-    t_top = (h - o[:, 2]) / dz
-    xt, yt = o[:, 0] + t_top * d[:, 0], o[:, 1] + t_top * d[:, 1]
-    t_top = np.where((t_top > _EPS) & (xt * xt + yt * yt <= r * r), t_top, np.inf)
-    return np.minimum(t_side, t_top).astype(np.float32)
+    t = t_side
+    for z_cap in (h, 0.0):
+        t_cap = (z_cap - o[:, 2]) / dz
+        xc, yc = o[:, 0] + t_cap * d[:, 0], o[:, 1] + t_cap * d[:, 1]
+        t_cap = np.where((t_cap > _EPS) & (xc * xc + yc * yc <= r * r), t_cap, np.inf)
+        t = np.minimum(t, t_cap)
+    return t.astype(np.float32)
 
 
 def _ground(scene: Scene, origin: np.ndarray, dirs: np.ndarray, far: float):
@@ -353,8 +357,14 @@ def _fill_object_attributes(scene, origin, dirs, t, kind, prim, label, normal, l
         else:
             p_local = origin[None] - rows(prims.center, pi) + tt * d
             r, h = prims.size[:, 0][pi], prims.size[:, 2][pi]
-            top = p_local[:, 2] >= h - 1e-3
+            # The surface the hit point lies closest to: the side, the top or the bottom.
+            side = np.abs(np.hypot(p_local[:, 0], p_local[:, 1]) - r)
+            top = np.abs(p_local[:, 2] - h)
+            bottom = np.abs(p_local[:, 2])
+            on_top = (top < side) & (top <= bottom)
+            on_bottom = (bottom < side) & (bottom < top)
             n = np.stack([p_local[:, 0] / r, p_local[:, 1] / r, np.zeros_like(r)], -1)
-            n[top] = (0.0, 0.0, 1.0)
+            n[on_top] = (0.0, 0.0, 1.0)
+            n[on_bottom] = (0.0, 0.0, -1.0)
             normal[sel] = n
             local[sel] = p_local

@@ -22,6 +22,16 @@ from .shading import Lighting, lidar_reflectivity, lighting_for, shade
 #: Reference epoch of synthetic timestamps (UNIX seconds): keeps them realistic (float64).
 EPOCH = 1_700_000_000.0
 
+#: The independent random streams of a sample: the world's (fog visibility) and one per sensor.
+STREAMS = ("world", "camera", "lidar", "events")
+
+
+def random_streams(seed: int, salt: int) -> dict[str, np.random.Generator]:
+    """One generator per entry of :data:`STREAMS`, from ``(seed, salt, stream)``: a sensor's
+    noise is the same whichever other sensors are simulated, and in whatever order."""
+    return {name: np.random.default_rng(np.random.SeedSequence([int(seed), int(salt), k]))
+            for k, name in enumerate(STREAMS)}
+
 
 def rotation_rpy(roll: float, pitch: float, yaw: float) -> np.ndarray:
     """R = Rz(yaw) Ry(pitch) Rx(roll), radians."""
@@ -231,8 +241,10 @@ def simulate_lidar(rig: RigConfig, scene: Scene, pose: EgoPose, condition: Condi
     """One sweep centred on ``t_center``. Returns N x 6 float64 (x, y, z, intensity, ring,
     time) in the LiDAR frame, and the train id of each point (255 for spurious returns).
 
-    The sweep is motion-compensated to the pose at ``t_center`` (as most drivers publish it);
-    per-point times still follow the scan order, column by column."""
+    The whole sweep is cast from the pose at ``t_center`` with ``scene`` as it is then (the
+    caller passes the scene at the sweep centre): a perfectly motion-compensated sweep, as most
+    drivers publish it, in which moving objects show no motion within the sweep. Per-point
+    times still follow the scan order, column by column."""
     T_world_lidar = pose.T_world_cam @ rig.T_cam_lidar
     elev = np.radians(np.linspace(*rig.lidar_elevation_deg, rig.lidar_rings))
     half = math.radians(rig.lidar_hfov_deg) / 2
@@ -252,7 +264,8 @@ def simulate_lidar(rig: RigConfig, scene: Scene, pose: EgoPose, condition: Condi
     if condition.weather == "fog" and visibility is not None:
         # Near-infrared light scatters less than visible light, but fog still eats range.
         beta = 3.0 / visibility * 0.6
-        keep &= rng.random(n) < np.exp(-2.0 * beta * np.where(np.isfinite(hits.t), hits.t, 1e6)) * 2.0
+        dist = np.where(np.isfinite(hits.t), hits.t, 1e6)
+        keep &= rng.random(n) < np.exp(-2.0 * beta * dist) * 2.0
     label = hits.label.copy()
     # Backscatter from droplets and flakes: spurious returns close to the sensor.
     spurious_rate = {"clear": 0.0, "rain": 0.01, "snow": 0.035, "fog": 0.04}[condition.weather]
@@ -329,13 +342,16 @@ class EventSimulator:
         for tk in np.linspace(self.t_last, t_end, substeps + 1)[1:]:
             log_k = self._log_image(tk)
             dlog = log_k - self.log_last
+            # Stochastic rounding (expected count |dlog| / threshold): the unknown phase of
+            # each pixel's reference level. The reference is reset after every call.
             count = np.floor(np.abs(dlog) / self.threshold + rng.random(dlog.shape))
             pix = np.repeat(np.arange(count.size), np.minimum(count, 20).astype(np.int64))
             n_noise = rng.poisson(self.noise_rate * count.size * (tk - self.t_last))
             noise = rng.integers(0, count.size, n_noise)
             xs += [pix % W, noise % W]
             ys += [pix // W, noise // W]
-            ts += [_times_in(self.t_last, tk, pix.size, rng), _times_in(self.t_last, tk, n_noise, rng)]
+            ts += [_times_in(self.t_last, tk, pix.size, rng),
+                   _times_in(self.t_last, tk, n_noise, rng)]
             ps += [(dlog[pix] > 0).astype(np.uint8), rng.integers(0, 2, n_noise).astype(np.uint8)]
             self.t_last, self.log_last = float(tk), log_k
         t = np.concatenate(ts)
@@ -366,32 +382,34 @@ def render_frame(rig: RigConfig, scene: Scene, condition: Condition, seed: int,
     ``t_cam`` (UNIX seconds) is the camera's mid-exposure time and the scene's reference
     time; events cover the ``event_window`` before it, the LiDAR sweep is centred on it."""
     options = options or SampleOptions()
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xC0FFEE]))
+    rng = random_streams(seed, 0xC0FFEE)
     t_cam = EPOCH + (int(seed) % 1_000_000) * 60.0 if t_cam is None else float(t_cam)
     light = lighting_for(scene, condition)
     pose = camera_pose(rig, scene, 0.0)
-    visibility = fog_visibility(condition, rng)
+    visibility = fog_visibility(condition, rng["world"])
     frame = RawFrame(image_hw=tuple(rig.image_hw), K=rig.K, t_cam=t_cam,
                      meta={"condition": condition.name, "seed": int(seed),
                            "ego_speed": scene.ego_speed, "visibility_m": visibility})
     if options.camera or options.depth:
-        rad, hits, grid = render_camera(rig, scene, pose, condition, light, visibility, rng)
+        rad, hits, grid = render_camera(rig, scene, pose, condition, light, visibility,
+                                        rng["camera"])
         H, W = rig.image_hw
         frame.label = hits.label.reshape(H, W).copy()
         if options.camera:
-            add_weather_overlay(rad, condition, rng)
-            frame.camera = expose(rad, condition, rng)
+            add_weather_overlay(rad, condition, rng["camera"])
+            frame.camera = expose(rad, condition, rng["camera"])
             frame.camera_encoding = "rgb8"
         if options.depth:
             z = np.where(np.isfinite(hits.t), hits.t * grid.z_per_t, 0.0)
             frame.depth = z.reshape(H, W).astype(np.float32)
             frame.depth_encoding = "32FC1"
     if options.lidar:
-        pts, lab = simulate_lidar(rig, scene, pose, condition, light, visibility, t_cam, rng)
+        pts, lab = simulate_lidar(rig, scene, pose, condition, light, visibility, t_cam,
+                                  rng["lidar"])
         frame.lidar, frame.T_cam_lidar = pts, rig.T_cam_lidar
         frame.meta["lidar_labels"] = lab
     if options.events:
-        sim = EventSimulator(rig, scene, condition, light, visibility, t_cam, rng)
+        sim = EventSimulator(rig, scene, condition, light, visibility, t_cam, rng["events"])
         sim.reset(t_cam - rig.event_window)
         frame.events = sim.advance(t_cam, rig.event_substeps)
         frame.events_K, frame.events_hw = rig.events_K, rig.events_hw

@@ -1,8 +1,9 @@
 """Procedural street scenes made of simple 3D geometry.
 
 World frame: x forward along the road, y to the left, z up, metres. The road is straight and
-centred on y = 0; the ego vehicle drives along +x in the right-hand lane. A scene is a flat
-ground (road, curbs, sidewalks, terrain and vegetation strips) plus two kinds of primitives:
+centred on y = 0: lanes in both directions and a parking strip along each curb; the ego vehicle
+drives along +x in a right-hand lane. A scene is a flat ground (road, curbs, sidewalks, terrain
+and vegetation strips) plus two kinds of primitives:
 yawed boxes and vertical cylinders, each with a Cityscapes train id, colours, a texture kind,
 a LiDAR reflectivity and a velocity. Everything a sensor sees comes from these arrays.
 
@@ -18,8 +19,9 @@ from ...modalities import CLASS_ID, IGNORE_INDEX
 
 C = CLASS_ID
 
-# Texture kinds, interpreted by anyseg_core.data.synthetic.render.
-TEX_PLAIN, TEX_FACADE, TEX_VEHICLE, TEX_PERSON, TEX_LIGHT, TEX_SIGN, TEX_FENCE, TEX_FOLIAGE = range(8)
+# Texture kinds, interpreted by anyseg_core.data.synthetic.shading.
+(TEX_PLAIN, TEX_FACADE, TEX_VEHICLE, TEX_PERSON, TEX_LIGHT, TEX_SIGN, TEX_FENCE,
+ TEX_FOLIAGE) = range(8)
 
 # LiDAR reflectivity on the driver's 0..255 intensity scale. Traffic lights and signs, and
 # vegetation and terrain, get the same value on purpose: those pairs must be told apart by
@@ -108,6 +110,8 @@ class Scene:
     ego_y: float
     ego_speed: float
     sun_dir: np.ndarray = field(default_factory=lambda: np.array([0.3, 0.4, 0.866], np.float32))
+    # Lanes per direction; the parking strips lie between lanes_per_side * lane_width and R.
+    lanes_per_side: int = 1
 
     def at_time(self, dt: float) -> "Scene":
         """The scene ``dt`` seconds after its reference time (moving objects moved)."""
@@ -140,6 +144,34 @@ class _Builder:
         )
 
 
+#: Width of the parking strip between the outer lane and the curb (m): cars (up to 1.95 m
+#: wide, slightly turned) and two-wheelers fit in it.
+PARKING_STRIP = (2.3, 3.0)
+#: No ego-lane vehicle reaches into this x range (m, the ego at x = 0 at the reference time;
+#: the camera is at x = 1.5). Ego-lane traffic drives at the ego's speed, so this holds always.
+EGO_KEEP_OUT = (-12.0, 10.0)
+VEHICLE_KINDS = ("car", "truck", "bus", "motorcycle", "bicycle", "train")
+VEHICLE_P = (0.58, 0.12, 0.1, 0.06, 0.1, 0.04)
+PARKED_KINDS = ("car", "motorcycle", "bicycle")
+PARKED_P = (0.58, 0.06, 0.1)
+
+
+@dataclass(frozen=True)
+class _Vehicle:
+    """A vehicle's kind and size (m): length, body width, height, its rider's radius."""
+
+    kind: str
+    length: float
+    width: float
+    height: float
+    rider: float = 0.0
+
+    @property
+    def half_width(self) -> float:
+        """Half the width of the footprint (a rider is wider than a bicycle)."""
+        return max(self.width / 2, self.rider)
+
+
 def _jitter(rng, colour, amount=0.06):
     return np.clip(colour + rng.normal(0.0, amount, 3), 0.02, 0.98).astype(np.float32)
 
@@ -151,7 +183,8 @@ def generate_scene(seed: int, x_range: tuple[float, float] = (-30.0, 170.0),
     x_min, x_max = x_range
     lanes_per_side = int(rng.integers(1, 3))
     lane_w = float(rng.uniform(3.0, 3.6))
-    R = lanes_per_side * lane_w + float(rng.uniform(0.0, 1.2))  # road half width
+    # Road half width: the lanes plus a parking strip along the curb.
+    R = lanes_per_side * lane_w + float(rng.uniform(*PARKING_STRIP))
     S = float(rng.uniform(1.8, 4.0))  # sidewalk width
     hc = float(rng.uniform(0.10, 0.20))  # curb height
     ego_y = -lane_w * 0.5 - (lanes_per_side - 1) * lane_w * float(rng.integers(0, 2))
@@ -281,60 +314,85 @@ def generate_scene(seed: int, x_range: tuple[float, float] = (-30.0, 170.0),
               CLOTHES_COLOURS[rng.integers(8)], TEX_PERSON, REFLECTIVITY["person"], vel,
               CLOTHES_COLOURS[rng.integers(8)])
 
-    # Vehicles: parked at the curb and driving in lanes.
-    def vehicle(x, y, vel, yaw=0.0):
-        kind = rng.choice(["car", "truck", "bus", "motorcycle", "bicycle", "train"],
-                          p=[0.58, 0.12, 0.1, 0.06, 0.1, 0.04])
-        colour = _jitter(rng, VEHICLE_COLOURS[rng.integers(len(VEHICLE_COLOURS))], 0.03)
-        refl = REFLECTIVITY[kind] * rng.uniform(0.8, 1.2)
+    # Vehicles: driving in lanes, parked in the strip between the lanes and the curb.
+    def vehicle_kind(kinds=VEHICLE_KINDS, p=VEHICLE_P) -> _Vehicle:
+        kind = str(rng.choice(kinds, p=np.asarray(p) / np.sum(p)))
+        rider = 0.0
         if kind == "car":
             L, W, H = rng.uniform(3.8, 4.9), rng.uniform(1.65, 1.95), rng.uniform(1.35, 1.6)
+        elif kind == "truck":
+            L, W, H = rng.uniform(6.0, 9.0), rng.uniform(2.3, 2.55), rng.uniform(2.8, 3.6)
+        elif kind == "bus":
+            L, W, H = rng.uniform(10.0, 13.0), 2.55, rng.uniform(3.0, 3.4)
+        elif kind == "train":
+            L, W, H = rng.uniform(20.0, 30.0), 2.65, rng.uniform(3.3, 3.7)
+        else:  # two-wheelers carry a rider
+            L, H = (1.75, 1.0) if kind == "bicycle" else (2.1, 1.15)
+            W = 0.12 if kind == "bicycle" else 0.6
+            rider = rng.uniform(0.2, 0.26)
+        return _Vehicle(kind, float(L), float(W), float(H), float(rider))
+
+    def draw_vehicle(v: _Vehicle, x, y, vel, yaw=0.0):
+        colour = _jitter(rng, VEHICLE_COLOURS[rng.integers(len(VEHICLE_COLOURS))], 0.03)
+        refl = REFLECTIVITY[v.kind] * rng.uniform(0.8, 1.2)
+        L, W, H = v.length, v.width, v.height
+        back = np.array([-np.cos(yaw), -np.sin(yaw)])  # towards the vehicle's rear
+        if v.kind == "car":
             b.box((x, y, 0.2 + H * 0.25), (L / 2, W / 2, H * 0.25), yaw, C["car"], colour,
                   TEX_VEHICLE, refl, vel)
-            b.box((x - L * 0.05, y, 0.2 + H * 0.5 + H * 0.2), (L * 0.3, W * 0.45, H * 0.2), yaw,
+            cx, cy = np.array([x, y]) + back * (L * 0.05)
+            b.box((cx, cy, 0.2 + H * 0.5 + H * 0.2), (L * 0.3, W * 0.45, H * 0.2), yaw,
                   C["car"], colour, TEX_VEHICLE, refl, vel, color2=(1.0, 0.0, 0.0))
-            return L
-        if kind in ("truck", "bus", "train"):
-            if kind == "truck":
-                L, W, H = rng.uniform(6.0, 9.0), rng.uniform(2.3, 2.55), rng.uniform(2.8, 3.6)
-            elif kind == "bus":
-                L, W, H = rng.uniform(10.0, 13.0), 2.55, rng.uniform(3.0, 3.4)
-            else:
-                L, W, H = rng.uniform(20.0, 30.0), 2.65, rng.uniform(3.3, 3.7)
-            b.box((x, y, 0.3 + H / 2), (L / 2, W / 2, H / 2), yaw, C[kind], colour, TEX_VEHICLE,
-                  refl, vel, color2=(1.0, 0.0, 0.0) if kind == "bus" else (0.0, 0.0, 0.0))
-            return L
-        # two-wheelers carry a rider
-        L, H = (1.75, 1.0) if kind == "bicycle" else (2.1, 1.15)
-        W = 0.12 if kind == "bicycle" else 0.6
-        b.box((x, y, H / 2), (L / 2, W / 2, H / 2), yaw, C[kind], colour, TEX_VEHICLE, refl, vel)
-        b.cyl((x - 0.1, y, H * 0.8), rng.uniform(0.2, 0.26), rng.uniform(0.8, 0.95), C["rider"],
-              CLOTHES_COLOURS[rng.integers(8)], TEX_PERSON, REFLECTIVITY["rider"], vel,
-              CLOTHES_COLOURS[rng.integers(8)])
-        return L
+        elif v.kind in ("truck", "bus", "train"):
+            b.box((x, y, 0.3 + H / 2), (L / 2, W / 2, H / 2), yaw, C[v.kind], colour,
+                  TEX_VEHICLE, refl, vel,
+                  color2=(1.0, 0.0, 0.0) if v.kind == "bus" else (0.0, 0.0, 0.0))
+        else:
+            b.box((x, y, H / 2), (L / 2, W / 2, H / 2), yaw, C[v.kind], colour, TEX_VEHICLE,
+                  refl, vel)
+            rx, ry = np.array([x, y]) + back * 0.1
+            b.cyl((rx, ry, H * 0.8), v.rider, rng.uniform(0.8, 0.95), C["rider"],
+                  CLOTHES_COLOURS[rng.integers(8)], TEX_PERSON, REFLECTIVITY["rider"], vel,
+                  CLOTHES_COLOURS[rng.integers(8)])
 
+    # Lane traffic: each vehicle inside its lane, bumper to bumper gaps of 6 to 40 m, all
+    # vehicles of a lane at one speed (so none drives through another). The ego lane moves
+    # with the ego and stays clear of it (EGO_KEEP_OUT, on the vehicles' extents).
     lanes = [(-lane_w * (i + 0.5), 1.0) for i in range(lanes_per_side)] + \
             [(lane_w * (i + 0.5), -1.0) for i in range(lanes_per_side)]
     for y_lane, direction in lanes:
-        x = x_min + rng.uniform(0, 20)
-        while x < x_max:
-            ego_lane = abs(y_lane - ego_y) < 0.1
-            if ego_lane and -12.0 < x < 10.0:
-                x = 10.0 + rng.uniform(2.0, 10.0)
+        ego_lane = abs(y_lane - ego_y) < 0.1
+        speed = ego_speed if ego_lane else float(rng.uniform(0.0, 14.0))
+        rear = x_min + rng.uniform(0, 20)  # the low-x end of the next vehicle
+        while rear < x_max:
+            v = vehicle_kind()
+            if ego_lane and rear < EGO_KEEP_OUT[1] and rear + v.length > EGO_KEEP_OUT[0]:
+                rear = EGO_KEEP_OUT[1] + rng.uniform(2.0, 10.0)
                 continue
-            # Ego-lane traffic keeps its distance (drives at the ego's speed).
-            speed = ego_speed if ego_lane else rng.uniform(0.0, 14.0)
-            L = vehicle(x, y_lane + rng.normal(0, 0.2), (direction * speed, 0.0),
-                        0.0 if direction > 0 else np.pi)
-            x += L + rng.uniform(6.0, 40.0)
-    for side in (1.0, -1.0):  # parked along the curb
-        x = x_min + rng.uniform(0, 15)
-        while x < x_max:
+            slack = max((lane_w - 2 * v.half_width) / 2 - 0.1, 0.0)
+            dy = float(np.clip(rng.normal(0, 0.2), -slack, slack))
+            draw_vehicle(v, rear + v.length / 2, y_lane + dy, (direction * speed, 0.0),
+                         0.0 if direction > 0 else np.pi)
+            rear += v.length + rng.uniform(6.0, 40.0)
+    # Parked: cars and two-wheelers (the others do not fit), wholly inside the strip, in the
+    # direction of the traffic beside them.
+    lane_edge = lanes_per_side * lane_w
+    for side in (1.0, -1.0):
+        rear = x_min + rng.uniform(0, 15)
+        while rear < x_max:
             if rng.random() < 0.5:
-                L = vehicle(x, side * (R - 1.1), (0.0, 0.0), rng.normal(0, 0.03))
+                v = vehicle_kind(PARKED_KINDS, PARKED_P)
+                turn = float(np.clip(rng.normal(0, 0.03), -0.04, 0.04))
+                c, s = abs(np.cos(turn)), abs(np.sin(turn))
+                hx = c * v.length / 2 + s * v.half_width  # footprint, world axes
+                hy = s * v.length / 2 + c * v.half_width
+                lo, hi = lane_edge + 0.05 + hy, R - 0.05 - hy
+                y = hi - rng.uniform(0.0, 0.3) * (hi - lo) if hi > lo else (lo + hi) / 2
+                draw_vehicle(v, rear + hx, side * y, (0.0, 0.0),
+                             turn + (np.pi if side > 0 else 0.0))
+                rear += 2 * hx + rng.uniform(1.0, 25.0)
             else:
-                L = 4.0
-            x += L + rng.uniform(1.0, 25.0)
+                rear += 4.0 + rng.uniform(1.0, 25.0)
 
     az = rng.uniform(-np.pi, np.pi)
     el = rng.uniform(np.radians(20), np.radians(65))
@@ -342,4 +400,4 @@ def generate_scene(seed: int, x_range: tuple[float, float] = (-30.0, 170.0),
     return Scene(seed=int(seed), road_half_width=R, sidewalk_width=S, curb_height=hc,
                  lane_width=lane_w, ground_x0=tuple(ground_x0), ground_label=tuple(ground_label),
                  boxes=b.build("box"), cylinders=b.build("cyl"), ego_y=ego_y,
-                 ego_speed=float(ego_speed), sun_dir=sun)
+                 ego_speed=float(ego_speed), sun_dir=sun, lanes_per_side=lanes_per_side)

@@ -15,7 +15,7 @@ import numpy as np
 
 from .conditions import Condition
 from .rig import (EPOCH, EventSimulator, RigConfig, add_weather_overlay, camera_pose, expose,
-                  fog_visibility, render_camera, simulate_lidar)
+                  fog_visibility, random_streams, render_camera, simulate_lidar)
 from .scene import generate_scene
 from .shading import lighting_for
 
@@ -44,11 +44,11 @@ def drive(seed: int, seconds: float, condition: str | Condition = "clear-day",
     cond = condition if isinstance(condition, Condition) else Condition.parse(condition)
     scene = generate_scene(seed, x_range=(-30.0, ego_speed * seconds + 180.0),
                            ego_speed=ego_speed)
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xD21E]))
+    rng = random_streams(seed, 0xD21E)
     t0 = EPOCH + (int(seed) % 1_000_000) * 3600.0 if t0 is None else float(t0)
     light = lighting_for(scene, cond)
-    visibility = fog_visibility(cond, rng)
-    events = EventSimulator(rig, scene, cond, light, visibility, t0, rng)
+    visibility = fog_visibility(cond, rng["world"])
+    events = EventSimulator(rig, scene, cond, light, visibility, t0, rng["events"])
     events.reset(t0)
 
     # (stamp, order, sensor) for every message; heapq merges the three clocks.
@@ -68,15 +68,18 @@ def drive(seed: int, seconds: float, condition: str | Condition = "clear-day",
         pose = camera_pose(rig, scene, dt)
         moved = scene.at_time(dt)
         if sensor == "camera":
-            rad, hits, grid = render_camera(rig, moved, pose, cond, light, visibility, rng)
+            rad, hits, grid = render_camera(rig, moved, pose, cond, light, visibility,
+                                            rng["camera"])
             H, W = rig.image_hw
-            add_weather_overlay(rad, cond, rng)
+            add_weather_overlay(rad, cond, rng["camera"])
             depth = np.where(np.isfinite(hits.t), hits.t * grid.z_per_t, 0.0)
             yield SensorMessage("camera", stamp, {
-                "image": expose(rad, cond, rng), "label": hits.label.reshape(H, W).copy(),
+                "image": expose(rad, cond, rng["camera"]),
+                "label": hits.label.reshape(H, W).copy(),
                 "depth": depth.reshape(H, W).astype(np.float32)})
         else:
-            pts, _ = simulate_lidar(rig, moved, pose, cond, light, visibility, stamp, rng)
+            pts, _ = simulate_lidar(rig, moved, pose, cond, light, visibility, stamp,
+                                    rng["lidar"])
             yield SensorMessage("lidar", stamp, pts)
 
 

@@ -53,12 +53,14 @@ def lighting_for(scene: Scene, condition) -> Lighting:
 
 
 def _lane_marking(scene: Scene, pt: np.ndarray) -> np.ndarray:
-    """Dashed lane lines between lanes, solid edge lines; in world coordinates."""
+    """Dashed lines between lanes, a solid line between the lanes and each parking strip;
+    in world coordinates."""
     y, x = pt[:, 1], pt[:, 0]
     lane = np.abs(np.abs(y) - np.round(np.abs(y) / scene.lane_width) * scene.lane_width)
-    inner = np.abs(y) < scene.road_half_width - 0.6
+    edge_y = scene.lanes_per_side * scene.lane_width
+    inner = np.abs(y) < edge_y - 0.3
     dashed = (lane < 0.08) & inner & (np.mod(x, 9.0) < 3.0)
-    edge = np.abs(np.abs(y) - (scene.road_half_width - 0.35)) < 0.08
+    edge = np.abs(np.abs(y) - edge_y) < 0.08
     return dashed | edge
 
 
@@ -114,7 +116,7 @@ def object_albedo(scene: Scene, hits: Hits, sel: np.ndarray, kind: int, light: L
         half_u = size[:, 0] * np.pi
         on_x_face = np.zeros(sel.size, bool)
         nx_local = np.zeros(sel.size, np.float32)
-        vertical = np.ones(sel.size, bool)
+        vertical = np.abs(rows(hits.normal, sel)[:, 2]) < 0.5  # the side, not a cap
     height = size[:, 2] * (2.0 if kind == KIND_BOX else 1.0)
     vrel = v / np.maximum(height, 1e-3)
     # Brightness factor (1D, applied once at the end) and colour replacements by index:

@@ -8,6 +8,8 @@ checkpoint. Unknown keys are errors: a typo must not silently fall back to a def
 from __future__ import annotations
 
 import copy
+import difflib
+import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -79,12 +81,38 @@ class ConfigError(ValueError):
     pass
 
 
+#: Keys whose default is null, with the type of their other values (every other key takes
+#: the type of its default and is never null).
+NULLABLE = {
+    "data.root": "str", "data.conditions": "list[str]", "data.cache": "str",
+    "teacher.checkpoint": "str", "dropout.all_prob": "float", "loss.ohem_thresh": "float",
+    "optim.grad_clip": "float",
+}
+
+
+def _kind(default: Any, where: str) -> str:
+    if where in NULLABLE:
+        return NULLABLE[where]
+    if isinstance(default, bool):
+        return "bool"
+    if isinstance(default, int):
+        return "int"
+    if isinstance(default, float):
+        return "float"
+    if isinstance(default, list):
+        first = default[0] if default else ""
+        return f"list[{_kind(first, '')}]"
+    return "str"
+
+
 def _merge(base: dict, update: Mapping, path: str = "") -> dict:
     out = copy.deepcopy(base)
     for key, value in update.items():
         where = f"{path}{key}"
         if key not in base:
-            raise ConfigError(f"unknown config key {where!r}; known keys here: "
+            close = difflib.get_close_matches(str(key), [str(k) for k in base], n=1)
+            hint = f" (did you mean '{path}{close[0]}'?)" if close else ""
+            raise ConfigError(f"unknown config key {where!r}{hint}; known keys here: "
                               f"{sorted(base)}")
         if isinstance(base[key], dict):
             if not isinstance(value, Mapping):
@@ -96,22 +124,68 @@ def _merge(base: dict, update: Mapping, path: str = "") -> dict:
 
 
 def _coerce(default: Any, value: Any, where: str) -> Any:
-    """Numbers stay numbers: YAML reads ``1e-4`` (no dot) as a string, which must not reach
-    the optimiser as one. Other types are taken as given (None defaults accept anything)."""
-    if isinstance(default, bool) or default is None or value is None:
-        return copy.deepcopy(value)
-    if isinstance(default, (int, float)):
+    """``value`` as the type of key ``where`` (that of its default, or :data:`NULLABLE`'s),
+    or a ConfigError naming the key. Numbers written as text (YAML reads ``1e-4`` and
+    ``5e-1``, without a dot, as strings) become numbers; YAML's ``off`` (read as false) is
+    the word ``off`` for ``train.amp``."""
+    if value is None:
+        if where in NULLABLE:
+            return None
+        raise ConfigError(f"config key {where!r} cannot be null (default {default!r})")
+    return _as_kind(_kind(default, where), value, where)
+
+
+def _as_kind(kind: str, value: Any, where: str) -> Any:
+    if kind.startswith("list["):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key {where!r} must be a list, e.g. [a, b], got "
+                              f"{value!r}")
+        return [_as_kind(kind[5:-1], v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key {where!r} must be true or false, got {value!r}")
+        return value
+    if kind in ("int", "float"):
+        number = value
         if isinstance(value, str):
             try:
-                value = float(value)
+                number = float(value)
             except ValueError:
-                raise ConfigError(f"config key {where!r} must be a number, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+                number = None
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
             raise ConfigError(f"config key {where!r} must be a number, got {value!r}")
-        if isinstance(default, int) and float(value).is_integer():
-            return int(value)
-        return float(value) if isinstance(default, float) else value
-    return copy.deepcopy(value)
+        if not math.isfinite(number):
+            raise ConfigError(f"config key {where!r} must be a finite number, got {value!r}")
+        if kind == "int":
+            if not float(number).is_integer():
+                raise ConfigError(f"config key {where!r} must be a whole number, got {value!r}")
+            return int(number)
+        return float(number)
+    if where == "train.amp" and value is False:
+        return "off"
+    if not isinstance(value, str):
+        raise ConfigError(f"config key {where!r} must be text, got {value!r}")
+    return value
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that refuses a key given twice in one mapping (a second ``optim:``
+    section would otherwise replace the first without a word)."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} appears twice", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+                                 _unique_mapping)
 
 
 def parse_override(text: str) -> dict:
@@ -139,7 +213,7 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = (),
     if path is not None:
         path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist") from None
         except yaml.YAMLError as err:
@@ -199,8 +273,8 @@ def validate(cfg: Mapping) -> None:
     need(cfg["model"]["init"] != "teacher" or cfg["teacher"]["checkpoint"],
          "model.init=teacher needs teacher.checkpoint (the weights to start from)")
     if cfg["stage"] == "student":
-        uses_teacher = any(cfg["loss"][k] for k in ("lambda_mad", "alpha_umd", "beta_cmd",
-                                                   "gamma_fkd")) or cfg["model"]["init"] == "teacher"
+        uses_teacher = cfg["model"]["init"] == "teacher" or any(
+            cfg["loss"][k] for k in ("lambda_mad", "alpha_umd", "beta_cmd", "gamma_fkd"))
         need(not uses_teacher or cfg["teacher"]["checkpoint"],
              "stage student with distillation losses (or model.init=teacher) needs "
              "teacher.checkpoint")
@@ -216,8 +290,48 @@ def validate(cfg: Mapping) -> None:
     for key in ("optim.warmup_steps", "train.eval_every", "train.eval_samples",
                 "data.num_workers"):
         count(key, 0)
+    for key in ("model.embed_dim",):
+        count(key, 1)
+    need(cfg["model"]["fusion"] in ("mean", "primary"),
+         f"model.fusion must be mean or primary, got {cfg['model']['fusion']!r}")
+    need(0 <= cfg["model"]["drop_path_rate"] < 1,
+         f"model.drop_path_rate must be in [0, 1), got {cfg['model']['drop_path_rate']!r}")
+    backbone = cfg["model"]["backbone"]
+    import timm
+
+    need(timm.is_model(backbone), f"model.backbone {backbone!r} is not a timm model name (e.g. "
+                                  "pvt_v2_b0; timm.list_models() lists them)")
+    need(cfg["stage"] == "student" or cfg["dropout"]["policy"] == "none",
+         "dropout.policy applies to the student stage only (the PML teacher sees every "
+         "modality): set it to none, or stage=student")
+    need(cfg["data"]["dataset"] == "synthetic" or bool(cfg["data"]["root"]),
+         f"data.root must name the {cfg['data']['dataset']} folder (data.dataset="
+         f"{cfg['data']['dataset']})")
+    loss = cfg["loss"]
+    for key in ("lambda_mad", "alpha_umd", "beta_cmd", "gamma_fkd"):
+        need(loss[key] >= 0, f"loss.{key} must be >= 0, got {loss[key]!r}")
+    for key in ("tau", "tau_cmd"):
+        need(loss[key] > 0, f"loss.{key} (a temperature) must be > 0, got {loss[key]!r}")
+    need(loss["ohem_thresh"] is None or 0 < loss["ohem_thresh"] < 1,
+         f"loss.ohem_thresh must be in (0, 1) or null, got {loss['ohem_thresh']!r}")
+    aug = cfg["augment"]
+    scale = aug["scale"]
+    need(len(scale) == 2 and 0 < scale[0] <= scale[1],
+         f"augment.scale must be [low, high] with 0 < low <= high, got {scale!r}")
+    for key in ("blur_p", "color_jitter_p"):
+        need(0 <= aug[key] <= 1, f"augment.{key} must be a probability (0 to 1), got "
+                                 f"{aug[key]!r}")
     o = cfg["optim"]
     need(o["lr"] > 0, f"optim.lr must be positive, got {o['lr']!r}")
+    need(o["weight_decay"] >= 0, f"optim.weight_decay must be >= 0, got {o['weight_decay']!r}")
+    need(len(o["betas"]) == 2 and all(0 <= b < 1 for b in o["betas"]),
+         f"optim.betas must be two numbers in [0, 1), got {o['betas']!r}")
+    need(0 < o["warmup_ratio"] <= 1,
+         f"optim.warmup_ratio (the lr factor at the start of the warm-up) must be in (0, 1], "
+         f"got {o['warmup_ratio']!r}")
+    need(o["poly_power"] > 0, f"optim.poly_power must be > 0, got {o['poly_power']!r}")
+    need(o["grad_clip"] is None or o["grad_clip"] > 0,
+         f"optim.grad_clip must be > 0 or null (no clipping), got {o['grad_clip']!r}")
     need(o["warmup_steps"] <= o["steps"], "optim.warmup_steps must be in [0, optim.steps]")
     need(cfg["train"]["amp"] in ("auto", "bf16", "off"), "train.amp must be auto, bf16 or off")
     device = cfg["train"]["device"]

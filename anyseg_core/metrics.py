@@ -10,7 +10,8 @@ from .modalities import IGNORE_INDEX
 
 class ConfusionMatrix:
     """Accumulates a K x K confusion matrix (rows: ground truth, columns: prediction) on the
-    device of the first update; pixels labelled ``ignore_index`` are skipped. A labelled
+    device of the first update; pixels labelled ``ignore_index`` are skipped, and any other
+    label outside [0, K) is a ValueError (a class mapping that does not fit). A labelled
     pixel predicted as no class (255, e.g. a Runtime's ``min_confidence``, or any id
     outside [0, K)) is a miss of its class, counted in ``unpredicted`` (per ground-truth
     class), and a false positive of none."""
@@ -33,7 +34,13 @@ class ConfusionMatrix:
             self.unpredicted = torch.zeros(K, dtype=torch.int64, device=self.matrix.device)
         label = label.reshape(-1).long()
         pred = pred.reshape(-1).long().to(label.device)
-        valid = (label != self.ignore_index) & (label >= 0) & (label < K)
+        valid = label != self.ignore_index
+        outside = valid & ((label < 0) | (label >= K))
+        if bool(outside.any()):  # a wrong class mapping must not pass as fewer pixels
+            bad = sorted(set(label[outside].unique().tolist()))[:8]
+            raise ValueError(f"labels {bad} are outside [0, {K}) and not the ignore index "
+                             f"{self.ignore_index}: the labels and the model's {K} classes "
+                             "do not match")
         label, pred = label[valid], pred[valid]
         known = (pred >= 0) & (pred < K)
         self.matrix += torch.bincount(label[known] * K + pred[known],

@@ -282,6 +282,17 @@ def train(cfg: dict, resume: bool = False, stop_after: int | None = None) -> Pat
         if list(tmeta["modalities"]) != list(mods):
             raise ConfigError(f"the teacher was trained on {tmeta['modalities']}, this run "
                               f"on {list(mods)}: they must match")
+        if student and list(tmeta["class_names"]) != list(names):
+            raise ConfigError(f"the teacher predicts {len(tmeta['class_names'])} classes "
+                              f"({', '.join(tmeta['class_names'][:4])}, ...), this run's data "
+                              f"{len(names)} ({', '.join(names[:4])}, ...): they must match "
+                              "for L_mad")
+        feature_kd = any(cfg["loss"][k] for k in ("alpha_umd", "beta_cmd", "gamma_fkd"))
+        if student and feature_kd and tmeta["backbone"] != m["backbone"]:
+            raise ConfigError(f"the teacher's encoder is {tmeta['backbone']}, this run's "
+                              f"{m['backbone']}: the feature distillation losses (loss."
+                              "alpha_umd, beta_cmd, gamma_fkd) compare their features stage by "
+                              "stage, so they must be the same")
         teacher.eval().requires_grad_(False)
         if m["init"] == "teacher":
             try:

@@ -29,14 +29,15 @@ def colorize_labels(label, palette: Sequence[Sequence[int]] = CITYSCAPES_PALETTE
     lut = np.zeros((256, 3), np.uint8)
     lut[: len(palette)] = np.asarray(palette, np.uint8)
     lut[IGNORE_INDEX] = 0
-    return lut[to_numpy(label).astype(np.uint8)]
+    ids = to_numpy(label).astype(np.int64)
+    return lut[np.where((ids >= 0) & (ids < 256), ids, IGNORE_INDEX)]
 
 
 def colormap(values, vmin: float | None = None, vmax: float | None = None,
              cmap: int = cv2.COLORMAP_TURBO, empty=None) -> np.ndarray:
     """A scalar map as colours; pixels where ``empty`` is true (default: value == 0) are black."""
     v = to_numpy(values).astype(np.float32)
-    mask = (v == 0) if empty is None else to_numpy(empty)
+    mask = (v == 0) if empty is None else to_numpy(empty).astype(bool)
     vals = v[~mask] if (~mask).any() else v.ravel()
     lo = float(np.percentile(vals, 1)) if vmin is None else vmin
     hi = float(np.percentile(vals, 99)) if vmax is None else vmax

@@ -56,6 +56,27 @@ def test_pixels_predicted_as_no_class_are_misses_not_false_positives():
     assert cm.compute()["unpredicted"] == [1, 0, 1]
 
 
+def test_labels_outside_the_classes_are_an_error_not_fewer_pixels():
+    """A label id the model has no class for (a wrong class mapping) must not silently drop
+    out of the counts and raise the mIoU."""
+    cm = ConfusionMatrix(3)
+    with pytest.raises(ValueError, match=r"labels \[5\] are outside \[0, 3\)"):
+        cm.update(torch.tensor([0, 1, 2]), torch.tensor([0, 5, 255]))
+    with pytest.raises(ValueError, match=r"labels \[-1\]"):
+        cm.update(torch.tensor([0, 1]), torch.tensor([-1, 1]))
+
+
+def test_label_colours_of_unknown_ids_are_black():
+    from anyseg_core.viz import colorize_labels, colormap
+
+    rgb = colorize_labels(np.array([[0, 255, 256, -1, 300]]), [(10, 20, 30)])
+    assert rgb[0, 0].tolist() == [10, 20, 30]
+    assert rgb[0, 1:].tolist() == [[0, 0, 0]] * 4  # 256 and 300 no longer wrap to road
+    values = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
+    masked = colormap(values, empty=np.array([[1, 0], [0, 0]], np.uint8))  # a 0/1 mask
+    assert masked[0, 0].tolist() == [0, 0, 0] and masked[1, 1].any()
+
+
 def test_class_report_counts_pixels_predicted_as_no_class():
     import importlib.util
     spec = importlib.util.spec_from_file_location("class_report",

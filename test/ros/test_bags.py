@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -30,6 +31,10 @@ REPO = Path(__file__).resolve().parents[2]
 SEED = 1
 SECONDS = 3.0
 SIZE = (96, 160)
+# Namespaces of the replays, unique to this run: two test sessions on one machine (which
+# may draw the same domain id) never see each other's topics.
+_RUN = uuid.uuid4().hex[:8]
+NS_X, NS_Y, NS_Q = (f"/ns_{k}_{_RUN}" for k in "xyq")
 NETWORK = ("64", "96")
 LIDAR_OFF = (1.0, 2.0)  # process_bag --faults and play --drop
 LIDAR_KINDS = {"data_length", "bad_point_step", "non_finite"}
@@ -407,10 +412,10 @@ def _stop(proc: subprocess.Popen) -> None:
 def played(drive_bag, module_ros_env):
     """play --clock --drop lidar:1-2 --corrupt lidar:1.0 into /ns_x, recorded here."""
     bag, _ = drive_bag
-    listener = Listener(module_ros_env, "/ns_x")
+    listener = Listener(module_ros_env, NS_X)
     proc = None
     try:
-        proc = _play(bag, module_ros_env, "--namespace", "/ns_x", "--wait-for",
+        proc = _play(bag, module_ros_env, "--namespace", NS_X, "--wait-for",
                      "/camera/image", "/events", "--start-delay", "0.5", "--clock",
                      "--drop", f"lidar:{LIDAR_OFF[0]:g}-{LIDAR_OFF[1]:g}",
                      "--corrupt", "lidar:1.0")
@@ -489,10 +494,10 @@ def test_play_topics_only_and_sigint(drive_bag, ros_env):
     the /tf_static at drive time 0) whichever topics are played: the image of drive time
     1.0 s is received at 1.01 s and is the only one in 1.005-1.1 s."""
     bag, info = drive_bag
-    listener = Listener(ros_env, "/ns_y")
+    listener = Listener(ros_env, NS_Y)
     proc = None
     try:
-        proc = _play(bag, ros_env, "--namespace", "/ns_y", "--start-delay", "1.0", "--topics",
+        proc = _play(bag, ros_env, "--namespace", NS_Y, "--start-delay", "1.0", "--topics",
                      "/camera/image", "--loop", "--rate", "2", "--drop", "camera:1.005-1.1")
         images = listener.msgs["/camera/image"]
 
@@ -613,8 +618,8 @@ def played_qos(tmp_path_factory, module_ros_env):
     node = rclpy.create_node("bag_qos_listener", context=context)
     events: list = []  # (topic, msg) in arrival order
     best_effort = QoSProfile(depth=100, reliability=ReliabilityPolicy.BEST_EFFORT)
-    for topic, kind in (("/clock", Clock), ("/ns_q/tick", RosString), ("/tf", TfType),
-                        ("/ns_q/tf", TfType)):
+    for topic, kind in (("/clock", Clock), (f"{NS_Q}/tick", RosString), ("/tf", TfType),
+                        (f"{NS_Q}/tf", TfType)):
         node.create_subscription(kind, topic, lambda m, t=topic: events.append((t, m)),
                                  best_effort)
     executor = SingleThreadedExecutor(context=context)
@@ -629,15 +634,16 @@ def played_qos(tmp_path_factory, module_ros_env):
     proc = None
     offered = {}
     try:
-        proc = _play(bag, module_ros_env, "--namespace", "/ns_q", "--clock", "--wait-for",
+        proc = _play(bag, module_ros_env, "--namespace", NS_Q, "--clock", "--wait-for",
                      "/tick", "--start-delay", "1.5")
-        spin_until(lambda: any(t == "/ns_q/tick" for t, _ in events) or proc.poll() is not None,
+        spin_until(lambda: any(t == f"{NS_Q}/tick" for t, _ in events)
+                   or proc.poll() is not None,
                    60)
-        for topic in ("/ns_q/latched", "/tf", "/ns_q/tick"):
+        for topic in (f"{NS_Q}/latched", "/tf", f"{NS_Q}/tick"):
             offered[topic] = [i.qos_profile for i in node.get_publishers_info_by_topic(topic)]
         latched = []
         node.create_subscription(
-            RosString, "/ns_q/latched", latched.append,
+            RosString, f"{NS_Q}/latched", latched.append,
             QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                        durability=DurabilityPolicy.TRANSIENT_LOCAL))
         spin_until(lambda: latched, 5)
@@ -658,10 +664,10 @@ def test_play_replays_with_the_recorded_qos(played_qos):
     from rclpy.qos import DurabilityPolicy, ReliabilityPolicy
 
     assert played_qos["returncode"] == 0, played_qos["stderr"]
-    (latched,) = played_qos["offered"]["/ns_q/latched"]
+    (latched,) = played_qos["offered"][f"{NS_Q}/latched"]
     assert latched.reliability == ReliabilityPolicy.RELIABLE
     assert latched.durability == DurabilityPolicy.TRANSIENT_LOCAL
-    (tick,) = played_qos["offered"]["/ns_q/tick"]
+    (tick,) = played_qos["offered"][f"{NS_Q}/tick"]
     assert tick.reliability == ReliabilityPolicy.BEST_EFFORT
     assert tick.durability == DurabilityPolicy.VOLATILE
     (tf,) = played_qos["offered"]["/tf"]
@@ -672,8 +678,8 @@ def test_play_replays_with_the_recorded_qos(played_qos):
 
 def test_play_namespace_leaves_tf_alone(played_qos):
     topics = Counter(t for t, _ in played_qos["events"])
-    assert topics["/tf"] == 1 and topics["/ns_q/tf"] == 0, topics
-    assert topics["/ns_q/tick"] >= 20, topics
+    assert topics["/tf"] == 1 and topics[f"{NS_Q}/tf"] == 0, topics
+    assert topics[f"{NS_Q}/tick"] >= 20, topics
     assert "/tf 1" in played_qos["stdout"]
 
 

@@ -30,6 +30,7 @@ from rclpy.parameter import Parameter, parameter_value_to_python  # noqa: E402
 from rclpy.signals import SignalHandlerOptions  # noqa: E402
 
 from anyseg_ros.node import PARAMS  # noqa: E402
+from anyseg_ros.params import DEMO_CHECKPOINT  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / 'config' / 'anyseg.yaml'
@@ -328,3 +329,26 @@ def test_sigint_stops_the_node_cleanly(session):
     assert _stop(session['proc']) == 0, session['log'].read_text()
     log = session['log'].read_text()
     assert 'Traceback' not in log and '[anyseg] error' not in log, log
+
+
+def test_without_a_checkpoint_parameter_the_bundled_demo_checkpoint_runs(module_ros_env,
+                                                                         tmp_path):
+    """`checkpoint` empty (the shipped config's value): the node loads the demo checkpoint
+    installed with the package and gets ready on it."""
+    log = tmp_path / 'node.log'
+    cmd = [sys.executable, '-m', 'anyseg_ros.node', '--ros-args', '--params-file', str(CONFIG),
+           *(a for k, v in OVERRIDES.items() for a in ('-p', f'{k}:={v}')),
+           '-r', f'__ns:=/anyseg_demo_ckpt_{uuid.uuid4().hex[:8]}']
+    with open(log, 'wb') as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=module_ros_env, stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while b'ready:' not in log.read_bytes() and proc.poll() is None:
+            assert time.monotonic() < deadline, f'not ready:\n{log.read_text()}'
+            time.sleep(0.2)
+        text = log.read_text()
+        assert 'ready:' in text, text
+        assert str(DEMO_CHECKPOINT) in text, text
+    finally:
+        assert _stop(proc) == 0, log.read_text()

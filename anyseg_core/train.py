@@ -239,8 +239,10 @@ def train(cfg: dict, resume: bool = False, stop_after: int | None = None) -> Pat
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    # Under torchrun even one process trains through DDP (and NCCL on a GPU), as N would.
+    distributed = world > 1 or dist.is_torchelastic_launched()
     name = cfg["train"]["device"]
-    if (name == "auto" and torch.cuda.is_available()) or (name == "cuda" and world > 1):
+    if (name == "auto" and torch.cuda.is_available()) or (name == "cuda" and distributed):
         name = f"cuda:{local_rank}"  # one GPU per process under torchrun
     elif world > 1 and name.startswith("cuda:"):
         raise ConfigError(f"train.device={name} under torchrun would put every process on "
@@ -249,7 +251,7 @@ def train(cfg: dict, resume: bool = False, stop_after: int | None = None) -> Pat
         device = pick_device(name)
     except ValueError as err:
         raise ConfigError(f"train.device: {err}") from None
-    if world > 1:
+    if distributed:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
@@ -342,7 +344,7 @@ def train(cfg: dict, resume: bool = False, stop_after: int | None = None) -> Pat
         (out_dir / "config.yaml").write_text(dump(cfg))
         print(dump(cfg), flush=True)
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                  else None) if world > 1 else model
+                                  else None) if distributed else model
 
     # -- data
     base = build_dataset(cfg, "train")
@@ -429,7 +431,7 @@ def train(cfg: dict, resume: bool = False, stop_after: int | None = None) -> Pat
                                          extra={"teacher_sha256": teacher_sha256},
                                          teacher_path=cfg["teacher"]["checkpoint"],
                                          config=cfg)
-            if world > 1:
+            if distributed:
                 dist.barrier()
         if stopping:
             break
@@ -442,7 +444,7 @@ def train(cfg: dict, resume: bool = False, stop_after: int | None = None) -> Pat
     elif is_main:
         print(f"stopped at step {step} of {o['steps']}; continue with --resume", flush=True)
     log.close()
-    if world > 1:
+    if distributed:
         dist.barrier()
         dist.destroy_process_group()
     return final

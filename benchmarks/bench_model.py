@@ -83,9 +83,19 @@ def main() -> None:
 
     model = AnymodalSegmentor(MODS, 19, embed_dim=args.embed).to(device).eval()
     with torch.inference_mode():
-        a = model(inputs).logits
-        b = per_modality_loop(model, inputs)
-        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4), "the two encodings disagree"
+        # The agreement check in full fp32: TF32 (cuDNN's default on CUDA) rounds inputs to
+        # 10-bit mantissas, and the two paths' batch sizes may pick different kernels.
+        tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        try:
+            a = model(inputs).logits
+            b = per_modality_loop(model, inputs)
+        finally:
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+        max_diff = float((a - b).abs().max())
+        tolerance = 1e-3 if cuda else 1e-4  # other GPU kernels per batch size round otherwise
+        assert torch.allclose(a, b, atol=tolerance, rtol=tolerance), (
+            f"the two encodings disagree (largest difference {max_diff:.2e})")
         t_one = timed(lambda: model(inputs), args.repeats, sync)
         t_loop = timed(lambda: per_modality_loop(model, inputs), args.repeats, sync)
         if args.profile:
@@ -138,6 +148,7 @@ def main() -> None:
         "student_over_teacher_step": t_student / t_teacher,
         "peak_memory_mib": peak,
         "peak_memory_kind": "cuda max_memory_allocated" if cuda else "growth of peak RSS",
+        "one_pass_vs_loop_max_abs_diff": max_diff,
     }
     print(f"{device}, {res['threads']} threads, batch {B}, {w}x{h}, 3 modalities, "
           f"pvt_v2_b0 + head {args.embed}")

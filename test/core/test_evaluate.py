@@ -243,3 +243,23 @@ def test_runtime_on_cuda_matches_cpu(tiny_student):
     cpu = Runtime(tiny_student, device="cpu").predict(frame).labels
     gpu = Runtime(tiny_student, device="cuda").predict(frame).labels.cpu()
     assert (cpu == gpu).float().mean() > 0.99
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_runtime_upload_through_pinned_buffers_on_cuda(tiny_student):
+    """The node's upload path: arrays reach the GPU intact, a buffer reused for the next
+    frame (of another size) never overwrites the copy of the previous one, and dtypes stay."""
+    rt = Runtime(tiny_student, device="cuda", warmup=False)
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, hw + (3,), dtype=np.uint8)
+              for hw in ((48, 64), (48, 64), (96, 128))]
+    # the second reuses the first's pinned buffer (after its copy is done), the third grows it
+    on_gpu = [rt.upload("camera", f) for f in frames]
+    torch.cuda.synchronize()
+    for f, g in zip(frames, on_gpu):
+        assert g.device.type == "cuda" and g.dtype == torch.uint8
+        np.testing.assert_array_equal(g.cpu().numpy(), f)
+    t = np.linspace(1.7e9, 1.7e9 + 0.03, 1000)  # float64 UNIX times keep their precision
+    np.testing.assert_array_equal(rt.upload("events_t", t).cpu().numpy(), t)
+    points = rng.normal(size=(500, 4)).astype(np.float32)[::2]  # not contiguous
+    np.testing.assert_array_equal(rt.upload("lidar", points).cpu().numpy(), points)

@@ -35,7 +35,9 @@ DEFAULTS: dict[str, Any] = {
     "model": {
         "backbone": "pvt_v2_b0",
         "embed_dim": 256,
-        "pretrained": False,     # timm weights (needs the internet)
+        "pretrained": False,     # ImageNet weights of the backbone (timm; the internet or
+                                 # pretrained_file)
+        "pretrained_file": None, # a local copy of those weights (.safetensors / .pth / .bin)
         "fusion": "mean",        # mean (AnySeg, PML) | primary (CMNeXt-like baseline)
         "drop_path_rate": 0.1,
         "init": "backbone",      # backbone (own init) | teacher (teacher.checkpoint's weights)
@@ -48,6 +50,8 @@ DEFAULTS: dict[str, Any] = {
     "loss": {
         "lambda_mad": 50.0, "alpha_umd": 5.0, "beta_cmd": 10.0, "gamma_fkd": 0.0,
         "tau": 1.0, "tau_cmd": 1.0, "ohem_thresh": None,
+        "kl_reduction": "mean",  # mean (the authors' scale: KL / classes or channels) | sum
+        "mad_pixels": "all",     # all (the paper) | teacher_correct (docs/method.md)
     },
     "optim": {
         "lr": 1.2e-4,
@@ -68,7 +72,7 @@ DEFAULTS: dict[str, Any] = {
     },
     "train": {
         "device": "auto",        # auto | cpu | cuda | cuda:N
-        "amp": "auto",           # auto (bf16 on CUDA from Ampere on) | bf16 (CUDA) | off
+        "amp": "auto",           # auto (bf16 on CUDA from Ampere on) | bf16 (CUDA, bf16 CPUs) | off
         "log_every": 10,
         "checkpoint_every": 200,
         "eval_every": 0,         # 0 = only at the end
@@ -85,7 +89,8 @@ class ConfigError(ValueError):
 #: the type of its default and is never null).
 NULLABLE = {
     "data.root": "str", "data.conditions": "list[str]", "data.cache": "str",
-    "teacher.checkpoint": "str", "dropout.all_prob": "float", "loss.ohem_thresh": "float",
+    "teacher.checkpoint": "str", "model.pretrained_file": "str", "dropout.all_prob": "float",
+    "loss.ohem_thresh": "float",
     "optim.grad_clip": "float",
 }
 
@@ -301,6 +306,11 @@ def validate(cfg: Mapping) -> None:
 
     need(timm.is_model(backbone), f"model.backbone {backbone!r} is not a timm model name (e.g. "
                                   "pvt_v2_b0; timm.list_models() lists them)")
+    need(cfg["stage"] != "student" or cfg["dropout"]["policy"] != "none",
+         "stage student needs dropout.policy per_sample (the paper's anymodal dropout) or "
+         "per_batch: with none the student never sees a missing modality")
+    need(not cfg["model"]["pretrained_file"] or cfg["model"]["pretrained"],
+         "model.pretrained_file is read only with model.pretrained=true")
     need(cfg["stage"] == "student" or cfg["dropout"]["policy"] == "none",
          "dropout.policy applies to the student stage only (the PML teacher sees every "
          "modality): set it to none, or stage=student")
@@ -314,6 +324,11 @@ def validate(cfg: Mapping) -> None:
         need(loss[key] > 0, f"loss.{key} (a temperature) must be > 0, got {loss[key]!r}")
     need(loss["ohem_thresh"] is None or 0 < loss["ohem_thresh"] < 1,
          f"loss.ohem_thresh must be in (0, 1) or null, got {loss['ohem_thresh']!r}")
+    need(loss["kl_reduction"] in ("mean", "sum"),
+         f"loss.kl_reduction must be mean (the authors' scale) or sum (the earlier per-pixel "
+         f"scale), got {loss['kl_reduction']!r}")
+    need(loss["mad_pixels"] in ("all", "teacher_correct"),
+         f"loss.mad_pixels must be all or teacher_correct, got {loss['mad_pixels']!r}")
     aug = cfg["augment"]
     scale = aug["scale"]
     need(len(scale) == 2 and 0 < scale[0] <= scale[1],

@@ -34,11 +34,19 @@ no-op.
 Averaging (why: no term may grow with the batch size, the image size or the number of
 modalities, so that the weights lambda / alpha / beta keep their meaning across configs)
 --------------------------------------------------------------------------------------------
+Scale of the KL terms (``kl_reduction``): every KL is *averaged* over the entries of the
+distributions it compares, as the authors' training script's ``KLDivLoss(reduction='mean')``
+on the whole ``[B, K, H, W]`` tensor does: L_mad's per-pixel KL is divided by the number of
+classes K, L_umd's, L_cmd's and L_fkd's per-position (per-pair) KL by the number of channels C
+of the stage. The weights 50 / 5 / 10 are meant at this scale. ``kl_reduction="sum"`` keeps
+the KL itself (this project's earlier scale, K or C times larger), only to measure the
+difference.
+
 * ``L_sup``: cross-entropy per valid pixel (label != ignore_index); mean over the valid (with
   OHEM: kept) pixels *of each sample*, then mean over the samples that have at least one valid
   pixel. A sample's contribution therefore does not depend on how many labelled pixels the
   other samples of the batch have. No valid pixel in the whole batch gives 0 (with a graph).
-* ``L_mad``: per pixel ``tau^2 * KL(p_T || p_S)`` over the K classes; mean over the valid pixels
+* ``L_mad``: per pixel ``tau^2 * KL(p_T || p_S) / K`` over the K classes; mean over the valid pixels
   of each sample (all pixels when no labels are given), then mean over samples with at least
   one valid pixel. (The paper's ``1/N sum_i`` over pixels is this for a batch of one.)
 * ``L_umd``: per stage, sample, present modality and spatial position, the C channel values
@@ -99,15 +107,32 @@ def _fp32(t: torch.Tensor):
     return contextlib.nullcontext()
 
 
+#: How a KL term reduces the entries of the distributions it compares: ``mean`` (the authors'
+#: ``KLDivLoss(reduction='mean')``: the KL divided by the number of entries K or C) or ``sum``
+#: (the KL itself, this project's earlier scale: K to C times the authors').
+KL_REDUCTIONS = ("mean", "sum")
+#: Where L_mad is taken: every valid pixel (the paper) or only where the teacher's argmax is
+#: the label (this project's variant, docs/method.md).
+MAD_PIXELS = ("all", "teacher_correct")
+
+
+def _check_reduction(reduction: str) -> str:
+    if reduction not in KL_REDUCTIONS:
+        raise ValueError(f"kl_reduction must be one of {KL_REDUCTIONS}, got {reduction!r}")
+    return reduction
+
+
 def _kl_teacher_student(student: torch.Tensor, teacher: torch.Tensor, dim: int,
-                        tau: float) -> torch.Tensor:
-    """``KL(softmax(teacher / tau) || softmax(student / tau))`` along ``dim`` (float32, no tau^2).
+                        tau: float, reduction: str = "mean") -> torch.Tensor:
+    """``KL(softmax(teacher / tau) || softmax(student / tau))`` along ``dim`` (float32, no tau^2),
+    divided by the size of ``dim`` when ``reduction`` is ``mean``.
 
     The teacher is detached. The result has ``dim`` removed.
     """
     log_p_s = F.log_softmax(student.float() / tau, dim=dim)
     log_p_t = F.log_softmax(teacher.detach().float() / tau, dim=dim)
-    return (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim)
+    kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim)
+    return kl / student.shape[dim] if _check_reduction(reduction) == "mean" else kl
 
 
 def _zero(like: torch.Tensor) -> torch.Tensor:
@@ -221,16 +246,26 @@ def supervised_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: in
 # --------------------------------------------------------------------------- L_mad
 def prediction_distillation(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
                             labels: Optional[torch.Tensor] = None, tau: float = 1.0,
-                            ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
-    """L_mad: ``tau^2 * KL(p_T || p_S)`` per pixel over the K classes.
+                            ignore_index: int = IGNORE_INDEX, reduction: str = "mean",
+                            pixels: str = "all") -> torch.Tensor:
+    """L_mad: ``tau^2 * KL(p_T || p_S)`` per pixel over the K classes, divided by K
+    (``reduction="mean"``, the authors' scale; ``"sum"`` keeps the per-pixel KL).
 
     ``p = softmax(logits / tau)``.
 
     Mean over each sample's valid pixels (label != ``ignore_index``; every pixel when
     ``labels`` is None), then mean over the samples with a valid pixel (0 if there is none).
-    The teacher logits are detached.
+    At batch 1 without ignored pixels this is the mean of the K x H x W pointwise terms, what
+    ``KLDivLoss(reduction='mean')`` computed. ``pixels="teacher_correct"`` (needs ``labels``)
+    counts the KL only where the teacher's argmax is the label; the mean stays over every
+    valid pixel, so a pixel where the teacher is right weighs as in the paper's L_mad and one
+    where it is wrong is left to L_sup. The teacher logits are detached.
     """
     tau = _check_tau(tau)
+    if pixels not in MAD_PIXELS:
+        raise ValueError(f"pixels must be one of {MAD_PIXELS}, got {pixels!r}")
+    if pixels == "teacher_correct" and labels is None:
+        raise ValueError("pixels='teacher_correct' needs the labels")
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(f"student logits {tuple(student_logits.shape)} != teacher logits "
                          f"{tuple(teacher_logits.shape)}")
@@ -239,7 +274,8 @@ def prediction_distillation(student_logits: torch.Tensor, teacher_logits: torch.
     elif student_logits.dim() != 4:
         raise ValueError(f"logits must be [B, K, H, W], got {tuple(student_logits.shape)}")
     with _fp32(student_logits):
-        kl = _kl_teacher_student(student_logits, teacher_logits, dim=1, tau=tau).flatten(1)
+        kl = _kl_teacher_student(student_logits, teacher_logits, dim=1, tau=tau,
+                                 reduction=reduction).flatten(1)
         if labels is None:
             per_sample = kl.mean(1)
             counted = torch.ones_like(per_sample, dtype=torch.bool)
@@ -247,7 +283,11 @@ def prediction_distillation(student_logits: torch.Tensor, teacher_logits: torch.
             valid = (labels != ignore_index).flatten(1)
             n_valid = valid.sum(1)
             # where, not *: a non-finite teacher/student value at an ignored pixel stays out.
-            per_sample = torch.where(valid, kl, 0.0).sum(1) / n_valid.clamp(min=1)
+            taken = valid
+            if pixels == "teacher_correct":
+                right = teacher_logits.detach().argmax(1).flatten(1) == labels.flatten(1)
+                taken = valid & right
+            per_sample = torch.where(taken, kl, 0.0).sum(1) / n_valid.clamp(min=1)
             counted = n_valid > 0
         return _mean_over_samples(per_sample, counted) * (tau * tau)
 
@@ -255,11 +295,12 @@ def prediction_distillation(student_logits: torch.Tensor, teacher_logits: torch.
 # --------------------------------------------------------------------------- L_umd
 def unimodal_distillation(student_feats: Sequence[torch.Tensor],
                           teacher_feats: Sequence[torch.Tensor], present: torch.Tensor,
-                          tau: float = 1.0) -> torch.Tensor:
+                          tau: float = 1.0, reduction: str = "mean") -> torch.Tensor:
     """L_umd (Eq. 4): per-modality feature distillation with a softmax over the CHANNELS.
 
     For every stage ``[B, M, C, H, W]``, sample and modality present for the student: at each
-    spatial position ``softmax(x / tau)`` over the C channels, ``KL(teacher || student)``,
+    spatial position ``softmax(x / tau)`` over the C channels, ``KL(teacher || student)``
+    divided by C (``reduction="mean"``; ``"sum"``: the KL itself),
     mean over positions, mean over the sample's present modalities, mean over samples; the
     stages are summed. The result is multiplied by ``tau^2``. Absent entries are ignored
     (whatever they hold); the teacher is detached.
@@ -270,7 +311,8 @@ def unimodal_distillation(student_feats: Sequence[torch.Tensor],
     with _fp32(student_feats[0]):
         for s, t in zip(student_feats, teacher_feats):
             p = _check_present(present, s, "unimodal_distillation")
-            kl = _kl_teacher_student(_sanitise(s, p), _sanitise(t.detach(), p), dim=2, tau=tau)
+            kl = _kl_teacher_student(_sanitise(s, p), _sanitise(t.detach(), p), dim=2, tau=tau,
+                                     reduction=reduction)
             per_mod = kl.flatten(2).mean(2)  # [B, M]
             pf = p.float()
             per_sample = (per_mod * pf).sum(1) / pf.sum(1).clamp(min=1.0)
@@ -291,16 +333,16 @@ def _channel_cosines(feat: torch.Tensor) -> torch.Tensor:
 
 def crossmodal_distillation(student_feats: Sequence[torch.Tensor],
                             teacher_feats: Sequence[torch.Tensor], present: torch.Tensor,
-                            tau: float = 1.0) -> torch.Tensor:
+                            tau: float = 1.0, reduction: str = "mean") -> torch.Tensor:
     """L_cmd (Eq. 5): distillation of cross-modal channel correspondences.
 
     For every stage ``[B, M, C, H, W]``, sample, and unordered pair (a, b) of modalities both
     present for the student in that sample: the vector of the C per-channel cosine
     similarities between a's and b's maps (over the H*W positions), for the student and the
     teacher; ``softmax(cos / tau)`` over the channels; ``KL(teacher || student)`` times
-    ``tau^2``. Mean over the sample's pairs; a sample with fewer than two present modalities
-    contributes 0 and counts in the mean over samples; the stages are summed. Absent entries
-    are ignored; the teacher is detached.
+    ``tau^2``, divided by C (``reduction="mean"``). Mean over the sample's pairs; a sample
+    with fewer than two present modalities contributes 0 and counts in the mean over samples;
+    the stages are summed. Absent entries are ignored; the teacher is detached.
     """
     tau = _check_tau(tau)
     _check_stages(student_feats, teacher_feats, 5, "crossmodal_distillation")
@@ -311,7 +353,8 @@ def crossmodal_distillation(student_feats: Sequence[torch.Tensor],
             m = p.shape[1]
             cos_s = _channel_cosines(_sanitise(s, p))
             cos_t = _channel_cosines(_sanitise(t.detach(), p))
-            kl = _kl_teacher_student(cos_s, cos_t, dim=3, tau=tau)  # [B, M, M]
+            kl = _kl_teacher_student(cos_s, cos_t, dim=3, tau=tau,
+                                     reduction=reduction)  # [B, M, M]
             upper = torch.ones(m, m, dtype=torch.bool, device=p.device).triu(1)
             pairs = (p.unsqueeze(2) & p.unsqueeze(1) & upper).float()  # [B, M, M]
             per_sample = (kl * pairs).sum((1, 2)) / pairs.sum((1, 2)).clamp(min=1.0)
@@ -322,10 +365,11 @@ def crossmodal_distillation(student_feats: Sequence[torch.Tensor],
 # --------------------------------------------------------------------------- L_fkd
 def fused_feature_distillation(student_fused: Sequence[torch.Tensor],
                                teacher_fused: Sequence[torch.Tensor],
-                               tau: float = 1.0) -> torch.Tensor:
+                               tau: float = 1.0, reduction: str = "mean") -> torch.Tensor:
     """L_fkd (paper section 5.4): the L_umd channel-softmax KL on the fused ``[B, C, H, W]`` maps.
 
-    ``tau^2 * KL(teacher || student)`` per position over the channels, mean over positions and
+    ``tau^2 * KL(teacher || student)`` per position over the channels (divided by C with
+    ``reduction="mean"``), mean over positions and
     samples, sum over stages. The teacher is detached.
     """
     tau = _check_tau(tau)
@@ -333,7 +377,7 @@ def fused_feature_distillation(student_fused: Sequence[torch.Tensor],
     total = _zero(student_fused[0])
     with _fp32(student_fused[0]):
         for s, t in zip(student_fused, teacher_fused):
-            kl = _kl_teacher_student(s, t, dim=1, tau=tau)  # [B, H, W]
+            kl = _kl_teacher_student(s, t, dim=1, tau=tau, reduction=reduction)  # [B, H, W]
             total = total + kl.mean()
     return total * (tau * tau)
 
@@ -355,7 +399,8 @@ class AnySegLoss(torch.nn.Module):
 
     def __init__(self, lambda_mad: float = 50.0, alpha_umd: float = 5.0, beta_cmd: float = 10.0,
                  gamma_fkd: float = 0.0, tau: float = 1.0, tau_cmd: float = 1.0,
-                 ohem_thresh: Optional[float] = None, ignore_index: int = IGNORE_INDEX):
+                 ohem_thresh: Optional[float] = None, ignore_index: int = IGNORE_INDEX,
+                 kl_reduction: str = "mean", mad_pixels: str = "all"):
         super().__init__()
         for name, w in (("lambda_mad", lambda_mad), ("alpha_umd", alpha_umd),
                         ("beta_cmd", beta_cmd), ("gamma_fkd", gamma_fkd)):
@@ -371,9 +416,13 @@ class AnySegLoss(torch.nn.Module):
         self.tau_cmd = _check_tau(tau_cmd, "tau_cmd")
         self.ohem_thresh = None if ohem_thresh is None else float(ohem_thresh)
         self.ignore_index = int(ignore_index)
+        self.kl_reduction = _check_reduction(kl_reduction)
+        if mad_pixels not in MAD_PIXELS:
+            raise ValueError(f"mad_pixels must be one of {MAD_PIXELS}, got {mad_pixels!r}")
+        self.mad_pixels = mad_pixels
 
     _KEYS = ("lambda_mad", "alpha_umd", "beta_cmd", "gamma_fkd", "tau", "tau_cmd",
-             "ohem_thresh", "ignore_index")
+             "ohem_thresh", "ignore_index", "kl_reduction", "mad_pixels")
 
     @classmethod
     def from_config(cls, cfg: Optional[Mapping[str, Any]]) -> "AnySegLoss":
@@ -404,7 +453,9 @@ class AnySegLoss(torch.nn.Module):
         if teacher_out is not None:
             if self.lambda_mad:
                 out["mad"] = prediction_distillation(logits, teacher_out.logits, labels,
-                                                     tau=self.tau, ignore_index=self.ignore_index)
+                                                     tau=self.tau, ignore_index=self.ignore_index,
+                                                     reduction=self.kl_reduction,
+                                                     pixels=self.mad_pixels)
                 total = total + self.lambda_mad * out["mad"]
             if self.alpha_umd or self.beta_cmd:
                 feats = student_out.features
@@ -413,15 +464,16 @@ class AnySegLoss(torch.nn.Module):
                                          device=feats[0].device)
                 if self.alpha_umd:
                     out["umd"] = unimodal_distillation(feats, teacher_out.features, present,
-                                                       tau=self.tau)
+                                                       tau=self.tau, reduction=self.kl_reduction)
                     total = total + self.alpha_umd * out["umd"]
                 if self.beta_cmd:
                     out["cmd"] = crossmodal_distillation(feats, teacher_out.features, present,
-                                                         tau=self.tau_cmd)
+                                                         tau=self.tau_cmd,
+                                                         reduction=self.kl_reduction)
                     total = total + self.beta_cmd * out["cmd"]
             if self.gamma_fkd:
                 out["fkd"] = fused_feature_distillation(student_out.fused, teacher_out.fused,
-                                                        tau=self.tau)
+                                                        tau=self.tau, reduction=self.kl_reduction)
                 total = total + self.gamma_fkd * out["fkd"]
         out["loss"] = total
         return out

@@ -265,20 +265,28 @@ def train(cfg: dict, resume: bool = False, stop_after: int | None = None) -> Pat
                           f"{world} processes")
     torch.manual_seed(mix_seed(cfg["seed"], rank))
 
+    # The data first: a missing or empty data set is found before any weights are fetched.
+    base = build_dataset(cfg, "train")
+    if len(base) == 0:
+        raise ConfigError(f"data: the {cfg['data']['dataset']} training split has no items "
+                          f"(data.root={cfg['data']['root']}); check data.root and "
+                          f"data.conditions")
+
     # -- model, teacher, loss
     mods = tuple(cfg["data"]["modalities"])
     names, _ = class_info(cfg)
     m = cfg["model"]
-    model = AnymodalSegmentor(mods, len(names), backbone=m["backbone"],
-                              embed_dim=m["embed_dim"], pretrained=m["pretrained"],
-                              fusion=m["fusion"],
-                              backbone_kwargs={"drop_path_rate": m["drop_path_rate"]})
+    model = build_student_model(cfg, len(names))
     teacher = None
     teacher_sha256 = None  # what a resumed run must distil or start from again
     student = cfg["stage"] == "student"
     # The student distils a frozen teacher; either stage can start from the teacher's weights
     # (model.init=teacher: a teacher trained further with a new schedule, or the student).
-    if cfg["teacher"]["checkpoint"] and (student or m["init"] == "teacher"):
+    # A student with no distillation term (L_sup only) and its own initialisation reads no
+    # teacher, even when the config names one.
+    distils = student and any(cfg["loss"][k] for k in ("lambda_mad", "alpha_umd", "beta_cmd",
+                                                        "gamma_fkd"))
+    if cfg["teacher"]["checkpoint"] and (distils or m["init"] == "teacher"):
         teacher, tmeta = ckpt.build_model(cfg["teacher"]["checkpoint"], device=device)
         teacher_sha256 = _sha256(cfg["teacher"]["checkpoint"])
         if list(tmeta["modalities"]) != list(mods):
@@ -315,7 +323,8 @@ def train(cfg: dict, resume: bool = False, stop_after: int | None = None) -> Pat
     use_bf16 = bf16_autocast(cfg["train"]["amp"], device)
     if is_main:
         print(f"precision: {'bf16 autocast' if use_bf16 else 'fp32'} on {device}", flush=True)
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else nullcontext
+    autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16
+                else nullcontext)
 
     optimizer = torch.optim.AdamW(param_groups(model, o["weight_decay"]), lr=o["lr"],
                                   betas=tuple(o["betas"]))
@@ -347,7 +356,6 @@ def train(cfg: dict, resume: bool = False, stop_after: int | None = None) -> Pat
                                   else None) if distributed else model
 
     # -- data
-    base = build_dataset(cfg, "train")
     items = TrainItems(base, JointAugment.from_config(cfg["augment"], normalization_info(cfg),
                                                       rescale_info(cfg)),
                        cfg["seed"])
@@ -450,17 +458,131 @@ def train(cfg: dict, resume: bool = False, stop_after: int | None = None) -> Pat
     return final
 
 
+def _hub_reachable(name: str) -> tuple[bool, str]:
+    """Whether timm can fetch ``name``'s pretrained weights: cached already, or the hub's host
+    resolves (no resolver, no internet: timm would retry for ~40 s, then fail). The reason
+    comes with it."""
+    import socket
+    from urllib.parse import urlparse
+
+    import timm
+    try:
+        from huggingface_hub import constants, try_to_load_from_cache
+    except ImportError:
+        return True, ""  # timm's other download paths; let it try
+    hub_id = (timm.models.get_pretrained_cfg(name) or None)
+    hub_id = getattr(hub_id, "hf_hub_id", None)
+    if not hub_id:
+        return True, ""
+    for filename in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
+        if isinstance(try_to_load_from_cache(hub_id, filename), str):
+            return True, ""
+    if constants.HF_HUB_OFFLINE:
+        return False, "HF_HUB_OFFLINE is set and they are not in the local cache"
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError as err:
+        return False, f"{host} cannot be reached ({err.strerror or err})"
+    return True, ""
+
+
+def _load_backbone_file(encoder: torch.nn.Module, path: Path, backbone: str) -> None:
+    """Copy the weights of a timm ``backbone`` file (safetensors, or a torch file read with
+    ``weights_only``) into ``encoder``: every encoder tensor must be in it with its shape
+    (a classifier head and other extra keys are left out). Anything else: ConfigError."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a damaged file, a pickle with code in it, ...
+        raise ConfigError(f"model.pretrained_file {path} cannot be read "
+                          f"({type(err).__name__}: {err})") from None
+    for key in ("state_dict", "model"):  # training checkpoints nest the weights
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise ConfigError(f"model.pretrained_file {path} holds no state dict")
+    # timm's features_only wrapper names the top modules with "_" for "." (stages.0 ->
+    # stages_0): keys are matched with every "_" read as ".".
+    state = {k.removeprefix("module.").replace("_", "."): v for k, v in state.items()
+             if isinstance(v, torch.Tensor)}
+    want = {k: (k.replace("_", "."), v) for k, v in encoder.state_dict().items()}
+    missing = [k for k, (n, _) in want.items() if n not in state]
+    wrong = [k for k, (n, v) in want.items()
+             if n in state and tuple(state[n].shape) != tuple(v.shape)]
+    if missing or wrong:
+        bad = missing or wrong
+        raise ConfigError(f"model.pretrained_file {path} does not hold the timm weights of "
+                          f"{backbone}: {len(missing)} of its {len(want)} tensors missing, "
+                          f"{len(wrong)} of another shape (first: {bad[0]}); give timm's "
+                          f"{backbone} weights, or train from scratch with --set "
+                          "model.pretrained=false")
+    encoder.load_state_dict({k: state[n] for k, (n, _) in want.items()})
+
+
+def build_student_model(cfg: Mapping, num_classes: int) -> AnymodalSegmentor:
+    """The model being trained, at the backbone's own initialisation: the ImageNet weights of
+    ``model.pretrained`` (from ``model.pretrained_file`` or timm's hub) or timm's random
+    initialisation. Weights that cannot be loaded are a ConfigError that says what to do."""
+    m = cfg["model"]
+    kwargs = {"drop_path_rate": m["drop_path_rate"]}
+    advice = (f"give a local copy with --set model.pretrained_file=PATH (timm's "
+              f"{m['backbone']} weights), or train from scratch with --set "
+              "model.pretrained=false")
+    if m["pretrained_file"]:
+        path = Path(m["pretrained_file"]).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"model.pretrained_file {path} does not exist")
+        model = AnymodalSegmentor(tuple(cfg["data"]["modalities"]), num_classes,
+                                  backbone=m["backbone"], embed_dim=m["embed_dim"],
+                                  pretrained=False, fusion=m["fusion"], backbone_kwargs=kwargs)
+        _load_backbone_file(model.encoder, path, m["backbone"])
+        return model
+    if m["pretrained"]:
+        ok, why = _hub_reachable(m["backbone"])
+        if not ok:
+            raise ConfigError(f"model.pretrained=true: cannot download the ImageNet weights "
+                              f"of {m['backbone']}: {why}; {advice}")
+    try:
+        return AnymodalSegmentor(tuple(cfg["data"]["modalities"]), num_classes,
+                                 backbone=m["backbone"], embed_dim=m["embed_dim"],
+                                 pretrained=m["pretrained"], fusion=m["fusion"],
+                                 backbone_kwargs=kwargs)
+    except (OSError, RuntimeError, ValueError, KeyError) as err:
+        if not m["pretrained"]:
+            raise
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ConfigError(f"model.pretrained=true: the ImageNet weights of {m['backbone']} "
+                          f"could not be loaded ({first}); {advice}") from None
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX), as oneDNN reports it."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def bf16_autocast(amp: str, device: torch.device) -> bool:
     """Whether training runs under bf16 autocast. ``auto``: on a CUDA device with native bf16
     (compute capability 8.0 or newer, Ampere on); older cards emulate it slowly, so they train
-    in fp32. ``bf16``: on any CUDA device (the user asked for it); on another device it is a
-    ConfigError rather than a setting silently ignored. ``off``: never."""
+    in fp32; on a CPU, fp32. ``bf16``: on any CUDA device (the user asked for it), and on a CPU
+    with native bf16 (benchmarks/bench_train.py: 1.3 to 1.6 times the fp32 steps on an AVX-512
+    BF16 CPU); on another device it is a ConfigError rather than a setting silently ignored.
+    ``off``: never. The losses are computed in fp32 either way."""
     if amp == "off":
         return False
     if device.type != "cuda":
         if amp == "bf16":
-            raise ConfigError(f"train.amp=bf16 needs a CUDA device; this run trains on {device} "
-                              f"(use train.amp=auto or off)")
+            if device.type == "cpu" and cpu_has_bf16():
+                return True
+            raise ConfigError(f"train.amp=bf16 needs a CUDA device or a CPU with native bf16 "
+                              f"(AVX-512 BF16, AMX); this run trains on {device}, which has "
+                              f"none (use train.amp=auto or off)")
         return False
     if amp == "bf16":
         return True

@@ -11,8 +11,8 @@ logged and the next one runs. The experiment's step budget is chosen here: after
 training set is rendered into the cache, teacher runs of ``--probe-steps`` steps are timed
 side by side on the GPU (as many as will share it: the teacher and the baseline, then
 ``--jobs``), and the largest multiple of ``--step-unit`` steps (at most ``--max-steps``)
-whose rows fit the minutes left is used for every row (one budget for all rows, as in
-docs/results.md). The rows train ``--jobs`` at a time (scripts/synthetic_experiment.py).
+whose rows fit the minutes left is used for every row (one budget for all rows, the teacher
+twice it, as in docs/results.md). The rows train ``--jobs`` at a time (scripts/synthetic_experiment.py).
 """
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
-STUDENT_ROWS = "sup,mad,umd,full,fkd,full_init,full_init_light,sup_init"
+STUDENT_ROWS = ("sup,sup_s1,sup_s2,full,full_s1,full_s2,full_tr,full_tr_s1,full_tr_s2,full_init,"
+                "sup_init,full_sum")
 
 
 class Session:
@@ -119,7 +120,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--minutes", type=float, default=9.0)
-    ap.add_argument("--rows", default=f"baseline,teacher,{STUDENT_ROWS}")
+    ap.add_argument("--rows", default=f"teacher,{STUDENT_ROWS}")
     ap.add_argument("--jobs", type=int, default=8)
     ap.add_argument("--max-steps", type=int, default=6000)
     ap.add_argument("--runs", type=Path, default=Path("runs/device"))
@@ -165,8 +166,8 @@ def main() -> None:
                                              "config/train_synthetic_teacher.yaml", "--set",
                                              f"data.cache={cache}"], 120, env):
         return
-    students = [r for r in args.rows.split(",") if r not in ("baseline", "teacher")]
-    first = [r for r in args.rows.split(",") if r in ("baseline", "teacher")]
+    students = [r for r in args.rows.split(",") if r != "teacher"]
+    first = [r for r in args.rows.split(",") if r == "teacher"]
     rate_1 = probe_steps_per_s(s, args.runs, cache, max(1, len(first)), args.probe_steps,
                                env_n)
     rate_n = probe_steps_per_s(s, args.runs, cache, min(args.jobs, max(1, len(students))),
@@ -182,7 +183,8 @@ def main() -> None:
         factor = max(1.0, float(json.loads(bench.read_text()).get("student_over_teacher_step",
                                                                    factor)))
     waves = -(-len(students) // args.jobs)
-    per_step = 1 / rate_1 + factor * waves / rate_n
+    # the teacher trains twice the students' steps (STEP_FACTORS of the experiment)
+    per_step = 2 / rate_1 + factor * waves / rate_n
     # the teacher's evaluation (before the students), the last wave's, tables and archive;
     # 0.85 for what the probes do not see (the students' losses beyond a teacher forward)
     budget = (s.left() - 150) * 0.85
@@ -206,9 +208,7 @@ def main() -> None:
             tar.add(log, arcname=f"logs/{log.parent.name}.log")
         for m in sorted((args.runs / "exp").glob("*/metrics.jsonl")):
             tar.add(m, arcname=f"metrics/{m.parent.name}.jsonl")
-    teacher = args.runs / "exp" / "teacher" / "final.safetensors"
-    if teacher.exists() and teacher.stat().st_size < 16 * 2**20:
-        (args.out / "teacher.safetensors").write_bytes(teacher.read_bytes())
+    # the teacher's fp16 weights travel inside results/weights/ (PUBLISHED rows)
     s.say("done")
 
 

@@ -1,39 +1,33 @@
 """The experiment behind docs/results.md: the structure of the paper's Tables 1 and 3 on the
-synthetic world, every row with the same budget (but ``teacher_long`` and the rows of
-STEP_FACTORS, which ask what more training changes).
+synthetic world, with three seeds where it matters.
 
-    python scripts/synthetic_experiment.py [--rows all|baseline,teacher,...] [--steps N]
+    python scripts/synthetic_experiment.py [--rows all|teacher,sup,...] [--steps N]
         [--runs runs/experiment] [--results docs/results] [--eval-samples 200]
-        [--jobs N] [--cache DIR | --no-cache]
+        [--jobs N] [--cache DIR | --no-cache] [--report-only]
 
-Rows: a naive camera-primary multimodal baseline without modality dropout (CMNeXt-like), the
-PML teacher, and students with anymodal dropout and L_sup only, + L_mad, + L_umd, + L_cmd
-(the full method), the fused-feature KD variant (section 5.4), the full method started
-from the teacher's weights (at the from-scratch peak learning rate, at half and at a quarter
-of it, and with the distillation weights divided by 10), and L_sup only started from the
-teacher's weights. Then a teacher trained 1500 steps more from its own weights
-(``teacher_long``), and students started from it (the full AnySeg at the paper's weights and
-at a tenth of them, L_sup only, and the full AnySeg with a dropout that keeps every modality
-in half the samples, ``dropout.all_prob=0.5``: does the uniform dropout cost the all-modality
-subset?), and the full AnySeg from it trained twice as long (``full_init_tl_long``: does the
-gap to the targets close with training?), and the full AnySeg and L_sup only from it again with
-another seed (``*_tl_seed``: is the gap between them more than run-to-run noise?). Each row
-trains with ``python -m anyseg_core.train`` and is scored with ``python -m
-anyseg_core.evaluate`` over every modality subset; its JSON lands in ``--results``. A row
-whose JSON exists for the same commands is skipped and a row
-whose training was interrupted resumes, so the script can be re-run until every row is done
-(also across machine sessions, as long as ``--runs`` survives). After the rows it writes
-``<results>/tables.md`` (the tables, generated from the JSONs present; ``--report-only``
-does only that); docs/results.md holds the reading of them.
+Rows: the PML teacher (twice the students' steps), then students with anymodal dropout:
+L_sup only (the paper's baseline; it needs no teacher and trains beside it), the full AnySeg
+at the authors' loss scale, and this project's variant that takes L_mad only where the
+teacher is right (three seeds each: the config's 3407, 1 and 2); the full AnySeg and L_sup
+only started from the teacher's weights (one seed each); the full AnySeg at the earlier
+per-pixel scale (one seed). Each row trains with ``python -m anyseg_core.train`` and is
+scored with ``python -m anyseg_core.evaluate`` over every modality subset; its JSON lands in
+``--results``. The teacher is PUBLISHED: exported in fp16 to ``<results>/weights/``, evaluated
+from that file, and distilled from it by every student; commit it with its JSON and a new
+machine never trains it again. A row whose JSON exists for the same commands is skipped and a
+row whose training was interrupted resumes (as long as ``--runs`` survives), so the script can
+be re-run until every row is done. After the rows it writes ``<results>/tables.md`` (means and
+spreads over seeds, differences, the targets, a per-class reading, the commands; generated
+from the JSONs present; ``--report-only`` does only that); docs/results.md holds the reading.
 
 The training set is rendered once into ``--cache`` (default ``<runs>/cache``, see
-anyseg_core/data/cache.py) with every core, and every row reads it from there; the cache does
-not change any figure, so it is left out of a row's key (so is the interpreter's path).
-``--jobs N`` trains up to N rows at a time; a row starts as soon as the row it starts from is
-done, and the rows running share the cores (OMP_NUM_THREADS = free cores / rows starting,
-unless OMP_NUM_THREADS is set; a row waits rather than oversubscribe the cores): on a 2-core
-CPU two one-thread processes train faster together than one two-thread process
-(docs/results.md), and a GPU has room for several small runs.
+anyseg_core/data/cache.py) and every row reads it from there; the cache does not change any
+figure, so it is left out of a row's key (so is the interpreter's path). ``--jobs N`` trains
+up to N rows at a time; a row starts as soon as the row it starts from is done, and the rows
+running share the cores (OMP_NUM_THREADS = free cores / rows starting, unless
+OMP_NUM_THREADS is set; a row waits rather than oversubscribe the cores): on a 2-core CPU two
+one-thread processes train faster together than one two-thread process, and a GPU has room
+for several small runs.
 """
 from __future__ import annotations
 
@@ -54,125 +48,49 @@ REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 SUBSETS = ["C", "E", "L", "CE", "CL", "EL", "CEL"]
 
+# The overrides that turn the student config into L_sup only (anymodal dropout, no teacher).
+SUP_ONLY = ["loss.lambda_mad=0", "loss.alpha_umd=0", "loss.beta_cmd=0"]
+# The variant of this project (docs/method.md, "Distilling where the teacher is right").
+TEACHER_RIGHT = ["loss.mad_pixels=teacher_correct"]
+# Seeds of the rows trained three times: the config's (3407), 1 and 2.
+SEEDS = {"": [], "_s1": ["seed=1"], "_s2": ["seed=2"]}
+STUDENT = "train_synthetic_student.yaml"
+
 # name -> (label in the tables, config file, overrides); students need the teacher.
 ROWS = {
-    "baseline": ("Camera-primary fusion, no dropout (CMNeXt-like)", "train_synthetic_teacher.yaml",
-                 ["model.fusion=primary"]),
-    "teacher": ("PML teacher (mean fusion, all modalities)", "train_synthetic_teacher.yaml", []),
-    "sup": ("Student: anymodal dropout, L_sup only", "train_synthetic_student.yaml",
-            ["loss.lambda_mad=0", "loss.alpha_umd=0", "loss.beta_cmd=0"]),
-    "mad": ("Student: + L_mad", "train_synthetic_student.yaml",
-            ["loss.alpha_umd=0", "loss.beta_cmd=0"]),
-    "umd": ("Student: + L_mad + L_umd", "train_synthetic_student.yaml", ["loss.beta_cmd=0"]),
-    "full": ("Student: + L_mad + L_umd + L_cmd (AnySeg)", "train_synthetic_student.yaml", []),
-    "fkd": ("Student: L_mad + fused-feature KD (sec. 5.4)", "train_synthetic_student.yaml",
-            ["loss.alpha_umd=0", "loss.beta_cmd=0", "loss.gamma_fkd=5"]),
-    "full_init": ("Student: AnySeg, initialised from the teacher", "train_synthetic_student.yaml",
+    "teacher": ("PML teacher (mean fusion, every modality)", "train_synthetic_teacher.yaml", []),
+    **{f"sup{s}": ("Student: anymodal dropout, L_sup only", STUDENT, [*SUP_ONLY, *seed])
+       for s, seed in SEEDS.items()},
+    **{f"full{s}": ("Student: AnySeg (L_sup + 50 L_mad + 5 L_umd + 10 L_cmd)", STUDENT, seed)
+       for s, seed in SEEDS.items()},
+    **{f"full_tr{s}": ("Student: AnySeg, L_mad only where the teacher is right (ours)", STUDENT,
+                       [*TEACHER_RIGHT, *seed]) for s, seed in SEEDS.items()},
+    "full_init": ("Student: AnySeg, started from the teacher's weights", STUDENT,
                   ["model.init=teacher"]),
-    "full_init_lr": ("Student: AnySeg, initialised from the teacher, peak lr 1e-4",
-                     "train_synthetic_student.yaml", ["model.init=teacher", "optim.lr=1e-4"]),
-    "full_init_lr2": ("Student: AnySeg, initialised from the teacher, peak lr 2e-4",
-                      "train_synthetic_student.yaml", ["model.init=teacher", "optim.lr=2e-4"]),
-    "full_init_light": ("Student: AnySeg, initialised from the teacher, distillation weights / 10",
-                        "train_synthetic_student.yaml",
-                        ["model.init=teacher", "loss.lambda_mad=5", "loss.alpha_umd=0.5",
-                         "loss.beta_cmd=1"]),
-    "sup_init": ("Student: L_sup only, initialised from the teacher",
-                 "train_synthetic_student.yaml",
-                 ["model.init=teacher", "loss.lambda_mad=0", "loss.alpha_umd=0",
-                  "loss.beta_cmd=0"]),
-    "teacher_long": ("PML teacher, trained again from its own weights (1500 + 1500 steps)",
-                     "train_synthetic_teacher.yaml", ["model.init=teacher"]),
-    "full_init_tl": ("Student: AnySeg, initialised from the longer-trained teacher",
-                     "train_synthetic_student.yaml", ["model.init=teacher"]),
-    "full_init_light_tl": ("Student: AnySeg, distillation weights / 10, from the longer-trained "
-                           "teacher", "train_synthetic_student.yaml",
-                           ["model.init=teacher", "loss.lambda_mad=5", "loss.alpha_umd=0.5",
-                            "loss.beta_cmd=1"]),
-    "sup_init_tl": ("Student: L_sup only, initialised from the longer-trained teacher",
-                    "train_synthetic_student.yaml",
-                    ["model.init=teacher", "loss.lambda_mad=0", "loss.alpha_umd=0",
-                     "loss.beta_cmd=0"]),
-    "full_init_tl_all": ("Student: AnySeg from the longer-trained teacher, every modality kept "
-                         "in half the samples (not the paper's dropout)",
-                         "train_synthetic_student.yaml",
-                         ["model.init=teacher", "dropout.all_prob=0.5"]),
-    "full_init_tl_long": ("Student: AnySeg from the longer-trained teacher, twice the steps",
-                          "train_synthetic_student.yaml", ["model.init=teacher"]),
-    "full_init_tl_seed": ("Student: AnySeg from the longer-trained teacher, another seed",
-                          "train_synthetic_student.yaml", ["model.init=teacher", "seed=1"]),
-    "sup_init_tl_seed": ("Student: L_sup only from the longer-trained teacher, another seed",
-                         "train_synthetic_student.yaml",
-                         ["model.init=teacher", "loss.lambda_mad=0", "loss.alpha_umd=0",
-                          "loss.beta_cmd=0", "seed=1"]),
-    "full_init_tl_ohem": ("Student: AnySeg from the longer-trained teacher, L_sup as OHEM "
-                          "cross-entropy (threshold 0.7)", "train_synthetic_student.yaml",
-                          ["model.init=teacher", "loss.ohem_thresh=0.7"]),
-    "sup_init_tl_ohem": ("Student: L_sup only from the longer-trained teacher, as OHEM "
-                         "cross-entropy (threshold 0.7)", "train_synthetic_student.yaml",
-                         ["model.init=teacher", "loss.lambda_mad=0", "loss.alpha_umd=0",
-                          "loss.beta_cmd=0", "loss.ohem_thresh=0.7"]),
+    "sup_init": ("Student: L_sup only, started from the teacher's weights", STUDENT,
+                 ["model.init=teacher", *SUP_ONLY]),
+    "full_sum": ("Student: AnySeg at the earlier scale (KL summed over classes / channels)",
+                 STUDENT, ["loss.kl_reduction=sum"]),
 }
 # Rows whose code changed after their figures were committed, though not their commands:
 # the revision joins the row's key, so `make results` runs them again, and until it has, the
 # tables mark the committed figures as the earlier code's.
-REVISIONS = {"baseline": "fusion=primary averages the auxiliary modalities that are present "
-                         "(earlier: a missing one counted as zeros in the mean)"}
-# Rows trained for a multiple of --steps (the others: --steps). Not part of the fixed-budget
-# comparison: they ask whether a gap closes with more training.
-STEP_FACTORS = {"full_init_tl_long": 2}
+REVISIONS: dict[str, str] = {}
+# Rows trained for a multiple of --steps (the others: --steps): the teacher trains twice the
+# students' budget (3000 steps at the default, the earlier `teacher_long` budget).
+STEP_FACTORS = {"teacher": 2}
 # The row whose checkpoint a row starts from or distils, where it is not the teacher's (every
 # student's, when it is not named here).
-SOURCES = {"teacher_long": "teacher", "full_init_tl": "teacher_long",
-           "full_init_light_tl": "teacher_long", "sup_init_tl": "teacher_long",
-           "full_init_tl_all": "teacher_long", "full_init_tl_long": "teacher_long",
-           "full_init_tl_seed": "teacher_long", "sup_init_tl_seed": "teacher_long",
-           "full_init_tl_ohem": "teacher_long", "sup_init_tl_ohem": "teacher_long"}
+SOURCES: dict[str, str] = {}
+# Rows that others start from: their weights are committed in fp16 under <results>/weights
+# (a new machine does not train them again), and that copy is what is evaluated and distilled.
+PUBLISHED = ("teacher",)
 
-# The rows with the full method (all three distillation losses): the issue's targets apply.
-FULL_STUDENTS = ("full", "full_init", "full_init_lr2", "full_init_lr", "full_init_light",
-                 "full_init_tl", "full_init_light_tl", "full_init_tl_all", "full_init_tl_long",
-                 "full_init_tl_seed", "full_init_tl_ohem")
-# Tables that set rows differing in one setting side by side (those of a group that have run,
-# when there are two or more): (title, the setting's column, [(student, [(row, value), ...])]).
-COMPARISONS = [
-    ("Student initialisation: backbone's own vs the teacher's weights", "init",
-     [("L_sup only", [("sup", "backbone"), ("sup_init", "teacher")]),
-      ("AnySeg, all three losses", [("full", "backbone"), ("full_init", "teacher")])]),
-    ("Peak learning rate of the AnySeg student started from the teacher", "peak lr",
-     [("AnySeg, initialised from the teacher",
-       [("full_init", "4e-4"), ("full_init_lr2", "2e-4"), ("full_init_lr", "1e-4")])]),
-    ("Distillation weights of a student started from the teacher", "lambda, alpha, beta",
-     [("started from the teacher", [("sup_init", "0, 0, 0"), ("full_init_light", "5, 0.5, 1"),
-                                    ("full_init", "50, 5, 10")]),
-      ("started from the longer-trained teacher", [("sup_init_tl", "0, 0, 0"),
-                                                   ("full_init_light_tl", "5, 0.5, 1"),
-                                                   ("full_init_tl", "50, 5, 10")])]),
-    ("Teacher trained for 1500 steps, or for 1500 more from its own weights", "teacher's steps",
-     [("PML teacher", [("teacher", "1500"), ("teacher_long", "1500 + 1500")]),
-      ("AnySeg from the teacher", [("full_init", "1500"), ("full_init_tl", "1500 + 1500")]),
-      ("AnySeg, weights / 10, from the teacher", [("full_init_light", "1500"),
-                                                  ("full_init_light_tl", "1500 + 1500")]),
-      ("L_sup only from the teacher", [("sup_init", "1500"), ("sup_init_tl", "1500 + 1500")])]),
-    ("Anymodal dropout: uniform over the 7 subsets, or every modality in half the samples",
-     "P(all modalities kept)",
-     [("AnySeg from the longer-trained teacher", [("full_init_tl", "1/7 (uniform, the paper's)"),
-                                                 ("full_init_tl_all", "1/2")])]),
-    ("Student's training steps, from the longer-trained teacher", "student's steps",
-     [("AnySeg from the longer-trained teacher", [("full_init_tl", "1500"),
-                                                 ("full_init_tl_long", "3000")])]),
-    ("Seed of the student's training (data order, augmentation, dropout draws)", "seed",
-     [("AnySeg from the longer-trained teacher", [("full_init_tl", "3407"),
-                                                 ("full_init_tl_seed", "1")]),
-      ("L_sup only from the longer-trained teacher", [("sup_init_tl", "3407"),
-                                                     ("sup_init_tl_seed", "1")])]),
-    ("L_sup: plain cross-entropy, or OHEM cross-entropy (the authors' released training code)",
-     "L_sup",
-     [("AnySeg from the longer-trained teacher", [("full_init_tl", "cross-entropy"),
-                                                 ("full_init_tl_ohem", "OHEM 0.7")]),
-      ("L_sup only from the longer-trained teacher", [("sup_init_tl", "cross-entropy"),
-                                                     ("sup_init_tl_ohem", "OHEM 0.7")])]),
-]
+# Groups of rows that differ only in their seed: the tables report their mean and spread.
+GROUPS = {"sup": ("sup", "sup_s1", "sup_s2"), "full": ("full", "full_s1", "full_s2"),
+          "full_tr": ("full_tr", "full_tr_s1", "full_tr_s2")}
+# The rows with all three distillation losses: the issue's targets apply to them.
+FULL_STUDENTS = ("full", "full_tr", "full_init", "full_sum")
 
 
 class RowFailed(Exception):
@@ -199,9 +117,15 @@ def cache_dir(args) -> str | None:
     return None if args.no_cache else (args.cache or str(Path(args.runs) / "cache"))
 
 
+def weights(name: str, args) -> Path:
+    """Where a PUBLISHED row's fp16 weights are committed (beside its JSON)."""
+    return Path(args.results) / "weights" / f"{name}.safetensors"
+
+
 def commands(name: str, args, cache: bool = True) -> tuple[list[str], list[str]]:
     """The train and evaluate commands of row ``name``; ``cache=False`` leaves out the data
-    cache, which decides no figure (the row's key is taken without it)."""
+    cache, which decides no figure (the row's key is taken without it). A PUBLISHED row is
+    evaluated from its committed fp16 copy, and its students distil that copy."""
     _, config, overrides = ROWS[name]
     out = Path(args.runs) / name
     steps = args.steps * STEP_FACTORS.get(name, 1)
@@ -210,11 +134,12 @@ def commands(name: str, args, cache: bool = True) -> tuple[list[str], list[str]]
     if cache and cache_dir(args):
         sets.append(f"data.cache={cache_dir(args)}")
     if source(name):
-        sets.append(f"teacher.checkpoint={Path(args.runs) / source(name) / 'final.safetensors'}")
+        sets.append(f"teacher.checkpoint={weights(source(name), args)}")
     train = [PY, "-m", "anyseg_core.train", "--config", f"config/{config}"]
     for s in sets:
         train += ["--set", s]
-    evaluate = [PY, "-m", "anyseg_core.evaluate", "--checkpoint", str(out / "final.safetensors"),
+    model = weights(name, args) if name in PUBLISHED else out / "final.safetensors"
+    evaluate = [PY, "-m", "anyseg_core.evaluate", "--checkpoint", str(model),
                 "--dataset", "synthetic", "--split", "val", "--num-samples",
                 str(args.eval_samples), "--out", str(out / "eval")]
     return train, evaluate
@@ -225,8 +150,18 @@ def is_student(name: str) -> bool:
 
 
 def source(name: str) -> str | None:
-    """The row whose checkpoint row ``name`` starts from or distils (None: from scratch)."""
-    return SOURCES.get(name, "teacher" if is_student(name) else None)
+    """The row whose checkpoint row ``name`` starts from or distils (None: from scratch, and
+    an L_sup-only student that starts from the backbone's own initialisation)."""
+    if name in SOURCES:
+        return SOURCES[name]
+    overrides = ROWS[name][2]
+    uses_teacher = "model.init=teacher" in overrides or not set(SUP_ONLY) <= set(overrides)
+    return "teacher" if is_student(name) and uses_teacher else None
+
+
+def per_class(report: dict) -> dict:
+    """IoU per class (%) of every subset, from an ``anymodal.json`` (None: not scored)."""
+    return {s: r.get("iou") for s, r in report["subsets"].items()}
 
 
 def figures(report: dict) -> dict:
@@ -257,11 +192,14 @@ def is_done(name: str, args) -> bool:
 
 
 def must_run(name: str, args, needed: bool) -> bool:
-    """Whether run_row has work to do: the row is not done, or rows still to train start from
-    it (``needed``) and its checkpoint or evaluation is missing from ``--runs``."""
-    out = Path(args.runs) / name
-    return not is_done(name, args) or (needed and not (
-        (out / "final.safetensors").exists() and (out / "eval" / "anymodal.json").exists()))
+    """Whether run_row has work to do: the row is not done, or (an unpublished row) rows
+    still to train start from it (``needed``) and its checkpoint is missing from ``--runs``.
+    A PUBLISHED row done is never trained again: its students read its committed weights."""
+    if not is_done(name, args):
+        return True
+    if name in PUBLISHED:
+        return not weights(name, args).exists()
+    return needed and not (Path(args.runs) / name / "final.safetensors").exists()
 
 
 def training_minutes(out: Path) -> float | None:
@@ -284,12 +222,12 @@ def training_minutes(out: Path) -> float | None:
 def run_row(name: str, args, needed: bool = False, env: dict | None = None) -> None:
     """Train (or resume) and evaluate one row, then write its JSON.
 
-    A row whose JSON holds the same commands is done. The exception is a row that rows still
-    to train start from (``needed``: the teacher, say) whose checkpoint is not in ``--runs``
-    (a new machine): it is trained again with the same command and evaluated, but its JSON is
-    kept, because the rows already in the tables were trained from that first run. Every
-    student's JSON records the figures of the checkpoint it was distilled from, and the
-    tables judge it against those.
+    A row whose JSON holds the same commands is done. A PUBLISHED row is exported in fp16 to
+    :func:`weights` after training (commit that file with the JSON) and evaluated from it.
+    An unpublished row that rows still to train start from (``needed``) whose checkpoint is
+    not in ``--runs`` (a new machine) is trained again with the same command, but its JSON is
+    kept: the rows already in the tables were trained from that first run. Every student's
+    JSON records the figures of the row it was distilled from (that row's JSON).
     """
     results = Path(args.results)
     train, evaluate = commands(name, args)
@@ -303,9 +241,14 @@ def run_row(name: str, args, needed: bool = False, env: dict | None = None) -> N
     out.mkdir(parents=True, exist_ok=True)
     log = out / "experiment.log"
     t0 = time.time()
-    if not (out / "final.safetensors").exists():
+    published = weights(name, args) if name in PUBLISHED else None
+    if not (out / "final.safetensors").exists() and not (published and published.exists()):
         resume = ["--resume"] if (out / "last.train.safetensors").exists() else []
         run(train + resume, log, env)
+    if published and not published.exists():
+        published.parent.mkdir(parents=True, exist_ok=True)
+        run([PY, "-m", "anyseg_core.export", str(out / "final.safetensors"), str(published),
+             "--dtype", "float16"], log, env)
     run(evaluate, log, env)
     rep = json.loads((out / "eval" / "anymodal.json").read_text())
     say(f"[{name}] mean {rep['mean_miou']:.2f}, worst {rep['worst_miou']:.2f} "
@@ -318,10 +261,11 @@ def run_row(name: str, args, needed: bool = False, env: dict | None = None) -> N
            "commands": [shlex.join(portable(train)), shlex.join(portable(evaluate))],
            "minutes": round((time.time() - t0) / 60, 1),
            "train_minutes": training_minutes(out), **figures(rep),
-           "protocol": rep["protocol"]}
-    if is_student(name):
-        teacher_eval = Path(args.runs) / source(name) / "eval" / "anymodal.json"
-        row["teacher"] = figures(json.loads(teacher_eval.read_text()))
+           "per_class": per_class(rep), "protocol": rep["protocol"]}
+    if source(name):
+        row["teacher"] = {k: v for k, v in json.loads(
+            (results / f"{source(name)}.json").read_text()).items()
+            if k in ("miou", "mean", "worst", "worst_subset")}
     results.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(row, indent=2))
 
@@ -421,8 +365,63 @@ def run_rows(rows: list[str], args) -> list[str]:
     return [f"{name}: {why}" for name, why in failed.items()]
 
 
+def stats(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (None for a single value)."""
+    n = len(values)
+    mean = sum(values) / n
+    sd = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5 if n > 1 else None
+    return mean, sd
+
+
+def group_rows(rows: dict) -> dict[str, list[str]]:
+    """The rows present, grouped by seed: a GROUPS entry with those of its rows that ran, and
+    every other row on its own."""
+    grouped = {g: [r for r in members if r in rows] for g, members in GROUPS.items()}
+    grouped = {g: members for g, members in grouped.items() if members}
+    inside = {r for members in grouped.values() for r in members}
+    grouped.update({r: [r] for r in ROWS if r in rows and r not in inside})
+    return {g: grouped[g] for g in sorted(grouped, key=lambda g: list(ROWS).index(
+        grouped[g][0]))}
+
+
+def summary(rows: dict, members: list[str]) -> dict:
+    """Per subset, mean over subsets and worst subset of a group: (mean, sd) over its seeds.
+    The mean and the worst are taken per seed first, then averaged."""
+    out = {s: stats([rows[r]["miou"][s] for r in members]) for s in SUBSETS}
+    out["Mean"] = stats([rows[r]["mean"] for r in members])
+    out["Worst"] = stats([rows[r]["worst"] for r in members])
+    return out
+
+
+def cell(value: tuple[float, float | None], bold: bool = False) -> str:
+    mean, sd = value
+    text = f"{mean:.2f}" + ("" if sd is None else f" ± {sd:.2f}")
+    return f"**{text}**" if bold else text
+
+
+def difference(rows: dict, a: list[str], b: list[str]) -> dict:
+    """``a - b`` per subset and for the mean over subsets: the difference of the group means,
+    its spread sqrt(sd_a^2 + sd_b^2) (None with a single seed on either side), and the
+    differences of the runs paired by seed (same data order, augmentation and dropout)."""
+    sa, sb = summary(rows, a), summary(rows, b)
+    paired = [(x, y) for x in a for y in b if seed_of(x) == seed_of(y)]
+    out = {}
+    for key in [*SUBSETS, "Mean"]:
+        (ma, da), (mb, db) = sa[key], sb[key]
+        spread = None if da is None or db is None else (da ** 2 + db ** 2) ** 0.5
+        pick = (lambda r: rows[r]["mean"]) if key == "Mean" else (lambda r: rows[r]["miou"][key])
+        out[key] = (ma - mb, spread, [pick(x) - pick(y) for x, y in paired])
+    return out
+
+
+def seed_of(row: str) -> str:
+    """The seed suffix of a row ('' for the config's seed)."""
+    return next((suffix for suffix in SEEDS if suffix and row.endswith(suffix)), "")
+
+
 def target_rows(t: dict, f: dict) -> list[str]:
-    """The issue's three targets for student ``f`` against teacher ``t``, as table rows."""
+    """The issue's three targets for figures ``f`` (of a student, or a group's means) against
+    teacher ``t``, as table rows."""
     checks = [("mean over subsets: student >= teacher + 5", t["mean"], f["mean"],
                f["mean"] - t["mean"] >= 5),
               ("worst subset: student >= teacher + 10", t["worst"], f["worst"],
@@ -434,76 +433,104 @@ def target_rows(t: dict, f: dict) -> list[str]:
               for name, a, b, ok in checks)]
 
 
-def retrained_teachers(rows: dict) -> dict:
-    """Students distilled from another run of the teacher than the one in teacher.json (the
-    teacher trained again on a new machine), grouped by that run's figures."""
-    first = rows.get("teacher")
-    groups: dict = {}
-    for r in ROWS:
-        t = rows.get(r, {}).get("teacher")
-        if not t or source(r) != "teacher":
+def group_figures(rows: dict, members: list[str]) -> dict:
+    """A group's figures in the shape of one row's: the means over its seeds."""
+    sm = summary(rows, members)
+    return {"miou": {s: sm[s][0] for s in SUBSETS}, "mean": sm["Mean"][0],
+            "worst": sm["Worst"][0]}
+
+
+def class_table(rows: dict, teacher: str, members: list[str]) -> list[str]:
+    """IoU per class of the teacher and of a group (mean over its seeds) with every modality
+    and on the teacher's worst subset; classes scored in neither are left out."""
+    t = rows[teacher]
+    worst = t["worst_subset"]
+    def iou(r, subset, name):
+        return ((rows[r].get("per_class") or {}).get(subset) or {}).get(name)
+    names = list(((t.get("per_class") or {}).get("CEL") or {}))
+    if not names:
+        return []
+    lines = [f"| class | teacher CEL | student CEL | teacher {worst} | student {worst} |",
+             "|---|---|---|---|---|"]
+    for name in names:
+        vals = []
+        for subset in ("CEL", worst):
+            vals.append(iou(teacher, subset, name))
+            got = [iou(r, subset, name) for r in members]
+            got = [v for v in got if v is not None]
+            vals.append(sum(got) / len(got) if got else None)
+        if all(v is None for v in vals):
             continue
-        if first and all(round(t["miou"][s], 2) == round(first["miou"][s], 2) for s in SUBSETS):
-            continue
-        groups.setdefault(tuple(round(t["miou"][s], 2) for s in SUBSETS), []).append(r)
-    return groups
+        lines.append(f"| {name} | " + " | ".join("-" if v is None else f"{v:.1f}" for v in vals)
+                     + " |")
+    return lines
 
 
 def write_tables(results: Path) -> Path:
     rows = {p.stem: json.loads(p.read_text()) for p in sorted(results.glob("*.json"))}
-    order = [r for r in ROWS if r in rows]
+    rows = {r: v for r, v in rows.items() if r in ROWS}
+    groups = group_rows(rows)
     lines = ["# Synthetic world: anymodal results (generated)", "",
              "Written by `python scripts/synthetic_experiment.py`; do not edit by hand. mIoU in %",
              "over the validation split, one confusion matrix per subset (classes absent from",
              "both labels and predictions left out), missing modalities dropped from the fusion.",
-             "C = camera, E = events, L = LiDAR.", "",
-             "## Table 1 shape: every subset", "",
-             "| row | " + " | ".join(SUBSETS) + " | Mean | Worst |",
-             "|---|" + "---|" * (len(SUBSETS) + 2)]
-    def label(r: str) -> str:
-        stale = r in REVISIONS and rows[r].get("revision") != REVISIONS[r]
-        return rows[r]["label"] + (" (earlier code; to run again: " + REVISIONS[r] + ")"
-                                   if stale else "")
-    table = [(label(r), rows[r]) for r in order]
-    for students in retrained_teachers(rows).values():
-        label = (f"PML teacher, trained again with the same command (the teacher of "
-                 f"{', '.join(students)})")
-        table.insert(order.index("teacher") + 1 if "teacher" in order else 0,
-                     (label, rows[students[0]]["teacher"]))
-    for label, f in table:
-        m = f["miou"]
-        lines.append(f"| {label} | " + " | ".join(f"{m[s]:.2f}" for s in SUBSETS)
-                     + f" | **{f['mean']:.2f}** | {f['worst']:.2f} |")
-    ablation = [r for r in ("sup", "mad", "umd", "full", "fkd") if r in rows]
-    if ablation:
-        lines += ["", "## Table 3 shape: the losses, one by one", "",
-                  "| row | Mean | change vs L_sup only | CEL | Worst |", "|---|---|---|---|---|"]
-        base = rows["sup"]["mean"] if "sup" in rows else None
-        for r in ablation:
-            d = "" if base is None else f"{rows[r]['mean'] - base:+.2f}"
-            lines.append(f"| {rows[r]['label']} | {rows[r]['mean']:.2f} | {d} | "
-                         f"{rows[r]['miou']['CEL']:.2f} | {rows[r]['worst']:.2f} |")
-    for title, column, groups in COMPARISONS:
-        groups = [(name, [(r, v) for r, v in pair if r in rows]) for name, pair in groups]
-        groups = [(name, pair) for name, pair in groups if len(pair) >= 2]
-        if groups:
-            lines += ["", f"## {title}", "", f"| model | {column} | Mean | Worst | CEL |",
-                      "|---|---|---|---|---|"]
-            for name, pair in groups:
-                for r, value in pair:
-                    lines.append(f"| {name} | {value} | {rows[r]['mean']:.2f} | "
-                                 f"{rows[r]['worst']:.2f} | {rows[r]['miou']['CEL']:.2f} |")
-    for student in FULL_STUDENTS:
-        teacher = rows.get(student, {}).get("teacher", rows.get("teacher"))
-        if student in rows and teacher:
-            what = ("the PML teacher" if source(student) == "teacher"
-                    else f"the {source(student)} row")
-            lines += ["", f"## Targets ({student} student vs {what} it was distilled from)",
-                      "", *target_rows(teacher, rows[student])]
+             "C = camera, E = events, L = LiDAR. Mean ± standard deviation over the seeds that",
+             "have run (n); Mean and Worst are taken per run, then averaged.", "",
+             "## Every subset, over seeds", "",
+             "| model | n | " + " | ".join(SUBSETS) + " | Mean | Worst |",
+             "|---|---|" + "---|" * (len(SUBSETS) + 2)]
+    for g, members in groups.items():
+        sm = summary(rows, members)
+        label = rows[members[0]]["label"]
+        stale = [r for r in members if r in REVISIONS and rows[r].get("revision") != REVISIONS[r]]
+        if stale:
+            label += f" (earlier code in {', '.join(stale)}; to run again: " + "; ".join(
+                sorted({REVISIONS[r] for r in stale})) + ")"
+        lines.append(f"| {label} | {len(members)} | " + " | ".join(cell(sm[s]) for s in SUBSETS)
+                     + f" | {cell(sm['Mean'], bold=True)} | {cell(sm['Worst'])} |")
+    pairs = [("full", "sup", "AnySeg - L_sup only"), ("full_tr", "sup", "ours - L_sup only"),
+             ("full_tr", "full", "ours - AnySeg"),
+             ("full_init", "sup_init", "AnySeg - L_sup only, both from the teacher's weights"),
+             ("full_sum", "full", "AnySeg at the earlier scale - at the authors' scale")]
+    pairs = [(a, b, what) for a, b, what in pairs if a in groups and b in groups]
+    if pairs:
+        lines += ["", "## Differences", "",
+                  "Difference of the means over seeds, ± sqrt(sd_a^2 + sd_b^2) where both sides "
+                  "have seeds; in brackets the differences of the runs paired by seed.", "",
+                  "| comparison | " + " | ".join(SUBSETS) + " | Mean |",
+                  "|---|" + "---|" * (len(SUBSETS) + 1)]
+        for a, b, what in pairs:
+            diff = difference(rows, groups[a], groups[b])
+            def fmt(d):
+                mean, spread, paired = d
+                text = f"{mean:+.2f}" + ("" if spread is None else f" ± {spread:.2f}")
+                if len(paired) > 1:
+                    text += " [" + ", ".join(f"{p:+.2f}" for p in paired) + "]"
+                return text
+            lines.append(f"| {what} | " + " | ".join(fmt(diff[s]) for s in SUBSETS)
+                         + f" | **{fmt(diff['Mean'])}** |")
+    if "teacher" in rows:
+        students = [g for g in groups if is_student(groups[g][0])]
+        if students:
+            best = max(students, key=lambda g: summary(rows, groups[g])["Mean"][0])
+            lines += ["", f"## Targets (the best student, `{best}` over {len(groups[best])} "
+                      "seed(s), vs the PML teacher)", "",
+                      *target_rows(rows["teacher"], group_figures(rows, groups[best]))]
+            if "full" in groups and "sup" in groups:
+                mean, spread, _ = difference(rows, groups["full"], groups["sup"])["Mean"]
+                verdict = ("not judged: a single seed on a side" if spread is None else
+                           "yes" if mean > spread else "no")
+                lines += ["", "Full AnySeg beats L_sup only on the mean over subsets by more "
+                          f"than the seeds' spread: {mean:+.2f} against ± "
+                          f"{'-' if spread is None else f'{spread:.2f}'}: **{verdict}**."]
+            table = class_table(rows, "teacher", groups[best])
+            if table:
+                lines += ["", f"## Per class: the teacher and the best student (`{best}`)", "",
+                          *table]
     lines += ["", "## Commands", ""]
-    for r in order:
+    for r in [r for r in ROWS if r in rows]:
         took = (f"{rows[r]['train_minutes']} min training"
-                if rows[r].get("train_minutes") is not None  # rows written before it existed
+                if rows[r].get("train_minutes") is not None
                 else f"{rows[r]['minutes']} min in the invocation that finished it")
         lines += [f"- {r} ({took}):", "  ```", *(f"  {c}" for c in rows[r]["commands"]),
                   "  ```"]

@@ -1,5 +1,6 @@
-"""The report of scripts/synthetic_experiment.py: tables generated from the rows' JSONs, and
-the issue's targets judged from the figures (not written by hand)."""
+"""The report of scripts/synthetic_experiment.py: tables generated from the rows' JSONs (means
+and spreads over seeds, differences, the issue's targets judged from the figures, not written
+by hand), and how rows are scheduled, keyed and resumed."""
 import importlib.util
 import json
 from pathlib import Path
@@ -8,6 +9,7 @@ import pytest
 
 SCRIPT = Path(__file__).resolve().parents[2] / 'scripts' / 'synthetic_experiment.py'
 SUBSETS = ['C', 'E', 'L', 'CE', 'CL', 'EL', 'CEL']
+TEACHER = [10, 2, 20, 12, 28, 22, 30]   # mean 17.71, worst 2 (E)
 
 
 @pytest.fixture(scope='module')
@@ -18,86 +20,111 @@ def experiment():
     return module
 
 
+class Args:
+    runs, results = 'runs/experiment', 'docs/results'
+    steps, eval_samples, cache, no_cache = 1500, 200, None, False
+
+
 def _figures(miou: dict) -> dict:
     worst = min(miou, key=miou.get)
     return {'miou': miou, 'mean': sum(miou.values()) / len(miou), 'worst': miou[worst],
             'worst_subset': worst}
 
 
-def _row(results: Path, name: str, experiment, miou: dict, teacher: dict = None) -> None:
+def _row(results: Path, name: str, experiment, miou: list, per_class=None) -> None:
     row = {'row': name, 'label': experiment.ROWS[name][0], 'key': 'k', 'minutes': 1.0,
-           'commands': [f'train {name}', f'evaluate {name}'], **_figures(miou), 'protocol': {}}
-    if teacher is not None:
-        row['teacher'] = _figures(teacher)
+           'commands': [f'train {name}', f'evaluate {name}'],
+           **_figures(dict(zip(SUBSETS, miou))), 'protocol': {}}
+    if per_class is not None:
+        row['per_class'] = per_class
     (results / f'{name}.json').write_text(json.dumps(row))
 
 
-def _tables(tmp_path: Path, experiment, rows: list) -> str:
-    """Write ``(name, mIoU per subset, its teacher's or None)`` rows, return tables.md."""
-    for name, miou, teacher in rows:
-        _row(tmp_path, name, experiment, dict(zip(SUBSETS, miou)),
-             teacher=None if teacher is None else dict(zip(SUBSETS, teacher)))
+def _tables(tmp_path: Path, experiment, rows: dict) -> str:
+    for name, miou in rows.items():
+        _row(tmp_path, name, experiment, miou)
     return experiment.write_tables(tmp_path).read_text()
 
 
-TEACHER = [10, 2, 20, 12, 28, 22, 30]   # mean 17.71, worst 2
+def _section(text: str, title: str) -> str:
+    return text.split(title)[1].split('\n## ')[0]
 
 
-def _target_lines(text: str, student: str) -> list[str]:
-    section = text.split(f'## Targets ({student} student vs the PML teacher')[1]
-    return [line for line in section.split('##')[0].splitlines() if line.startswith('| ')][1:]
+def test_seeds_are_summarised_as_mean_and_spread(tmp_path, experiment):
+    text = _tables(tmp_path, experiment, {
+        'teacher': TEACHER,
+        'sup': [20, 10, 20, 20, 25, 20, 25], 'sup_s1': [22, 12, 22, 22, 27, 22, 27],
+        'full': [21, 11, 21, 21, 26, 21, 26]})
+    table = _section(text, '## Every subset, over seeds')
+    sup = [ln for ln in table.splitlines() if ln.startswith('| Student: anymodal dropout')][0]
+    # two seeds: mean 21, sample sd sqrt(2) = 1.41
+    assert sup.startswith('| Student: anymodal dropout, L_sup only | 2 | 21.00 ± 1.41 | 11.00 ± 1.41')
+    full = [ln for ln in table.splitlines() if ln.startswith('| Student: AnySeg (')][0]
+    assert '| 1 | 21.00 | 11.00 |' in full and '±' not in full   # one seed: no spread
+    assert 'Rows not run yet:' in text and 'full_tr_s2' in text.split('Rows not run yet:')[1]
 
 
-def test_targets_are_judged_from_the_figures(tmp_path, experiment):
-    teacher = dict(zip(SUBSETS, [10, 2, 20, 12, 28, 22, 30]))   # mean 17.71, worst 2
-    # Meets all three: mean +5.5, worst +10 (12 vs 2), CEL -1.5.
-    good = dict(zip(SUBSETS, [22, 12, 22, 24, 28, 26, 28.5]))
-    # Meets none: mean +0.5, worst +9.9, CEL -2.1.
-    bad = dict(zip(SUBSETS, [13, 11.9, 20, 14, 21, 20, 27.9]))
-    _row(tmp_path, 'teacher', experiment, teacher)
-    _row(tmp_path, 'full_init', experiment, good, teacher=teacher)
-    _row(tmp_path, 'full', experiment, bad)
+def test_differences_spread_and_the_verdict(tmp_path, experiment):
+    sup = {'sup': [20] * 7, 'sup_s1': [21] * 7, 'sup_s2': [22] * 7}          # sd 1
+    full = {'full': [23] * 7, 'full_s1': [25] * 7, 'full_s2': [24] * 7}      # +3, sd 1
+    text = _tables(tmp_path, experiment, {'teacher': TEACHER, **sup, **full})
+    diff = [ln for ln in _section(text, '## Differences').splitlines()
+            if ln.startswith('| AnySeg - L_sup only |')][0]
+    # +3 ± sqrt(2); the runs paired by seed: 23-20, 25-21, 24-22
+    assert '**+3.00 ± 1.41 [+3.00, +4.00, +2.00]** |' in diff
+    assert 'by more than the seeds\' spread: +3.00 against ± 1.41: **yes**' in text
+    (tmp_path / 'full_s1.json').unlink()
+    (tmp_path / 'full_s2.json').unlink()
     text = experiment.write_tables(tmp_path).read_text()
+    assert 'not judged: a single seed on a side' in text
+    _row(tmp_path, 'full_s1', experiment, [20.5] * 7)
+    text = experiment.write_tables(tmp_path).read_text()   # 21.75 - 21 = +0.75 vs ± 2.04
+    assert '**no**' in text.split('more than the seeds\' spread')[1].split('\n')[0]
 
-    met = [line.rstrip(' |').rsplit('| ', 1)[1] for line in _target_lines(text, 'full_init')]
+
+def test_targets_are_judged_for_the_best_student_group(tmp_path, experiment):
+    text = _tables(tmp_path, experiment, {
+        'teacher': TEACHER,
+        # meets none: mean +0.5, worst +9.9, CEL -2.1
+        'sup': [13, 11.9, 20, 14, 21, 20, 27.9],
+        # meets all three over its two seeds: mean +5.5, worst +10, CEL -1.5
+        'full_tr': [22, 12, 22, 24, 28, 26, 28.5], 'full_tr_s1': [22, 12, 22, 24, 28, 26, 28.5]})
+    section = _section(text, '## Targets (the best student, `full_tr` over 2 seed(s)')
+    met = [ln.rstrip(' |').rsplit('| ', 1)[1] for ln in section.splitlines()
+           if ln.startswith('| ') and 'target' not in ln and '---' not in ln]
     assert met == ['yes', 'yes', 'yes']
-    met = [line.rstrip(' |').rsplit('| ', 1)[1] for line in _target_lines(text, 'full')]
-    assert met == ['no', 'no', 'no']
-    # Every row present appears in the Table 1 shape with its figures and its commands.
-    assert '| 22.00 | 12.00 | 22.00 | 24.00 | 28.00 | 26.00 | 28.50 |' in text
-    assert 'train full_init' in text and 'evaluate teacher' in text
-    # The initialisation comparison needs both students of a pair.
-    assert 'AnySeg, all three losses | teacher' in text
-    assert '| L_sup only | backbone' not in text
-    assert 'Rows not run yet:' in text and 'sup_init' in text.split('Rows not run yet:')[1]
-    assert '## Peak learning rate' not in text
+    assert '| 30.00 | 28.50 | -1.50 | yes |' in section
 
 
-def test_learning_rate_comparison_and_targets_of_every_full_student(tmp_path, experiment):
-    text = _tables(tmp_path, experiment, [
-        ('teacher', TEACHER, None),
-        ('full_init', [22, 12, 22, 24, 28, 26, 27.0], TEACHER),
-        ('full_init_lr', [21, 12.5, 22, 23, 28, 26, 29.0], TEACHER)])
-    section = text.split('## Peak learning rate')[1].split('##')[0]
-    assert '| 4e-4 | 23.00 | 12.00 | 27.00 |' in section
-    assert '| 1e-4 | 23.07 | 12.50 | 29.00 |' in section
-    cel = [ln for ln in _target_lines(text, 'full_init_lr') if 'all modalities' in ln][0]
-    assert '| 30.00 | 29.00 | -1.00 | yes |' in cel
-    assert '## Student initialisation' not in text   # no complete pair
-    # The rows of a group that have run (here two of three) are shown; full_init_lr2 is not.
-    assert '| 2e-4 |' not in section
+def test_per_class_reading_of_the_best_student(tmp_path, experiment):
+    classes = lambda cel, e: {'CEL': {'road': cel, 'wall': None}, 'E': {'road': e, 'wall': None}}  # noqa: E731
+    _row(tmp_path, 'teacher', experiment, TEACHER, per_class=classes(90.0, 10.0))
+    _row(tmp_path, 'sup', experiment, [20] * 7, per_class=classes(80.0, 40.0))
+    _row(tmp_path, 'sup_s1', experiment, [20] * 7, per_class=classes(82.0, 42.0))
+    text = experiment.write_tables(tmp_path).read_text()
+    section = _section(text, '## Per class: the teacher and the best student (`sup`)')
+    assert '| class | teacher CEL | student CEL | teacher E | student E |' in section
+    assert '| road | 90.0 | 81.0 | 10.0 | 41.0 |' in section
+    assert 'wall' not in section          # scored in no subset: left out
 
 
-def test_distillation_weight_comparison(tmp_path, experiment):
-    text = _tables(tmp_path, experiment, [('teacher', TEACHER, None),
-                                          ('sup_init', [20] * 7, TEACHER)])
-    assert '## Distillation weights' not in text    # one row of the group: nothing to compare
-    text = _tables(tmp_path, experiment, [('full_init_light', [21] * 7, TEACHER)])
-    section = text.split('## Distillation weights')[1].split('##')[0]
-    assert '| 0, 0, 0 | 20.00 |' in section and '| 5, 0.5, 1 | 21.00 |' in section
-    assert '| 50, 5, 10 |' not in section
-    assert '## Targets (full_init_light student' in text
-    assert '## Targets (sup_init' not in text       # targets are for the full method only
+def test_rows_and_their_sources(experiment):
+    """L_sup-only students from their own initialisation read no teacher (they train while
+    it does); every other student distils the committed fp16 teacher, which is also what the
+    teacher row is evaluated from; the teacher trains twice the students' steps."""
+    assert experiment.source('teacher') is None
+    assert [experiment.source(r) for r in ('sup', 'sup_s1', 'sup_s2')] == [None] * 3
+    for r in ('full', 'full_tr_s2', 'full_init', 'sup_init', 'full_sum'):
+        assert experiment.source(r) == 'teacher', r
+        assert ('teacher.checkpoint=docs/results/weights/teacher.safetensors'
+                in experiment.commands(r, Args)[0])
+    assert not any('teacher.checkpoint' in a for a in experiment.commands('sup', Args)[0])
+    train, evaluate = experiment.commands('teacher', Args)
+    assert 'optim.steps=3000' in train and 'optim.warmup_steps=200' in train
+    assert evaluate[evaluate.index('--checkpoint') + 1] == 'docs/results/weights/teacher.safetensors'
+    assert 'loss.kl_reduction=sum' in experiment.commands('full_sum', Args)[0]
+    assert 'loss.mad_pixels=teacher_correct' in experiment.commands('full_tr_s1', Args)[0]
+    assert 'seed=2' in experiment.commands('full_s2', Args)[0]
 
 
 def test_unknown_rows_are_refused(experiment, monkeypatch, capsys):
@@ -107,94 +134,48 @@ def test_unknown_rows_are_refused(experiment, monkeypatch, capsys):
     assert 'nonsense' in capsys.readouterr().err
 
 
-def test_students_are_judged_against_their_own_teacher(tmp_path, experiment):
-    """A student distilled from a teacher trained again (a new machine) is compared with that
-    teacher's figures, which get their own row; the first teacher's row stays."""
-    again = [11, 3, 21, 13, 29, 23, 33]
-    student = [22, 12, 22, 24, 28, 26, 30.5]
-    text = _tables(tmp_path, experiment, [('teacher', TEACHER, None),
-                                          ('full', student, TEACHER),
-                                          ('full_init', student, again)])
-    table1 = text.split('## Table 1 shape')[1].split('##')[0]
-    assert '| 10.00 | 2.00 | 20.00 |' in table1
-    retrained = [line for line in table1.splitlines() if 'trained again' in line]
-    assert len(retrained) == 1 and '(the teacher of full_init)' in retrained[0]
-    assert '| 11.00 | 3.00 | 21.00 |' in retrained[0]
-    # Same student figures: CEL is within 2 of the first teacher (30.5 vs 30), not of the
-    # second (30.5 vs 33).
-    cel = lambda s: [ln for ln in _target_lines(text, s) if 'all modalities' in ln][0]  # noqa: E731
-    assert '| 30.00 | 30.50 | +0.50 | yes |' in cel('full')
-    assert '| 33.00 | 30.50 | -2.50 | no |' in cel('full_init')
-
-
-def test_rows_trained_from_the_longer_trained_teacher(tmp_path, experiment):
-    """teacher_long starts from the teacher's checkpoint and its students from teacher_long's;
-    they are judged against teacher_long, not taken for a rerun of the teacher."""
-    class Args:
-        runs, steps, eval_samples, cache, no_cache = 'R', 1500, 200, None, True
-
-    long_cmd = experiment.commands('teacher_long', Args)[0]
-    assert 'model.init=teacher' in long_cmd and 'stage=student' not in long_cmd
-    assert 'teacher.checkpoint=R/teacher/final.safetensors' in long_cmd
-    assert ('teacher.checkpoint=R/teacher_long/final.safetensors'
-            in experiment.commands('full_init_tl', Args)[0])
-    assert [experiment.source(r) for r in ('teacher', 'full', 'teacher_long', 'full_init_tl')] \
-        == [None, 'teacher', 'teacher', 'teacher_long']
-    longer = [12, 4, 22, 14, 30, 24, 34]
-    text = _tables(tmp_path, experiment, [('teacher', TEACHER, None),
-                                          ('teacher_long', longer, None),
-                                          ('full_init_tl', [22, 14, 22, 24, 28, 26, 33], longer)])
-    assert 'trained again with the same command' not in text
-    section = text.split('## Targets (full_init_tl student vs the teacher_long row it was '
-                         'distilled from)')[1].split('##')[0]
-    assert '| 34.00 | 33.00 | -1.00 | yes |' in section
-    steps = text.split("## Teacher trained for 1500 steps")[1].split('##')[0]
-    assert '| PML teacher | 1500 + 1500 |' in steps
-
-
 def test_a_done_row_runs_again_only_when_needed_and_missing(tmp_path, experiment):
-    """must_run: a row with its JSON is done, unless rows still to train start from it and
-    its checkpoint or evaluation is gone (a new machine)."""
-    class Args:
+    """must_run: a row with its JSON is done. The published teacher is done for good once its
+    fp16 weights are committed beside it; an unpublished row that rows still to train start
+    from runs again when its checkpoint is gone (a new machine)."""
+    class A(Args):
         runs, results = str(tmp_path / 'runs'), str(tmp_path / 'results')
-        steps, eval_samples, cache, no_cache = 1500, 200, None, False
 
-    assert experiment.must_run('teacher', Args, needed=False)          # no JSON yet
-    Path(Args.results).mkdir()
-    (Path(Args.results) / 'teacher.json').write_text(
-        json.dumps({'key': experiment.row_key('teacher', Args)}))
-    assert not experiment.must_run('teacher', Args, needed=False)
-    assert experiment.must_run('teacher', Args, needed=True)           # checkpoint missing
-    out = Path(Args.runs) / 'teacher'
-    (out / 'eval').mkdir(parents=True)
-    (out / 'final.safetensors').write_bytes(b'')
-    (out / 'eval' / 'anymodal.json').write_text('{}')
-    assert not experiment.must_run('teacher', Args, needed=True)
+    assert experiment.must_run('teacher', A, needed=False)          # no JSON yet
+    Path(A.results).mkdir()
+    for name in ('teacher', 'sup'):
+        (Path(A.results) / f'{name}.json').write_text(
+            json.dumps({'key': experiment.row_key(name, A)}))
+    assert experiment.must_run('teacher', A, needed=False)          # weights not committed
+    experiment.weights('teacher', A).parent.mkdir()
+    experiment.weights('teacher', A).write_bytes(b'')
+    assert not experiment.must_run('teacher', A, needed=True)       # no checkpoint in runs/
+    assert not experiment.must_run('sup', A, needed=False)
+    assert experiment.must_run('sup', A, needed=True)
+    (Path(A.runs) / 'sup').mkdir(parents=True)
+    (Path(A.runs) / 'sup' / 'final.safetensors').write_bytes(b'')
+    assert not experiment.must_run('sup', A, needed=True)
 
 
 def test_a_row_key_follows_the_figures_not_the_interpreter(experiment, monkeypatch):
-    class Args:
-        runs, results = 'runs/experiment', 'docs/results'
-        steps, eval_samples, cache, no_cache = 1500, 200, None, False
+    class A(Args):
+        pass
 
-    key = experiment.row_key('full_init_tl', Args)
+    key = experiment.row_key('full', A)
     monkeypatch.setattr(experiment, 'PY', '/elsewhere/.venv/bin/python')
-    assert experiment.row_key('full_init_tl', Args) == key
-    Args.cache = '/tmp/other-cache'
-    assert experiment.row_key('full_init_tl', Args) == key
-    Args.steps = 1000
-    assert experiment.row_key('full_init_tl', Args) != key
-    # A row of STEP_FACTORS trains a multiple of --steps, so its key is not its twin's.
-    Args.steps = 1500
-    assert experiment.row_key('full_init_tl_long', Args) != key
-    train = experiment.commands('full_init_tl_long', Args)[0]
-    assert 'optim.steps=3000' in train and 'optim.warmup_steps=200' in train
+    assert experiment.row_key('full', A) == key
+    A.cache = '/tmp/other-cache'
+    assert experiment.row_key('full', A) == key
+    A.steps = 1000
+    assert experiment.row_key('full', A) != key
+    A.steps = 1500
+    assert len({experiment.row_key(r, A) for r in experiment.ROWS}) == len(experiment.ROWS)
 
 
 def test_rows_start_when_their_source_is_done_and_share_the_cores(experiment, monkeypatch):
-    """run_rows: a student starts as soon as its teacher is done, while the baseline still
-    trains; never more than --jobs rows at a time, never more threads than cores; a row whose
-    source failed is not run."""
+    """run_rows: a student starts as soon as its teacher is done, while an L_sup-only row
+    still trains; never more than --jobs rows at a time, never more threads than cores; a row
+    whose source failed is not run."""
     import threading
     lock, log, running = threading.Lock(), [], {}
     student_started = threading.Event()
@@ -206,9 +187,9 @@ def test_rows_start_when_their_source_is_done_and_share_the_cores(experiment, mo
             log.append(('start', name, threads, dict(running)))
         if name == 'full':
             student_started.set()
-        if name == 'baseline':  # slow: still training when the teacher's students start
-            assert student_started.wait(10), 'the student waited for the baseline'
-        if name == 'mad':
+        if name == 'sup':  # slow: still training when the teacher's students start
+            assert student_started.wait(10), 'the student waited for the L_sup-only row'
+        if name == 'full_tr':
             with lock:
                 running.pop(name)
             raise experiment.RowFailed('boom')
@@ -222,24 +203,23 @@ def test_rows_start_when_their_source_is_done_and_share_the_cores(experiment, mo
     monkeypatch.setattr(experiment, 'must_run', lambda name, args, needed: name != 'teacher')
     monkeypatch.setattr(experiment.os, 'cpu_count', lambda: 2)
     monkeypatch.delenv('OMP_NUM_THREADS', raising=False)
-    monkeypatch.setitem(experiment.SOURCES, 'umd', 'mad')  # a row whose source will fail
+    monkeypatch.setitem(experiment.SOURCES, 'full_tr_s1', 'full_tr')  # its source will fail
 
-    class Args:
+    class A:
         jobs, runs, no_cache, cache = 2, 'R', True, None
 
-    failed = experiment.run_rows(['baseline', 'teacher', 'full', 'mad', 'umd'], Args)
-    assert sorted(failed) == ['mad: boom', 'umd: not run: mad failed']
+    failed = experiment.run_rows(['sup', 'teacher', 'full', 'full_tr', 'full_tr_s1'], A)
+    assert sorted(failed) == ['full_tr: boom', 'full_tr_s1: not run: full_tr failed']
     starts = [e for e in log if e[0] == 'start']
     at = {(kind, name): i for i, (kind, name, _, _) in enumerate(log)}
     for _, name, threads, now in starts:
         assert len(now) <= 2 and sum(now.values()) <= 2, (name, now)
         if experiment.source(name):
             assert at['end', experiment.source(name)] < at['start', name], name
-    # the teacher is reported first; then the baseline and the first student train together,
-    # on one core each
-    assert [(n, t) for _, n, t, _ in starts[:3]] == [('teacher', 1), ('baseline', 1),
-                                                    ('full', 1)]
-    assert [n for _, n, _, _ in starts[3:]] == ['mad']  # on 1 or 2 cores: whatever is free
+    # the teacher is reported first; then the L_sup-only row and the first student train
+    # together, on one core each
+    assert [(n, t) for _, n, t, _ in starts[:3]] == [('teacher', 1), ('sup', 1), ('full', 1)]
+    assert [n for _, n, _, _ in starts[3:]] == ['full_tr']
 
 
 def test_training_minutes_sum_every_invocation(tmp_path, experiment):
@@ -256,27 +236,22 @@ def test_training_minutes_sum_every_invocation(tmp_path, experiment):
     (damaged / 'config.yaml').write_text('optim:\n  batch_size: 8\n')
     (damaged / 'metrics.jsonl').write_text('{"step": 20, "samples_per_s": 4.0}\n{"step": 4')
     assert experiment.training_minutes(damaged) is None
-    _row(tmp_path, 'teacher', experiment, dict(zip(SUBSETS, TEACHER)))
+    _row(tmp_path, 'teacher', experiment, TEACHER)
     row = json.loads((tmp_path / 'teacher.json').read_text())
     (tmp_path / 'teacher.json').write_text(json.dumps({**row, 'train_minutes': 3.0}))
-    _row(tmp_path, 'baseline', experiment, dict(zip(SUBSETS, TEACHER)))
+    _row(tmp_path, 'sup', experiment, TEACHER)
     text = experiment.write_tables(tmp_path).read_text()
     assert '- teacher (3.0 min training):' in text
-    assert '- baseline (1.0 min in the invocation that finished it):' in text
+    assert '- sup (1.0 min in the invocation that finished it):' in text
 
 
 def test_recorded_commands_name_no_interpreter_path(experiment, monkeypatch):
     """Rows record ``python -m ...``, runnable in any clone, not this machine's interpreter."""
     monkeypatch.setattr(experiment, 'PY', '/elsewhere/.venv/bin/python')
-
-    class Args:
-        runs, results = 'runs/experiment', 'docs/results'
-        steps, eval_samples, cache, no_cache = 1500, 200, None, False
-
-    for cmd in experiment.commands('full_init_tl', Args):
+    for cmd in experiment.commands('full_init', Args):
         assert cmd[0] == '/elsewhere/.venv/bin/python'  # what runs here
         assert experiment.portable(cmd) == ['python', *cmd[1:]]  # what the row records
-    committed = sorted((experiment.REPO / 'docs' / 'results').glob('*.json'))
+    committed = sorted((experiment.REPO / 'docs' / 'results').glob('**/*.json'))
     assert committed
     for path in committed:
         for line in json.loads(path.read_text())['commands']:
@@ -285,22 +260,21 @@ def test_recorded_commands_name_no_interpreter_path(experiment, monkeypatch):
 
 def test_a_revised_row_runs_again_and_its_old_figures_are_marked(tmp_path, experiment,
                                                                 monkeypatch):
-    class Args:
-        runs, results = 'runs/experiment', str(tmp_path)
-        steps, eval_samples, cache, no_cache = 1500, 200, None, False
+    class A(Args):
+        results = str(tmp_path)
 
     monkeypatch.setattr(experiment, 'REVISIONS', {})
-    key = experiment.row_key('baseline', Args)
-    _row(tmp_path, 'baseline', experiment, dict(zip(SUBSETS, TEACHER)))
-    row = json.loads((tmp_path / 'baseline.json').read_text())
-    (tmp_path / 'baseline.json').write_text(json.dumps({**row, 'key': key}))
-    assert experiment.is_done('baseline', Args)
+    key = experiment.row_key('sup', A)
+    _row(tmp_path, 'sup', experiment, TEACHER)
+    row = json.loads((tmp_path / 'sup.json').read_text())
+    (tmp_path / 'sup.json').write_text(json.dumps({**row, 'key': key}))
+    assert experiment.is_done('sup', A)
     assert '(earlier code' not in experiment.write_tables(tmp_path).read_text()
-    monkeypatch.setattr(experiment, 'REVISIONS', {'baseline': 'fusion fixed'})
-    assert experiment.row_key('baseline', Args) != key
-    assert not experiment.is_done('baseline', Args)  # `make results` trains it again
+    monkeypatch.setattr(experiment, 'REVISIONS', {'sup': 'OHEM fixed'})
+    assert experiment.row_key('sup', A) != key
+    assert not experiment.is_done('sup', A)  # `make results` trains it again
     text = experiment.write_tables(tmp_path).read_text()
-    assert f"| {row['label']} (earlier code; to run again: fusion fixed) |" in text
+    assert f"| {row['label']} (earlier code in sup; to run again: OHEM fixed) |" in text
     # the row written by the new code carries its revision and is no longer marked
-    (tmp_path / 'baseline.json').write_text(json.dumps({**row, 'revision': 'fusion fixed'}))
+    (tmp_path / 'sup.json').write_text(json.dumps({**row, 'revision': 'OHEM fixed'}))
     assert '(earlier code' not in experiment.write_tables(tmp_path).read_text()

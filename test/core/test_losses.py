@@ -71,10 +71,11 @@ FEATURE_LOSSES = {"umd": umd, "cmd": cmd}
 # --------------------------------------------------------------- reference implementations
 # Straightforward per-sample loops in float64, written independently of the vectorised code.
 def kl_1d(student, teacher, tau):
-    """KL(softmax(teacher/tau) || softmax(student/tau)) along dim 0."""
+    """KL(softmax(teacher/tau) || softmax(student/tau)) along dim 0, averaged over its C
+    entries (the authors' KLDivLoss(reduction='mean') scale)."""
     log_s = torch.log_softmax(student / tau, dim=0)
     log_t = torch.log_softmax(teacher / tau, dim=0)
-    return (log_t.exp() * (log_t - log_s)).sum(0)
+    return (log_t.exp() * (log_t - log_s)).sum(0) / student.shape[0]
 
 
 def ref_umd(s_feats, t_feats, present, tau=1.0):
@@ -183,13 +184,78 @@ def test_cmd_compares_channel_cosines():
     assert float(unimodal_distillation(s, t, p)) > 1e-4  # the unimodal term does see it
 
 
-def test_mad_matches_textbook_kl_with_tau_squared():
+def test_mad_is_the_authors_kldivloss_mean_with_tau_squared():
+    """At batch 1 with no ignored pixel, L_mad is the mean over all K x H x W entries of the
+    pointwise KL terms: what the authors' KLDivLoss(reduction='mean') computed (spelt out:
+    newer torch warns that 'mean' will change meaning). reduction='sum' is the per-pixel KL,
+    K times larger: the earlier scale."""
     g = gen(5)
     s, t = torch.randn(1, K, 3, 4, generator=g), torch.randn(1, K, 3, 4, generator=g)
+    labels = torch.randint(0, K, (1, 3, 4), generator=g)
     for tau in (1.0, 2.0, 4.0):
-        expected = F.kl_div(F.log_softmax(s / tau, 1), F.softmax(t / tau, 1),
-                            reduction="sum") / 12 * tau ** 2
+        pointwise = F.kl_div(F.log_softmax(s / tau, 1), F.softmax(t / tau, 1), reduction="none")
+        assert pointwise.shape == (1, K, 3, 4)
+        expected = pointwise.mean() * tau ** 2
         assert close(prediction_distillation(s, t, tau=tau), expected)
+        assert close(prediction_distillation(s, t, labels, tau=tau), expected)
+        assert close(prediction_distillation(s, t, tau=tau, reduction="sum"), expected * K)
+    with pytest.raises(ValueError, match="kl_reduction"):
+        prediction_distillation(s, t, reduction="batchmean")
+
+
+@pytest.mark.parametrize("name", ["umd", "cmd", "fkd"])
+def test_feature_terms_average_over_channels_and_sum_is_c_times(name):
+    """L_umd, L_cmd and L_fkd divide each position's (pair's) KL by the stage's channels C;
+    with reduction='sum' each stage is C times larger (stages of different C)."""
+    g = gen(15)
+    s, t = feats(2, 3, g), feats(2, 3, g)
+    p = present_mask([[True, True, False], [True, True, True]])
+    fn = {"umd": unimodal_distillation, "cmd": crossmodal_distillation}.get(name)
+    per_stage = []
+    for i, (c, _, _) in enumerate(STAGES):
+        if fn is None:
+            args = ([s[i][:, 0]], [t[i][:, 0]])
+            mean = fused_feature_distillation(*args)
+            total = fused_feature_distillation(*args, reduction="sum")
+        else:
+            mean = fn([s[i]], [t[i]], p)
+            total = fn([s[i]], [t[i]], p, reduction="sum")
+        assert float(mean) > 0 and close(total, c * mean)
+        per_stage.append(mean)
+    whole = (fused_feature_distillation([x[:, 0] for x in s], [x[:, 0] for x in t])
+             if fn is None else fn(s, t, p))
+    assert close(whole, sum(per_stage))
+
+
+def test_mad_teacher_correct_counts_only_where_the_teacher_is_right():
+    """mad_pixels='teacher_correct': the KL of the pixels where the teacher's argmax is the
+    label, averaged over every valid pixel (a wrong pixel weighs 0, a right one as before)."""
+    g = gen(16)
+    s, t = torch.randn(2, K, 4, 5, generator=g), torch.randn(2, K, 4, 5, generator=g)
+    labels = torch.randint(0, K, (2, 4, 5), generator=g)
+    right = t.argmax(1) == labels
+    labels[0, 0, :2] = IGNORE_INDEX
+    assert right.any() and (~right).any()
+    pointwise = F.kl_div(F.log_softmax(s, 1), F.softmax(t, 1), reduction="none").mean(1)
+    valid = labels != IGNORE_INDEX
+    expected = torch.stack([torch.where(valid[b] & right[b], pointwise[b], 0.0).sum()
+                            / valid[b].sum() for b in range(2)]).mean()
+    got = prediction_distillation(s, t, labels, pixels="teacher_correct")
+    assert close(got, expected)
+    # Where the teacher is right everywhere, it is the paper's L_mad.
+    agree = t.argmax(1)
+    assert close(prediction_distillation(s, t, agree, pixels="teacher_correct"),
+                 prediction_distillation(s, t, agree))
+    # ... and no gradient flows from the pixels where it is wrong.
+    s_req = s.clone().requires_grad_(True)
+    prediction_distillation(s_req, t, labels, pixels="teacher_correct").backward()
+    wrong = (~right & valid).unsqueeze(1).expand_as(s)
+    assert s_req.grad[wrong].abs().max() == 0 and s_req.grad[~wrong].abs().max() > 0
+    with pytest.raises(ValueError, match="needs the labels"):
+        prediction_distillation(s, t, pixels="teacher_correct")
+    loss = AnySegLoss(alpha_umd=0, beta_cmd=0, mad_pixels="teacher_correct")
+    out = loss(SimpleNamespace(logits=s), SimpleNamespace(logits=t), labels)
+    assert close(out["mad"], got)
 
 
 def test_supervised_loss_matches_cross_entropy_for_one_sample():
@@ -499,6 +565,12 @@ def test_anysegloss_from_config():
     loss = AnySegLoss.from_config({"lambda_mad": 10, "tau": 2.0, "ohem_thresh": 0.7})
     assert (loss.lambda_mad, loss.alpha_umd, loss.tau, loss.ohem_thresh) == (10.0, 5.0, 2.0, 0.7)
     assert AnySegLoss.from_config({}).beta_cmd == 10.0
+    assert AnySegLoss.from_config({}).kl_reduction == "mean"
+    assert AnySegLoss.from_config({"kl_reduction": "sum"}).kl_reduction == "sum"
+    with pytest.raises(ValueError, match="mad_pixels"):
+        AnySegLoss(mad_pixels="confident")
+    with pytest.raises(ValueError, match="kl_reduction"):
+        AnySegLoss(kl_reduction="batchmean")
     with pytest.raises(ValueError, match=r"lamda_mad.*tua|tua.*lamda_mad"):
         AnySegLoss.from_config({"lamda_mad": 1.0, "tua": 2.0, "alpha_umd": 1.0})
     with pytest.raises(ValueError, match="beta_cmd"):

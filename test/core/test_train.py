@@ -71,6 +71,9 @@ def test_config_layers_defaults_file_and_overrides(tmp_path):
     ("loss.tau=0", "loss.tau"),
     ("loss.lambda_mad=-1", "loss.lambda_mad must be >= 0"),
     ("loss.ohem_thresh=1.5", "loss.ohem_thresh"),
+    ("loss.kl_reduction=batchmean", "loss.kl_reduction must be mean"),
+    ("loss.mad_pixels=confident", "loss.mad_pixels must be all or teacher_correct"),
+    ("model.pretrained_file=w.pth", "model.pretrained_file is read only with model.pretrained"),
     ("dropout.policy=per_sample", "dropout.policy applies to the student stage only"),
     ("data.dataset=muses", "data.root must name the muses folder"),
 ])
@@ -305,7 +308,8 @@ def test_resume_refuses_another_teacher_but_not_a_moved_one(tmp_path, tiny_confi
         next(model.parameters()).add_(0.1)
     save_model(other, model, read_metadata(tiny_teacher))
     run = tmp_path / "run"
-    common = ["stage=student", "optim.steps=2", "train.eval_samples=0"]
+    common = ["stage=student", "dropout.policy=per_sample", "optim.steps=2",
+              "train.eval_samples=0"]
     assert train(tiny_config(run, *common, f"teacher.checkpoint={tiny_teacher}"),
                  stop_after=1) is None
     with pytest.raises(ConfigError, match=r"teacher.checkpoint \(its contents\)"):
@@ -332,11 +336,91 @@ def test_train_command_errors_are_one_line(tmp_path, capsys):
     assert "Traceback" not in err
 
 
-def test_training_precision():
+def test_a_student_without_a_dropout_policy_is_an_error():
+    """A student config that forgets dropout.policy (default none) would train a student that
+    never sees a missing modality: refused, naming the key."""
+    with pytest.raises(ConfigError, match="stage student needs dropout.policy per_sample"):
+        load_config(TINY, ["stage=student", "teacher.checkpoint=t.safetensors"])
+    cfg = load_config(TINY, ["stage=student", "teacher.checkpoint=t.safetensors",
+                             "dropout.policy=per_batch"])
+    assert cfg["model"]["init"] == "backbone"  # the authors' start: the backbone's own
+
+
+def test_the_data_is_checked_before_pretrained_weights_are_fetched(tmp_path, capsys):
+    """The user's first try offline: a MUSES config with pretrained weights and an empty
+    data.root gives one line about the data at once (no download retries first)."""
+    from anyseg_core.train import main
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code = main(["--config", str(REPO_ROOT / "config" / "train_muses_teacher.yaml"),
+                 "--set", f"data.root={empty}", "--set", f"out_dir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: ") and str(empty) in err
+    assert "Traceback" not in err and "huggingface" not in err.lower()
+
+
+def test_pretrained_weights_that_cannot_be_fetched_say_what_to_do(tmp_path, monkeypatch,
+                                                                  capsys):
+    """model.pretrained=true with the weights neither cached nor downloadable (HF_HUB_OFFLINE,
+    an empty cache: what this offline machine is): one line naming the two ways out."""
+    from huggingface_hub import constants
+
+    from anyseg_core.train import main
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    code = main(["--config", str(TINY), "--set", f"out_dir={tmp_path / 'run'}",
+                 "--set", "model.pretrained=true"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "Traceback" not in err
+    assert "ImageNet weights of pvt_v2_b0" in err
+    assert "model.pretrained_file=PATH" in err and "model.pretrained=false" in err
+    code = main(["--config", str(TINY), "--set", f"out_dir={tmp_path / 'run'}",
+                 "--set", "model.pretrained=true",
+                 "--set", f"model.pretrained_file={tmp_path / 'none.pth'}"])
+    assert code == 1 and "none.pth does not exist" in capsys.readouterr().err
+
+
+def test_pretrained_file_loads_the_backbone_weights(tmp_path):
+    """model.pretrained_file: the student starts from those weights (timm's own loader, as
+    for downloaded ones), not from a random initialisation."""
+    import timm
+    from safetensors.torch import save_file
+
+    from anyseg_core.train import build_student_model
+    src = timm.create_model("pvt_v2_b0", pretrained=False)
+    with torch.no_grad():
+        src.patch_embed.proj.weight.fill_(0.25)
+    path = tmp_path / "pvt_v2_b0.safetensors"
+    save_file({k: v.contiguous() for k, v in src.state_dict().items()}, str(path))
+    cfg = load_config(TINY, ["model.pretrained=true", f"model.pretrained_file={path}"])
+    model = build_student_model(cfg, 5)
+    assert torch.all(model.encoder.patch_embed.proj.weight == 0.25)
+    scratch = build_student_model(load_config(TINY, []), 5)
+    assert not torch.all(scratch.encoder.patch_embed.proj.weight == 0.25)
+    # A file of another model is a one-line ConfigError, not a traceback from timm.
+    save_file({"nothing": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
+    cfg = load_config(TINY, ["model.pretrained=true",
+                             f"model.pretrained_file={tmp_path / 'other.safetensors'}"])
+    with pytest.raises(ConfigError, match="does not hold the timm weights of pvt_v2_b0.*"
+                                          "model.pretrained=false"):
+        build_student_model(cfg, 5)
+    # A torch file (read with weights_only) in a training checkpoint's nesting works too.
+    torch.save({"state_dict": {f"module.{k}": v for k, v in src.state_dict().items()}},
+               tmp_path / "ckpt.pth")
+    cfg = load_config(TINY, ["model.pretrained=true",
+                             f"model.pretrained_file={tmp_path / 'ckpt.pth'}"])
+    assert torch.all(build_student_model(cfg, 5).encoder.patch_embed.proj.weight == 0.25)
+
+
+def test_training_precision(monkeypatch):
+    import anyseg_core.train as train_module
     cpu = torch.device("cpu")
     assert not bf16_autocast("auto", cpu) and not bf16_autocast("off", cpu)
-    with pytest.raises(ConfigError, match="train.amp=bf16 needs a CUDA device"):
+    monkeypatch.setattr(train_module, "cpu_has_bf16", lambda: False)
+    with pytest.raises(ConfigError, match="train.amp=bf16 needs a CUDA device or a CPU with"):
         bf16_autocast("bf16", cpu)  # asked for and not possible: said, not ignored
+    monkeypatch.setattr(train_module, "cpu_has_bf16", lambda: True)
+    assert bf16_autocast("bf16", cpu) and not bf16_autocast("auto", cpu)
     if torch.cuda.is_available():  # the GPU sessions' check of the capability rule
         gpu = torch.device("cuda", torch.cuda.current_device())
         native = torch.cuda.get_device_capability(gpu) >= (8, 0)
@@ -344,10 +428,19 @@ def test_training_precision():
         assert bf16_autocast("bf16", gpu) and not bf16_autocast("off", gpu)
 
 
-def test_a_bf16_request_on_the_cpu_stops_the_run(tmp_path, capsys):
+def test_a_bf16_request_on_the_cpu(tmp_path, capsys, monkeypatch):
+    """train.amp=bf16 on a CPU: trained under bf16 autocast where the CPU has native bf16,
+    refused with one line (before anything is written) where it has not."""
+    import anyseg_core.train as train_module
     from anyseg_core.train import main
-    code = main(["--config", str(TINY), "--set", f"out_dir={tmp_path}",
-                 "--set", "train.amp=bf16", "--set", "train.device=cpu"])
+    args = ["--config", str(TINY), "--set", "train.amp=bf16", "--set", "train.device=cpu",
+            "--set", "optim.steps=2", "--set", "train.eval_samples=0"]
+    if train_module.cpu_has_bf16():
+        assert main([*args, "--set", f"out_dir={tmp_path / 'bf16'}"]) == 0
+        out = capsys.readouterr().out
+        assert "precision: bf16 autocast on cpu" in out and "step 2/2" in out
+    monkeypatch.setattr(train_module, "cpu_has_bf16", lambda: False)
+    code = main([*args, "--set", f"out_dir={tmp_path}"])
     err = capsys.readouterr().err
     assert code == 1 and err.startswith("error: train.amp=bf16") and "Traceback" not in err
     assert not (tmp_path / "config.yaml").exists()
@@ -364,7 +457,8 @@ def test_init_from_the_teacher_starts_either_stage_from_its_weights(tmp_path, ti
     # One step at a learning rate too small to move a float32 weight: the run ends where it
     # started, so its parameters are the teacher's (the head's norm statistics move anyway).
     common = [f"stage={stage}", f"teacher.checkpoint={tiny_teacher}", "optim.steps=1",
-              "optim.lr=1e-30", "train.eval_samples=0"]
+              "optim.lr=1e-30", "train.eval_samples=0",
+              f"dropout.policy={'per_sample' if stage == 'student' else 'none'}"]
     start = _weights(train(tiny_config(tmp_path / "init", "model.init=teacher", *common)))
     fresh = _weights(train(tiny_config(tmp_path / "fresh", *common)))
     teacher = _weights(tiny_teacher)

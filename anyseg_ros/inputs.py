@@ -18,7 +18,7 @@ from anyseg_core.modalities import CAMERA, DEPTH, EVENTS, LIDAR
 from anyseg_core.sensors.pipeline import check_aligned
 
 from . import conversions as conv
-from .pipeline import CameraImage, DepthImage, EventImage, Geometry
+from .payloads import CameraImage, DepthImage, EventImage, Geometry
 
 
 def camera_payload(msg: Any, geometry: Geometry, notes: Optional[Counter] = None) -> CameraImage:

@@ -18,7 +18,7 @@ from anyseg_core.runtime import PRECISIONS
 from anyseg_core.sensors.distortion import MODELS as DISTORTION_MODELS
 from anyseg_core.sensors.distortion import check_distortion
 
-from .pipeline import OUTPUT_RESOLUTIONS, Geometry, with_geometry
+from .payloads import OUTPUT_RESOLUTIONS, Geometry, with_geometry
 from .sync import AnymodalSynchronizer
 
 # The checkpoint used when the `checkpoint` parameter is empty (`make demo-checkpoint`).

@@ -11,7 +11,7 @@ stays on the runtime's device.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
@@ -20,63 +20,14 @@ import torch
 from anyseg_core.modalities import CAMERA, DEPTH, EVENTS, IGNORE_INDEX, LIDAR
 from anyseg_core.runtime import Runtime
 from anyseg_core.sensors import Events, RawFrame, camera_to_tensor, resize_dense
+from anyseg_core.sensors.geometry import scale_intrinsics
 
 from .conversions import sec_to_stamp
+from .payloads import OUTPUT_RESOLUTIONS, EventImage, Geometry
 from .sync import Frame
-
-OUTPUT_RESOLUTIONS = ("camera", "network")
-
 
 class FrameSkipped(Exception):
     """A frame with nothing usable in it (the message says why); not a failure."""
-
-
-@dataclass
-class CameraImage:
-    """A camera image as received: H x W (x C) array in ``encoding``, and its frame id."""
-
-    array: np.ndarray
-    encoding: str
-    frame_id: str
-
-
-@dataclass
-class DepthImage:
-    """A depth image aligned with the camera: 16UC1 (mm) or 32FC1 (m)."""
-
-    array: np.ndarray
-    encoding: str
-
-
-@dataclass
-class EventImage:
-    """An event frame rendered upstream, H x W x 3 in the channels of render_events."""
-
-    array: np.ndarray
-
-
-@dataclass
-class Geometry:
-    """What the node knows of the rig when a frame is processed.
-
-    K / image_hw: the frame camera's intrinsics and size (from CameraInfo, else parameters);
-    distortion: its lens distortion (model, coefficients), None for none or rectified images.
-    R_rect: rectified images of a stereo camera: the rotation from the camera's frame to the
-    rectified one (CameraInfo's R), applied after T_cam_lidar and T_cam_events; None = none.
-    frame_id: the camera's frame id for outputs made without a camera image.
-    T_cam_lidar: LiDAR to camera, 4x4. events_K / events_hw / T_cam_events: the event
-    camera; events_K None means the events are in the frame camera's pixels.
-    """
-
-    K: Optional[np.ndarray] = None
-    image_hw: Optional[tuple[int, int]] = None
-    distortion: Optional[tuple[str, tuple[float, ...]]] = None
-    R_rect: Optional[np.ndarray] = None
-    frame_id: str = "camera"
-    T_cam_lidar: np.ndarray = field(default_factory=lambda: np.eye(4))
-    events_K: Optional[np.ndarray] = None
-    events_hw: Optional[tuple[int, int]] = None
-    T_cam_events: Optional[np.ndarray] = None
 
 
 @dataclass
@@ -96,13 +47,6 @@ class Segmentation:
     inference_ms: float
     frame: Frame
     left_out: dict[str, str]  # modality -> why it was in the frame but not used
-
-
-def scale_K(K: np.ndarray, from_hw: Sequence[int], to_hw: Sequence[int]) -> np.ndarray:
-    """Intrinsics of the same camera at another resolution (pixel centres at integers)."""
-    sy, sx = to_hw[0] / from_hw[0], to_hw[1] / from_hw[1]
-    S = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
-    return S @ np.asarray(K, dtype=np.float64)
 
 
 class SegmentationPipeline:
@@ -144,7 +88,8 @@ class SegmentationPipeline:
         if camera is not None:
             cam_hw = tuple(camera.array.shape[:2])
             if K is not None and image_hw is not None and tuple(image_hw) != cam_hw:
-                K = scale_K(K, image_hw, cam_hw)  # CameraInfo of another binning
+                # CameraInfo of another binning
+                K = scale_intrinsics(K, image_hw, cam_hw).numpy()
             image_hw = cam_hw
         separate_events = geometry.events_K is not None  # else: the camera's own pixels
         T_cam_lidar, T_cam_events = geometry.T_cam_lidar, geometry.T_cam_events
@@ -257,21 +202,3 @@ class SegmentationPipeline:
         rgb = rgb.permute(1, 2, 0) * 255.0
         a = torch.where(labels == IGNORE_INDEX, 0.0, float(alpha))[..., None]
         return (rgb * (1 - a) + color.float() * a).round_().clamp_(0, 255).to(torch.uint8)
-
-
-def with_geometry(geometry: Geometry, **changes) -> Geometry:
-    """A copy of ``geometry`` with fields replaced (the node swaps it atomically)."""
-    return replace(geometry, **changes)
-
-
-def geometry_from_camera(geometry: Geometry, image: CameraImage) -> Geometry:
-    """``geometry`` completed from a camera image, for use while no CameraInfo has been seen:
-    the image's size when none is known yet (``camera.K`` without ``camera.height/width`` is
-    then for images of that size) and its frame id, so outputs made during a camera outage
-    keep the camera's size and frame. Returns ``geometry`` itself when nothing changes."""
-    changes: dict = {}
-    if geometry.image_hw is None:
-        changes["image_hw"] = tuple(int(n) for n in image.array.shape[:2])
-    if image.frame_id and image.frame_id != geometry.frame_id:
-        changes["frame_id"] = image.frame_id
-    return with_geometry(geometry, **changes) if changes else geometry

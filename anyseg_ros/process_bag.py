@@ -1,17 +1,19 @@
-"""The node's synchroniser and runtime applied to a bag offline: deterministic, no DDS.
+"""The node's session applied to a bag offline: deterministic, no DDS.
 
-    python -m anyseg_ros.process_bag IN OUT --checkpoint CKPT [--params-file P]
+    python -m anyseg_ros.process_bag IN OUT [--checkpoint CKPT] [--params-file P]
         [--faults lidar:10-15,camera:20-22] [--device cpu] [--network H W]
         [--topic camera=/front/image_raw ...]
 
-Reads IN in receive-time order, converts and validates every sensor message exactly as the
-node does, feeds the :class:`~anyseg_ros.sync.AnymodalSynchronizer` with the bag's receive
-times as its clock, and segments every frame it emits (offline nothing is dropped for being
-late: the next message waits until the frame is done). OUT is a new bag with
-``/anyseg/labels``, ``/anyseg/color`` and ``/anyseg/status``, written beside OUT under a
-temporary name and renamed when done, so a failed run leaves no OUT. ``--faults`` silences
+Reads IN in receive-time order and hands every message to a
+:class:`~anyseg_ros.session.Session`, the same object the node runs, with the bag's receive
+time as its clock: messages are converted, validated and counted exactly as the node does, and
+every frame the synchroniser emits is segmented (offline nothing is dropped for being late:
+the next message waits until the frame is done). OUT is a new bag with ``/anyseg/labels``,
+``/anyseg/color`` and ``/anyseg/status`` (the node's status record), written beside OUT under
+a temporary name and renamed when done, so a failed run leaves no OUT. ``--faults`` silences
 sensors over seconds of receive time from the bag's start, as :mod:`anyseg_ros.play`
-``--drop`` does live.
+``--drop`` does live. Without ``--checkpoint`` (and no ``checkpoint`` in the params file) it
+runs the bundled demo checkpoint, as the node does.
 
 The topics are those of :mod:`anyseg_ros.bag` (``--topic ROLE=NAME`` names others, ROLE one
 of camera, camera_info, lidar, events, depth, gt); their types are checked against
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shutil
 import sys
 import tempfile
@@ -51,16 +54,12 @@ import torch
 
 from anyseg_core.checkpoint import CheckpointError
 from anyseg_core.metrics import ConfusionMatrix
-from anyseg_core.modalities import CAMERA
-from anyseg_core.runtime import Runtime
 
 from . import bag as bags
 from . import conversions as conv
-from .inputs import payload_function
-from .params import (ConfigError, defaults, geometry_from_params, load_params_file,
-                     network_size, synchronizer_from_params)
-from .pipeline import (FrameSkipped, Segmentation, SegmentationPipeline, geometry_from_camera,
-                       with_geometry)
+from .params import ConfigError, load_params_file
+from .pipeline import Segmentation
+from .session import CAMERA_INFO, Session
 
 ABBREV = {"camera": "C", "depth": "D", "events": "E", "lidar": "L"}
 # What process_bag reads: a role -> its topic in the project's bags (see --topic).
@@ -179,16 +178,19 @@ class PhaseSpans:
         return ", ".join(names) if names else "all sensors"
 
 
-def process_bag(bag_in: str | Path, bag_out: str | Path, checkpoint: str | Path,
-                values: Optional[dict] = None, faults: Optional[dict] = None,
-                storage: str = "mcap", progress: bool = True,
+def process_bag(bag_in: str | Path, bag_out: str | Path,
+                checkpoint: Optional[str | Path] = None, values: Optional[dict] = None,
+                faults: Optional[dict] = None, storage: str = "mcap", progress: bool = True,
                 topics: Optional[dict[str, str]] = None) -> dict:
     """Process ``bag_in`` into ``bag_out``; returns the summary (also in OUT.summary.json).
 
-    ``values``: node parameter values (see :mod:`anyseg_ros.params`) over the defaults;
-    ``topics``: role -> topic for topics named otherwise than in the project's bags."""
-    v = defaults()
-    v.update(values or {})
+    ``checkpoint``: the model (None: the ``checkpoint`` of ``values``, else the bundled demo
+    checkpoint, as the node); ``values``: node parameter values (see :mod:`anyseg_ros.params`)
+    over the defaults; ``topics``: role -> topic for topics named otherwise than in the
+    project's bags."""
+    values = dict(values or {})
+    if checkpoint is not None:
+        values["checkpoint"] = str(checkpoint)
     faults = faults or {}
     sensors = sorted(set(bags.TOPIC_SENSOR.values()))
     unknown = [k for k in faults if k not in sensors]
@@ -204,21 +206,16 @@ def process_bag(bag_in: str | Path, bag_out: str | Path, checkpoint: str | Path,
         raise FileExistsError(f"{bag_out} exists; process_bag writes a new bag (remove it or "
                               "choose another name)")
     present = bags.bag_topics(bag_in)
-    runtime = Runtime(checkpoint, device=v["device"], precision=v["precision"],
-                      input_size=network_size(v), warmup=False)
-    modalities = [m for m in v["modalities"] if m in runtime.modalities]
-    if not modalities:
-        raise ConfigError(f"none of the modalities {v['modalities']} is in the checkpoint "
-                          f"({list(runtime.modalities)})")
+    session = Session(values, logger=logging.getLogger("anyseg.process_bag"), warmup=False)
     check_topics(bag_in, present, {r: t for r, t in roles.items()
-                                   if r in modalities or r in ("camera_info", "gt")},
-                 modalities, v["events.type"])
+                                   if r in session.modalities or r in ("camera_info", "gt")},
+                 session.modalities, session.values["events.type"])
     bag_out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{bag_out.name}.", suffix=".partial",
                                  dir=bag_out.parent))
     try:
-        summary = _process(bag_in, work / bag_out.name, checkpoint, v, faults, storage,
-                           progress, present, roles, runtime, modalities)
+        summary = _process(bag_in, work / bag_out.name, session, faults, storage, progress,
+                           present, roles)
         (work / bag_out.name).rename(bag_out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -227,60 +224,51 @@ def process_bag(bag_in: str | Path, bag_out: str | Path, checkpoint: str | Path,
     return summary
 
 
-def _process(bag_in, bag_out: Path, checkpoint, v: dict, faults: dict, storage: str,
-             progress: bool, topics: dict, roles: dict, runtime: Runtime,
-             modalities: list) -> dict:
-    pipeline = SegmentationPipeline(runtime, modalities, event_window=v["events.window"],
-                                    lidar_min_range=v["lidar.min_range"],
-                                    output_resolution=v["output.resolution"])
-    sync = synchronizer_from_params(v, modalities)
-    geometry = geometry_from_params(v)
-    payloads = {m: payload_function(m, v["events.type"], v["lidar.intensity_field"],
-                                    v["lidar.intensity_scale"]) for m in modalities}
-    topic_of = {roles[m]: m for m in modalities}
+def _process(bag_in, bag_out: Path, session: Session, faults: dict, storage: str,
+             progress: bool, topics: dict, roles: dict) -> dict:
+    """The node's session fed with the bag's messages in receive order, the receive time as
+    both of its clocks; every frame it makes is written (offline nothing is late)."""
+    v = session.values
+    topic_of = {roles[m]: m for m in session.modalities}
     info_topic, gt_topic = roles["camera_info"], roles["gt"]
     wanted = [t for t in (*topic_of, info_topic, gt_topic) if t in topics]
-    spans = PhaseSpans(faults, v["sync.slop"], sync.windows)
+    spans = PhaseSpans(faults, v["sync.slop"], session.sync.windows)
+    Image = bags.msg_class("sensor_msgs/msg/Image")
+    String = bags.msg_class("std_msgs/msg/String")
 
     gt = GroundTruth()
-    pending_results: list[tuple[Segmentation, float]] = []
-    received, rejected, silenced, notes = Counter(), Counter(), Counter(), Counter()
+    results: list[Segmentation] = []
+    silenced, gt_rejected = Counter(), Counter()
     t_first: Optional[float] = None  # the bag's start: --faults seconds count from it
-    camera_info_seen = False
     n_total = sum(topics[t][1] for t in wanted)
     bar = _bar(n_total, progress)
     started = time.perf_counter()
     with bags.BagWriter(bag_out, storage) as out:
         def run_ready(now: float) -> None:
             while True:
-                frame = sync.poll(now)
+                frame, _ = session.poll(now)
                 if frame is None:
                     return
-                try:
-                    result = pipeline.run(frame, geometry, overlay_alpha=None,
-                                          confidence=False)
-                except FrameSkipped:
-                    continue
+                result = session.segment(frame)
+                if result is None:
+                    continue  # skipped or failed: counted by the session
                 t_ns = int(round(now * 1e9))
                 stamp = result.header_stamp
-                Image = bags.msg_class("sensor_msgs/msg/Image")
                 out.write("/anyseg/labels", conv.array_to_image(
                     result.labels, "mono8", stamp, result.frame_id, cls=Image), t_ns)
                 out.write("/anyseg/color", conv.array_to_image(
                     result.color, "rgb8", stamp, result.frame_id, cls=Image), t_ns)
-                status = {"stamp": result.stamp, "modalities": list(result.modalities),
-                          "pivot": result.pivot, "inference_ms": round(result.inference_ms, 2),
-                          "stamps": {m: [i.stamp for i in items]
-                                     for m, items in frame.items.items()}}
-                out.write("/anyseg/status", bags.msg_class("std_msgs/msg/String")(
-                    data=json.dumps(status)), t_ns)
-                pending_results.append((result, now))
+                status = session.record(result, now=now, ros_now=now)
+                out.write("/anyseg/status", String(data=json.dumps(status)), t_ns)
+                results.append(result)
 
-        def decoded_stamp(m) -> Optional[float]:
+        def decoded(m):
+            """The message and its stamp; (None, None) for a message too damaged to say."""
             try:
-                return conv.stamp_to_sec(m.decode().header.stamp)
-            except Exception:  # noqa: BLE001 - a message too damaged to say when it was
-                return None
+                msg = m.decode()
+                return msg, conv.stamp_to_sec(msg.header.stamp)
+            except Exception:  # noqa: BLE001 - the session counts it below
+                return None, None
 
         for m in bags.read_bag(bag_in, wanted):
             bar.update(1)
@@ -294,65 +282,47 @@ def _process(bag_in, bag_out: Path, checkpoint, v: dict, faults: dict, storage: 
                     labels, _ = conv.image_to_array(msg, ("mono8", "8UC1"))
                     gt_stamp = conv.stamp_to_sec(msg.header.stamp)
                 except conv.InvalidMessage as e:
-                    rejected[("gt", e.reason)] += 1
+                    gt_rejected[e.reason] += 1
                     continue
                 except Exception:  # noqa: BLE001 - a damaged message is not the run's end
-                    rejected[("gt", "conversion_error")] += 1
+                    gt_rejected["conversion_error"] += 1
                     continue
                 gt.add(gt_stamp, np.array(labels))
                 continue
             sensor = topic_of.get(m.topic) or ("camera" if m.topic == info_topic else None)
+            msg, stamp = decoded(m)
             if sensor is not None and bags.in_windows(faults, sensor, t_rel):
                 silenced[sensor] += 1
-                stamp = decoded_stamp(m)
                 if stamp is not None:
                     spans.silenced(sensor, t_rel, stamp)
                 continue
             if m.topic == info_topic:
-                try:
-                    msg = m.decode()
-                    model = conv.camera_info(msg, rectified=v["camera.rectified"])
-                except conv.InvalidMessage as e:
-                    rejected[("camera_info", e.reason)] += 1
-                    continue
-                except Exception:  # noqa: BLE001 - counted like the node counts it
-                    rejected[("camera_info", "conversion_error")] += 1
-                    continue
-                geometry = with_geometry(geometry, K=model.K, image_hw=model.image_hw,
-                                         distortion=model.distortion, R_rect=model.R,
-                                         frame_id=msg.header.frame_id or geometry.frame_id)
-                camera_info_seen = True
+                if msg is None:
+                    session.reject(CAMERA_INFO, conv.InvalidMessage(
+                        "conversion_error", "the message cannot be decoded"), received=True)
+                else:
+                    session.camera_info(msg, now=now)
                 continue
-            received[sensor] += 1
-            try:
-                msg = m.decode()
-                stamp = conv.stamp_to_sec(msg.header.stamp)
+            if stamp is not None:
                 spans.kept(sensor, t_rel, stamp)
-                conv.check_stamp(stamp, now, v["sync.max_future"])
-                payload = payloads[sensor](msg, geometry, notes)
-            except conv.InvalidMessage as e:
-                rejected[(sensor, e.reason)] += 1
+            if msg is None:
+                session.reject(sensor, conv.InvalidMessage(
+                    "conversion_error", "the message cannot be decoded"), received=True)
                 continue
-            except Exception:  # noqa: BLE001 - counted like the node counts it, and go on
-                rejected[(sensor, "conversion_error")] += 1
-                continue
-            if sensor == CAMERA and not camera_info_seen:
-                geometry = geometry_from_camera(geometry, payload)
-            sync.add(sensor, stamp, payload, now,
-                     exact=(msg.header.stamp.sec, msg.header.stamp.nanosec))
-            run_ready(now)
+            if session.receive(sensor, msg, now=now, ros_now=now):
+                run_ready(now)
         if t_first is not None:  # frames still waiting for partners that never came
             run_ready(now + v["sync.max_wait"] + 1e-6)
     bar.close()
     elapsed = time.perf_counter() - started
 
     # Scoring, per phase and per set of modalities used.
-    num_classes = len(runtime.class_names)
+    num_classes = len(session.runtime.class_names)
     per_phase: dict[str, ConfusionMatrix] = {}
     per_set: dict[str, ConfusionMatrix] = {}
     counts_phase, counts_set, phase_sets = Counter(), Counter(), Counter()
     scored = 0
-    for result, _ in pending_results:
+    for result in results:
         phase = spans.phase(result.stamp, result.modalities)  # see the docstring
         key = modality_key(result.modalities)
         counts_phase[phase] += 1
@@ -365,14 +335,24 @@ def _process(bag_in, bag_out: Path, checkpoint, v: dict, faults: dict, storage: 
         pred, lab = torch.from_numpy(result.labels), torch.from_numpy(label)
         for table, name in ((per_phase, phase), (per_set, key)):
             table.setdefault(name, ConfusionMatrix(num_classes)).update(pred, lab)
-    latencies = [r.inference_ms for r, _ in pending_results]
+    latencies = [r.inference_ms for r in results]
     origin = t_first or 0.0
+    counts = session.counts()
+    inputs = counts["inputs"]
+    rejected = {(s, r): n for s, c in inputs.items() for r, n in c["rejected"].items()}
+    rejected.update({("gt", r): n for r, n in gt_rejected.items()})
+    notes: Counter = Counter()
+    for c in inputs.values():
+        notes.update(c["notes"])
     summary: dict[str, Any] = {
-        "bag": str(bag_in), "out": str(bag_out), "checkpoint": str(checkpoint),
-        "frames_out": len(pending_results), "scored": scored,
-        "received": dict(received), "silenced": dict(silenced),
+        "bag": str(bag_in), "out": str(bag_out), "checkpoint": session.checkpoint,
+        "frames_out": len(results), "frames_failed": counts["frames_failed"],
+        "frames_skipped": counts["frames_skipped"], "scored": scored,
+        "received": {s: c["received"] for s, c in inputs.items()
+                     if s != CAMERA_INFO and c["received"]},
+        "silenced": dict(silenced),
         "rejected": {f"{s}:{r}": n for (s, r), n in sorted(rejected.items())},
-        "notes": dict(notes), "camera_info_seen": camera_info_seen,
+        "notes": dict(notes), "camera_info_seen": session.camera_info_seen,
         "phases": {name: {"frames": counts_phase[name],
                           "modalities": {k: n for (p, k), n in sorted(phase_sets.items())
                                          if p == name},
@@ -403,6 +383,8 @@ def format_summary(s: dict) -> str:
             f"{k} {n}" for k, n in sorted(s["silenced"].items())))
     if s["rejected"]:
         lines.append("rejected: " + ", ".join(f"{k} {n}" for k, n in s["rejected"].items()))
+    if s.get("frames_failed"):
+        lines.append(f"frames that failed in inference (skipped): {s['frames_failed']}")
     lines += ["", "| phase | frames | modalities used | mIoU |", "|---|---|---|---|"]
     for name, row in s["phases"].items():
         miou = "-" if row["miou"] is None else f"{row['miou']:.2f}"
@@ -427,7 +409,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("bag_in", type=Path)
     ap.add_argument("bag_out", type=Path)
-    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--checkpoint", help="model checkpoint (default: the params file's "
+                    "checkpoint, else the bundled demo checkpoint, as the node)")
     ap.add_argument("--params-file", type=Path,
                     help="node params file (default: BAG_IN.params.yaml when it exists)")
     ap.add_argument("--faults", default="", help="SENSOR:START-END[,...] seconds from start")

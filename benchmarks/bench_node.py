@@ -92,7 +92,8 @@ from anyseg_core.runtime import Runtime
 from anyseg_core.sensors import Events, RawFrame
 from anyseg_ros import conversions as conv
 from anyseg_ros.inputs import payload_function
-from anyseg_ros.pipeline import Geometry, SegmentationPipeline
+from anyseg_ros.payloads import Geometry
+from anyseg_ros.pipeline import SegmentationPipeline
 from anyseg_ros.sync import Frame, Stamped
 
 TEACHER = REPO / "runs" / "experiment" / "teacher" / "final.safetensors"

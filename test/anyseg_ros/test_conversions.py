@@ -700,7 +700,7 @@ def test_depth_and_event_images_of_another_aspect_or_non_finite_are_rejected():
     resolution of the same view. Another aspect would be stretched out of alignment; an
     event frame with NaN or inf would reach the network."""
     from anyseg_ros.inputs import depth_payload, event_image_payload
-    from anyseg_ros.pipeline import Geometry
+    from anyseg_ros.payloads import Geometry
 
     geometry = Geometry(image_hw=(480, 640))
     depth = raw_image(np.full((480, 848), 1000, np.uint16), "16UC1")

@@ -18,9 +18,10 @@ from anyseg_core.modalities import IGNORE_INDEX
 from anyseg_core.runtime import Runtime
 from anyseg_core.sensors import Events, RawFrame
 from anyseg_ros.conversions import sec_to_stamp
-from anyseg_ros.pipeline import (CameraImage, DepthImage, EventImage, FrameSkipped, Geometry,
-                                 SegmentationPipeline, geometry_from_camera, scale_K,
-                                 with_geometry)
+from anyseg_core.sensors.geometry import scale_intrinsics
+from anyseg_ros.payloads import (CameraImage, DepthImage, EventImage, Geometry,
+                                 geometry_from_camera, with_geometry)
+from anyseg_ros.pipeline import FrameSkipped, SegmentationPipeline
 from anyseg_ros.params import ConfigError, check_value, defaults, geometry_from_params
 from anyseg_ros.sync import Frame, Stamped
 
@@ -333,6 +334,11 @@ def test_event_camera_size_without_its_intrinsics_is_a_config_error():
 
 
 # --------------------------------------------------- (d) CameraInfo at another resolution
+def scale_K(K, from_hw, to_hw):
+    """The pipeline scales intrinsics with anyseg_core's scale_intrinsics (numpy here)."""
+    return scale_intrinsics(K, from_hw, to_hw).numpy()
+
+
 def test_scale_K_maps_pixel_centres():
     rng = np.random.default_rng(1)
     small, big = (60, 80), (120, 160)

@@ -123,7 +123,13 @@ def test_process_bag_writes_labels_color_and_status(processed, tiny_checkpoint):
         assert enc == "rgb8" and color.shape == (H, W, 3)
         assert np.array_equal(color, palette[labels])
         status = json.loads(status_msg.data)
-        assert set(status) == {"stamp", "modalities", "pivot", "inference_ms", "stamps"}
+        # the node's status record (anyseg_ros.session.Session.record), field for field
+        assert set(status) == {"stamp", "frame_id", "modalities", "pivot", "sensor_age_s",
+                               "stamps", "live", "dropped_backlog", "left_out", "latency_ms",
+                               "inference_ms"}
+        assert status["frame_id"] == labels_msg.header.frame_id
+        # offline, latency is the bag's receive time of the last input minus the stamp
+        assert 0 <= status["latency_ms"] < 1000
         assert status["stamp"] == pytest.approx(conv.stamp_to_sec(labels_msg.header.stamp),
                                                 abs=1e-6)
         assert labels_msg.header.frame_id == color_msg.header.frame_id == "camera_optical"

@@ -1,4 +1,5 @@
-"""The node's diagnostic levels, as pure functions of what one report period saw."""
+"""The node's diagnostic levels, as pure functions of what one report period saw (computed by
+the ROS-free session, published by the node as diagnostic_msgs levels)."""
 from __future__ import annotations
 
 import pytest
@@ -7,10 +8,17 @@ pytest.importorskip('rclpy', reason='rclpy is not installed (no ROS 2 here)')
 
 from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 
-from anyseg_ros.node import inference_status, sensor_status  # noqa: E402
+from anyseg_ros import session  # noqa: E402
+from anyseg_ros.session import inference_status, sensor_status  # noqa: E402
 
-OK, WARN, ERROR, STALE = (DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR,
-                          DiagnosticStatus.STALE)
+OK, WARN, ERROR, STALE = session.OK, session.WARN, session.ERROR, session.STALE
+
+
+def test_session_levels_are_diagnostic_msgs_levels():
+    """The node publishes bytes([level]): the session's numbers must be the message's."""
+    for mine, theirs in ((OK, DiagnosticStatus.OK), (WARN, DiagnosticStatus.WARN),
+                         (ERROR, DiagnosticStatus.ERROR), (STALE, DiagnosticStatus.STALE)):
+        assert bytes([mine]) == theirs
 
 
 def test_sensor_levels():

@@ -323,7 +323,9 @@ def test_malformed_messages_are_counted_by_reason_and_frames_keep_coming(scenari
 
 def test_status_reports_ages_and_latency(scenario):
     s = scenario['status'][len(scenario['status']) // 4]
-    assert set(s) >= {'stamp', 'modalities', 'sensor_age_s', 'latency_ms', 'inference_ms'}
+    # the same record as process_bag's /anyseg/status (test_bags.py)
+    assert set(s) == {'stamp', 'frame_id', 'modalities', 'pivot', 'sensor_age_s', 'stamps',
+                      'live', 'dropped_backlog', 'left_out', 'latency_ms', 'inference_ms'}
     assert set(s['sensor_age_s']) == {'camera', 'events', 'lidar', 'camera_info'}
     assert 0 < s['latency_ms'] and 0 < s['inference_ms'] <= s['latency_ms'] + 1
 

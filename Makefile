@@ -87,7 +87,7 @@ test: setup
 # A synthetic drive with a LiDAR and a camera outage, replayed into anyseg_node (about two
 # minutes on a 2-core CPU); writes demo_output/{summary.md,montage.png,timeline.png}.
 demo: setup
-	$(VPY) -m anyseg_ros.demo --out demo_output
+	$(VPY) -m anyseg_ros.tools.demo --out demo_output
 
 # The node's default checkpoint: the synthetic teacher, then the AnySeg student distilled
 # from it and started from its weights (config/train_synthetic_*.yaml, the full_init row of

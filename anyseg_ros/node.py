@@ -4,7 +4,7 @@
     python -m anyseg_ros.node ...   (the same)
 
 Thin glue around :class:`anyseg_ros.session.Session`, which does the work without ROS (and
-is what :mod:`anyseg_ros.process_bag` runs offline): the subscription callbacks hand it the
+is what :mod:`anyseg_ros.tools.process_bag` runs offline): the subscription callbacks hand it the
 messages, a worker thread polls it for frames and segments them, so the executor keeps
 receiving while the model runs, and a steady-clock timer publishes its diagnostics. Topics are
 relative (namespaces and remapping work); parameters are declared below with their

@@ -1,7 +1,7 @@
 """The node's parameters, without ROS: names, defaults, descriptions, validation.
 
 The node declares exactly these (``anyseg_ros.node``); the offline tools
-(``anyseg_ros.process_bag``) read the same names from a params file, so a file that works
+(``anyseg_ros.tools.process_bag``) read the same names from a params file, so a file that works
 for one works for the other. ``config/anyseg.yaml`` documents them for users.
 """
 from __future__ import annotations

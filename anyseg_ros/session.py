@@ -2,7 +2,7 @@
 keep the record of what happened.
 
 :class:`Session` is what the node (:mod:`anyseg_ros.node`) and the offline bag processor
-(:mod:`anyseg_ros.process_bag`) share: the parameters and what is built from them (runtime,
+(:mod:`anyseg_ros.tools.process_bag`) share: the parameters and what is built from them (runtime,
 pipeline, synchroniser, the rig's geometry), CameraInfo handling, the validation and
 conversion of every sensor message with its rejection counters, the synchroniser's poll, the
 segmentation of a frame, the status record of every output and the diagnostics. The node

@@ -163,10 +163,10 @@ def test_colcon_style_install_puts_executables_in_lib_package(tmp_path):
         assert (share / installed).is_file(), installed
     assert (prefix / 'share/ament_index/resource_index/packages' / PACKAGE).is_file()
     # the installed demo finds its config through the ament index (install/ of a workspace)
-    demo, = prefix.glob('lib/python*/site-packages/anyseg_ros/demo.py')
+    demo, = prefix.glob('lib/python*/site-packages/anyseg_ros/tools/demo.py')
     env = dict(os.environ, AMENT_PREFIX_PATH=str(prefix),
-               PYTHONPATH=str(demo.parents[1]))
-    found = subprocess.run([sys.executable, '-c', 'import anyseg_ros.demo as d; '
+               PYTHONPATH=str(demo.parents[2]))
+    found = subprocess.run([sys.executable, '-c', 'import anyseg_ros.tools.demo as d; '
                             'print(d.__file__); print(d.shipped_config())'],
                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert found.returncode == 0, found.stderr[-2000:]
@@ -204,7 +204,7 @@ def test_package_xml_declares_ros_dependencies():
     assert ROS_EXEC_DEPENDS <= exec_depends, ROS_EXEC_DEPENDS - exec_depends
     # every ROS interface package the node and the bag tools import is declared
     imported = set()
-    for source in (REPO_ROOT / 'anyseg_ros').glob('*.py'):
+    for source in (REPO_ROOT / 'anyseg_ros').glob('**/*.py'):
         imported |= set(re.findall(r'^\s*(?:from|import)\s+(\w+_(?:msgs|interfaces))\b',
                                    source.read_text(), flags=re.M))
     assert {'sensor_msgs', 'rcl_interfaces', 'rosgraph_msgs'} <= imported  # the scan works

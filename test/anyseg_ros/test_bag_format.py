@@ -1,4 +1,4 @@
-"""Bags written by ``python -m anyseg_ros.synthetic_bag``, read back without ROS.
+"""Bags written by ``python -m anyseg_ros.tools.synthetic_bag``, read back without ROS.
 
 Real bag files are written (mcap and sqlite3) and read with the project's own reader; every
 message is compared with the drive it was made of (``anyseg_core.data.synthetic.sequence``
@@ -17,11 +17,11 @@ import pytest
 
 from anyseg_core.data.synthetic.rig import RigConfig
 from anyseg_core.data.synthetic.sequence import drive, drive_calibration
-from anyseg_ros import bag as bags
+from anyseg_ros.tools import bag as bags
 from anyseg_ros import conversions as conv
 from anyseg_ros.params import defaults, geometry_from_params, load_params_file
-from anyseg_ros.synthetic_bag import main as synthetic_bag_main
-from anyseg_ros.synthetic_bag import write_synthetic_bag
+from anyseg_ros.tools.synthetic_bag import main as synthetic_bag_main
+from anyseg_ros.tools.synthetic_bag import write_synthetic_bag
 
 REPO = Path(__file__).resolve().parents[2]
 SEED = 5
@@ -55,7 +55,7 @@ def drive_messages():
 def mcap_bag(tmp_path_factory):
     """Written with the command line, as a user would."""
     out = tmp_path_factory.mktemp("synthetic") / "drive"
-    done = subprocess.run([sys.executable, "-m", "anyseg_ros.synthetic_bag", str(out),
+    done = subprocess.run([sys.executable, "-m", "anyseg_ros.tools.synthetic_bag", str(out),
                            "--seconds", str(SECONDS), "--seed", str(SEED), "--size",
                            *map(str, SIZE), "--faults", FAULTS, "--quiet"],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -273,7 +273,7 @@ def test_depth_topic_and_its_fault(tmp_path):
 
 def test_command_line_errors_exit_2_with_a_message(mcap_bag, tmp_path, capsys):
     before = sorted(p.name for p in mcap_bag.iterdir())
-    done = subprocess.run([sys.executable, "-m", "anyseg_ros.synthetic_bag", str(mcap_bag),
+    done = subprocess.run([sys.executable, "-m", "anyseg_ros.tools.synthetic_bag", str(mcap_bag),
                            "--seconds", "0.2", "--quiet"], cwd=REPO, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 2 and "exists" in done.stderr and str(mcap_bag) in done.stderr
@@ -319,7 +319,7 @@ def test_demo_phases_agree_with_the_silenced_messages(tmp_path):
     """demo's phase_at names a frame's phase with the same START <= t < END test that
     silenced the sensor: a camera frame missing from the bag is in a "camera off" phase.
     (process_bag names phases on the stamp clock with PhaseSpans, test_bag_tools.py.)"""
-    from anyseg_ros.demo import phase_at
+    from anyseg_ros.tools.demo import phase_at
 
     out = tmp_path / "ticks"
     faults = bags.parse_windows("camera:0.1-0.3,lidar:0.137-0.337")

@@ -1,6 +1,6 @@
 """The bag tools on bags that are not what they should be, without ROS.
 
-Real bags are written with rosbags (a synthetic drive from ``anyseg_ros.synthetic_bag``,
+Real bags are written with rosbags (a synthetic drive from ``anyseg_ros.tools.synthetic_bag``,
 damaged or renamed copies of it, and small hand-made ones); ``process_bag`` runs on them with
 a small random-weight checkpoint (camera, events, LiDAR) through its command line, in this
 process. Damaged bags are made the way they come: a file cut off (a recording killed, a copy
@@ -19,12 +19,12 @@ import torch
 
 from anyseg_core.checkpoint import save_model
 from anyseg_core.model import AnymodalSegmentor
-from anyseg_ros import bag as bags
+from anyseg_ros.tools import bag as bags
 from anyseg_ros import conversions as conv
 from anyseg_ros.params import load_params_file
-from anyseg_ros.process_bag import main as process_main
-from anyseg_ros.process_bag import process_bag
-from anyseg_ros.synthetic_bag import write_synthetic_bag
+from anyseg_ros.tools.process_bag import main as process_main
+from anyseg_ros.tools.process_bag import process_bag
+from anyseg_ros.tools.synthetic_bag import write_synthetic_bag
 
 SEED = 3
 SIZE = (48, 64)
@@ -355,7 +355,7 @@ def test_bag_writer_takes_the_messages_own_type(tmp_path):
 
 
 def test_play_corrupt_nan_honours_big_endian_clouds(tmp_path):
-    from anyseg_ros.play import corrupt
+    from anyseg_ros.tools.play import corrupt
 
     rng = np.random.default_rng(1)
     xyz = rng.uniform(1, 10, (50, 3))

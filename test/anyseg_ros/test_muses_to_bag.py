@@ -9,9 +9,9 @@ import pytest
 
 from anyseg_core.data.muses import list_scenes, read_frame
 from anyseg_core.data.synthetic.export import export_muses
-from anyseg_ros import bag as bags
+from anyseg_ros.tools import bag as bags
 from anyseg_ros import conversions as conv
-from anyseg_ros.muses_to_bag import convert, main
+from anyseg_ros.tools.muses_to_bag import convert, main
 from anyseg_ros.params import load_params_file
 
 HW = (72, 128)
@@ -175,7 +175,7 @@ def test_params_file_holds_the_calibration_and_sync_settings(root, converted):
 def test_process_bag_uses_every_sensor_after_the_first_scene(converted, tmp_path):
     from anyseg_core.checkpoint import save_model
     from anyseg_core.model import AnymodalSegmentor
-    from anyseg_ros.process_bag import process_bag
+    from anyseg_ros.tools.process_bag import process_bag
 
     out, _ = converted
     model = AnymodalSegmentor(["camera", "events", "lidar"], 19, embed_dim=32)

@@ -15,12 +15,12 @@ import torch
 
 from anyseg_core.checkpoint import save_model
 from anyseg_core.model import AnymodalSegmentor
-from anyseg_ros import bag as bags
+from anyseg_ros.tools import bag as bags
 from anyseg_ros import conversions as conv
 from anyseg_ros import session as S
 from anyseg_ros.params import DEMO_CHECKPOINT, ConfigError, load_params_file
-from anyseg_ros.process_bag import process_bag
-from anyseg_ros.synthetic_bag import write_synthetic_bag
+from anyseg_ros.tools.process_bag import process_bag
+from anyseg_ros.tools.synthetic_bag import write_synthetic_bag
 
 NET_HW = (64, 96)
 ROLE_OF = {bags.TOPICS["camera"]: "camera", bags.TOPICS["lidar"]: "lidar",

@@ -1,6 +1,6 @@
 """The bag tools end to end: process_bag offline, play over real DDS, and the live demo.
 
-Everything is real: a synthetic drive bag written by ``anyseg_ros.synthetic_bag``, a tiny
+Everything is real: a synthetic drive bag written by ``anyseg_ros.tools.synthetic_bag``, a tiny
 checkpoint trained by ``python -m anyseg_core.train`` (config/train_tiny.yaml), the
 commands started as processes (each process that starts rclpy with the ``ros_env``
 environment: loopback discovery and a ROS domain of its own), and a listener in this
@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from anyseg_ros import bag as bags
+from anyseg_ros.tools import bag as bags
 from anyseg_ros import conversions as conv
-from anyseg_ros.play import CORRUPTIONS, corrupt
+from anyseg_ros.tools.play import CORRUPTIONS, corrupt
 
 REPO = Path(__file__).resolve().parents[2]
 SEED = 1
@@ -45,7 +45,7 @@ pytestmark = pytest.mark.ros
 @pytest.fixture(scope="module")
 def drive_bag(tmp_path_factory):
     """A 3 s drive with every sensor (outages are made by the tools under test)."""
-    from anyseg_ros.synthetic_bag import write_synthetic_bag
+    from anyseg_ros.tools.synthetic_bag import write_synthetic_bag
 
     out = tmp_path_factory.mktemp("bags") / "drive"
     info = write_synthetic_bag(out, SECONDS, "clear-day", None, SEED, SIZE, progress=False)
@@ -86,11 +86,11 @@ def _outputs(bag_out: Path) -> dict[str, list]:
 
 @pytest.fixture(scope="module")
 def processed(drive_bag, tiny_checkpoint, tmp_path_factory):
-    """``python -m anyseg_ros.process_bag`` with the LiDAR off 1-2 s (params file: the one
+    """``python -m anyseg_ros.tools.process_bag`` with the LiDAR off 1-2 s (params file: the one
     beside the bag, found by default)."""
     bag, _ = drive_bag
     out = tmp_path_factory.mktemp("processed") / "out"
-    done = subprocess.run([sys.executable, "-m", "anyseg_ros.process_bag", str(bag), str(out),
+    done = subprocess.run([sys.executable, "-m", "anyseg_ros.tools.process_bag", str(bag), str(out),
                            "--checkpoint", str(tiny_checkpoint), "--device", "cpu",
                            "--network", *NETWORK, "--faults",
                            f"lidar:{LIDAR_OFF[0]:g}-{LIDAR_OFF[1]:g}", "--quiet"],
@@ -146,7 +146,7 @@ def _status(processed, t_start):
 
 
 def test_process_bag_phases_and_modalities_follow_the_faults(processed, drive_bag, recorded):
-    from anyseg_ros.process_bag import modality_key
+    from anyseg_ros.tools.process_bag import modality_key
 
     summary = processed["summary"]
     t_start = drive_bag[1]["t_start"]
@@ -184,7 +184,7 @@ def test_process_bag_scores_against_ground_truth(processed):
 
 
 def test_process_bag_is_deterministic(processed, drive_bag, tiny_checkpoint, tmp_path):
-    from anyseg_ros.process_bag import process_bag
+    from anyseg_ros.tools.process_bag import process_bag
 
     bag, _ = drive_bag
     again = tmp_path / "again"
@@ -238,7 +238,7 @@ def test_process_bag_labels_equal_the_runtime_offline(processed, drive_bag, reco
         assert np.array_equal(got, expected), (got != expected).mean()
 
 
-# What each corruption of anyseg_ros.play must be rejected as, per topic.
+# What each corruption of anyseg_ros.tools.play must be rejected as, per topic.
 REJECTED_AS = {
     "/lidar/points": {"truncated": "data_length", "wrong_size": "bad_point_step",
                       "non_finite": "non_finite"},
@@ -297,7 +297,7 @@ def _write_damaged_bag(src: Path, dst: Path) -> dict:
 
 def test_process_bag_counts_damaged_messages_and_keeps_going(drive_bag, recorded,
                                                              tiny_checkpoint, tmp_path):
-    from anyseg_ros.process_bag import format_summary, process_bag
+    from anyseg_ros.tools.process_bag import format_summary, process_bag
 
     bag, info = drive_bag
     damaged = tmp_path / "damaged"
@@ -322,8 +322,8 @@ def test_process_bag_faults_count_from_the_bag_start(tiny_checkpoint, tmp_path):
     """--faults are seconds from the bag's start (its first message, /tf_static at drive
     time 0), as play --drop: the camera image of drive time 0.3 s, received at 0.31 s, is
     the only one in 0.305-0.4 s (and its CameraInfo with it)."""
-    from anyseg_ros.process_bag import process_bag
-    from anyseg_ros.synthetic_bag import write_synthetic_bag
+    from anyseg_ros.tools.process_bag import process_bag
+    from anyseg_ros.tools.synthetic_bag import write_synthetic_bag
 
     bag = tmp_path / "short"
     info = write_synthetic_bag(bag, 0.6, "clear-day", None, SEED, (48, 64), progress=False)
@@ -340,7 +340,7 @@ def test_process_bag_faults_count_from_the_bag_start(tiny_checkpoint, tmp_path):
 
 def test_process_bag_command_line_errors_exit_2(drive_bag, processed, tiny_checkpoint,
                                                  tmp_path, capsys):
-    from anyseg_ros.process_bag import main
+    from anyseg_ros.tools.process_bag import main
 
     bag, _ = drive_bag
     common = ["--checkpoint", str(tiny_checkpoint), "--device", "cpu", "--quiet"]
@@ -403,7 +403,7 @@ class Listener:
 
 
 def _play(bag: Path, env: dict, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "anyseg_ros.play", str(bag), *args],
+    return subprocess.Popen([sys.executable, "-m", "anyseg_ros.tools.play", str(bag), *args],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
 
@@ -530,7 +530,7 @@ def test_play_topics_only_and_sigint(drive_bag, ros_env):
 
 def test_play_errors_exit_2_with_a_message(drive_bag, ros_env):
     bag, _ = drive_bag
-    done = subprocess.run([sys.executable, "-m", "anyseg_ros.play", str(bag), "--topics",
+    done = subprocess.run([sys.executable, "-m", "anyseg_ros.tools.play", str(bag), "--topics",
                            "/camera/image", "/camera/nope", "--start-delay", "0"], cwd=REPO,
                           env=ros_env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "/camera/nope" in done.stderr, done.stderr
@@ -541,7 +541,7 @@ def test_play_errors_exit_2_with_a_message(drive_bag, ros_env):
         have_tf2 = True
     except ImportError:
         have_tf2 = False
-    done = subprocess.run([sys.executable, "-m", "anyseg_ros.play", str(bag), "--topics",
+    done = subprocess.run([sys.executable, "-m", "anyseg_ros.tools.play", str(bag), "--topics",
                            "/tf_static", "--start-delay", "0"], cwd=REPO, env=ros_env,
                           capture_output=True, text=True, timeout=60)
     assert "Traceback" not in done.stderr, done.stderr
@@ -722,7 +722,7 @@ def test_play_bad_bags_and_corrupt_topics_exit_2_with_one_line(drive_bag, ros_en
              ((str(bag), "--corrupt", "/tf_static:0.5"), ["/tf_static",
                                                           "tf2_msgs/msg/TFMessage"])]
     for args, expected in cases:
-        done = subprocess.run([sys.executable, "-m", "anyseg_ros.play", *args,
+        done = subprocess.run([sys.executable, "-m", "anyseg_ros.tools.play", *args,
                                "--start-delay", "0"], cwd=REPO, env=ros_env,
                               capture_output=True, text=True, timeout=60)
         err = done.stderr
@@ -739,7 +739,7 @@ def test_demo_end_to_end(tiny_checkpoint, ros_env, tmp_path):
     import cv2
 
     out = tmp_path / "demo"
-    done = subprocess.run([sys.executable, "-m", "anyseg_ros.demo", "--out", str(out),
+    done = subprocess.run([sys.executable, "-m", "anyseg_ros.tools.demo", "--out", str(out),
                            "--seconds", "6", "--faults", "lidar:2-3.5,camera:4-5", "--size",
                            *map(str, SIZE), "--checkpoint", str(tiny_checkpoint),
                            "--domain-id", ros_env["ROS_DOMAIN_ID"]],
@@ -773,7 +773,7 @@ def test_demo_end_to_end(tiny_checkpoint, ros_env, tmp_path):
 
 def test_demo_default_checkpoint_is_shipped():
     from anyseg_core.checkpoint import read_metadata
-    from anyseg_ros import demo
+    from anyseg_ros.tools import demo
     from anyseg_ros.params import DEMO_CHECKPOINT
 
     assert DEMO_CHECKPOINT == REPO / "anyseg_ros" / "checkpoints" / "demo.safetensors"

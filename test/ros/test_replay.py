@@ -1,8 +1,8 @@
-"""A live node fed by ``anyseg_ros.play`` agrees with ``process_bag`` on the same bag, and
+"""A live node fed by ``anyseg_ros.tools.play`` agrees with ``process_bag`` on the same bag, and
 the faults play injects show up in the node's diagnostics as they should.
 
-Real processes throughout: the bag from ``anyseg_ros.synthetic_bag``, ``anyseg_node`` on the
-bag's params with use_sim_time, ``anyseg_ros.play --clock --drop lidar:... --corrupt
+Real processes throughout: the bag from ``anyseg_ros.tools.synthetic_bag``, ``anyseg_node`` on the
+bag's params with use_sim_time, ``anyseg_ros.tools.play --clock --drop lidar:... --corrupt
 events:...``, and a listener in this process; then ``process_bag`` on the same bag with the
 same LiDAR window offline.
 """
@@ -30,14 +30,14 @@ from rclpy.signals import SignalHandlerOptions  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
-from anyseg_ros import bag as bags  # noqa: E402
+from anyseg_ros.tools import bag as bags  # noqa: E402
 from anyseg_ros import conversions as conv  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 SECONDS = 6.0
 LIDAR_OFF = (1.0, 3.5)
 CORRUPT_EVENTS = 0.3
-# What each corruption of an event cloud becomes in the node (see anyseg_ros.play.corrupt).
+# What each corruption of an event cloud becomes in the node (see anyseg_ros.tools.play.corrupt).
 EVENT_REASONS = {'data_length', 'bad_point_step', 'non_finite'}
 
 pytestmark = pytest.mark.ros
@@ -45,7 +45,7 @@ pytestmark = pytest.mark.ros
 
 @pytest.fixture(scope='module')
 def replay(tiny_checkpoint, module_ros_env, tmp_path_factory):
-    from anyseg_ros.synthetic_bag import write_synthetic_bag
+    from anyseg_ros.tools.synthetic_bag import write_synthetic_bag
 
     tmp = tmp_path_factory.mktemp('replay')
     bag = tmp / 'drive'
@@ -86,7 +86,7 @@ def replay(tiny_checkpoint, module_ros_env, tmp_path_factory):
         play_log = tmp / 'play.log'
         with open(play_log, 'wb') as out:
             player = subprocess.Popen(
-                [sys.executable, '-m', 'anyseg_ros.play', str(bag), '--clock',
+                [sys.executable, '-m', 'anyseg_ros.tools.play', str(bag), '--clock',
                  '--namespace', ns, '--wait-for', '/camera/image', '/events',
                  '--start-delay', '0.5',
                  '--drop', f'lidar:{LIDAR_OFF[0]}-{LIDAR_OFF[1]}',
@@ -117,7 +117,7 @@ def replay(tiny_checkpoint, module_ros_env, tmp_path_factory):
         corrupted[topic_kind.split(':')[1]] += int(n)
     # The same bag, the same LiDAR window, offline.
     from anyseg_ros.params import load_params_file
-    from anyseg_ros.process_bag import process_bag
+    from anyseg_ros.tools.process_bag import process_bag
 
     values = load_params_file(info['params'])
     values['device'] = 'cpu'

@@ -2,7 +2,7 @@
 project's bags hold.
 
 Bags are written as rosbag2 version 9 (mcap storage by default, sqlite3 on request), which
-``ros2 bag play`` replays on a ROS machine and :mod:`anyseg_ros.play` replays here. Messages
+``ros2 bag play`` replays on a ROS machine and :mod:`anyseg_ros.tools.play` replays here. Messages
 are built with :mod:`anyseg_ros.conversions` using the rosbags typestore classes, and read
 back as rosbags objects that the same conversions parse.
 
@@ -30,7 +30,7 @@ from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
 import numpy as np
 import yaml
 
-from . import conversions as conv
+from .. import conversions as conv
 
 STORAGES = ("mcap", "sqlite3")
 TOPICS = {

@@ -1,6 +1,6 @@
 """MUSES scenes as one ROS 2 bag, with the real time offsets between their sensors.
 
-    python -m anyseg_ros.muses_to_bag MUSES_ROOT OUT --split val [--weather fog,snow]
+    python -m anyseg_ros.tools.muses_to_bag MUSES_ROOT OUT --split val [--weather fog,snow]
         [--time-of-day night] [--limit N] [--interval 1.0] [--storage mcap|sqlite3]
         [--event-anchor last|camera]
 
@@ -15,7 +15,7 @@ falls on the camera's stamp; ``--event-anchor camera`` keeps the recorded event 
 node then takes the 30 ms up to the camera's time, like ``event_anchor="camera"``). Scenes
 are then shifted in time to follow each other every ``--interval`` seconds, so
 that a bag of scenes recorded months apart replays in minutes. Topics are those of
-:mod:`anyseg_ros.bag` plus ``/tf_static``; beside the bag, ``OUT.params.yaml`` holds the
+:mod:`anyseg_ros.tools.bag` plus ``/tf_static``; beside the bag, ``OUT.params.yaml`` holds the
 node's calibration for this data (LiDAR and event camera extrinsics, event camera K and size)
 and synchroniser settings for scenes that come one at a time: ``sync.slop`` and
 ``sync.max_wait`` wide enough for the LiDAR-to-camera offsets found in these scenes, and
@@ -35,7 +35,7 @@ import numpy as np
 from anyseg_core.data import muses
 
 from . import bag as bags
-from . import conversions as conv
+from .. import conversions as conv
 
 PACKET_S = 0.01
 # How long after its stamp each message is received (camera read-out; the LiDAR at the end of
@@ -191,7 +191,7 @@ def _names(text: str) -> list[str]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m anyseg_ros.muses_to_bag",
+    ap = argparse.ArgumentParser(prog="python -m anyseg_ros.tools.muses_to_bag",
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("root", type=Path, help="MUSES root (with meta.json and calib.json)")
     ap.add_argument("out", type=Path, help="bag directory to create")

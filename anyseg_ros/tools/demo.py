@@ -1,14 +1,14 @@
 """The out-of-the-box demo: a drive with a LiDAR outage and a camera outage, segmented live.
 
-    python -m anyseg_ros.demo [--out demo_output] [--seconds 24]
+    python -m anyseg_ros.tools.demo [--out demo_output] [--seconds 24]
         [--faults lidar:8-13,camera:16-20] [--checkpoint CKPT] [--keep-bag]
 
 What it does, with real processes and real topics (what ``make demo`` runs):
-1. writes a synthetic drive bag with the outages (:mod:`anyseg_ros.synthetic_bag`);
+1. writes a synthetic drive bag with the outages (:mod:`anyseg_ros.tools.synthetic_bag`);
 2. starts ``anyseg_node`` (``python -m anyseg_ros.node``) with the shipped
    ``config/anyseg.yaml``, the bag's calibration params and ``use_sim_time``, on the demo
    checkpoint unless ``--checkpoint`` says otherwise;
-3. replays the bag with ``python -m anyseg_ros.play --clock`` and records the node's
+3. replays the bag with ``python -m anyseg_ros.tools.play --clock`` and records the node's
    outputs in this process;
 4. writes ``montage.png`` (for one frame of each phase: inputs, prediction, ground truth),
    ``timeline.png`` (the modalities each output used, outages shaded) and ``summary.md``
@@ -41,13 +41,13 @@ from anyseg_core.metrics import ConfusionMatrix
 from anyseg_core.modalities import CAMERA, EVENTS, LIDAR
 
 from . import bag as bags
-from . import conversions as conv
-from .params import DEMO_CHECKPOINT
+from .. import conversions as conv
+from ..params import DEMO_CHECKPOINT
 from .process_bag import modality_key
 from .synthetic_bag import write_synthetic_bag
 
 SENSOR_ROWS = (CAMERA, EVENTS, LIDAR)
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def shipped_config(name: str = "anyseg.yaml") -> Path:
@@ -269,7 +269,7 @@ def run_demo(out: Path, seconds: float = 24.0, faults_text: str = "lidar:8-13,ca
                   node_log)
         print(f"[3/4] replaying the bag ({seconds:g} s) and recording the outputs ...",
               flush=True)
-        play_cmd = [sys.executable, "-m", "anyseg_ros.play", str(bag), "--clock",
+        play_cmd = [sys.executable, "-m", "anyseg_ros.tools.play", str(bag), "--clock",
                     "--namespace", namespace, "--wait-for", "/camera/image", "/events",
                     "/lidar/points", "--start-delay", "0.5"]
         labels_msgs, status = record(env, namespace, node, play_cmd, out / "play.log",
@@ -326,7 +326,7 @@ def run_demo(out: Path, seconds: float = 24.0, faults_text: str = "lidar:8-13,ca
         "# AnySeg demo", "",
         f"A {seconds:g} s synthetic drive ({condition}, {size_hw[1]}x{size_hw[0]} camera) "
         f"with sensor outages `{faults_text}` (seconds of the drive), replayed with "
-        "`python -m anyseg_ros.play --clock` into `anyseg_node` (use_sim_time) running "
+        "`python -m anyseg_ros.tools.play --clock` into `anyseg_node` (use_sim_time) running "
         f"`{ckpt.name}` on its default config; {len(status)} output frames recorded.", "",
         "| phase | frames in (camera clock) | frames out | modalities used | latency p50 / p95 "
         "(ms) | mIoU |", "|---|---|---|---|---|---|"]
@@ -362,7 +362,7 @@ def run_demo(out: Path, seconds: float = 24.0, faults_text: str = "lidar:8-13,ca
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m anyseg_ros.demo",
+    ap = argparse.ArgumentParser(prog="python -m anyseg_ros.tools.demo",
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path("demo_output"))
     ap.add_argument("--seconds", type=float, default=24.0)

@@ -1,10 +1,10 @@
 """A continuous drive through the synthetic world as a ROS 2 bag, with sensor outages.
 
-    python -m anyseg_ros.synthetic_bag OUT --seconds 30 [--condition rain-night]
+    python -m anyseg_ros.tools.synthetic_bag OUT --seconds 30 [--condition rain-night]
         [--faults lidar:10-15,camera:20-22] [--seed 0] [--size 288 512] [--depth]
         [--storage mcap|sqlite3]
 
-Writes the topics of :mod:`anyseg_ros.bag` (camera, CameraInfo, LiDAR with per-point times,
+Writes the topics of :mod:`anyseg_ros.tools.bag` (camera, CameraInfo, LiDAR with per-point times,
 events, /tf_static, ground-truth labels; depth with ``--depth``) with the drive's own stamps,
 each message received as a driver would deliver it (camera after read-out, LiDAR at the end
 of its sweep, event packets at their end). A sensor named in ``--faults`` is silent over
@@ -25,7 +25,7 @@ from anyseg_core.data.synthetic.rig import RigConfig
 from anyseg_core.data.synthetic.sequence import drive, drive_calibration
 
 from . import bag as bags
-from . import conversions as conv
+from .. import conversions as conv
 
 # Receive time after the stamp: camera read-out, half a LiDAR sweep (stamped at its centre).
 RECEIVE_DELAY = {"camera": 0.01, "lidar": 0.05, "events": 0.0}
@@ -118,7 +118,7 @@ def _bar(total: int, enabled: bool):
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m anyseg_ros.synthetic_bag",
+    ap = argparse.ArgumentParser(prog="python -m anyseg_ros.tools.synthetic_bag",
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("out", type=Path, help="bag directory to create")
     ap.add_argument("--seconds", type=float, default=30.0)

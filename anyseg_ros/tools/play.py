@@ -1,6 +1,6 @@
 """Replay a ROS 2 bag on its topics, with sensor faults on demand.
 
-    python -m anyseg_ros.play BAG [--rate R] [--loop] [--topics T ...] [--clock]
+    python -m anyseg_ros.tools.play BAG [--rate R] [--loop] [--topics T ...] [--clock]
         [--drop TOPIC:START-END ...] [--corrupt TOPIC:FRACTION ...] [--namespace NS]
 
 This machine's ``ros2 bag play`` (it works on a ROS machine too): messages go out at the
@@ -123,7 +123,7 @@ def corrupt(msg, kind: str):
 def publisher_qos(recorded: Sequence, topic: str):
     """The rclpy QoS to replay ``topic`` with: from the profiles its publishers offered when
     it was recorded (``recorded``, rosbags ``Qos``), else the name-based
-    :func:`anyseg_ros.bag.offered_qos`. With several recorded publishers the profile is one
+    :func:`anyseg_ros.tools.bag.offered_qos`. With several recorded publishers the profile is one
     every recorded subscriber could match: reliable only when all offered reliable, transient
     local only when all offered it."""
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -275,7 +275,7 @@ class Player:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m anyseg_ros.play",
+    ap = argparse.ArgumentParser(prog="python -m anyseg_ros.tools.play",
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("bag", type=Path)
     ap.add_argument("--rate", type=float, default=1.0)

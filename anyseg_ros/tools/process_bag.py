@@ -1,6 +1,6 @@
 """The node's session applied to a bag offline: deterministic, no DDS.
 
-    python -m anyseg_ros.process_bag IN OUT [--checkpoint CKPT] [--params-file P]
+    python -m anyseg_ros.tools.process_bag IN OUT [--checkpoint CKPT] [--params-file P]
         [--faults lidar:10-15,camera:20-22] [--device cpu] [--network H W]
         [--topic camera=/front/image_raw ...]
 
@@ -11,13 +11,13 @@ every frame the synchroniser emits is segmented (offline nothing is dropped for 
 the next message waits until the frame is done). OUT is a new bag with ``/anyseg/labels``,
 ``/anyseg/color`` and ``/anyseg/status`` (the node's status record), written beside OUT under
 a temporary name and renamed when done, so a failed run leaves no OUT. ``--faults`` silences
-sensors over seconds of receive time from the bag's start, as :mod:`anyseg_ros.play`
+sensors over seconds of receive time from the bag's start, as :mod:`anyseg_ros.tools.play`
 ``--drop`` does live. Without ``--checkpoint`` (and no ``checkpoint`` in the params file) it
 runs the bundled demo checkpoint, as the node does.
 
-The topics are those of :mod:`anyseg_ros.bag` (``--topic ROLE=NAME`` names others, ROLE one
+The topics are those of :mod:`anyseg_ros.tools.bag` (``--topic ROLE=NAME`` names others, ROLE one
 of camera, camera_info, lidar, events, depth, gt); their types are checked against
-:data:`anyseg_ros.bag.MSGTYPES` before anything runs (events: an Image with
+:data:`anyseg_ros.tools.bag.MSGTYPES` before anything runs (events: an Image with
 ``events.type: image``).
 
 Parameters come from the node's defaults, then ``--params-file`` (default: the
@@ -56,10 +56,10 @@ from anyseg_core.checkpoint import CheckpointError
 from anyseg_core.metrics import ConfusionMatrix
 
 from . import bag as bags
-from . import conversions as conv
-from .params import ConfigError, load_params_file
-from .pipeline import Segmentation
-from .session import CAMERA_INFO, Session
+from .. import conversions as conv
+from ..params import ConfigError, load_params_file
+from ..pipeline import Segmentation
+from ..session import CAMERA_INFO, Session
 
 ABBREV = {"camera": "C", "depth": "D", "events": "E", "lidar": "L"}
 # What process_bag reads: a role -> its topic in the project's bags (see --topic).
@@ -405,7 +405,7 @@ def _bar(total: int, enabled: bool):
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m anyseg_ros.process_bag",
+    ap = argparse.ArgumentParser(prog="python -m anyseg_ros.tools.process_bag",
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("bag_in", type=Path)
     ap.add_argument("bag_out", type=Path)

@@ -12,9 +12,10 @@ teacher is right (three seeds each: the config's 3407, 1 and 2); the full AnySeg
 only started from the teacher's weights (one seed each); the full AnySeg at the earlier
 per-pixel scale (one seed). Each row trains with ``python -m anyseg_core.train`` and is
 scored with ``python -m anyseg_core.evaluate`` over every modality subset; its JSON lands in
-``--results``. The teacher is PUBLISHED: exported in fp16 to ``<results>/weights/``, evaluated
-from that file, and distilled from it by every student; commit it with its JSON and a new
-machine never trains it again. A row whose JSON exists for the same commands is skipped and a
+``--results`` (its metrics and command log in ``<results>/logs/``). The teacher is
+PUBLISHED: exported in fp16 to ``<results>/weights/``, evaluated from that file, and
+distilled from it by every student; commit it with its JSON and a new machine never trains
+it again. A row whose JSON exists for the same commands is skipped and a
 row whose training was interrupted resumes (as long as ``--runs`` survives), so the script can
 be re-run until every row is done. After the rows it writes ``<results>/tables.md`` (means and
 spreads over seeds, differences, the targets, a per-class reading, the commands; generated
@@ -36,6 +37,7 @@ import hashlib
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -268,6 +270,18 @@ def run_row(name: str, args, needed: bool = False, env: dict | None = None) -> N
             if k in ("miou", "mean", "worst", "worst_subset")}
     results.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(row, indent=2))
+    keep_logs(name, args)
+
+
+def keep_logs(name: str, args) -> None:
+    """Copy the row's training metrics and its command log beside its JSON
+    (``<results>/logs/``), to be committed with it: ``--runs`` does not outlive a machine."""
+    out, logs = Path(args.runs) / name, Path(args.results) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    for src, dst in (("metrics.jsonl", f"{name}.metrics.jsonl"),
+                     ("experiment.log", f"{name}.log")):
+        if (out / src).exists():
+            shutil.copyfile(out / src, logs / dst)
 
 
 def main() -> None:

@@ -15,6 +15,8 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
+from .data.registry import DATASETS
+
 DEFAULTS: dict[str, Any] = {
     "stage": "teacher",          # teacher (PML, all modalities) | student (anymodal dropout)
     "seed": 3407,
@@ -256,12 +258,13 @@ def validate(cfg: Mapping) -> None:
     need(cfg["data"]["event_anchor"] in ("last", "camera"),
          f"data.event_anchor must be last (the MUSES SDK's window) or camera, got "
          f"{cfg['data']['event_anchor']!r}")
-    need(cfg["data"]["dataset"] in ("synthetic", "muses", "deliver"),
-         f"data.dataset must be synthetic, muses or deliver, got {cfg['data']['dataset']!r}")
+    need(cfg["data"]["dataset"] in DATASETS,
+         f"data.dataset must be one of {', '.join(DATASETS)}, got {cfg['data']['dataset']!r}")
+    spec = DATASETS[cfg["data"]["dataset"]]
     cache = cfg["data"]["cache"]
     need(cache is None or (isinstance(cache, str) and cache.strip() != ""),
          f"data.cache must be a folder path or null, got {cache!r}")
-    need(cache is None or cfg["data"]["dataset"] == "synthetic",
+    need(cache is None or spec.cacheable,
          "data.cache holds the synthetic world only (a real data set is read from its files); "
          "drop data.cache or use data.dataset=synthetic")
     need(cfg["dropout"]["policy"] in ("none", "per_sample", "per_batch"),
@@ -314,7 +317,7 @@ def validate(cfg: Mapping) -> None:
     need(cfg["stage"] == "student" or cfg["dropout"]["policy"] == "none",
          "dropout.policy applies to the student stage only (the PML teacher sees every "
          "modality): set it to none, or stage=student")
-    need(cfg["data"]["dataset"] == "synthetic" or bool(cfg["data"]["root"]),
+    need(not spec.needs_root or bool(cfg["data"]["root"]),
          f"data.root must name the {cfg['data']['dataset']} folder (data.dataset="
          f"{cfg['data']['dataset']})")
     loss = cfg["loss"]

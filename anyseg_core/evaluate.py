@@ -23,12 +23,10 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
+from .data.registry import DATASETS
 from .metrics import ConfusionMatrix
-from .modalities import ALL_MODALITIES, all_subsets
+from .modalities import ABBREV, ALL_MODALITIES, all_subsets
 from .runtime import Runtime
-
-ABBREV = {"camera": "C", "events": "E", "lidar": "L", "depth": "D"}
-
 
 def subset_name(subset: Sequence[str]) -> str:
     return "".join(ABBREV[m] for m in subset)
@@ -163,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m anyseg_core.evaluate",
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", required=True, type=Path)
-    ap.add_argument("--dataset", default="synthetic", choices=["synthetic", "muses", "deliver"])
+    ap.add_argument("--dataset", default="synthetic", choices=list(DATASETS))
     ap.add_argument("--root", type=Path, default=None, help="dataset folder (muses, deliver)")
     ap.add_argument("--split", default="val")
     ap.add_argument("--subsets", nargs="+", default=["all"],
@@ -182,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.num_samples is not None and args.num_samples < 1:
         ap.error(f"--num-samples must be at least 1, got {args.num_samples}")
 
+    if DATASETS[args.dataset].needs_root and args.root is None:
+        ap.error(f"--dataset {args.dataset} needs --root, the {args.dataset.upper()} folder")
     size = None
     if args.size:
         try:

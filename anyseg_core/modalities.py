@@ -13,6 +13,8 @@ EVENTS = "events"
 LIDAR = "lidar"
 DEPTH = "depth"
 ALL_MODALITIES = (CAMERA, EVENTS, LIDAR, DEPTH)
+#: One letter per modality, for subsets in tables ("CEL" = camera + events + LiDAR).
+ABBREV = {CAMERA: "C", EVENTS: "E", LIDAR: "L", DEPTH: "D"}
 
 #: Modalities whose images are sparse (most pixels empty). They are never resized with
 #: bilinear interpolation: that would smear returns/events into their empty neighbours.

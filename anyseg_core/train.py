@@ -30,6 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from . import checkpoint as ckpt
+from . import training_state
 from .config import ConfigError, dump, load_config
 from .data import build_dataset, class_info, collate, normalization_info, rescale_info
 from .data.readers import DataFileError
@@ -334,7 +335,7 @@ def train(cfg: dict, resume: bool = False, stop_after: int | None = None) -> Pat
     if resume:
         if not last.exists():
             raise FileNotFoundError(f"--resume: no training state at {last}")
-        state = ckpt.load_training_state(last, model, optimizer, scheduler)
+        state = training_state.load_training_state(last, model, optimizer, scheduler)
         changed = changed_settings(state.get("config") or {}, cfg)
         saved_teacher = (state.get("extra") or {}).get("teacher_sha256")
         if saved_teacher and saved_teacher != teacher_sha256:
@@ -432,13 +433,12 @@ def train(cfg: dict, resume: bool = False, stop_after: int | None = None) -> Pat
         stopping = stop_after is not None and step >= stop_after and step < o["steps"]
         if step % cfg["train"]["checkpoint_every"] == 0 or step == o["steps"] or stopping:
             if is_main:
-                ckpt.save_training_state(last, model=model, optimizer=optimizer,
-                                         scheduler=scheduler, step=step,
-                                         epoch=step // max(len(items) // o["batch_size"], 1),
-                                         rng=ckpt.capture_rng_state(),
-                                         extra={"teacher_sha256": teacher_sha256},
-                                         teacher_path=cfg["teacher"]["checkpoint"],
-                                         config=cfg)
+                training_state.save_training_state(
+                    last, model=model, optimizer=optimizer, scheduler=scheduler, step=step,
+                    epoch=step // max(len(items) // o["batch_size"], 1),
+                    rng=training_state.capture_rng_state(),
+                    extra={"teacher_sha256": teacher_sha256},
+                    teacher_path=cfg["teacher"]["checkpoint"], config=cfg)
             if distributed:
                 dist.barrier()
         if stopping:

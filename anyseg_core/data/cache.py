@@ -149,11 +149,22 @@ class CachedItems(Dataset):
             raise
 
 
+def synthetic_items(data: Mapping, split: str, num_samples: int) -> Dataset:
+    """The synthetic world's ``split`` as ``data`` (a config's data section) describes it,
+    read through the cache in ``data["cache"]`` when it is set."""
+    from .synthetic import SyntheticDataset
+
+    dataset = SyntheticDataset(num_samples, split=split, seed=data["seed"],
+                               size_hw=data["size"], modalities=data["modalities"],
+                               conditions=data["conditions"])
+    if data.get("cache"):
+        return CachedItems(dataset, Path(data["cache"]) / cache_key(data, split))
+    return dataset
+
+
 def _fill(args: tuple) -> int:
     data, split, num, start, step = args
-    from . import build_dataset
-
-    ds = build_dataset({"data": data}, split, num_samples=num)
+    ds = synthetic_items(data, split, num)
     todo = [i for i in range(start, num, step) if not ds.path(i).exists()]
     for i in todo:
         ds[i]
@@ -162,6 +173,7 @@ def _fill(args: tuple) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     from ..config import ConfigError, load_config
+    from .registry import DATASETS
 
     ap = argparse.ArgumentParser(description="Render the synthetic world into data.cache.")
     ap.add_argument("--config", required=True)
@@ -176,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     data = cfg["data"]
     if not data.get("cache"):
         ap.error("set data.cache (in the config or with --set data.cache=DIR)")
-    if data["dataset"] != "synthetic":
+    if not DATASETS[data["dataset"]].cacheable:
         ap.error("data.cache holds the synthetic world only")
     import multiprocessing as mp
 

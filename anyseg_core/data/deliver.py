@@ -55,7 +55,7 @@ from torch.utils.data import Dataset
 from ..modalities import CAMERA, DEPTH, EVENTS, IGNORE_INDEX, LIDAR, check_modalities
 from ..sensors import (as_tensor, camera_to_tensor, resize_dense,
                        resize_sparse)
-from .readers import DataFileError, SkipBrokenItems, as_set
+from .readers import DataFileError, SkipBrokenItems, as_set, open_png
 
 SPLITS = ("train", "val", "test")
 CONDITIONS = ("cloud", "fog", "night", "rain", "sun")
@@ -257,20 +257,6 @@ def list_frames(root: Path | str, split: Optional[str | Iterable[str]] = None,
 # --------------------------------------------------------------------------- file readers
 
 
-def _open_png(path: Path):
-    from PIL import Image
-    if not path.is_file():
-        raise DeliverError(path, "missing")
-    try:
-        img = Image.open(path)
-        img.load()
-    except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, ... on bad data
-        raise DeliverError(path, f"not a readable PNG ({type(err).__name__}: {err})") from None
-    if img.format != "PNG":
-        raise DeliverError(path, f"is a {img.format} image, not a PNG")
-    return img
-
-
 def read_image(path: Path | str, modality: str) -> np.ndarray:
     """One modality's PNG as stored, as uint8: H x W x 3 for RGB (an alpha channel is
     dropped, a palette expanded to RGB as torchvision's PNG decoder does), H x W for a
@@ -278,7 +264,7 @@ def read_image(path: Path | str, modality: str) -> np.ndarray:
     1-bit) raise :class:`DeliverError`: the official loader divides by 255 (a 16-bit depth
     image is refused with a pointer to ``hha/``, the folder it reads depth from)."""
     path = Path(path)
-    img = _open_png(path)
+    img = open_png(path, DeliverError)
     mode = img.mode
     if mode == "P":
         img, mode = img.convert("RGB"), "RGB"
@@ -319,7 +305,7 @@ def read_label(path: Path | str) -> np.ndarray:
     """``*_semantic_front.png`` -> H x W uint8 train ids (0..24, 255 = ignore), from channel
     0 (the red channel of an RGB(A) image, the value of a grey one)."""
     path = Path(path)
-    img = _open_png(path)
+    img = open_png(path, DeliverError)
     if img.mode == "P":
         img = img.convert("RGB")
     if img.mode not in ("L", "RGB", "RGBA"):

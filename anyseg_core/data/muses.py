@@ -83,7 +83,7 @@ from torch.utils.data import Dataset
 from ..modalities import (CAMERA, CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, EVENTS, IGNORE_INDEX,
                           LIDAR, check_modalities)
 from ..sensors import Events, RawFrame, prepare_inputs
-from .readers import DataFileError, SkipBrokenItems, as_set
+from .readers import DataFileError, SkipBrokenItems, as_set, open_png
 
 SPLITS = ("train", "val", "test")
 WEATHERS = ("clear", "rain", "snow", "fog")
@@ -350,19 +350,6 @@ def _need(path: Path) -> None:
         raise MusesError(path, "missing")
 
 
-def _open_png(path: Path):
-    from PIL import Image
-    _need(path)
-    try:
-        img = Image.open(path)
-        img.load()
-    except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, ... on bad data
-        raise MusesError(path, f"not a readable PNG ({type(err).__name__}: {err})") from None
-    if img.format != "PNG":
-        raise MusesError(path, f"is a {img.format} image, not a PNG")
-    return img
-
-
 def png_size(path: Path) -> tuple[int, int]:
     """(height, width) of a PNG from its header only."""
     from PIL import Image
@@ -377,7 +364,7 @@ def png_size(path: Path) -> tuple[int, int]:
 def read_camera(path: Path | str) -> np.ndarray:
     """Frame camera PNG -> H x W x 3 uint8 RGB (an alpha channel is dropped)."""
     path = Path(path)
-    img = _open_png(path)
+    img = open_png(path, MusesError)
     if img.mode not in ("RGB", "RGBA"):
         raise MusesError(path, f"expected an 8-bit RGB PNG, got PIL mode {img.mode}")
     return np.asarray(img.convert("RGB") if img.mode == "RGBA" else img, dtype=np.uint8)
@@ -386,7 +373,7 @@ def read_camera(path: Path | str) -> np.ndarray:
 def read_label(path: Path | str) -> np.ndarray:
     """``*_gt_labelTrainIds.png`` -> H x W uint8 train ids (0..18, 255 = ignore)."""
     path = Path(path)
-    img = _open_png(path)
+    img = open_png(path, MusesError)
     if img.mode not in ("L", "P"):
         raise MusesError(path, f"expected an 8-bit single-channel PNG of train ids, got PIL "
                                f"mode {img.mode}")

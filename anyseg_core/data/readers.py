@@ -1,6 +1,7 @@
-"""What the real-data readers (MUSES, DELIVER) share: an error that names the file, the
-"check the files when the dataset is built, skip and count broken items on request" logic,
-the training item (label and joint augmentation), and the checked selection arguments."""
+"""What the real-data readers (MUSES, DELIVER) share: an error that names the file, opening a
+PNG, the "check the files when the dataset is built, skip and count broken items on request"
+logic, the training item (label and joint augmentation), and the checked selection
+arguments."""
 from __future__ import annotations
 
 import warnings
@@ -23,6 +24,23 @@ class DataFileError(ValueError):
             return
         self.path, self.problem = Path(path), problem
         super().__init__(f"{path}: {problem}")
+
+
+def open_png(path: Path, error: type[DataFileError] = DataFileError):
+    """The PNG at ``path`` opened and decoded (a PIL image), or ``error`` naming the file: it
+    is missing, cannot be decoded, or is another format."""
+    from PIL import Image
+
+    if not Path(path).is_file():
+        raise error(path, "missing")
+    try:
+        img = Image.open(path)
+        img.load()
+    except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, ... on bad data
+        raise error(path, f"not a readable PNG ({type(err).__name__}: {err})") from None
+    if img.format != "PNG":
+        raise error(path, f"is a {img.format} image, not a PNG")
+    return img
 
 
 class SkipBrokenItems:

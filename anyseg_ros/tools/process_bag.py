@@ -54,6 +54,7 @@ import torch
 
 from anyseg_core.checkpoint import CheckpointError
 from anyseg_core.metrics import ConfusionMatrix
+from anyseg_core.modalities import ABBREV
 
 from . import bag as bags
 from .. import conversions as conv
@@ -61,7 +62,6 @@ from ..params import ConfigError, load_params_file
 from ..pipeline import Segmentation
 from ..session import CAMERA_INFO, Session
 
-ABBREV = {"camera": "C", "depth": "D", "events": "E", "lidar": "L"}
 # What process_bag reads: a role -> its topic in the project's bags (see --topic).
 ROLES = ("camera", "camera_info", "lidar", "events", "depth", "gt")
 

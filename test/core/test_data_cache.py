@@ -119,6 +119,7 @@ def test_the_experiment_key_leaves_the_cache_out(tmp_path):
 
     class Args:
         runs, steps, eval_samples, cache, no_cache = str(tmp_path), 1500, 200, None, False
+        results = str(tmp_path / "results")
 
     with_cache = Args()
     without = Args()

@@ -263,3 +263,15 @@ def test_runtime_upload_through_pinned_buffers_on_cuda(tiny_student):
     np.testing.assert_array_equal(rt.upload("events_t", t).cpu().numpy(), t)
     points = rng.normal(size=(500, 4)).astype(np.float32)[::2]  # not contiguous
     np.testing.assert_array_equal(rt.upload("lidar", points).cpu().numpy(), points)
+
+
+def test_a_real_dataset_without_its_root_is_one_line(tmp_path, capsys):
+    """evaluate --dataset muses without --root: the registry says MUSES is read from a folder,
+    so the command stops at once with one line (it used to end in a traceback)."""
+    from anyseg_core.evaluate import main
+    with pytest.raises(SystemExit) as info:
+        main(["--checkpoint", str(tmp_path / "any.safetensors"), "--dataset", "muses",
+              "--out", str(tmp_path / "out")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--dataset muses needs --root" in err and "Traceback" not in err

@@ -525,3 +525,24 @@ def test_two_process_ddp_on_cpu(tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_the_dataset_registry_decides_for_config_and_data():
+    """One table of data sets: the config's checks, the classes, the normalisation and the
+    augmentation's rescaling all come from it, not from comparisons of names."""
+    from anyseg_core.data import DATASETS, class_info, normalization_info, rescale_info
+    from anyseg_core.data.registry import dataset_spec
+    assert list(DATASETS) == ["synthetic", "muses", "deliver"]
+    assert [DATASETS[n].needs_root for n in DATASETS] == [False, True, True]
+    assert [DATASETS[n].cacheable for n in DATASETS] == [True, False, False]
+    deliver = {"data": {"dataset": "deliver"}}
+    assert len(class_info(deliver)[0]) == 25 and len(class_info({"data": {}})[0]) == 19
+    assert normalization_info(deliver) != normalization_info({"data": {"dataset": "muses"}})
+    assert rescale_info(deliver) != rescale_info({"data": {"dataset": "synthetic"}})
+    with pytest.raises(ValueError, match="unknown dataset 'kitti'; expected one of"):
+        dataset_spec("kitti")
+    with pytest.raises(ConfigError, match="data.dataset must be one of synthetic, muses, "
+                                          "deliver, got 'kitti'"):
+        load_config(TINY, ["data.dataset=kitti"])
+    with pytest.raises(ConfigError, match="data.cache holds the synthetic world only"):
+        load_config(TINY, ["data.dataset=muses", "data.root=/data", "data.cache=/c"])

@@ -278,3 +278,50 @@ def test_a_revised_row_runs_again_and_its_old_figures_are_marked(tmp_path, exper
     # the row written by the new code carries its revision and is no longer marked
     (tmp_path / 'sup.json').write_text(json.dumps({**row, 'revision': 'OHEM fixed'}))
     assert '(earlier code' not in experiment.write_tables(tmp_path).read_text()
+
+
+def test_run_row_publishes_the_teacher_and_keeps_the_logs(tmp_path, experiment, monkeypatch):
+    """run_row with the commands faked: the teacher is trained, exported to its committed fp16
+    file and evaluated from that file; its JSON, metrics and command log land in --results;
+    a student distils the committed file and records the teacher's figures from its JSON."""
+    class A(Args):
+        runs, results = str(tmp_path / 'runs'), str(tmp_path / 'results')
+
+    report = {'subsets': {s: {'miou': 10.0 + i, 'iou': {'road': 50.0}}
+                          for i, s in enumerate(SUBSETS)},
+              'mean_miou': 13.0, 'worst_miou': 10.0, 'worst_subset': 'C', 'protocol': {}}
+    ran = []
+
+    def fake_run(cmd, log, env=None):
+        ran.append(cmd)
+        module = cmd[2]
+        if module == 'anyseg_core.train':
+            out = Path(next(a.split('=', 1)[1] for a in cmd if a.startswith('out_dir=')))
+            (out / 'final.safetensors').write_bytes(b'w')
+            (out / 'metrics.jsonl').write_text('{"step": 1, "samples_per_s": 8.0}\n')
+            (out / 'config.yaml').write_text('optim:\n  batch_size: 8\n')
+        elif module == 'anyseg_core.export':
+            Path(cmd[4]).write_bytes(b'fp16')
+        else:
+            out = Path(cmd[cmd.index('--out') + 1])
+            out.mkdir(parents=True, exist_ok=True)
+            (out / 'anymodal.json').write_text(json.dumps(report))
+        with open(log, 'a') as f:
+            f.write('$ ' + ' '.join(cmd) + '\n')
+
+    monkeypatch.setattr(experiment, 'run', fake_run)
+    experiment.run_row('teacher', A)
+    weights = experiment.weights('teacher', A)
+    assert weights.read_bytes() == b'fp16'
+    evaluate = ran[-1]
+    assert evaluate[evaluate.index('--checkpoint') + 1] == str(weights)
+    results = Path(A.results)
+    row = json.loads((results / 'teacher.json').read_text())
+    assert row['mean'] == 13.0 and row['per_class']['C'] == {'road': 50.0}
+    assert (results / 'logs' / 'teacher.metrics.jsonl').exists()
+    assert 'anyseg_core.export' in (results / 'logs' / 'teacher.log').read_text()
+    assert not experiment.must_run('teacher', A, needed=True)  # never trained again
+    ran.clear()
+    experiment.run_row('full', A)
+    assert f'teacher.checkpoint={weights}' in ran[0]
+    assert json.loads((results / 'full.json').read_text())['teacher']['mean'] == 13.0

@@ -554,7 +554,30 @@ def write_tables(results: Path) -> Path:
     path = results / "tables.md"
     results.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
+    main_table(results.parent / "results.md", lines)
     return path
+
+
+MAIN_START = ("<!-- main table: written by scripts/synthetic_experiment.py from "
+              "results/tables.md -->")
+MAIN_END = "<!-- end of the main table -->"
+
+
+def main_table(report: Path, lines: list[str]) -> None:
+    """Copy the "Every subset, over seeds" table into ``report`` (docs/results.md) between
+    its MAIN_START and MAIN_END lines, when it has them: the report's table is always the
+    generated one."""
+    if not report.is_file():
+        return
+    text = report.read_text()
+    if MAIN_START not in text or MAIN_END not in text:
+        return
+    start = lines.index("## Every subset, over seeds") + 2
+    end = next(i for i in range(start, len(lines)) if not lines[i].startswith("|"))
+    head, rest = text.split(MAIN_START, 1)
+    tail = rest.split(MAIN_END, 1)[1]
+    report.write_text(head + MAIN_START + "\n" + "\n".join(lines[start:end]) + "\n" + MAIN_END
+                      + tail)
 
 
 if __name__ == "__main__":

@@ -325,3 +325,21 @@ def test_run_row_publishes_the_teacher_and_keeps_the_logs(tmp_path, experiment, 
     experiment.run_row('full', A)
     assert f'teacher.checkpoint={weights}' in ran[0]
     assert json.loads((results / 'full.json').read_text())['teacher']['mean'] == 13.0
+
+
+def test_the_report_carries_the_generated_main_table(tmp_path, experiment):
+    """docs/results.md's main table is rewritten from the rows between its two markers; the
+    text around them stays as written."""
+    results = tmp_path / 'results'
+    results.mkdir()
+    report = tmp_path / 'results.md'
+    report.write_text(f'# Results\nbefore\n{experiment.MAIN_START}\n| stale |\n'
+                      f'{experiment.MAIN_END}\nafter\n')
+    _tables(results, experiment, {'teacher': TEACHER, 'sup': [20] * 7})
+    text = report.read_text()
+    assert text.startswith('# Results\nbefore\n') and text.endswith('\nafter\n')
+    table = text.split(experiment.MAIN_START)[1].split(experiment.MAIN_END)[0]
+    assert '| stale |' not in table
+    assert table.strip().splitlines()[0].startswith('| model | n | C |')
+    assert '| PML teacher (mean fusion, every modality) | 1 | 10.00 |' in table
+    assert len(table.strip().splitlines()) == 4

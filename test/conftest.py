@@ -5,8 +5,10 @@ the whole session, before any test imports rclpy, and every subprocess started w
 `ros_env` fixture also gets its own ROS_DOMAIN_ID, so concurrent tests do not see each
 other's topics.
 """
+import importlib
 import itertools
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,39 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA_DIR = REPO_ROOT.parent / 'shared' / 'data' / 'real'
 
 _domain_ids = itertools.count()
+
+# What the ROS tests import. Where ROS is meant to be there, one of them failing to import
+# is a failure of the run, not a row of skips that CI would pass.
+ROS_MODULES = ('rclpy', 'rclpy.serialization', 'sensor_msgs.msg', 'std_msgs.msg',
+               'diagnostic_msgs.msg', 'rcl_interfaces.msg')
+
+
+def ros_expected() -> str | None:
+    """Why this environment is meant to have ROS 2 (None: it is not): `make setup` made the
+    venv and recorded how it gets rclpy (`.anyseg-ros-mode`: the PyPI wheels or a sourced
+    ROS), a ROS 2 is sourced (ROS_DISTRO), or ANYSEG_REQUIRE_ROS=1."""
+    mode = Path(sys.prefix) / '.anyseg-ros-mode'
+    if mode.is_file():
+        return f'{mode} says rclpy comes from {mode.read_text().strip()!r}'
+    if os.environ.get('ROS_DISTRO'):
+        return f'ROS_DISTRO={os.environ["ROS_DISTRO"]} is sourced'
+    if os.environ.get('ANYSEG_REQUIRE_ROS') == '1':
+        return 'ANYSEG_REQUIRE_ROS=1'
+    return None
+
+
+def pytest_configure(config):
+    why = ros_expected()
+    if why is None:
+        return  # no ROS meant here: the ROS tests skip, saying so
+    for name in ROS_MODULES:
+        try:
+            importlib.import_module(name)
+        except Exception as err:  # noqa: BLE001 - a missing RMW raises more than ImportError
+            pytest.exit(f'ROS 2 is meant to be here ({why}) but {name} does not import: '
+                        f'{type(err).__name__}: {err}. Without it the ROS tests would all '
+                        'skip; fix the install (make distclean && make setup) instead.',
+                        returncode=1)
 
 
 def unique_ros_domain_id():

@@ -319,3 +319,23 @@ def test_params_file_loads_as_node_overrides(ros_env):
             node.destroy_node()
     finally:
         rclpy.shutdown(context=context)
+
+
+def test_a_broken_ros_fails_the_run_instead_of_skipping(tmp_path):
+    """Where ROS is meant to be (here: ANYSEG_REQUIRE_ROS=1), an rclpy that does not import
+    (a missing RMW, a wheel change) stops the run with one line naming the error, instead of
+    turning every ROS test into a skip that CI would pass."""
+    broken = tmp_path / 'broken' / 'rclpy'
+    broken.mkdir(parents=True)
+    (broken / '__init__.py').write_text('raise ImportError("librmw_fastrtps_cpp.so: cannot '
+                                        'open shared object file")\n')
+    env = dict(os.environ, ANYSEG_REQUIRE_ROS='1',
+               PYTHONPATH=os.pathsep.join([str(tmp_path / 'broken'),
+                                           os.environ.get('PYTHONPATH', '')]))
+    done = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider',
+                           'test/ros/test_diagnostics.py'], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    out = done.stdout + done.stderr
+    assert done.returncode == 1, out[-2000:]
+    assert 'ROS 2 is meant to be here (' in out and ') but rclpy does not import' in out
+    assert 'librmw_fastrtps_cpp.so' in out and ' passed' not in out and ' skipped' not in out

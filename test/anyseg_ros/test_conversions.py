@@ -575,6 +575,11 @@ REJECTIONS = {
                                                          data=_good_image().data[:-1])),
     "short cloud": ("data_length", read_lidar, lambda: _with(_good_cloud(),
                                                          data=_good_cloud().data[:-16])),
+    # longer than step x height: a header that lies about the size, not data to ignore
+    "long image": ("data_length", read_image, lambda: _with(
+        _good_image(), data=bytes(_good_image().data) + b"\0")),
+    "long cloud": ("data_length", read_lidar, lambda: _with(
+        _good_cloud(), data=bytes(_good_cloud().data) + bytes(16))),
     "no z": ("missing_field", read_lidar, lambda: _with(_good_cloud(),
                                                      fields=_good_cloud().fields[:2])),
     "z of count 3": ("missing_field", read_lidar, lambda: _declared(_good_cloud(), "z", count=3)),

@@ -155,6 +155,33 @@ def test_fp16_halves_the_file_and_loads_into_fp32(model, saved, tmp_path):
                                    atol=1e-2, rtol=1e-2)
 
 
+def test_the_export_command_round_trip(model, saved, tmp_path, capsys):
+    """python -m anyseg_core.export: the same metadata, fp16 weights (about half the file),
+    outputs within fp16 rounding of the original; bfloat16 likewise; a file that is not a
+    checkpoint is one error line and exit code 2."""
+    from anyseg_core.export import main
+    out = tmp_path / "half.safetensors"
+    assert main([str(saved), str(out)]) == 0
+    assert "float16" in capsys.readouterr().out
+    assert out.stat().st_size < 0.6 * saved.stat().st_size
+    half, half_meta = build_model(out)
+    original = read_metadata(saved)
+    assert half_meta["weights_dtype"] == "float16"
+    assert {k: v for k, v in half_meta.items() if k not in ("weights_dtype", "created")} == \
+        {k: v for k, v in original.items() if k not in ("weights_dtype", "created")}
+    with torch.no_grad():
+        a, b = model(x_in()).logits, half(x_in()).logits
+    assert torch.allclose(a, b, atol=2e-2) and not torch.equal(a, b)
+    assert main([str(saved), str(tmp_path / "bf.safetensors"), "--dtype", "bfloat16"]) == 0
+    assert build_model(tmp_path / "bf.safetensors")[1]["weights_dtype"] == "bfloat16"
+    capsys.readouterr()
+    (tmp_path / "junk.safetensors").write_bytes(b"junk" * 10)
+    assert main([str(tmp_path / "junk.safetensors"), str(tmp_path / "x.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "junk.safetensors" in err
+    assert not (tmp_path / "x.safetensors").exists()
+
+
 def test_fp16_overflow_is_refused(tmp_path):
     plain = nn.Linear(2, 2)
     with torch.no_grad():

@@ -90,9 +90,10 @@ demo: setup
 	$(VPY) -m anyseg_ros.tools.demo --out demo_output
 
 # The node's default checkpoint: the synthetic teacher, then the AnySeg student distilled
-# from it and started from its weights (config/train_synthetic_*.yaml, the full_init row of
-# docs/results.md; one to two hours on a 2-core CPU, resumable), then
-# an fp16 copy inside the package. DEMO_RUNS keeps the training runs.
+# from it and started from its weights (config/train_synthetic_*.yaml, the recipe of the
+# earlier experiment's full_init row, docs/results/earlier; one to two hours on a 2-core CPU,
+# resumable), then an fp16 copy inside the package. DEMO_RUNS keeps the training runs. To be
+# switched to the winning recipe of docs/results.md once that experiment has run.
 DEMO_RUNS ?= runs/demo-checkpoint
 demo-checkpoint: setup
 	@for stage in teacher student; do \

@@ -272,7 +272,7 @@ def test_dynamic_parameters_are_set_and_read_back(session):
     ('camera.distortion_model', 'fov', ['camera.distortion_model', 'fov']),
     ('camera.D', [0.1, 0.0, 0.0], ['camera.D', 'coefficients']),
     # Inside the declared range [0, 1], but a synchroniser needs slop > 0: refused, and the
-    # node keeps running (test_sigint_stops_the_node_cleanly checks it is alive).
+    # node keeps running (each test checks it is alive).
     ('sync.slop', 0.0, ['sync.slop']),
 ])
 def test_invalid_values_are_refused_with_a_reason_naming_the_parameter(session, name, value,
@@ -323,12 +323,26 @@ def test_undeclared_parameter_is_refused(session):
     _alive(session)
 
 
-def test_sigint_stops_the_node_cleanly(session):
-    # Last in the module: the parameter changes above left the node running and healthy.
-    _alive(session)
-    assert _stop(session['proc']) == 0, session['log'].read_text()
-    log = session['log'].read_text()
-    assert 'Traceback' not in log and '[anyseg] error' not in log, log
+def test_sigint_stops_the_node_cleanly(tiny_checkpoint, module_ros_env, tmp_path):
+    """A node of its own (the shared one stays up for the other tests, in any order): a
+    parameter change, then SIGINT, and the node exits 0 with no error in its log."""
+    log = tmp_path / 'node.log'
+    ns = f'/anyseg_sigint_{uuid.uuid4().hex[:8]}'
+    proc = _start_node(tiny_checkpoint, module_ros_env, ns, log)
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=int(module_ros_env['ROS_DOMAIN_ID']),
+               signal_handler_options=SignalHandlerOptions.NO)
+    client = ParamClient(context, ns)
+    try:
+        assert client.set('sync.slop', 0.07).successful
+        assert proc.poll() is None, log.read_text()
+    finally:
+        client.close()
+        rclpy.shutdown(context=context)
+        code = _stop(proc)
+    assert code == 0, log.read_text()
+    text = log.read_text()
+    assert 'Traceback' not in text and '[anyseg] error' not in text, text
 
 
 def test_without_a_checkpoint_parameter_the_bundled_demo_checkpoint_runs(module_ros_env,

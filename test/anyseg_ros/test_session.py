@@ -174,3 +174,39 @@ def test_without_a_checkpoint_both_run_the_bundled_model(drive, tmp_path):
     values.update({"network.height": 0, "network.width": 0})
     summary = process_bag(drive, tmp_path / "out", None, values, progress=False)
     assert summary["checkpoint"] == str(DEMO_CHECKPOINT) and summary["frames_out"] > 0
+
+
+def test_process_bag_scores_are_an_independent_confusion_matrix(drive, checkpoint, tmp_path):
+    """The mIoU process_bag reports per set of modalities (the README's kind of figure),
+    recomputed here from its output bag and the drive's ground truth with a plain numpy
+    confusion matrix: each output against the /gt/labels nearest in stamp (within
+    sync.slop), IoU over the classes present in either, 255 ignored."""
+    values = _values(drive)
+    summary = process_bag(drive, tmp_path / "out", checkpoint, values, progress=False)
+    gt = {}
+    for m in bags.read_bag(drive, [bags.TOPICS["gt"]]):
+        msg = m.decode()
+        gt[conv.stamp_to_sec(msg.header.stamp)] = conv.image_to_array(msg)[0]
+    labels = [m.decode() for m in bags.read_bag(tmp_path / "out", ["/anyseg/labels"])]
+    statuses = [json.loads(m.decode().data)
+                for m in bags.read_bag(tmp_path / "out", ["/anyseg/status"])]
+    K, slop = 19, summary["parameters"]["sync.slop"]
+    matrices: dict[str, np.ndarray] = {}
+    for msg, status in zip(labels, statuses):
+        stamp = status["stamp"]
+        near = min(gt, key=lambda s: abs(s - stamp))
+        if abs(near - stamp) > slop:
+            continue
+        pred, truth = conv.image_to_array(msg)[0].ravel(), gt[near].ravel()
+        keep = truth != 255
+        key = "".join(sorted({"camera": "C", "events": "E", "lidar": "L"}[m]
+                             for m in status["modalities"]))
+        cm = matrices.setdefault(key, np.zeros((K, K), np.int64))
+        np.add.at(cm, (truth[keep].astype(int), pred[keep].astype(int)), 1)
+    assert matrices
+    for key, cm in matrices.items():
+        inter = np.diag(cm).astype(float)
+        union = cm.sum(0) + cm.sum(1) - np.diag(cm)
+        seen = union > 0
+        miou = 100 * (inter[seen] / union[seen]).mean()
+        assert summary["modality_sets"][key]["miou"] == pytest.approx(miou, abs=0.01), key

@@ -169,3 +169,37 @@ def test_matches_a_per_point_reference(points, yaw):
     # Coarse coordinates make points share pixels (and depths) often.
     got = project_lidar(pts, K, T, HW, min_range=0.5).numpy()
     assert np.array_equal(got, numpy_reference(pts, K, T, HW, min_range=0.5))
+
+
+@st.composite
+def rays(draw):
+    """Groups of 2 to 4 points on one ray through the camera centre, at distinct depths, so
+    every group shares a pixel by construction (the coarse strategy above rarely does)."""
+    groups = draw(st.lists(st.tuples(
+        st.integers(0, HW[1] - 1), st.integers(0, HW[0] - 1),
+        st.lists(quarters(1, 6), min_size=2, max_size=4, unique=True),
+        st.floats(0, 1, width=32)), min_size=1, max_size=6))
+    return groups, draw(st.sampled_from([0.0, 0.3]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(rays())
+def test_points_sharing_a_pixel_keep_the_nearest(case):
+    groups, yaw = case
+    c, s = math.cos(yaw), math.sin(yaw)
+    T = np.array([[c, 0, s, 0.1], [0, 1, 0, -0.2], [-s, 0, c, 0.3], [0, 0, 0, 1]])
+    R, t = T[:3, :3], T[:3, 3]
+    rows, expected = [], {}
+    for u, v, depths, intensity in groups:
+        d = np.linalg.solve(K, [u, v, 1.0])  # the ray of pixel (u, v) in the camera frame
+        for k, depth in enumerate(depths):
+            p = R.T @ (depth * d - t)  # the LiDAR point that the camera sees at that depth
+            rows.append([*p, intensity + k])
+        near = R.T @ (min(depths) * d - t)
+        expected.setdefault((v, u), []).append(np.linalg.norm(near))
+    pts = np.array(rows, np.float64)
+    got = project_lidar(pts, K, T, HW, min_range=0.5).numpy()
+    assert np.array_equal(got, numpy_reference(pts, K, T, HW, min_range=0.5))
+    for (v, u), ranges in expected.items():
+        if len(ranges) == 1:  # one group at this pixel: its nearest point is the one drawn
+            assert got[0, v, u] == pytest.approx(ranges[0], rel=1e-5)

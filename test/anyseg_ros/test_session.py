@@ -210,3 +210,35 @@ def test_process_bag_scores_are_an_independent_confusion_matrix(drive, checkpoin
         seen = union > 0
         miou = 100 * (inter[seen] / union[seen]).mean()
         assert summary["modality_sets"][key]["miou"] == pytest.approx(miou, abs=0.01), key
+
+
+def test_max_future_away_from_its_default(drive, checkpoint):
+    """sync.max_future set to 0.2 s: a message stamped 0.3 s ahead of the clock it is checked
+    against is refused (bad_stamp), one 0.1 s ahead is taken; the default (1 s) took both."""
+    session = S.Session(_values(drive, checkpoint), logger=ListLogger(), warmup=False)
+    image = _first(drive, bags.TOPICS["camera"])
+    stamp = conv.stamp_to_sec(image.header.stamp)
+    assert session.receive("camera", image, now=stamp, ros_now=stamp - 0.3)
+    session.update({"sync.max_future": 0.2})
+    assert not session.receive("camera", image, now=stamp, ros_now=stamp - 0.3)
+    assert session.receive("camera", image, now=stamp, ros_now=stamp - 0.1)
+    assert session.counts()["inputs"]["camera"]["rejected"] == {"bad_stamp": 1}
+
+
+def test_a_new_palette_colours_the_next_frame(drive, checkpoint):
+    session = S.Session(_values(drive, checkpoint), logger=ListLogger(), warmup=False)
+    images = [m.decode() for m in bags.read_bag(drive, [bags.TOPICS["camera"]])][:2]
+
+    def one_frame(image):
+        stamp = conv.stamp_to_sec(image.header.stamp)
+        assert session.receive("camera", image, now=stamp, ros_now=stamp)
+        frame, _ = session.poll(stamp + 0.2)  # the others never come: the camera alone
+        return session.segment(frame)
+
+    before = one_frame(images[0])
+    assert np.array_equal(before.color, session.runtime.palette.numpy()[before.labels])
+    palette = np.arange(19 * 3, dtype=np.uint8).reshape(19, 3) * 4
+    session.update({"palette": palette.reshape(-1).tolist()})
+    after = one_frame(images[1])
+    assert np.array_equal(after.color, palette[after.labels])
+    assert not np.array_equal(palette[before.labels], before.color)

@@ -277,7 +277,7 @@ def train(cfg: dict, resume: bool = False, stop_after: int | None = None) -> Pat
     mods = tuple(cfg["data"]["modalities"])
     names, _ = class_info(cfg)
     m = cfg["model"]
-    model = build_student_model(cfg, len(names))
+    model = build_trained_model(cfg, len(names))
     teacher = None
     teacher_sha256 = None  # what a resumed run must distil or start from again
     student = cfg["stage"] == "student"
@@ -523,7 +523,7 @@ def _load_backbone_file(encoder: torch.nn.Module, path: Path, backbone: str) -> 
     encoder.load_state_dict({k: state[n] for k, (n, _) in want.items()})
 
 
-def build_student_model(cfg: Mapping, num_classes: int) -> AnymodalSegmentor:
+def build_trained_model(cfg: Mapping, num_classes: int) -> AnymodalSegmentor:
     """The model being trained, at the backbone's own initialisation: the ImageNet weights of
     ``model.pretrained`` (from ``model.pretrained_file`` or timm's hub) or timm's random
     initialisation. Weights that cannot be loaded are a ConfigError that says what to do."""

@@ -386,16 +386,16 @@ def test_pretrained_file_loads_the_backbone_weights(tmp_path):
     import timm
     from safetensors.torch import save_file
 
-    from anyseg_core.train import build_student_model
+    from anyseg_core.train import build_trained_model
     src = timm.create_model("pvt_v2_b0", pretrained=False)
     with torch.no_grad():
         src.patch_embed.proj.weight.fill_(0.25)
     path = tmp_path / "pvt_v2_b0.safetensors"
     save_file({k: v.contiguous() for k, v in src.state_dict().items()}, str(path))
     cfg = load_config(TINY, ["model.pretrained=true", f"model.pretrained_file={path}"])
-    model = build_student_model(cfg, 5)
+    model = build_trained_model(cfg, 5)
     assert torch.all(model.encoder.patch_embed.proj.weight == 0.25)
-    scratch = build_student_model(load_config(TINY, []), 5)
+    scratch = build_trained_model(load_config(TINY, []), 5)
     assert not torch.all(scratch.encoder.patch_embed.proj.weight == 0.25)
     # A file of another model is a one-line ConfigError, not a traceback from timm.
     save_file({"nothing": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
@@ -403,13 +403,13 @@ def test_pretrained_file_loads_the_backbone_weights(tmp_path):
                              f"model.pretrained_file={tmp_path / 'other.safetensors'}"])
     with pytest.raises(ConfigError, match="does not hold the timm weights of pvt_v2_b0.*"
                                           "model.pretrained=false"):
-        build_student_model(cfg, 5)
+        build_trained_model(cfg, 5)
     # A torch file (read with weights_only) in a training checkpoint's nesting works too.
     torch.save({"state_dict": {f"module.{k}": v for k, v in src.state_dict().items()}},
                tmp_path / "ckpt.pth")
     cfg = load_config(TINY, ["model.pretrained=true",
                              f"model.pretrained_file={tmp_path / 'ckpt.pth'}"])
-    assert torch.all(build_student_model(cfg, 5).encoder.patch_embed.proj.weight == 0.25)
+    assert torch.all(build_trained_model(cfg, 5).encoder.patch_embed.proj.weight == 0.25)
 
 
 def test_training_precision(monkeypatch):

@@ -144,7 +144,11 @@ def _sha256(path) -> str:
 #: trained (paths move between machines; the teacher file's contents are compared instead).
 RESUMABLE_CHANGES = ("out_dir", "data.root", "data.cache", "data.num_workers", "train.device",
                      "train.log_every", "train.checkpoint_every", "train.eval_every",
-                     "train.eval_samples", "teacher.checkpoint")
+                     "train.eval_samples", "teacher.checkpoint", "model.pretrained_file")
+#: Settings added since runs were first saved, with the value a run saved before them had:
+#: a saved config that lacks one is compared as if it had that value (a run distilled with
+#: the KL summed over the classes must not resume at their mean).
+LEGACY_VALUES = {"loss.kl_reduction": "sum", "loss.mad_pixels": "all"}
 
 
 def changed_settings(saved: Mapping, cfg: Mapping) -> list[tuple[str, object, object]]:
@@ -159,7 +163,10 @@ def changed_settings(saved: Mapping, cfg: Mapping) -> list[tuple[str, object, ob
                 out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
         return out
     a, b = flat(saved), flat(cfg)
-    # Keys one side lacks (a setting added to the code since) are not compared.
+    if a:
+        for key, value in LEGACY_VALUES.items():
+            a.setdefault(key, value)
+    # Other keys one side lacks (a setting added to the code since) are not compared.
     return [(k, a[k], b[k]) for k in sorted(a.keys() & b.keys())
             if k not in RESUMABLE_CHANGES and a[k] != b[k]]
 
@@ -470,8 +477,10 @@ def _hub_reachable(name: str) -> tuple[bool, str]:
         from huggingface_hub import constants, try_to_load_from_cache
     except ImportError:
         return True, ""  # timm's other download paths; let it try
-    hub_id = (timm.models.get_pretrained_cfg(name) or None)
-    hub_id = getattr(hub_id, "hf_hub_id", None)
+    try:
+        hub_id = getattr(timm.models.get_pretrained_cfg(name), "hf_hub_id", None)
+    except Exception as err:  # noqa: BLE001 - e.g. an unknown pretrained tag
+        return False, f"timm has no pretrained weights for it ({err})"
     if not hub_id:
         return True, ""
     for filename in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
@@ -510,6 +519,10 @@ def _load_backbone_file(encoder: torch.nn.Module, path: Path, backbone: str) -> 
     state = {k.removeprefix("module.").replace("_", "."): v for k, v in state.items()
              if isinstance(v, torch.Tensor)}
     want = {k: (k.replace("_", "."), v) for k, v in encoder.state_dict().items()}
+    if len({n for n, _ in want.values()}) != len(want):  # two names that differ by "_" / "."
+        raise ConfigError(f"model.pretrained_file: the {backbone} encoder's tensor names are "
+                          "ambiguous once '_' and '.' are read alike; this backbone cannot be "
+                          "loaded from a file")
     missing = [k for k, (n, _) in want.items() if n not in state]
     wrong = [k for k, (n, v) in want.items()
              if n in state and tuple(state[n].shape) != tuple(v.shape)]
@@ -560,7 +573,17 @@ def build_trained_model(cfg: Mapping, num_classes: int) -> AnymodalSegmentor:
 
 
 def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX), as oneDNN reports it."""
+    """Whether this CPU computes bf16 natively: the avx512_bf16 or amx_bf16 flag of Linux's
+    /proc/cpuinfo (oneDNN also runs bf16 on plain AVX-512, emulated and slow); elsewhere,
+    what oneDNN reports."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        text = ""
+    flags = {f for line in text.splitlines() if line.startswith("flags")
+             for f in line.split(":", 1)[1].split()}
+    if flags:
+        return bool(flags & {"avx512_bf16", "amx_bf16"})
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):

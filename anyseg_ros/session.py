@@ -178,12 +178,14 @@ class Session:
         on them is built before anything changes, so a refused change (ValueError, naming
         the problem) leaves the session exactly as it was. A change of ``sync.*`` or
         ``events.window`` starts a fresh synchroniser (the frame being formed is lost)."""
-        values = self.values
+        with self._lock:
+            values = dict(self._values)
+            current, seen = self.geometry, self._camera_info_seen
         for name, value in changes.items():
             if name in PARAMS_BY_NAME:
                 check_value(name, value)
                 values[name] = value
-        geometry = geometry_from_params(values, self.geometry, self._camera_info_seen)
+        geometry = geometry_from_params(values, current, seen)
         resync = any(n.startswith("sync.") or n == "events.window" for n in changes)
         sync = synchronizer_from_params(values, self.modalities) if resync else None
         with self._lock:
@@ -297,16 +299,20 @@ class Session:
             frame = self.sync.poll(now)
             return frame, (self.sync.next_deadline() if frame is None else None)
 
-    def segment(self, frame: Frame, overlay: bool = False) -> Optional[Segmentation]:
+    def segment(self, frame: Frame, overlay: bool = False,
+                confidence: Optional[bool] = None) -> Optional[Segmentation]:
         """Segment ``frame`` with the geometry and parameters in force; None when it was
         skipped (nothing usable in it) or failed (counted in ``frames_failed``). Both are
-        logged (throttled); a failure never reaches the caller."""
+        logged (throttled); a failure never reaches the caller. ``confidence``: compute the
+        confidence map (None: as ``confidence.enabled`` says)."""
         with self._lock:
             geometry, values = self.geometry, dict(self._values)
+        if confidence is None:
+            confidence = values["confidence.enabled"]
         try:
             return self.pipeline.run(
                 frame, geometry, overlay_alpha=values["overlay.alpha"] if overlay else None,
-                confidence=values["confidence.enabled"])
+                confidence=confidence)
         except FrameSkipped as e:
             with self._lock:
                 self.frames_skipped += 1

@@ -188,9 +188,25 @@ def row_key(name: str, args) -> str:
 
 
 def is_done(name: str, args) -> bool:
-    """Whether the row's JSON exists for the commands this run would use."""
+    """Whether the row's JSON exists for the commands this run would use, and (a student) was
+    distilled from the run of its source that is in the tables now (``teacher_key``; a JSON
+    written before that field existed counts as the present one's)."""
     target = Path(args.results) / f"{name}.json"
-    return target.exists() and json.loads(target.read_text()).get("key") == row_key(name, args)
+    if not target.exists():
+        return False
+    row = json.loads(target.read_text())
+    if row.get("key") != row_key(name, args):
+        return False
+    src = source(name)
+    return not src or row.get("teacher_key", row_key(src, args)) == row_key(src, args)
+
+
+def published(name: str, args) -> bool:
+    """Whether a PUBLISHED row's committed weights are those of its present commands (the
+    row key is written beside them, ``<weights>.key``)."""
+    path = weights(name, args)
+    key = path.with_name(path.name + ".key")
+    return path.exists() and key.exists() and key.read_text().strip() == row_key(name, args)
 
 
 def must_run(name: str, args, needed: bool) -> bool:
@@ -200,7 +216,7 @@ def must_run(name: str, args, needed: bool) -> bool:
     if not is_done(name, args):
         return True
     if name in PUBLISHED:
-        return not weights(name, args).exists()
+        return not published(name, args)
     return needed and not (Path(args.runs) / name / "final.safetensors").exists()
 
 
@@ -243,14 +259,16 @@ def run_row(name: str, args, needed: bool = False, env: dict | None = None) -> N
     out.mkdir(parents=True, exist_ok=True)
     log = out / "experiment.log"
     t0 = time.time()
-    published = weights(name, args) if name in PUBLISHED else None
-    if not (out / "final.safetensors").exists() and not (published and published.exists()):
+    fresh = name in PUBLISHED and published(name, args)  # committed for these commands
+    if not (out / "final.safetensors").exists() and not fresh:
         resume = ["--resume"] if (out / "last.train.safetensors").exists() else []
         run(train + resume, log, env)
-    if published and not published.exists():
-        published.parent.mkdir(parents=True, exist_ok=True)
-        run([PY, "-m", "anyseg_core.export", str(out / "final.safetensors"), str(published),
+    if name in PUBLISHED and not fresh:
+        path = weights(name, args)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        run([PY, "-m", "anyseg_core.export", str(out / "final.safetensors"), str(path),
              "--dtype", "float16"], log, env)
+        path.with_name(path.name + ".key").write_text(key + "\n")
     run(evaluate, log, env)
     rep = json.loads((out / "eval" / "anymodal.json").read_text())
     say(f"[{name}] mean {rep['mean_miou']:.2f}, worst {rep['worst_miou']:.2f} "
@@ -268,6 +286,7 @@ def run_row(name: str, args, needed: bool = False, env: dict | None = None) -> N
         row["teacher"] = {k: v for k, v in json.loads(
             (results / f"{source(name)}.json").read_text()).items()
             if k in ("miou", "mean", "worst", "worst_subset")}
+        row["teacher_key"] = row_key(source(name), args)
     results.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(row, indent=2))
     keep_logs(name, args)

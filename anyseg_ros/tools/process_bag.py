@@ -13,7 +13,10 @@ the next message waits until the frame is done). OUT is a new bag with ``/anyseg
 a temporary name and renamed when done, so a failed run leaves no OUT. ``--faults`` silences
 sensors over seconds of receive time from the bag's start, as :mod:`anyseg_ros.tools.play`
 ``--drop`` does live. Without ``--checkpoint`` (and no ``checkpoint`` in the params file) it
-runs the bundled demo checkpoint, as the node does.
+runs the bundled demo checkpoint, as the node does; like the node, it refuses ``modalities``
+the checkpoint does not have (set ``modalities`` in the params file for one trained on fewer).
+A frame that fails in inference is counted, logged and skipped, as the node does; when every
+frame failed the command exits with code 3.
 
 The topics are those of :mod:`anyseg_ros.tools.bag` (``--topic ROLE=NAME`` names others, ROLE one
 of camera, camera_info, lidar, events, depth, gt); their types are checked against
@@ -249,7 +252,7 @@ def _process(bag_in, bag_out: Path, session: Session, faults: dict, storage: str
                 frame, _ = session.poll(now)
                 if frame is None:
                     return
-                result = session.segment(frame)
+                result = session.segment(frame, confidence=False)  # not written offline
                 if result is None:
                     continue  # skipped or failed: counted by the session
                 t_ns = int(round(now * 1e9))
@@ -442,6 +445,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(format_summary(summary))
+    if summary["frames_failed"] and not summary["frames_out"]:
+        print(f"error: every frame failed in inference ({summary['frames_failed']}); see the "
+              "errors above", file=sys.stderr)
+        return 3
     return 0
 
 

@@ -147,8 +147,13 @@ def test_a_done_row_runs_again_only_when_needed_and_missing(tmp_path, experiment
         (Path(A.results) / f'{name}.json').write_text(
             json.dumps({'key': experiment.row_key(name, A)}))
     assert experiment.must_run('teacher', A, needed=False)          # weights not committed
-    experiment.weights('teacher', A).parent.mkdir()
-    experiment.weights('teacher', A).write_bytes(b'')
+    path = experiment.weights('teacher', A)
+    path.parent.mkdir()
+    path.write_bytes(b'')
+    key = path.with_name(path.name + '.key')
+    key.write_text('0123456789ab\n')                                # weights of other commands
+    assert experiment.must_run('teacher', A, needed=True)
+    key.write_text(experiment.row_key('teacher', A) + '\n')
     assert not experiment.must_run('teacher', A, needed=True)       # no checkpoint in runs/
     assert not experiment.must_run('sup', A, needed=False)
     assert experiment.must_run('sup', A, needed=True)
@@ -313,6 +318,8 @@ def test_run_row_publishes_the_teacher_and_keeps_the_logs(tmp_path, experiment, 
     experiment.run_row('teacher', A)
     weights = experiment.weights('teacher', A)
     assert weights.read_bytes() == b'fp16'
+    assert (weights.parent / 'teacher.safetensors.key').read_text().strip() == \
+        experiment.row_key('teacher', A)
     evaluate = ran[-1]
     assert evaluate[evaluate.index('--checkpoint') + 1] == str(weights)
     results = Path(A.results)
@@ -324,7 +331,12 @@ def test_run_row_publishes_the_teacher_and_keeps_the_logs(tmp_path, experiment, 
     ran.clear()
     experiment.run_row('full', A)
     assert f'teacher.checkpoint={weights}' in ran[0]
-    assert json.loads((results / 'full.json').read_text())['teacher']['mean'] == 13.0
+    full = json.loads((results / 'full.json').read_text())
+    assert full['teacher']['mean'] == 13.0 and experiment.is_done('full', A)
+    # the teacher trained again with other commands: its students are no longer done
+    assert full['teacher_key'] == experiment.row_key('teacher', A)
+    (results / 'full.json').write_text(json.dumps({**full, 'teacher_key': 'another'}))
+    assert not experiment.is_done('full', A)
 
 
 def test_the_report_carries_the_generated_main_table(tmp_path, experiment):

@@ -546,3 +546,15 @@ def test_the_dataset_registry_decides_for_config_and_data():
         load_config(TINY, ["data.dataset=kitti"])
     with pytest.raises(ConfigError, match="data.cache holds the synthetic world only"):
         load_config(TINY, ["data.dataset=muses", "data.root=/data", "data.cache=/c"])
+
+
+def test_a_run_saved_before_the_kl_scale_setting_does_not_resume_at_another_scale():
+    """A training state saved before loss.kl_reduction existed distilled with the KL summed
+    over the classes: resuming it at the new default (mean) is a changed setting, refused;
+    resuming with kl_reduction=sum is the same run."""
+    from anyseg_core.train import changed_settings
+    saved = load_config(TINY, [])
+    del saved["loss"]["kl_reduction"], saved["loss"]["mad_pixels"]
+    changed = changed_settings(saved, load_config(TINY, []))
+    assert changed == [("loss.kl_reduction", "sum", "mean")]
+    assert changed_settings(saved, load_config(TINY, ["loss.kl_reduction=sum"])) == []

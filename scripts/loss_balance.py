@@ -56,7 +56,8 @@ def main() -> None:
     sup = norm(supervised_loss(out.logits, batch["label"], ohem_thresh=loss["ohem_thresh"]))
     print(f"encoder gradient norm of each term at step 0 (ratio to L_sup's); {args.batch} "
           f"samples of {cfg['data']['dataset']}, teacher {args.teacher}")
-    print(f"| term | KL scale | norm | / L_sup |\n|---|---|---:|---:|\n| L_sup | - | {sup:.4g} | 1 |")
+    print("| term | KL scale | norm | / L_sup |\n|---|---|---:|---:|")
+    print(f"| L_sup | - | {sup:.4g} | 1 |")
     for reduction in ("mean", "sum"):
         terms = {
             f"{loss['lambda_mad']:g} L_mad": loss["lambda_mad"] * prediction_distillation(

@@ -594,7 +594,7 @@ def bf16_autocast(amp: str, device: torch.device) -> bool:
     """Whether training runs under bf16 autocast. ``auto``: on a CUDA device with native bf16
     (compute capability 8.0 or newer, Ampere on); older cards emulate it slowly, so they train
     in fp32; on a CPU, fp32. ``bf16``: on any CUDA device (the user asked for it), and on a CPU
-    with native bf16 (benchmarks/bench_train.py: 1.3 to 1.6 times the fp32 steps on an AVX-512
+    with native bf16 (benchmarks/bench_train.py: 1.2 to 1.5 times the fp32 steps on an AVX-512
     BF16 CPU); on another device it is a ConfigError rather than a setting silently ignored.
     ``off``: never. The losses are computed in fp32 either way."""
     if amp == "off":

@@ -140,11 +140,9 @@ def _reader(path: str | Path):
 
 
 def offered_qos(topic: str):
-    """The QoS a driver offers on ``topic``: sensors best effort (qos_profile_sensor_data),
-    /tf_static reliable + transient local, ground truth reliable."""
-    if topic.endswith("tf_static"):
-        return _qos(True, transient_local=True)
-    return _qos(topic.endswith("gt/labels") or topic.startswith("/anyseg"))
+    """The QoS a driver offers on ``topic`` (REP-2003): sensors reliable (SystemDefaultsQoS;
+    consumers subscribe best effort, which matches), /tf_static reliable + transient local."""
+    return _qos(True, transient_local=topic.endswith("tf_static"))
 
 
 class BagWriter:

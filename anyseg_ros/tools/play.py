@@ -7,7 +7,10 @@ This machine's ``ros2 bag play`` (it works on a ROS machine too): messages go ou
 recorded pace (scaled by ``--rate``), as the recorded bytes, with the QoS their publishers
 offered when the bag was recorded (reliable only when every recorded publisher was, transient
 local only when every one was); a topic the bag has no QoS for gets what a driver would use
-(sensors best effort, /tf_static reliable and transient local). ``--clock`` also publishes
+(REP-2003: sensors reliable, /tf_static reliable and transient local). ``--best-effort``
+publishes every topic but the latched ones best effort instead; ``--depth`` sets the history
+depth. At the end, play waits (``--ack-timeout``) until reliable subscribers acknowledged
+the last messages. ``--clock`` also publishes
 /clock for nodes with ``use_sim_time`` (at the bag's start time while ``--wait-for`` and
 ``--start-delay`` hold the first message). ``--namespace`` prefixes every topic but /tf and
 /tf_static (tf2 listens on those absolute names). Faults:
@@ -120,21 +123,27 @@ def corrupt(msg, kind: str):
     return msg
 
 
-def publisher_qos(recorded: Sequence, topic: str):
+def publisher_qos(recorded: Sequence, topic: str, best_effort: bool = False,
+                  depth: Optional[int] = None):
     """The rclpy QoS to replay ``topic`` with: from the profiles its publishers offered when
     it was recorded (``recorded``, rosbags ``Qos``), else the name-based
-    :func:`anyseg_ros.tools.bag.offered_qos`. With several recorded publishers the profile is one
-    every recorded subscriber could match: reliable only when all offered reliable, transient
-    local only when all offered it."""
+    :func:`anyseg_ros.tools.bag.offered_qos` (reliable, as drivers publish). With several
+    recorded publishers the profile is one every recorded subscriber could match: reliable
+    only when all offered reliable, transient local only when all offered it.
+    ``best_effort`` makes a topic that is not latched best effort whatever was recorded;
+    ``depth`` sets the history depth of those topics (default: the recorded one, at least
+    5; a deep history lets a reliable subscriber that falls behind catch up)."""
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
     profiles = list(recorded) or [bags.offered_qos(topic)]
     reliable = all(q.reliability.name == "RELIABLE" for q in profiles)
     latched = all(q.durability.name == "TRANSIENT_LOCAL" for q in profiles)
     keep_all = all(q.history.name == "KEEP_ALL" for q in profiles)
+    reliable = reliable and not (best_effort and not latched)
     # A latched topic keeps for late subscribers what its recorded publishers together kept
     # (each its own last `depth`: several /tf_static publishers); others a few for slow readers.
     depth = (sum(max(int(q.depth), 1) for q in profiles) if latched
+             else depth if depth is not None
              else max(5, *(int(q.depth) for q in profiles)))
     return QoSProfile(
         history=HistoryPolicy.KEEP_ALL if keep_all else HistoryPolicy.KEEP_LAST,
@@ -158,7 +167,8 @@ class Player:
     def __init__(self, node, bag: Path, topics: Optional[Sequence[str]] = None,
                  namespace: str = "", drop: Optional[dict] = None,
                  corrupt_fraction: Optional[dict] = None, clock: bool = False,
-                 seed: int = 0) -> None:
+                 seed: int = 0, best_effort: bool = False,
+                 depth: Optional[int] = None) -> None:
         self.node, self.bag = node, Path(bag)
         available = bags.bag_topics(self.bag)
         self.start_ns = bags.bag_start_ns(self.bag)  # --drop seconds count from here
@@ -185,7 +195,7 @@ class Player:
             if cls is None:
                 self.skipped_types[topic] = msgtype
                 continue
-            qos = publisher_qos(recorded_qos.get(topic, ()), topic)
+            qos = publisher_qos(recorded_qos.get(topic, ()), topic, best_effort, depth)
             self.publishers[topic] = node.create_publisher(
                 cls, published_name(topic, namespace), qos)
         if not self.publishers:
@@ -200,6 +210,24 @@ class Player:
         self.stats = {"published": Counter(), "dropped": Counter(), "corrupted": Counter()}
         self._turn = Counter()
         self.stop = False
+
+    def wait_for_acks(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` s in all) until every reliable subscriber has
+        acknowledged what was published, so that stopping right after the last message does
+        not lose it; False (with a warning) when some did not in time."""
+        from rclpy.duration import Duration
+
+        deadline = time.monotonic() + timeout
+        pubs = dict(self.publishers)
+        if self.clock_pub is not None:
+            pubs["/clock"] = self.clock_pub
+        late = [t for t, pub in pubs.items()
+                if not pub.wait_for_all_acked(Duration(seconds=max(
+                    0.0, deadline - time.monotonic())))]
+        if late:
+            print(f"warning: {late}: not acknowledged by every subscriber within {timeout} s",
+                  file=sys.stderr)
+        return not late
 
     def wait_for_subscribers(self, topics: Sequence[str], timeout: float) -> bool:
         """Wait until each of ``topics`` (bag names) has a subscriber, so that nothing is
@@ -296,9 +324,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                          "the bag have a subscriber, then --start-delay")
     ap.add_argument("--wait-timeout", type=float, default=60.0)
     ap.add_argument("--seed", type=int, default=0, help="seed of --corrupt")
+    ap.add_argument("--best-effort", action="store_true",
+                    help="publish every topic but the latched ones best effort (default: the "
+                         "QoS recorded in the bag; reliable, as drivers publish, when none is)")
+    ap.add_argument("--depth", type=int, default=None,
+                    help="history depth of the publishers (default: the recorded one, at "
+                         "least 5)")
+    ap.add_argument("--ack-timeout", type=float, default=10.0,
+                    help="at the end, seconds to wait at most for reliable subscribers to "
+                         "acknowledge the last messages")
     args = ap.parse_args(argv)
     if not args.rate > 0:
         ap.error("--rate must be positive")
+    if args.depth is not None and args.depth < 1:
+        ap.error("--depth must be at least 1")
 
     import rclpy
     from rclpy.signals import SignalHandlerOptions
@@ -318,7 +357,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     passes = 0
     try:
         player = Player(node, args.bag, args.topics, args.namespace, args.drop, args.corrupt,
-                        args.clock, args.seed)
+                        args.clock, args.seed, args.best_effort, args.depth)
         player.stop = stopped
         for topic, msgtype in player.skipped_types.items():
             print(f"warning: {topic} ({msgtype}) skipped: its Python message package is not "
@@ -330,6 +369,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             passes += 1
             if not args.loop:
                 break
+        if not player.stop:
+            player.wait_for_acks(args.ack_timeout)
     except (ValueError, FileNotFoundError, bags.BagError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

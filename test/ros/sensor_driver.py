@@ -4,7 +4,8 @@
         --malformed 1000 --info info.json
 
 Renders a drive of the synthetic world (small images, so it is quick), then publishes it at
-the recorded pace as a real driver would: best-effort camera/image (rgb8),
+the recorded pace as a real driver would: reliable (REP-2003; ``--best-effort`` otherwise)
+camera/image (rgb8),
 camera/camera_info, lidar/points (x, y, z, intensity, ring, t) and events (x, y, t, p), with
 stamps re-based to the wall clock at start. ``--silence`` keeps a sensor quiet over windows
 of drive time (a silenced camera also stops its CameraInfo); ``--malformed N`` mixes N
@@ -23,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.duration import Duration
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 REPO = Path(__file__).resolve().parents[2]
@@ -135,9 +137,12 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=14.0)
     ap.add_argument("--silence", default="")
     ap.add_argument("--malformed", type=int, default=0)
-    ap.add_argument("--start-delay", type=float, default=2.0,
-                    help="seconds between the publishers' creation and the first message "
-                         "(discovery)")
+    ap.add_argument("--wait-subscribers", type=float, default=60.0,
+                    help="seconds to wait, at most, until every topic has a subscriber (the "
+                         "node's) before the first message; the drive fails if one is missing")
+    ap.add_argument("--best-effort", action="store_true",
+                    help="publish best effort (default reliable, as drivers do)")
+    ap.add_argument("--depth", type=int, default=1000, help="publishers' history depth")
     ap.add_argument("--info", type=Path, required=True)
     args = ap.parse_args()
 
@@ -148,11 +153,18 @@ def main() -> int:
 
     rclpy.init()
     node = rclpy.create_node("anyseg_test_driver")
-    qos = qos_profile_sensor_data
+    qos = QoSProfile(depth=args.depth, reliability=ReliabilityPolicy.BEST_EFFORT
+                     if args.best_effort else ReliabilityPolicy.RELIABLE)
     pubs = {topic: node.create_publisher(kind, f"{ns}/{topic}", qos) for topic, kind in (
         ("camera/image", Image), ("camera/camera_info", CameraInfo),
         ("lidar/points", PointCloud2), ("events", PointCloud2))}
-    time.sleep(args.start_delay)
+    # Discovery: start once every topic is matched (a condition, not a fixed delay).
+    deadline = time.monotonic() + args.wait_subscribers
+    while not all(p.get_subscription_count() for p in pubs.values()):
+        if time.monotonic() > deadline:
+            missing = [t for t, p in pubs.items() if not p.get_subscription_count()]
+            sys.exit(f"no subscriber on {missing} after {args.wait_subscribers} s")
+        time.sleep(0.05)
     offset = math.floor(time.time()) + 1.0  # drive time 0 = this wall time
     broken = broken_messages(calib, None)
     n_broken = args.malformed
@@ -189,6 +201,7 @@ def main() -> int:
                 pubs["camera/camera_info"].publish(conv.camera_info_msg(
                     calib["K"], calib["image_hw"], stamp, CAMERA_FRAME, cls=CameraInfo))
                 sent["camera/image"] += 1
+                sent["camera/camera_info"] += 1
             elif msg.sensor == "lidar":
                 pubs["lidar/points"].publish(lidar_cloud(msg, stamp, offset))
                 sent["lidar/points"] += 1
@@ -196,8 +209,11 @@ def main() -> int:
                 pubs["events"].publish(events_cloud(msg.data, stamp, offset))
                 sent["events"] += 1
         info["sent"] = sent
+        if not args.best_effort:  # everything delivered before the publishers go
+            for topic, pub in pubs.items():
+                if not pub.wait_for_all_acked(Duration(seconds=30)):
+                    sys.exit(f"{topic}: messages not acknowledged after 30 s")
         args.info.write_text(json.dumps(info))
-        time.sleep(0.5)
     finally:
         node.destroy_node()
         rclpy.try_shutdown()

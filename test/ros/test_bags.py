@@ -10,6 +10,7 @@ process. The drive is 3 s of a 96 x 160 camera; stamps are checked in drive seco
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import signal
@@ -377,7 +378,9 @@ class Listener:
         rclpy.init(context=self.context, domain_id=int(env["ROS_DOMAIN_ID"]),
                    signal_handler_options=SignalHandlerOptions.NO)
         self.node = rclpy.create_node("bag_test_listener", context=self.context)
-        qos = QoSProfile(depth=500, reliability=ReliabilityPolicy.BEST_EFFORT)
+        # Reliable, as rviz2 and recorders subscribe: play publishes the sensors reliable (as
+        # drivers do, REP-2003), so everything arrives and can be counted exactly.
+        qos = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
         kinds = {"/camera/image": Image, "/camera/camera_info": CameraInfo,
                  "/lidar/points": PointCloud2, "/events": PointCloud2, "/gt/labels": Image}
         self.msgs: dict[str, list] = {t: [] for t in (*kinds, "/clock")}
@@ -421,13 +424,18 @@ def played(drive_bag, module_ros_env):
     listener = Listener(module_ros_env, NS_X)
     proc = None
     try:
-        proc = _play(bag, module_ros_env, "--namespace", NS_X, "--wait-for",
-                     "/camera/image", "/events", "--start-delay", "0.5", "--clock",
+        proc = _play(bag, module_ros_env, "--namespace", NS_X, "--depth", "1000",
+                     "--wait-for", "/camera/image", "/camera/camera_info", "/lidar/points",
+                     "/events", "/gt/labels", "--start-delay", "0", "--clock",
                      "--drop", f"lidar:{LIDAR_OFF[0]:g}-{LIDAR_OFF[1]:g}",
                      "--corrupt", "lidar:1.0")
-        listener.spin_until(lambda: proc.poll() is not None, 90)
-        listener.spin_until(lambda: False, 0.5)  # the last messages
+        listener.spin_until(lambda: proc.poll() is not None, 120)
         stdout, stderr = proc.communicate(timeout=30)
+        # play waited for the acknowledgements: what it published is here or queued to us.
+        published = {t: int(n) for t, n in re.findall(
+            r"(/[\w/]+) (\d+)", stdout.split("time(s): ")[1].splitlines()[0])}
+        listener.spin_until(lambda: all(len(listener.msgs[t]) >= published.get(t, 0)
+                                        for t in listener.msgs if t != "/clock"), 60)
     finally:
         if proc is not None:
             _stop(proc)
@@ -447,8 +455,7 @@ def test_play_publishes_the_recorded_messages_and_stamps(played, recorded, drive
     for topic in ("/camera/image", "/camera/camera_info", "/events", "/gt/labels"):
         want = [t for t, _, _ in recorded[topic]]
         got = _drive_times(played["msgs"][topic], t_start)
-        assert got == sorted(got) and set(got) <= set(want), topic
-        assert len(got) >= 0.9 * len(want), (topic, len(got), len(want))  # best effort
+        assert got == sorted(want), topic  # every one, in order (reliable)
     images = {t: m for t, _, m in recorded["/camera/image"]}
     for msg, t in zip(played["msgs"]["/camera/image"],
                       _drive_times(played["msgs"]["/camera/image"], t_start)):
@@ -467,9 +474,7 @@ def test_play_drop_removes_lidar_in_its_window(played, recorded, drive_bag):
     kept = [t for t in all_sweeps if not LIDAR_OFF[0] <= t < LIDAR_OFF[1]]
     assert len(all_sweeps) == 30 and len(kept) == 20
     got = _drive_times(played["msgs"]["/lidar/points"], t_start)
-    assert set(got) <= set(kept), sorted(set(got) - set(kept))
-    assert len(got) >= 14, got  # best effort, 350 kB each
-    assert any(t < LIDAR_OFF[0] for t in got) and any(t >= LIDAR_OFF[1] for t in got)
+    assert got == sorted(kept), sorted(set(got) ^ set(kept))
     assert "dropped: /lidar/points 10" in played["stdout"]
 
 
@@ -480,7 +485,7 @@ def test_play_corrupt_makes_every_lidar_message_invalid(played):
             conv.lidar_points(msg)
         reasons[e.value.reason] += 1
     assert set(reasons) <= LIDAR_KINDS and len(reasons) == 3, reasons  # kinds in turn
-    assert sum(reasons.values()) >= 14
+    assert sum(reasons.values()) == 20
     line = [ln for ln in played["stdout"].splitlines() if "corrupted:" in ln]
     assert line and all(f"/lidar/points:{k}" in line[0] for k in CORRUPTIONS), played["stdout"]
 
@@ -489,7 +494,7 @@ def test_play_clock_stays_in_the_bag_time_range(played, recorded, drive_bag):
     clock = [c.clock.sec * 10**9 + c.clock.nanosec for c in played["msgs"]["/clock"]]
     times = [ns for rows in recorded.values() for _, ns, _ in rows]
     first, last = drive_bag[1]["t_start"] * 1e9 - 1, max(times)  # /tf_static at t_start
-    assert len(clock) >= 20, len(clock)
+    assert len(clock) >= 2, len(clock)
     assert all(first <= c <= last for c in clock), (first, last, clock[:3], clock[-3:])
     assert clock == sorted(clock)
     assert (clock[-1] - clock[0]) * 1e-9 >= SECONDS - 0.5
@@ -685,7 +690,7 @@ def test_play_replays_with_the_recorded_qos(played_qos):
 def test_play_namespace_leaves_tf_alone(played_qos):
     topics = Counter(t for t, _ in played_qos["events"])
     assert topics["/tf"] == 1 and topics[f"{NS_Q}/tf"] == 0, topics
-    assert topics[f"{NS_Q}/tick"] >= 20, topics
+    assert 1 <= topics[f"{NS_Q}/tick"] <= 25, topics  # recorded best effort: some may be lost
     assert "/tf 1" in played_qos["stdout"]
 
 
@@ -694,8 +699,13 @@ def test_play_clock_holds_the_bag_start_before_playing(played_qos):
     the first message (40 Hz for the 1.5 s delay), then runs on."""
     clock = [m.clock.sec * 10**9 + m.clock.nanosec for t, m in played_qos["events"]
              if t == "/clock"]
-    # Playing itself publishes the start time once or twice (its first message is at it).
-    assert clock.count(T0_NS) >= 20, clock[:30]
+    # Held at the start before the first tick went out (playing itself publishes the start
+    # time once or twice: its first message is at it). How many depends on the load.
+    first_tick = next(i for i, (t, _) in enumerate(played_qos["events"])
+                      if t == f"{NS_Q}/tick")
+    held = [m.clock.sec * 10**9 + m.clock.nanosec
+            for t, m in played_qos["events"][:first_tick] if t == "/clock"]
+    assert held.count(T0_NS) >= 3, held[:30]
     assert clock == sorted(clock) and clock[-1] >= T0_NS + 2 * 10**9
 
 

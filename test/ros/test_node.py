@@ -42,6 +42,8 @@ LIDAR_OFF = (4.0, 7.0)
 CAMERA_OFF = (9.0, 12.0)
 MALFORMED = 1000
 STALE_AFTER = 0.5
+TOPICS = {'camera/image': 'camera', 'lidar/points': 'lidar', 'events': 'events',
+          'camera/camera_info': 'camera_info'}  # the driver's topics -> the node's inputs
 
 pytestmark = pytest.mark.ros
 
@@ -77,10 +79,16 @@ def scenario(tiny_checkpoint, module_ros_env, tmp_path_factory):
                            f'camera:{CAMERA_OFF[0]}-{CAMERA_OFF[1]}', MALFORMED)
 
 
-def _drive(tmp, tiny_checkpoint, env, seconds, silence, malformed, node_args=()):
+def _drive(tmp, tiny_checkpoint, env, seconds, silence, malformed, node_args=(),
+           reliable=True):
     """Run the node (config/anyseg.yaml, the drive's calibration, ``node_args``) while
     sensor_driver.py publishes a ``seconds`` drive with ``silence`` windows and
-    ``malformed`` broken messages; record every output, then stop the node with SIGINT."""
+    ``malformed`` broken messages; record every output until the node has settled (see
+    :func:`_settled`), then stop the node with SIGINT.
+
+    ``reliable``: the driver publishes and the node subscribes reliably, with histories deep
+    enough for the whole drive, so every message arrives however loaded the machine is and
+    the counts can be checked exactly; otherwise both are best effort (the node's default)."""
     driver = _load_driver()
     calib = driver.drive_calibration(driver.RIG)
     calib_file = tmp / 'calibration.yaml'
@@ -96,7 +104,8 @@ def _drive(tmp, tiny_checkpoint, env, seconds, silence, malformed, node_args=())
                 '--params-file', str(calib_file),
                 '-p', f'checkpoint:={tiny_checkpoint}', '-p', 'device:=cpu',
                 '-p', 'network.height:=64', '-p', 'network.width:=96',
-                '-p', 'qos.depth:=50', *node_args, '-r', f'__ns:={ns}']
+                '-p', f"qos.reliability:={'reliable' if reliable else 'best_effort'}",
+                '-p', 'qos.depth:=1000', *node_args, '-r', f'__ns:={ns}']
     with open(node_log, 'wb') as out:
         node = subprocess.Popen(node_cmd, cwd=REPO, env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
@@ -110,7 +119,7 @@ def _drive(tmp, tiny_checkpoint, env, seconds, silence, malformed, node_args=())
                   what='the node to start')
         assert node.poll() is None, f'node exited at start:\n{node_log.read_text()}'
         listener = Node('anyseg_e2e_listener', context=context)
-        qos = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
+        qos = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
         for topic, kind in (('labels', Image), ('color', Image), ('overlay', Image),
                             ('status', String)):
             listener.create_subscription(kind, f'{ns}/anyseg/{topic}',
@@ -125,14 +134,17 @@ def _drive(tmp, tiny_checkpoint, env, seconds, silence, malformed, node_args=())
         with open(tmp / 'driver.log', 'wb') as out:
             driver_proc = subprocess.Popen(
                 [sys.executable, str(DRIVER), ns, '--seconds', str(seconds),
-                 '--silence', silence, '--malformed', str(malformed), '--info', str(info_file)],
+                 '--silence', silence, '--malformed', str(malformed), '--info', str(info_file),
+                 *(() if reliable else ('--best-effort',))],
                 cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-        _wait_for(lambda: driver_proc.poll() is not None, seconds + 120,
-                  spin=lambda: executor.spin_once(timeout_sec=0.05), what='the driver')
+        spin = lambda: executor.spin_once(timeout_sec=0.05)  # noqa: E731
+        _wait_for(lambda: driver_proc.poll() is not None, seconds + 180, spin=spin,
+                  what='the driver')
         assert driver_proc.returncode == 0, (tmp / 'driver.log').read_text()
-        end = time.monotonic() + 2.5  # the last frames and one more diagnostics message
-        while time.monotonic() < end:
-            executor.spin_once(timeout_sec=0.05)
+        info = json.loads(info_file.read_text())
+        after = len(rec['diagnostics'])
+        _wait_for(lambda: _settled(rec, after, info if reliable else None), 120, spin=spin,
+                  what='the node to take in every message and publish its last frame')
         alive_at_end = node.poll() is None
         start = time.monotonic()
         node.send_signal(signal.SIGINT)
@@ -150,12 +162,32 @@ def _drive(tmp, tiny_checkpoint, env, seconds, silence, malformed, node_args=())
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    info = json.loads(info_file.read_text())
     status = [json.loads(m.data) for m in rec['status']]
     return {'rec': rec, 'status': status, 'info': info, 'offset': info['offset'],
             'log': node_log.read_text(), 'alive_at_end': alive_at_end, 'exit_s': exit_s,
             'returncode': node.returncode, 'checkpoint': tiny_checkpoint, 'driver': driver,
             'calib': calib}
+
+
+def _settled(rec, after, info=None):
+    """Whether the node is done with the drive: two diagnostics reports received after the
+    driver ended (``after``: how many had come before) count the same frames out, every
+    frame's status has arrived, and, with ``info`` (the driver's, reliable transport), every
+    message the driver sent has been received."""
+    reports = rec['diagnostics'][after:]
+    if len(reports) < 2:
+        return False
+    last, before = (_diag_values(d, 'inference')[2] for d in reports[-2:])
+    frames = int(last['frames_out'])
+    if frames != int(before['frames_out']) or len(rec['status']) < frames:
+        return False
+    if info is None:
+        return True
+    sent = Counter({sensor: info['sent'].get(topic, 0) for topic, sensor in TOPICS.items()})
+    for key, n in info['broken'].items():
+        sent[TOPICS[key.split(':')[0]]] += n
+    return all(int(_diag_values(reports[-1], sensor)[2]['received']) == n
+               for sensor, n in sent.items())
 
 
 def _stamp(header):
@@ -164,14 +196,6 @@ def _stamp(header):
 
 def _in(status, offset, lo, hi):
     return [s for s in status if lo <= s['stamp'] - offset < hi]
-
-
-def _enough(frames, status, offset, width):
-    """Whether a window kept up its output: at least half the frames of an all-sensor window
-    of the same width at the start (the rate a loaded machine reaches), and never fewer than 3.
-    A fixed count failed once while a training run took both cores."""
-    reference = len(_in(status, offset, 1.0, 1.0 + width))
-    return len(frames) >= max(3, reference // 2), (len(frames), reference)
 
 
 def _diag_values(array, name):
@@ -189,7 +213,9 @@ def test_all_sensors_outputs_and_agreement_with_offline_runtime(scenario):
     rec, status, offset = scenario['rec'], scenario['status'], scenario['offset']
     driver = scenario['driver']
     H, W = driver.RIG.image_hw
-    assert len(rec['labels']) >= 40, f"only {len(rec['labels'])} frames:\n{scenario['log']}"
+    # Every frame published arrived (reliable, and the drive waited for the node to settle).
+    assert len(rec['labels']) == len(rec['color']) == len(status), scenario['log'][-2000:]
+    assert status, scenario['log'][-2000:]
     for topic, encoding, channels in (('labels', 'mono8', 1), ('color', 'rgb8', 3),
                                       ('overlay', 'rgb8', 3)):
         msgs = rec[topic]
@@ -202,7 +228,8 @@ def test_all_sensors_outputs_and_agreement_with_offline_runtime(scenario):
     by_stamp = {round(s['stamp'], 6): s for s in status}
     camera_frames = [m for m in rec['labels']
                      if 'camera' in by_stamp[round(_stamp(m.header), 6)]['modalities']]
-    assert len(camera_frames) >= 30
+    for lo, hi in ((0.0, CAMERA_OFF[0]), (CAMERA_OFF[1] + 0.2, SECONDS)):  # camera phases
+        assert any(lo <= _stamp(m.header) - offset < hi for m in camera_frames), (lo, hi)
     for m in camera_frames:
         t = _stamp(m.header) - offset
         assert abs(t * 10 - round(t * 10)) < 1e-4, t
@@ -212,10 +239,13 @@ def test_all_sensors_outputs_and_agreement_with_offline_runtime(scenario):
     runtime = Runtime(scenario['checkpoint'], device='cpu', input_size=(64, 96), warmup=False)
     full = [s for s in status if s['pivot'] == 'camera'
             and sorted(s['modalities']) == ['camera', 'events', 'lidar']]
-    assert len(full) >= 20
+    # Three all-sensor frames from the middle of the first phase (however many there are).
+    middle = [s for s in full if 1.0 <= s['stamp'] - offset < LIDAR_OFF[0]]
+    picked = middle[len(middle) // 2:][:3]
+    assert picked, [round(s['stamp'] - offset, 2) for s in full]
     labels_at = {round(_stamp(m.header), 6): m for m in rec['labels']}
     checked = 0
-    for s in full[5:8]:
+    for s in picked:
         drive_t = {sensor: [round(t - offset, 6) for t in stamps]
                    for sensor, stamps in s['stamps'].items()}
         pick = {(m.sensor, round(m.stamp, 6)): m for m in messages
@@ -240,21 +270,24 @@ def test_all_sensors_outputs_and_agreement_with_offline_runtime(scenario):
         # Same code, same weights; only thread scheduling may flip a near-tie pixel.
         assert (got == expected).mean() >= 0.995, (got == expected).mean()
         checked += 1
-    assert checked == 3
+    assert checked == len(picked)
 
 
 def test_lidar_outage_and_return(scenario):
     status, offset = scenario['status'], scenario['offset']
     lo, hi = LIDAR_OFF
     during = _in(status, offset, lo + STALE_AFTER + 0.2, hi)
-    ok, counts = _enough(during, status, offset, hi - lo - STALE_AFTER - 0.2)
-    assert ok, counts
+    # Frames kept coming without the dead sensor (at least one once it was stale: how many
+    # depends on the machine's speed, which a test must not assume).
+    assert during, [round(s['stamp'] - offset, 2) for s in status]
     for s in during:
-        assert sorted(s['modalities']) == ['camera', 'events'], s
+        # The camera leads; events join unless they came later than max_wait (a loaded
+        # machine), never the dead LiDAR.
+        assert 'camera' in s['modalities'] and 'lidar' not in s['modalities'], s
         assert s['live']['lidar'] is False
+    assert any('events' in s['modalities'] for s in during), during
     after = _in(status, offset, hi + 0.1, CAMERA_OFF[0])
-    ok, counts = _enough(after, status, offset, CAMERA_OFF[0] - hi - 0.1)
-    assert ok, counts
+    assert after, [round(s['stamp'] - offset, 2) for s in status]
     assert all('lidar' in s['modalities'] for s in after), after[:3]
     stale = [d for d in scenario['rec']['diagnostics']
              if lo + STALE_AFTER + 0.5 < _stamp(d.header) - offset < hi]
@@ -271,10 +304,12 @@ def test_camera_outage_keeps_camera_geometry(scenario):
     status, offset, driver = scenario['status'], scenario['offset'], scenario['driver']
     lo, hi = CAMERA_OFF
     during = _in(status, offset, lo + STALE_AFTER + 0.2, hi)
-    ok, counts = _enough(during, status, offset, hi - lo - STALE_AFTER - 0.2)
-    assert ok, counts
+    # Frames kept coming without the dead sensor (at least one once it was stale: how many
+    # depends on the machine's speed, which a test must not assume).
+    assert during, [round(s['stamp'] - offset, 2) for s in status]
     for s in during:
-        assert sorted(s['modalities']) == ['events', 'lidar'], s
+        # The LiDAR leads; events join unless they came later than max_wait.
+        assert 'lidar' in s['modalities'] and 'camera' not in s['modalities'], s
         assert s['pivot'] == 'lidar'
         newest = max(t for stamps in s['stamps'].values() for t in stamps)
         assert s['stamp'] == pytest.approx(newest, abs=1e-6)
@@ -284,40 +319,41 @@ def test_camera_outage_keeps_camera_geometry(scenario):
     assert len(labels) == len(during)
     H, W = driver.RIG.image_hw
     assert all((m.height, m.width) == (H, W) for m in labels)
+    assert any('events' in s['modalities'] for s in during), during
     back = _in(status, offset, hi + 0.2, SECONDS)
     assert back and all(s['pivot'] == 'camera' for s in back)
 
 
 def test_malformed_messages_are_counted_by_reason_and_frames_keep_coming(scenario):
     assert scenario['alive_at_end'], scenario['log']
+    info = scenario['info']
     sent = Counter()
-    for key, n in scenario['info']['broken'].items():
+    for key, n in info['broken'].items():
         topic, reason = key.split(':')
-        sensor = {'camera/image': 'camera', 'lidar/points': 'lidar', 'events': 'events',
-                  'camera/camera_info': 'camera_info'}[topic]
-        sent[(sensor, reason)] += n
+        sent[(TOPICS[topic], reason)] += n
     assert sum(sent.values()) == MALFORMED
     last = scenario['rec']['diagnostics'][-1]
     counted = Counter()
-    for sensor in ('camera', 'lidar', 'events', 'camera_info'):
+    for topic, sensor in TOPICS.items():
         _, _, values = _diag_values(last, sensor)
         assert int(values['received']) == int(values['accepted']) + int(values['rejected'])
+        # Reliable transport: every valid message was accepted, every broken one rejected.
+        assert int(values['accepted']) == info['sent'][topic], (sensor, values)
         for key, value in values.items():
             if key.startswith('rejected.'):
                 counted[(sensor, key.split('.', 1)[1])] += int(value)
-    assert set(counted) == set(sent), (counted, sent)
-    for key, n in sent.items():
-        # Best-effort transport may lose a message; it never invents one.
-        assert 0 < counted[key] <= n, (key, counted[key], n)
-    assert sum(counted.values()) >= 0.85 * MALFORMED  # best effort: a few may be lost
+    assert counted == sent, (counted, sent)
     # Logged with throttling per (sensor, reason), so each kind shows at least once (rclpy's
     # throttle, per call site, would let the first kind hide the others for 5 s).
     for sensor, reason in counted:
         assert f'{sensor}: rejected a message ({reason})' in scenario['log'], (sensor, reason)
-    # Valid frames kept coming all along: every half second of an all-sensor phase has some.
+    # Valid frames kept coming: none failed, every one was published, in every phase.
+    _, _, inference = _diag_values(last, 'inference')
+    assert int(inference['frames_failed']) == 0, inference
+    assert int(inference['frames_out']) == len(scenario['status']), inference
     status, offset = scenario['status'], scenario['offset']
-    for t in np.arange(1.0, LIDAR_OFF[0], 0.5):
-        assert _in(status, offset, t, t + 0.5), f'no frame in [{t}, {t + 0.5}) s'
+    for lo, hi in ((0.0, LIDAR_OFF[0]), (LIDAR_OFF[1], CAMERA_OFF[0]), (CAMERA_OFF[1], SECONDS)):
+        assert _in(status, offset, lo, hi), f'no frame in [{lo}, {hi}) s'
     assert 'Traceback' not in scenario['log']
 
 
@@ -381,14 +417,15 @@ def test_sim_time_without_clock_a_dead_sensor_does_not_stop_output(tiny_checkpoi
     and max_wait run on the steady clock, so the LiDAR going silent is noticed and the camera
     frames go on without it (they used to wait for it forever)."""
     off = 1.5
+    # Best effort end to end (the node's default, as a driver's data reaches it).
     run = _drive(tmp_path, tiny_checkpoint, ros_env, 4.0, f'lidar:{off}-4.0', 0,
-                 node_args=('-p', 'use_sim_time:=true'))
+                 node_args=('-p', 'use_sim_time:=true'), reliable=False)
     assert run['alive_at_end'], run['log'][-2000:]
     status, offset = run['status'], run['offset']
     before = [s for s in status if s['stamp'] - offset < off - 0.2]
     after = [s for s in status if s['stamp'] - offset > off + STALE_AFTER + 0.3]
     assert any('lidar' in s['modalities'] for s in before), before
-    assert len(after) >= 5, [round(s['stamp'] - offset, 2) for s in status]
+    assert after, [round(s['stamp'] - offset, 2) for s in status]
     assert all(s['modalities'] and 'lidar' not in s['modalities'] and not s['live']['lidar']
                for s in after)
     assert all(s['latency_ms'] is None for s in status)  # no ROS time to measure by

@@ -27,9 +27,12 @@ PIP := $(VPY) -m pip
 PIPFILTER := 2>&1 | { grep -v "^WARNING: Location '.*' is ignored: it is neither a file nor a directory" || true; }
 # How the venv gets rclpy, decided once when it is created: "system" or "wheels".
 ROS_MODE := $(VENV)/.anyseg-ros-mode
+# Interface packages without a wheel (tf2_msgs), generated into a `wheels` venv.
+INTERFACE_SOURCES := scripts/build_interfaces.py $(sort $(shell find interfaces -type f -not -name "*.md"))
 # The install stamp's name carries a checksum of what decides the install: editing
-# setup.py, setup.cfg or the variables above re-runs it, and nothing else does.
-SETUP_SUM := $(shell { cat setup.py setup.cfg; echo '$(TORCH)|$(TORCH_PIP_ARGS)|$(EXTRAS)'; } | cksum | cut -d' ' -f1)
+# setup.py, setup.cfg, the interface sources or the variables above re-runs it, and
+# nothing else does.
+SETUP_SUM := $(shell { cat setup.py setup.cfg $(INTERFACE_SOURCES); echo '$(TORCH)|$(TORCH_PIP_ARGS)|$(EXTRAS)'; } | cksum | cut -d' ' -f1)
 STAMP := $(VENV)/.anyseg-installed-$(SETUP_SUM)
 
 .PHONY: help setup test demo demo-checkpoint bench results wheel clean distclean
@@ -71,10 +74,21 @@ $(STAMP): $(ROS_MODE)
 	if [ "$$(cat $(ROS_MODE))" = wheels ]; then extras="$$extras,cv,ros"; fi; \
 	echo "==> $(VENV): pip install -e .[$$extras]"; \
 	$(PIP) install $(PIPFLAGS) --use-pep517 -e ".[$$extras]" $(PIPFILTER)
+	@# No wheel provides tf2_msgs: generate it from interfaces/ with the rosidl wheels (about
+	@# 40 s; a no-op when it is built and unchanged). A sourced ROS 2 has it already.
+	@if [ "$$(cat $(ROS_MODE))" = wheels ]; then \
+	  echo "==> $(VENV): scripts/build_interfaces.py (tf2_msgs)"; \
+	  $(VPY) scripts/build_interfaces.py --pip-args="$(PIPFLAGS)" $(PIPFILTER); \
+	fi
 	@if [ "$$(cat $(ROS_MODE))" = system ] && ! $(VPY) -c 'import cv2' >/dev/null 2>&1; then \
 	  echo "error: the sourced ROS 2 has no OpenCV for Python (ros-core and ros-base leave it out):" \
 	       "sudo apt install python3-opencv, or rosdep install --from-paths . -y --ignore-src;" \
 	       "not pip's opencv-python, whose numpy 2 breaks ROS's message modules" >&2; \
+	  exit 1; \
+	fi
+	@if [ "$$(cat $(ROS_MODE))" = system ] && ! $(VPY) -c 'import tf2_msgs.msg' >/dev/null 2>&1; then \
+	  echo "error: the sourced ROS 2 has no tf2_msgs (the type of /tf and /tf_static):" \
+	       "sudo apt install ros-$$ROS_DISTRO-tf2-msgs, or rosdep install --from-paths . -y --ignore-src" >&2; \
 	  exit 1; \
 	fi
 	@rm -f $(VENV)/.anyseg-installed-*

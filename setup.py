@@ -52,6 +52,7 @@ setup(
             'ros-sensor-msgs',
             'ros-std-msgs',
             'ros-diagnostic-msgs',
+            'ros-geometry-msgs',  # TransformStamped; tf2_msgs is built on it (make setup)
             'ros-rmw-fastrtps-cpp',
         ],
         # Dataset readers (MUSES / DELIVER archives, rosbag2 without ROS).

@@ -31,8 +31,9 @@ _domain_ids = itertools.count()
 
 # What the ROS tests import. Where ROS is meant to be there, one of them failing to import
 # is a failure of the run, not a row of skips that CI would pass.
+# tf2_msgs has no wheel: `make setup` generates it in a pip-only venv (scripts/build_interfaces.py).
 ROS_MODULES = ('rclpy', 'rclpy.serialization', 'sensor_msgs.msg', 'std_msgs.msg',
-               'diagnostic_msgs.msg', 'rcl_interfaces.msg')
+               'diagnostic_msgs.msg', 'rcl_interfaces.msg', 'geometry_msgs.msg', 'tf2_msgs.msg')
 
 
 def ros_expected() -> str | None:

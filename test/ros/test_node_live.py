@@ -1,0 +1,201 @@
+"""Parameters set on a running node change what it does with the next frame, and a message no
+conversion expects is counted without stopping the node.
+
+A real :class:`anyseg_ros.node.AnysegNode` (tiny checkpoint from the project's training
+command) spins in this process beside a feeder node that publishes hand-made frames and a
+client that sets parameters through the node's ``set_parameters`` service, as ``ros2 param
+set`` does. Every frame is published reliably and the test waits for its status (a
+condition, not a delay), so nothing here depends on the machine's speed. This module owns its
+node: no other test sets its parameters.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip('rclpy', reason='rclpy is not installed (no ROS 2 here)')
+
+from rcl_interfaces.srv import SetParameters  # noqa: E402
+from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from rclpy.signals import SignalHandlerOptions  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+
+from anyseg_ros import conversions as conv  # noqa: E402
+
+pytestmark = [pytest.mark.ros, pytest.mark.timeout(900)]
+
+H, W = 48, 80
+K = np.array([[60.0, 0.0, W / 2], [0.0, 60.0, H / 2], [0.0, 0.0, 1.0]])
+LIDAR_LAG = 0.06       # the LiDAR sweep is stamped this much after the camera image
+PACKETS = 10           # event packets of 10 ms before each image
+WAIT_S = 120.0         # deadline for one frame's status on a loaded machine
+
+
+@pytest.fixture(scope='module')
+def live(tiny_checkpoint, module_ros_env):
+    from anyseg_ros.node import AnysegNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=int(module_ros_env['ROS_DOMAIN_ID']),
+               signal_handler_options=SignalHandlerOptions.NO)
+    ns = f'/anyseg_live_{uuid.uuid4().hex[:8]}'
+    overrides = {'checkpoint': str(tiny_checkpoint), 'device': 'cpu',
+                 'network.height': 64, 'network.width': 96,
+                 'qos.reliability': 'reliable', 'qos.depth': 100,
+                 # Liveness is not under test: every sensor stays live between frames.
+                 'sync.stale_after': 60.0, 'sync.max_wait': 0.2}
+    node = AnysegNode(context=context, namespace=ns,
+                      parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
+    feeder = Node('anyseg_live_feeder', namespace=ns, context=context)
+    qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+    pubs = {'image': feeder.create_publisher(Image, 'camera/image', qos),
+            'info': feeder.create_publisher(CameraInfo, 'camera/camera_info', qos),
+            'lidar': feeder.create_publisher(PointCloud2, 'lidar/points', qos),
+            'events': feeder.create_publisher(PointCloud2, 'events', qos)}
+    outputs = {'status': {}, 'color': {}, 'labels': {}}
+    lock = threading.Lock()
+
+    def keep(kind, stamp, msg):
+        with lock:
+            outputs[kind][round(stamp, 6)] = msg
+
+    feeder.create_subscription(String, 'anyseg/status', lambda m: keep(
+        'status', json.loads(m.data)['stamp'], json.loads(m.data)), qos)
+    for kind in ('color', 'labels'):
+        feeder.create_subscription(Image, f'anyseg/{kind}', lambda m, k=kind: keep(
+            k, conv.stamp_to_sec(m.header.stamp), m), qos)
+    setter = feeder.create_client(SetParameters, f'{ns}/anyseg/set_parameters')
+    executor = MultiThreadedExecutor(num_threads=3, context=context)
+    executor.add_node(node)
+    executor.add_node(feeder)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    deadline = time.monotonic() + 60
+    while not all(p.get_subscription_count() for p in pubs.values()):
+        assert time.monotonic() < deadline, 'the node never subscribed'
+        time.sleep(0.05)
+    assert setter.wait_for_service(timeout_sec=60)
+    state = {'node': node, 'pubs': pubs, 'outputs': outputs, 'lock': lock, 'setter': setter,
+             'rng': np.random.default_rng(0), 't': 0.0}
+    try:
+        yield state
+    finally:
+        executor.shutdown()
+        node.close()
+        node.destroy_node()
+        feeder.destroy_node()
+        rclpy.shutdown(context=context)
+
+
+def _set(live, name, value):
+    future = live['setter'].call_async(SetParameters.Request(
+        parameters=[Parameter(name, value=value).to_parameter_msg()]))
+    deadline = time.monotonic() + 60
+    while not future.done():
+        assert time.monotonic() < deadline, f'no answer setting {name}'
+        time.sleep(0.02)
+    (result,) = future.result().results
+    assert result.successful, (name, value, result.reason)
+
+
+def _frame(live):
+    """Publish one frame (CameraInfo, a LiDAR sweep LIDAR_LAG after the image, PACKETS event
+    packets of 10 ms up to the image, then the image) and return its status, colour and
+    label images once they arrived."""
+    # Stamped now (the node refuses stamps more than sync.max_future ahead), increasing.
+    live['t'] = t = round(max(time.time(), live['t'] + 0.2), 3)
+    while time.time() < t:
+        time.sleep(0.01)
+    rng = live['rng']
+    pubs = live['pubs']
+    pubs['info'].publish(conv.camera_info_msg(K, (H, W), conv.sec_to_stamp(t), 'cam',
+                                              cls=CameraInfo))
+    n = 400
+    xyz = np.stack([rng.uniform(-3, 3, n), rng.uniform(-1, 1, n), rng.uniform(2, 30, n)], 1)
+    # lidar.T_cam_lidar is unset (identity): the points are given in the camera's frame.
+    pubs['lidar'].publish(conv.points_to_cloud(
+        {'x': xyz[:, 0].astype(np.float32), 'y': xyz[:, 1].astype(np.float32),
+         'z': xyz[:, 2].astype(np.float32), 'intensity': rng.uniform(0, 1, n).astype(np.float32)},
+        conv.sec_to_stamp(t + LIDAR_LAG), 'cam', cls=PointCloud2))
+    for k in range(PACKETS):
+        end = t - (PACKETS - 1 - k) * 0.01
+        m = 50
+        pubs['events'].publish(conv.points_to_cloud(
+            {'x': rng.integers(0, W, m).astype(np.uint16),
+             'y': rng.integers(0, H, m).astype(np.uint16),
+             't': np.sort(rng.uniform(end - 0.01, end, m)),
+             'p': rng.integers(0, 2, m).astype(np.uint8)},
+            conv.sec_to_stamp(end), 'cam', cls=PointCloud2))
+    image = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    pubs['image'].publish(conv.array_to_image(image, 'rgb8', conv.sec_to_stamp(t), 'cam',
+                                              cls=Image))
+    key = round(t, 6)
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        with live['lock']:
+            got = [live['outputs'][k].get(key) for k in ('status', 'color', 'labels')]
+        if all(g is not None for g in got):
+            return got
+        assert time.monotonic() < deadline, f'no frame for stamp {t} after {WAIT_S} s'
+        time.sleep(0.02)
+
+
+def test_sync_slop_decides_whether_a_late_lidar_joins_the_next_frame(live):
+    _set(live, 'sync.slop', 0.02)
+    status, _, _ = _frame(live)
+    assert status['pivot'] == 'camera' and 'lidar' not in status['modalities'], status
+    _set(live, 'sync.slop', 0.1)
+    status, _, _ = _frame(live)
+    assert 'lidar' in status['modalities'], status
+    assert status['stamps']['lidar'] == [pytest.approx(live['t'] + LIDAR_LAG, abs=1e-6)]
+
+
+def test_events_window_decides_which_packets_the_next_frame_takes(live):
+    taken = {}
+    for window in (0.03, 0.08):
+        _set(live, 'events.window', window)
+        status, _, _ = _frame(live)
+        stamps = status['stamps']['events']
+        assert stamps and 'events' in status['modalities'], status
+        # Packets end every 10 ms up to the image; a packet is taken when it overlaps the
+        # window [t - window, t].
+        assert min(stamps) >= live['t'] - window - 1e-6, (window, stamps)
+        taken[window] = len(stamps)
+    assert taken[0.08] > taken[0.03], taken
+
+
+def test_palette_colours_the_next_frame(live):
+    classes = len(live['node'].runtime.class_names)
+    for seed in (1, 2):  # two palettes in turn: each frame takes the one set before it
+        palette = [int(v) for v in np.random.default_rng(seed).integers(0, 256, 3 * classes)]
+        _set(live, 'palette', palette)
+        _, color, labels = _frame(live)
+        lut = np.array(palette, np.uint8).reshape(-1, 3)
+        ids = np.frombuffer(bytes(labels.data), np.uint8).reshape(labels.height, labels.width)
+        rgb = np.frombuffer(bytes(color.data), np.uint8).reshape(color.height, color.width, 3)
+        assert ids.max() < len(lut), ids.max()
+        np.testing.assert_array_equal(rgb, lut[ids])
+
+
+def test_an_unexpected_message_is_a_conversion_error_and_the_node_goes_on(live):
+    """No valid ROS message reaches this path (conversions turn every malformed one into a
+    named reason); an object no conversion expects, handed to the node's subscription
+    callback, must still be counted as conversion_error and leave the node running."""
+    node = live['node']
+    before = node.session.counts()['inputs']['lidar']
+    node._receive('lidar', object())
+    after = node.session.counts()['inputs']['lidar']
+    assert after['received'] == before['received'] + 1
+    assert after['rejected'].get('conversion_error', 0) == \
+        before['rejected'].get('conversion_error', 0) + 1
+    status, _, _ = _frame(live)  # and the next frame still comes, with the LiDAR
+    assert status['modalities'], status

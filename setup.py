@@ -6,11 +6,56 @@ The same file serves two installers:
   lib/anyseg_ros where `ros2 run` / `ros2 launch` look for them;
 - pip, which installs the same wheel into a virtual environment (see docs/installation.md).
 """
+import os
 from glob import glob
 
 from setuptools import find_packages, setup
+from setuptools.command.develop import develop
+from setuptools.command.install_scripts import install_scripts
 
 package_name = 'anyseg_ros'
+
+# The tools' console scripts. pip puts console scripts on the environment's PATH, so there
+# every name carries the prefix (`play` is also SoX's player). `ros2 run anyseg_ros play`
+# looks for lib/anyseg_ros/play instead: a colcon build, whose executables setup.cfg sends to
+# lib/anyseg_ros, also gets each tool under its short name there (ROS_EXECUTABLES). Those are
+# written by setuptools' own script installers (setup.py install / develop, which colcon
+# runs); a wheel has no scripts of its own (pip writes them from the entry points), so the
+# short names never reach a pip install.
+TOOLS = ('play', 'process_bag', 'muses_to_bag', 'synthetic_bag', 'demo')
+CONSOLE_SCRIPTS = [
+    'anyseg_synthetic = anyseg_core.data.synthetic.__main__:main',
+    'anyseg_node = anyseg_ros.node:main',
+    *(f'anyseg_{tool} = anyseg_ros.tools.{tool}:main' for tool in TOOLS),
+]
+ROS_EXECUTABLES = {tool: f'anyseg_{tool}' for tool in TOOLS}  # short name: console script
+
+
+def _write_ros_executables(directory, write_script):
+    """Write each ROS_EXECUTABLES name as a copy of its console script in ``directory``."""
+    for name, script in ROS_EXECUTABLES.items():
+        with open(os.path.join(directory, script), encoding='utf-8') as f:
+            write_script(name, f.read())
+
+
+class InstallScripts(install_scripts):
+    """colcon's `setup.py install`: the console scripts, then the ROS short names."""
+
+    def run(self):
+        super().run()
+        if not self.no_ep:  # no_ep: a wheel (bdist_wheel, editable_wheel) writes no scripts
+            _write_ros_executables(self.install_dir, self.write_script)
+
+
+class Develop(develop):
+    """colcon's `setup.py develop` (--symlink-install, setuptools < 80): the same."""
+
+    def install_wrapper_scripts(self, dist):
+        super().install_wrapper_scripts(dist)
+        ours = dist.project_name.replace('-', '_') == package_name  # not a dependency
+        if ours and not self.exclude_scripts:
+            _write_ros_executables(self.script_dir, self.write_script)
+
 
 setup(
     name=package_name,
@@ -59,11 +104,7 @@ setup(
         'data': ['h5py', 'hdf5plugin', 'rosbags'],
         'test': ['pytest', 'hypothesis', 'pytest-timeout'],
     },
-    entry_points={
-        'console_scripts': [
-            'anyseg_synthetic = anyseg_core.data.synthetic.__main__:main',
-            'anyseg_node = anyseg_ros.node:main',
-        ],
-    },
+    entry_points={'console_scripts': CONSOLE_SCRIPTS},
+    cmdclass={'install_scripts': InstallScripts, 'develop': Develop},
     zip_safe=False,
 )

@@ -5,9 +5,16 @@
         device:=cuda camera_image:=/front/image_raw lidar_points:=/velodyne_points
 
 `ros2 launch anyseg_ros anyseg.launch.py --show-args` lists every argument.
+
+The node gets the package's Fast DDS profile for large frames
+(share/anyseg_ros/config/fastdds_large_frames.xml) unless the environment already names a
+profile; `fastdds_profile:=/path/profile.xml` gives it another, `fastdds_profile:=` none.
 """
+import os
+
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import (DeclareLaunchArgument, GroupAction, OpaqueFunction,
+                            SetEnvironmentVariable, UnsetEnvironmentVariable)
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
@@ -23,6 +30,13 @@ INPUT_TOPICS = [
     ('depth_image', 'depth/image', 'sensor_msgs/Image with depth (16UC1 mm or 32FC1 m)'),
 ]
 
+# The variable naming Fast DDS's default XML profile file: Fast DDS 3 (Kilted and later)
+# reads FASTDDS_DEFAULT_PROFILES_FILE, Fast DDS 2.x (Humble, Jazzy) only
+# FASTRTPS_DEFAULT_PROFILES_FILE (the RMW of Kilted also reads the old name, with a warning).
+PROFILE_VARIABLES = ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE')
+FASTDDS2_DISTROS = ('foxy', 'galactic', 'humble', 'iron', 'jazzy')
+SHIPPED_PROFILE = 'fastdds_large_frames.xml'
+
 
 def _parse_bool(name, text):
     value = text.strip().lower()
@@ -31,6 +45,42 @@ def _parse_bool(name, text):
     if value in ('false', '0', 'no', 'off'):
         return False
     raise ValueError(f"launch argument {name}:={text!r} must be 'true' or 'false'")
+
+
+def _profile_variables(environment):
+    """The variables to set for the running distribution's Fast DDS (both when unknown)."""
+    distro = environment.get('ROS_DISTRO', '').strip().lower()
+    if distro in FASTDDS2_DISTROS:
+        return ('FASTRTPS_DEFAULT_PROFILES_FILE',)
+    return ('FASTDDS_DEFAULT_PROFILES_FILE',) if distro else PROFILE_VARIABLES
+
+
+def _fastdds_profile(context, value):
+    """SetEnvironmentVariable actions giving the node the Fast DDS profile `value`.
+
+    auto: the package's profile, unless the environment already names one (kept as it is);
+    empty (or none): nothing is set; a path: that file, whatever the environment says.
+    """
+    value = value.strip()
+    environment = context.environment
+    names = _profile_variables(environment)
+    if value.lower() in ('', 'none'):
+        return []
+    if value.lower() == 'auto':
+        # A profile the user's Fast DDS reads already (Kilted's RMW reads both names).
+        read = names if names == ('FASTRTPS_DEFAULT_PROFILES_FILE',) else PROFILE_VARIABLES
+        if any(environment.get(name, '').strip() for name in read):
+            return []
+        path = os.path.join(FindPackageShare('anyseg_ros').perform(context), 'config',
+                            SHIPPED_PROFILE)
+    else:
+        path = os.path.abspath(os.path.expanduser(value))
+    if not os.path.isfile(path):
+        raise ValueError(f'launch argument fastdds_profile:={value!r}: no such file {path}')
+    # The other name, if set, goes: Kilted's RMW would load a second profile from it.
+    return ([SetEnvironmentVariable(name, path) for name in names]
+            + [UnsetEnvironmentVariable(name) for name in PROFILE_VARIABLES
+               if name not in names and name in environment])
 
 
 def _anyseg_node(context):
@@ -52,7 +102,7 @@ def _anyseg_node(context):
             # value_type=str: a path such as "2024" or "yes" must stay a string.
             overrides[name] = ParameterValue(value, value_type=str)
 
-    return [Node(
+    node = Node(
         package='anyseg_ros',
         executable='anyseg_node',
         name='anyseg',
@@ -61,7 +111,13 @@ def _anyseg_node(context):
         remappings=[(topic, arg(argument)) for argument, topic, _ in INPUT_TOPICS],
         output='screen',
         emulate_tty=True,
-    )]
+    )
+    profile = _fastdds_profile(context, arg('fastdds_profile'))
+    if not profile:
+        return [node]
+    # A scoped group: the variables reach this node only, not the processes that a launch
+    # file including this one starts after it.
+    return [GroupAction([*profile, node], scoped=True, forwarding=True)]
 
 
 def generate_launch_description():
@@ -86,6 +142,12 @@ def generate_launch_description():
             'use_sim_time', default_value='',
             description='use /clock (true when replaying a bag with --clock); empty = the '
                         'one in params_file (false when it has none)'),
+        DeclareLaunchArgument(
+            'fastdds_profile', default_value='auto',
+            description='Fast DDS XML profile for the node: auto = the package\'s '
+                        f'config/{SHIPPED_PROFILE} (shared memory sized for full-size frames) '
+                        'unless FASTDDS_DEFAULT_PROFILES_FILE or FASTRTPS_DEFAULT_PROFILES_FILE '
+                        'is set already; a path = that file; empty = none'),
     ]
     arguments += [
         DeclareLaunchArgument(argument, default_value=topic, description=f'topic: {what}')

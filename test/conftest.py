@@ -18,9 +18,13 @@ os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 # default 512 KiB shared-memory segment, best-effort messages published together are lost
 # under load (docs/benchmarks.md, "ROS node"). Set before any test imports rclpy, and passed
 # on to every subprocess with the environment.
-os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE',
-                      str(Path(__file__).resolve().parents[1] / 'config'
-                          / 'fastdds_large_frames.xml'))
+# Fast DDS 3 (Kilted on, and the PyPI wheels) reads FASTDDS_DEFAULT_PROFILES_FILE; Fast DDS
+# 2.x (Humble, Jazzy) reads only FASTRTPS_DEFAULT_PROFILES_FILE.
+_FASTDDS_PROFILE = str(Path(__file__).resolve().parents[1] / 'config'
+                       / 'fastdds_large_frames.xml')
+os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', _FASTDDS_PROFILE)
+if os.environ.get('ROS_DISTRO') in ('foxy', 'galactic', 'humble', 'iron', 'jazzy'):
+    os.environ.setdefault('FASTRTPS_DEFAULT_PROFILES_FILE', _FASTDDS_PROFILE)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # CI checks the project out with shared/ beside it; tests read the real data from there and

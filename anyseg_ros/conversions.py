@@ -8,13 +8,16 @@ with the same attribute names (``data`` as bytes, memoryview or a numpy array). 
 numpy views of ``msg.data`` where the layout allows, so they keep the message's buffer
 alive and see changes made to it. A message that cannot be read raises
 :class:`InvalidMessage`, whose ``reason`` is one of :data:`REASONS`.
+``compressed_to_array`` decodes a ``sensor_msgs/CompressedImage`` (jpeg, png) into what
+``image_to_array`` gives for a raw camera image (a new array, not a view).
 
-Building (``array_to_image``, ``points_to_cloud``, ``camera_info_msg``) makes messages of a
-class given as ``cls=`` (default: ``sensor_msgs.msg``, imported on first use). See
-:func:`array_to_image` for the classes that work.
+Building (``array_to_image``, ``array_to_compressed``, ``points_to_cloud``,
+``camera_info_msg``) makes messages of a class given as ``cls=`` (default:
+``sensor_msgs.msg``, imported on first use). See :func:`array_to_image` for the classes
+that work.
 
-Nothing here imports rclpy or the message packages at import time: the module works
-without ROS.
+Nothing here imports rclpy, the message packages or OpenCV at import time: the module works
+without ROS, and without OpenCV for everything but compressed images.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import dataclasses
 import functools
 import importlib
 import math
+import struct
 import sys
 from collections.abc import Collection, Mapping, Sequence
 from fractions import Fraction
@@ -42,7 +46,7 @@ MAX_POINTS = 16_000_000
 #: There is no "empty": an empty point cloud or event packet is valid (an empty sweep).
 REASONS = ("unknown_encoding", "bad_size", "step_too_small", "data_length", "missing_field",
            "bad_point_step", "non_finite", "out_of_image", "bad_event_time", "bad_stamp",
-           "singular_K", "bad_distortion", "bad_roi")
+           "singular_K", "bad_distortion", "bad_roi", "bad_compressed")
 
 
 class InvalidMessage(ValueError):
@@ -174,6 +178,225 @@ def _byte_view(data: Any) -> np.ndarray:
         return np.frombuffer(data, np.uint8)  # array.array('B') (rclpy), bytes, memoryview
     except TypeError:  # a list of ints, as a hand-written message might hold
         return np.asarray(data, np.uint8)
+
+
+# --------------------------------------------------------------------------- compressed images
+
+#: Codecs :func:`compressed_to_array` reads: the CODEC of image_transport's compressed
+#: plugin (``"ORIG; CODEC compressed [PIXFMT]"``) or a bare format ("jpeg", "jpg", "png").
+COMPRESSED_CODECS = ("jpeg", "png")
+#: Colour encodings of the raw image, as image_transport's ``enc::isColor`` names them: for
+#: these the compressed pixel format (``PIXFMT``) says the channel order of the payload.
+_COLOUR_ENCODINGS = frozenset(("rgb8", "bgr8", "rgba8", "bgra8", "rgb16", "bgr16", "rgba16",
+                               "bgra16"))
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the last chunk, CRC included
+#: JPEG start-of-frame markers (baseline, extended, progressive, lossless; Huffman or
+#: arithmetic): every marker C0..CF but C4 (DHT), C8 (reserved) and CC (DAC).
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+#: JPEG markers without a length: TEM and RST0..7 (SOI/EOI are handled apart).
+_JPEG_STANDALONE = frozenset((0x01, *range(0xD0, 0xD8)))
+#: PNG colour type -> channels (palette: 3, OpenCV expands it).
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}
+
+
+class CompressedHeader(NamedTuple):
+    """What a JPEG or PNG payload's header says, read without decoding it."""
+
+    codec: str  # "jpeg" or "png"
+    height: int
+    width: int
+    channels: int  # JPEG components (1, 3, 4); PNG channels of the colour type
+    bit_depth: int  # JPEG sample precision (8, 12); PNG bit depth (1 .. 16)
+    #: byte offset of the size fields: JPEG 16-bit height then width (big-endian), PNG
+    #: 32-bit width then height (big-endian)
+    size_offset: int
+
+
+def compressed_header(data: Any) -> CompressedHeader:
+    """The size and layout of a JPEG or PNG payload (``CompressedImage.data``) from its
+    header: a walk over the JPEG segments up to the frame header (SOFn), or PNG's IHDR
+    chunk. No pixels are decoded. Raises ``InvalidMessage("bad_compressed")`` when the data
+    is neither, or its header is cut off or malformed."""
+    view = memoryview(_byte_view(data))
+    n = len(view)
+    if bytes(view[:3]) == _JPEG_MAGIC:
+        i = 2
+        while i + 4 <= n:
+            if view[i] != 0xFF:
+                raise InvalidMessage("bad_compressed", f"JPEG: no marker at byte {i} (found "
+                                                       f"0x{view[i]:02x}) before the frame header")
+            while i < n and view[i] == 0xFF:  # fill bytes before a marker
+                i += 1
+            if i >= n:
+                break
+            marker = view[i]
+            i += 1
+            if marker in _JPEG_STANDALONE:
+                continue
+            if marker in (0xD8, 0xD9, 0xDA):  # SOI, EOI, SOS before any frame header
+                raise InvalidMessage("bad_compressed", f"JPEG: marker 0x{marker:02x} at byte "
+                                                       f"{i - 1} before the frame header (SOF)")
+            if i + 2 > n:
+                break
+            length = struct.unpack_from(">H", view, i)[0]
+            if length < 2:
+                raise InvalidMessage("bad_compressed", f"JPEG: segment 0x{marker:02x} at byte "
+                                                       f"{i - 1} has length {length}")
+            if marker in _JPEG_SOF:
+                if i + 8 > n:
+                    break
+                precision, height, width, components = struct.unpack_from(">BHHB", view, i + 2)
+                return CompressedHeader("jpeg", height, width, components, precision, i + 3)
+            i += length
+        raise InvalidMessage("bad_compressed", f"JPEG of {n} bytes ends before its frame "
+                                               "header (SOF): cut off")
+    if bytes(view[:8]) == _PNG_MAGIC:
+        if n < 33 or bytes(view[12:16]) != b"IHDR":  # signature + IHDR chunk with its CRC
+            raise InvalidMessage("bad_compressed", f"PNG of {n} bytes has no IHDR chunk "
+                                                   "after the signature")
+        width, height, depth, colour = struct.unpack_from(">IIBB", view, 16)
+        if colour not in _PNG_CHANNELS:
+            raise InvalidMessage("bad_compressed", f"PNG colour type {colour} does not exist")
+        return CompressedHeader("png", height, width, _PNG_CHANNELS[colour], depth, 16)
+    raise InvalidMessage("bad_compressed", f"the data is neither a JPEG nor a PNG (it starts "
+                                           f"with {bytes(view[:8]).hex(' ')})")
+
+
+def require_opencv() -> Any:
+    """The ``cv2`` module, imported on first use; an ImportError saying how to install it
+    when missing (decoding ``sensor_msgs/CompressedImage`` needs it: call this at start-up
+    to fail there rather than on the first image)."""
+    try:
+        import cv2
+    except ImportError as err:  # pip installs without the `cv` extra have no OpenCV
+        raise ImportError("decoding or encoding sensor_msgs/CompressedImage needs OpenCV "
+                          "for Python (cv2): pip install 'anyseg_ros[cv]' "
+                          "(opencv-python-headless), or apt install python3-opencv on a ROS "
+                          "machine") from err
+    return cv2
+
+
+def _compressed_format(text: str) -> tuple[str, str, bool]:
+    """``CompressedImage.format`` -> (original encoding or "", codec or "", payload in RGB
+    order).
+
+    image_transport's compressed plugin writes ``"ORIG; CODEC compressed PIXFMT"``: ORIG the
+    raw image's encoding, CODEC jpeg or png, PIXFMT the order the encoder was given for
+    colour images (bgr8, bgr16) and "mono8" or nothing for mono ones. Its subscriber takes a
+    colour payload as BGR when the format holds "compressed bgr", else as RGB; for a mono
+    or generic (8UC3) original, and for formats without ";" (older plugins and many drivers
+    write "jpeg"; empty: jpeg or png by the data), as OpenCV decodes it, BGR."""
+    text = str(text).strip()
+    if ";" not in text:
+        codec = text.lower()
+        return "", "jpeg" if codec == "jpg" else codec, False
+    original, _, rest = text.partition(";")
+    original, words = original.strip(), rest.lower().split()
+    if len(words) < 2 or words[1] != "compressed":
+        # e.g. compressedDepth's "16UC1; compressedDepth png", or "rgb8; tiff"
+        raise InvalidMessage("unknown_encoding", f"compressed format {text!r} is not "
+                                                 "\"ENCODING; jpeg|png compressed [PIXFMT]\"")
+    codec = "jpeg" if words[0] == "jpg" else words[0]
+    rgb = original in _COLOUR_ENCODINGS and not (len(words) > 2 and words[2].startswith("bgr"))
+    return original, codec, rgb
+
+
+def compressed_to_array(msg: Any, encodings: Collection[str] = CAMERA_ENCODINGS
+                        ) -> tuple[np.ndarray, str]:
+    """A ``sensor_msgs/CompressedImage`` (jpeg or png) as ``(array, encoding)``, decoded with
+    OpenCV, like :func:`image_to_array` gives a raw camera image: colour as H x W x 3 uint8
+    ``"rgb8"`` (alpha dropped), grey as H x W uint8 ``"mono8"`` or, from a 16-bit PNG,
+    uint16 ``"mono16"``. The array is a new one (not a view of ``msg.data``).
+
+    ``msg.format`` is read as image_transport's compressed plugin writes it,
+    ``"ORIG; CODEC compressed PIXFMT"`` (e.g. ``"rgb8; jpeg compressed bgr8"``,
+    ``"mono8; png compressed "``), or as a bare codec (``"jpeg"``, ``"jpg"``, ``"png"``,
+    case-insensitive; empty: jpeg or png by the data), which is decoded as OpenCV's BGR;
+    see :func:`_compressed_format` for the channel order. ORIG, when given, must be in
+    ``encodings`` (default :data:`CAMERA_ENCODINGS`), as the raw image's encoding must be
+    for image_to_array; so must the encoding returned.
+
+    Checked before any pixel is decoded: the format, the data's magic bytes (the codec's),
+    the size in its header (:func:`compressed_header`) against :data:`MAX_PIXELS`, and its
+    end (JPEG's EOI marker, trailing zero bytes allowed; PNG's IEND chunk): a cut-off
+    payload is refused without decoding it. Reasons: unknown_encoding (a format other than
+    jpeg/png or not of the plugin's pattern, an ORIG not accepted, 16-bit colour),
+    data_length (no data), bad_size (zero or more than MAX_PIXELS pixels), bad_compressed
+    (not the codec's data, a header or end missing, or OpenCV cannot decode it). Needs
+    OpenCV (:func:`require_opencv`: ImportError otherwise).
+
+    Not detected: bytes overwritten inside a JPEG's entropy-coded data with its header and
+    end intact; JPEG has no checksum, and libjpeg decodes them into wrong pixels (with a
+    "Corrupt JPEG data" warning on stderr). PNG's checksums and filters catch most.
+    """
+    original, codec, rgb_order = _compressed_format(msg.format)
+    if codec not in ("", *COMPRESSED_CODECS):
+        raise InvalidMessage("unknown_encoding", f"compressed format {msg.format!r}: codec "
+                                                 f"{codec!r} is not one of "
+                                                 f"{list(COMPRESSED_CODECS)}")
+    if original and original not in encodings:
+        raise InvalidMessage("unknown_encoding", f"compressed format {msg.format!r}: image "
+                                                 f"encoding {original!r} is not accepted here: "
+                                                 f"{list(encodings)}")
+    data = _byte_view(msg.data)
+    if data.size == 0:
+        raise InvalidMessage("data_length", f"no data in a compressed image of format "
+                                            f"{msg.format!r}")
+    header = compressed_header(data)
+    if codec and header.codec != codec:
+        raise InvalidMessage("bad_compressed", f"format {msg.format!r} says {codec}, the data "
+                                               f"is a {header.codec.upper()}")
+    height, width = header.height, header.width
+    if height <= 0 or width <= 0 or height * width > MAX_PIXELS:
+        raise InvalidMessage("bad_size", f"{header.codec} image of {height} x {width} pixels "
+                                         f"(at most {MAX_PIXELS} pixels, none empty)")
+    if header.codec == "png" and header.bit_depth == 16 and header.channels > 2:
+        raise InvalidMessage("unknown_encoding", "a 16-bit colour PNG (rgb16) is not accepted "
+                                                 f"here: {list(encodings)}")
+    if header.codec == "jpeg":
+        complete = bytes(data[-256:]).rstrip(b"\x00").endswith(b"\xff\xd9")
+    else:
+        complete = bytes(data[-12:]) == _PNG_IEND
+    if not complete:
+        raise InvalidMessage("bad_compressed", f"{header.codec} of {data.size} bytes for "
+                                               f"{height} x {width} pixels has no end marker "
+                                               f"({'EOI' if header.codec == 'jpeg' else 'IEND'}): "
+                                               "cut off")
+    cv2 = require_opencv()
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)  # UNCHANGED: no EXIF rotation
+    except cv2.error as e:
+        raise InvalidMessage("bad_compressed", f"OpenCV cannot decode the {header.codec} of "
+                                               f"{data.size} bytes: {e}") from None
+    if image is None:
+        raise InvalidMessage("bad_compressed", f"OpenCV cannot decode the {header.codec} of "
+                                               f"{data.size} bytes ({height} x {width} pixels "
+                                               "in its header)")
+    if image.shape[0] * image.shape[1] > MAX_PIXELS:  # the header walk missed a frame
+        raise InvalidMessage("bad_size", f"decoded image of {image.shape[0]} x "
+                                         f"{image.shape[1]} pixels (at most {MAX_PIXELS})")
+    channels = image.shape[2] if image.ndim == 3 else 1
+    if image.dtype == np.uint8 and channels == 1:
+        image, encoding = image.reshape(image.shape[:2]), "mono8"
+    elif image.dtype == np.uint16 and channels == 1:
+        image, encoding = image.reshape(image.shape[:2]), "mono16"
+    elif image.dtype == np.uint8 and channels == 3:
+        if not rgb_order:
+            cv2.cvtColor(image, cv2.COLOR_BGR2RGB, dst=image)  # in place
+        encoding = "rgb8"
+    elif image.dtype == np.uint8 and channels == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_RGBA2RGB if rgb_order else cv2.COLOR_BGRA2RGB)
+        encoding = "rgb8"
+    else:
+        raise InvalidMessage("unknown_encoding", f"decoded {header.codec} of {channels} "
+                                                 f"channel(s) of {image.dtype} is not a camera "
+                                                 "image (8-bit colour or grey, 16-bit grey)")
+    if encoding not in encodings:
+        raise InvalidMessage("unknown_encoding", f"a {header.codec} decoded as {encoding} is "
+                                                 f"not accepted here: {list(encodings)}")
+    return image, encoding
 
 
 # --------------------------------------------------------------------------- point clouds
@@ -520,6 +743,59 @@ def array_to_image(array: np.ndarray, encoding: str, stamp: float | tuple[int, i
                         step=width * channels * channel_dtype.itemsize)
 
 
+def array_to_compressed(array: np.ndarray, encoding: str, stamp: float | tuple[int, int],
+                        frame_id: str, codec: str = "jpeg", quality: int = 95,
+                        png_level: int = 3, cls: type | None = None) -> Any:
+    """An image array as a ``sensor_msgs/CompressedImage``, encoded with OpenCV as
+    image_transport's compressed plugin does it: colour given to the encoder in BGR order,
+    ``format`` ``"<encoding>; jpeg compressed bgr8"`` (``png compressed bgr8``), mono
+    ``"mono8; jpeg compressed mono8"`` / ``"mono8; png compressed "``.
+
+    ``array``: H x W x 3 uint8 for ``encoding`` rgb8 or bgr8, H x W uint8 for mono8, H x W
+    uint16 for mono16 (png only: JPEG holds 8 bits). ``codec``: jpeg (``quality`` 0..100,
+    the plugin's default 95) or png (``png_level`` 0..9, its default 3). ``stamp`` and
+    ``cls`` (default ``sensor_msgs.msg.CompressedImage``; rosbags' class for bags) as for
+    :func:`array_to_image`. ValueError for anything else; ImportError without OpenCV.
+    """
+    layouts = {"rgb8": (np.uint8, 3), "bgr8": (np.uint8, 3), "mono8": (np.uint8, 1),
+               "mono16": (np.uint16, 1)}
+    if codec not in COMPRESSED_CODECS:
+        raise ValueError(f"codec must be one of {list(COMPRESSED_CODECS)}, got {codec!r}")
+    if encoding not in layouts or (codec == "jpeg" and encoding == "mono16"):
+        accepted = [e for e in layouts if codec == "png" or e != "mono16"]
+        raise ValueError(f"a {codec} CompressedImage is made of {accepted}, not {encoding!r}")
+    dtype, channels = layouts[encoding]
+    image = np.asarray(array)
+    if channels == 1 and image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    shape_ok = image.ndim == 2 if channels == 1 else (image.ndim == 3
+                                                      and image.shape[2] == channels)
+    if not shape_ok or image.dtype != dtype or 0 in image.shape:
+        want = "H x W" if channels == 1 else f"H x W x {channels}"
+        raise ValueError(f"encoding {encoding!r} needs a non-empty {want} {np.dtype(dtype)} "
+                         f"array, got shape {image.shape} {image.dtype}")
+    if not (0 <= quality <= 100 and 0 <= png_level <= 9):
+        raise ValueError(f"quality must be in 0..100 and png_level in 0..9, got {quality}, "
+                         f"{png_level}")
+    cv2 = require_opencv()
+    image = np.ascontiguousarray(image)
+    if encoding == "rgb8":
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    if codec == "jpeg":
+        ok, payload = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+        pixfmt = "bgr8" if channels == 3 else "mono8"
+    else:
+        ok, payload = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, int(png_level)])
+        pixfmt = "bgr8" if channels == 3 else ""
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a {image.shape} {image.dtype} image as "
+                         f"{codec}")
+    cls = cls or _default_class("CompressedImage")
+    return _new_message(cls, {"data": _primitive_sequence(cls, payload.reshape(-1), "B")},
+                        header=_header(cls, stamp, frame_id),
+                        format=f"{encoding}; {codec} compressed {pixfmt}")
+
+
 #: numpy dtype -> PointField.datatype, for points_to_cloud.
 _DTYPE_TO_POINTFIELD = {dtype.newbyteorder("="): datatype
                         for datatype, dtype in POINTFIELD_DTYPES.items()}
@@ -577,10 +853,10 @@ def points_to_cloud(columns: Mapping[str, np.ndarray], stamp: float | tuple[int,
 
 def camera_info_msg(K: Any, size_hw: tuple[int, int], stamp: float | tuple[int, int],
                     frame_id: str, D: Sequence[float] | None = None,
-                    cls: type | None = None) -> Any:
+                    cls: type | None = None, distortion_model: str = "plumb_bob") -> Any:
     """A ``sensor_msgs/CameraInfo`` for intrinsics ``K`` (3 x 3) of an image of ``size_hw``.
 
-    distortion_model "plumb_bob" with ``d`` = ``D`` (default 5 zeros), ``k`` = K row-major,
+    ``distortion_model`` (default plumb_bob) with ``d`` = ``D`` (default 5 zeros), ``k`` = K row-major,
     ``r`` = identity, ``p`` = [K | 0], no binning, an empty ROI. ``cls``: the CameraInfo
     class, default sensor_msgs.msg's (see :func:`array_to_image` for the classes that work).
     """
@@ -592,7 +868,7 @@ def camera_info_msg(K: Any, size_hw: tuple[int, int], stamp: float | tuple[int, 
     roi = _member_class(cls, "roi")(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
     return _new_message(cls, {"d": _primitive_sequence(cls, distortion, "d")},
                         header=_header(cls, stamp, frame_id), height=int(size_hw[0]),
-                        width=int(size_hw[1]), distortion_model="plumb_bob",
+                        width=int(size_hw[1]), distortion_model=distortion_model,
                         k=K.reshape(-1).copy(), r=np.eye(3).reshape(-1),
                         p=np.hstack([K, np.zeros((3, 1))]).reshape(-1), binning_x=0,
                         binning_y=0, roi=roi)

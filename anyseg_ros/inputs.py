@@ -22,7 +22,12 @@ from .payloads import CameraImage, DepthImage, EventImage, Geometry
 
 
 def camera_payload(msg: Any, geometry: Geometry, notes: Optional[Counter] = None) -> CameraImage:
-    array, encoding = conv.image_to_array(msg, conv.CAMERA_ENCODINGS)
+    """A ``sensor_msgs/Image``, or a ``sensor_msgs/CompressedImage`` (jpeg, png: decoded here,
+    a corrupt payload rejected as bad_compressed)."""
+    if hasattr(msg, "format"):  # CompressedImage (an Image has an encoding, no format)
+        array, encoding = conv.compressed_to_array(msg, conv.CAMERA_ENCODINGS)
+    else:
+        array, encoding = conv.image_to_array(msg, conv.CAMERA_ENCODINGS)
     return CameraImage(array, encoding, msg.header.frame_id)
 
 

@@ -12,6 +12,7 @@ descriptions, and ``config/anyseg.yaml`` documents them for users.
 """
 from __future__ import annotations
 
+import copy
 import json
 import sys
 import threading
@@ -20,14 +21,16 @@ from typing import Optional
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                SetParametersResult)
 from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterException, ParameterUninitializedException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos_overriding_options import QoSOverridingOptions
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import String
 
 from anyseg_core.checkpoint import CheckpointError
@@ -36,12 +39,18 @@ from anyseg_core.modalities import CAMERA, DEPTH, EVENTS, LIDAR
 from . import conversions as conv
 from .params import BUILTIN_PARAMS, PARAMS, ConfigError
 from .pipeline import Segmentation
-from .session import LOG_THROTTLE_S, Session
+from .session import LOG_THROTTLE_S, LivenessClock, Session
 
 NODE_NAME = "anyseg"
 INPUT_TOPICS = {CAMERA: "camera/image", LIDAR: "lidar/points", EVENTS: "events",
                 DEPTH: "depth/image"}
 CAMERA_INFO_TOPIC = "camera/camera_info"
+# Inputs and outputs whose QoS a params file may override, per topic, as ROS 2 nodes do:
+# qos_overrides./ns/camera/image.subscription.reliability: reliable (and durability,
+# history, depth); the qos.* parameters are the defaults. rclpy writes an override into the
+# profile it is given: each endpoint gets a copy of its own.
+OVERRIDABLE = QoSOverridingOptions.with_default_policies()
+COMPRESSED_TOPIC = "camera/image/compressed"  # camera.transport: compressed (image_transport's)
 
 
 class AnysegNode(Node):
@@ -54,6 +63,11 @@ class AnysegNode(Node):
         self._stop = threading.Event()
         self.session = Session({p.name: self._param_value(p.name) for p in PARAMS},
                                logger=self.get_logger(), warmup=True)
+        # Liveness, max_wait and ages: ROS time with use_sim_time (slow replay keeps the
+        # sensors live), the steady clock otherwise; a stopped /clock does not freeze them.
+        self.live_clock = LivenessClock(
+            bool(self.get_parameter("use_sim_time").value),
+            lambda: self.get_clock().now().nanoseconds)
         values = self.session.values
         self.modalities = self.session.modalities
         self.runtime = self.session.runtime
@@ -65,16 +79,35 @@ class AnysegNode(Node):
         qos_out = QoSProfile(depth=values["qos.depth"], history=HistoryPolicy.KEEP_LAST,
                              reliability=ReliabilityPolicy.RELIABLE)
         self._subscribe(qos_in, values["events.type"])
-        self.pub_labels = self.create_publisher(Image, "anyseg/labels", qos_out)
-        self.pub_color = self.create_publisher(Image, "anyseg/color", qos_out)
-        self.pub_overlay = self.create_publisher(Image, "anyseg/overlay", qos_out)
-        self.pub_confidence = self.create_publisher(Image, "anyseg/confidence", qos_out)
-        self.pub_status = self.create_publisher(String, "anyseg/status", qos_out)
+        self.pub_labels = self.create_publisher(Image, "anyseg/labels", copy.copy(qos_out),
+                                             qos_overriding_options=OVERRIDABLE)
+        self.pub_color = self.create_publisher(Image, "anyseg/color", copy.copy(qos_out),
+                                             qos_overriding_options=OVERRIDABLE)
+        self.pub_overlay = self.create_publisher(Image, "anyseg/overlay", copy.copy(qos_out),
+                                             qos_overriding_options=OVERRIDABLE)
+        self.pub_confidence = self.create_publisher(Image, "anyseg/confidence", copy.copy(qos_out),
+                                             qos_overriding_options=OVERRIDABLE)
+        self.pub_status = self.create_publisher(String, "anyseg/status", copy.copy(qos_out),
+                                             qos_overriding_options=OVERRIDABLE)
+        # The label image's calibration, with every label image (same stamp and frame).
+        self.pub_info = self.create_publisher(CameraInfo, "anyseg/camera_info", copy.copy(qos_out),
+                                              qos_overriding_options=OVERRIDABLE)
+        # Class ids, names and colours, latched: a consumer that starts later still gets them.
+        self.pub_classes = self.create_publisher(String, "anyseg/classes", QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        self.declare_parameter("class_names", [str(n) for n in self.runtime.class_names],
+                               ParameterDescriptor(
+                                   description="the checkpoint's class names, by label id "
+                                   "(255 = unlabelled); ids, names and colours are also on "
+                                   "anyseg/classes", read_only=True))
+        self._publish_classes()
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         # On the steady clock: with use_sim_time a paused or finished bag stops /clock, and
         # that is exactly when the sensors going stale must still be reported.
         self.create_timer(values["diagnostics.period"], self._publish_diagnostics,
                           clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self._check_qos_overrides()
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._worker = threading.Thread(target=self._work, name="anyseg-inference",
                                         daemon=True)
@@ -82,7 +115,7 @@ class AnysegNode(Node):
         self.get_logger().info(
             f"ready: modalities {list(self.modalities)}, device {self.runtime.device}, "
             f"network {self.runtime.input_size[0]}x{self.runtime.input_size[1]}, "
-            f"inputs {[self.resolve_topic_name(INPUT_TOPICS[m]) for m in self.modalities]}")
+            f"inputs {[self.resolve_topic_name(self.input_topics[m]) for m in self.modalities]}")
 
     # -- parameters ----------------------------------------------------------------------
     def _declare_parameters(self) -> None:
@@ -91,6 +124,10 @@ class AnysegNode(Node):
             if p.range is not None and isinstance(p.default, float):
                 desc.floating_point_range = [FloatingPointRange(
                     from_value=float(p.range[0]), to_value=float(p.range[1]))]
+            elif p.range is not None and isinstance(p.default, int) \
+                    and not isinstance(p.default, bool):
+                desc.integer_range = [IntegerRange(
+                    from_value=int(p.range[0]), to_value=int(p.range[1]), step=0)]
             unset = {"double": Parameter.Type.DOUBLE_ARRAY,
                      "integer": Parameter.Type.INTEGER_ARRAY}.get(p.array)
             try:
@@ -110,6 +147,18 @@ class AnysegNode(Node):
             raise ConfigError(f"unknown parameter(s) {unknown} (typo in the params file?); "
                               f"the node has {sorted(declared)}")
 
+    def _check_qos_overrides(self) -> None:
+        """rclpy declares ``qos_overrides.<topic>.<publisher|subscription>.<policy>`` for each
+        input and output (reliability, durability, history, depth); one given for anything
+        else (a typo, a topic the node does not have) would be silently ignored: refused."""
+        given = [n for n in getattr(self, "_parameter_overrides", {})
+                 if n.startswith("qos_overrides.")]
+        unused = sorted(n for n in given if not self.has_parameter(n))
+        if unused:
+            known = sorted(n for n in self._parameters if n.startswith("qos_overrides."))
+            raise ConfigError(f"qos_overrides {unused} match no topic and policy of this node; "
+                              f"it has {known}")
+
     def _param_value(self, name: str):
         """The value of a declared parameter; None for an array nobody set."""
         try:
@@ -124,28 +173,56 @@ class AnysegNode(Node):
             self.session.update({p.name: p.value for p in params})
         except ValueError as e:  # ConfigError, or a constructor refusing a value
             return SetParametersResult(successful=False, reason=str(e))
+        if any(p.name == "palette" for p in params):
+            self._publish_classes()
         return SetParametersResult(successful=True)
+
+    def _publish_classes(self) -> None:
+        self.pub_classes.publish(String(data=json.dumps(self.session.classes())))
 
     # -- inputs --------------------------------------------------------------------------
     def _subscribe(self, qos: QoSProfile, events_type: str) -> None:
-        types = {CAMERA: Image, LIDAR: PointCloud2, DEPTH: Image,
-                 EVENTS: Image if events_type == "image" else PointCloud2}
+        compressed = self.session.values["camera.transport"] == "compressed"
+        types = {CAMERA: CompressedImage if compressed else Image, LIDAR: PointCloud2,
+                 DEPTH: Image, EVENTS: Image if events_type == "image" else PointCloud2}
+        self.input_topics = dict(INPUT_TOPICS, **({CAMERA: COMPRESSED_TOPIC} if compressed
+                                                  else {}))
         for mod in self.modalities:
-            self.create_subscription(types[mod], INPUT_TOPICS[mod],
-                                     lambda msg, m=mod: self._receive(m, msg), qos)
-        self.create_subscription(CameraInfo, CAMERA_INFO_TOPIC, self.session.camera_info, qos)
+            self.create_subscription(types[mod], self.input_topics[mod],
+                                     lambda msg, m=mod: self._receive(m, msg), copy.copy(qos),
+                                     qos_overriding_options=OVERRIDABLE)
+        self.create_subscription(CameraInfo, CAMERA_INFO_TOPIC, self.session.camera_info,
+                                 copy.copy(qos), qos_overriding_options=OVERRIDABLE)
+        # The rig's frames, as tf2's listener takes them: /tf_static latched (a late joiner
+        # still gets every static broadcaster's transforms), /tf reliable.
+        try:
+            from tf2_msgs.msg import TFMessage
+        except ImportError:
+            self.get_logger().warning(
+                "tf2_msgs is not installed: extrinsics come only from the lidar.T_cam_lidar / "
+                "events.T_cam_events parameters (make setup builds it on a pip install)")
+            return
+        tf_static_qos = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST,
+                                   reliability=ReliabilityPolicy.RELIABLE,
+                                   durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.create_subscription(TFMessage, "/tf_static",
+                                 lambda m: self.session.transforms(m, static=True),
+                                 tf_static_qos)
+        self.create_subscription(TFMessage, "/tf",
+                                 lambda m: self.session.transforms(m, static=False),
+                                 QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST,
+                                            reliability=ReliabilityPolicy.RELIABLE))
 
     def _now(self) -> float:
         """ROS time (sim time with use_sim_time), seconds: what header stamps are compared
-        with. Arrivals, liveness, max_wait and sensor ages use the steady clock instead
-        (the session's default): a paused, stopped or looping /clock must neither hide a dead
-        sensor nor hold back output."""
+        with. Arrivals, liveness, max_wait and sensor ages use ``live_clock`` (see
+        :class:`~anyseg_ros.session.LivenessClock`)."""
         return self.get_clock().now().nanoseconds * 1e-9
 
     def _receive(self, sensor: str, msg) -> None:
         """Hand one message to the session (cheap: no inference here, so the executor keeps
         receiving) and wake the worker."""
-        if self.session.receive(sensor, msg, ros_now=self._now()):
+        if self.session.receive(sensor, msg, now=self.live_clock(), ros_now=self._now()):
             self._wake.set()
 
     # -- the worker ----------------------------------------------------------------------
@@ -154,7 +231,7 @@ class AnysegNode(Node):
         the synchroniser's next deadline."""
         while not self._stop.is_set():
             self._wake.clear()  # before polling: a message arriving from here on wakes us
-            now = time.monotonic()
+            now = self.live_clock()
             frame, deadline = self.session.poll(now)
             if frame is None:
                 timeout = 0.05 if deadline is None else min(0.05, max(deadline - now, 0.001))
@@ -184,7 +261,12 @@ class AnysegNode(Node):
         if r.confidence is not None:
             self.pub_confidence.publish(conv.array_to_image(
                 r.confidence.astype("float32"), "32FC1", stamp, r.frame_id, cls=Image))
-        status = self.session.record(r, ros_now=self._now())
+        info = self.session.output_camera_info(r)
+        if info is not None:
+            self.pub_info.publish(conv.camera_info_msg(
+                info["K"], info["size_hw"], stamp, r.frame_id, D=info["D"],
+                distortion_model=info["distortion_model"], cls=CameraInfo))
+        status = self.session.record(r, now=self.live_clock(), ros_now=self._now())
         self.pub_status.publish(String(data=json.dumps(status)))
 
     # -- diagnostics ---------------------------------------------------------------------
@@ -195,9 +277,9 @@ class AnysegNode(Node):
         # input's stamp instead).
         msg.header.stamp = self.get_clock().now().to_msg()
         hw = f"{self.get_namespace().rstrip('/')}/{self.get_name()}"
-        for d in self.session.diagnostics():
-            msg.status.append(DiagnosticStatus(
-                level=bytes([d.level]), name=f"{NODE_NAME}: {d.name}", message=d.message,
+        for d in self.session.diagnostics(now=self.live_clock()):
+            msg.status.append(DiagnosticStatus(  # the node's full name: instances apart
+                level=bytes([d.level]), name=f"{hw}: {d.name}", message=d.message,
                 hardware_id=hw, values=[KeyValue(key=k, value=v) for k, v in d.values.items()]))
         self.pub_diag.publish(msg)
 

@@ -47,9 +47,9 @@ PARAMS = [
     Param("modalities", [CAMERA, EVENTS, LIDAR], "modalities subscribed to and fused: any "
           "non-empty subset of the checkpoint's (camera, events, lidar, depth)"),
     Param("network.height", 0, "network input height in pixels (multiple of 32); 0 = the "
-          "checkpoint's training size"),
+          "checkpoint's training size", range=(0, 8192)),
     Param("network.width", 0, "network input width in pixels (multiple of 32); 0 = the "
-          "checkpoint's training size"),
+          "checkpoint's training size", range=(0, 8192)),
     Param("output.resolution", "camera", "camera (labels at the camera image size) | network",
           dynamic=True),
     Param("sync.slop", 0.05, "seconds: inputs join a frame when their stamps are this close",
@@ -60,6 +60,10 @@ PARAMS = [
           dynamic=True, range=(0.01, 60.0)),
     Param("sync.max_future", 1.0, "seconds: messages stamped further ahead of the node's "
           "clock are rejected", dynamic=True, range=(0.0, 3600.0)),
+    *(Param(f"sync.offset.{m}", 0.0, f"seconds added to the {m}'s stamps before frames are "
+            "matched (a clock offset, or a LiDAR stamped at sweep start: + half a sweep); "
+            "outputs keep the input's own stamp", dynamic=True, range=(-10.0, 10.0))
+      for m in (CAMERA, LIDAR, EVENTS, DEPTH)),
     Param("qos.reliability", "best_effort", "best_effort (sensor drivers) | reliable"),
     Param("qos.depth", 5, "history depth of subscriptions and publishers", range=(1, 1000)),
     Param("events.type", "pointcloud", "pointcloud (x, y, t, p) | image (a rendered frame)"),
@@ -68,9 +72,9 @@ PARAMS = [
     Param("events.K", None, "event camera intrinsics, row-major 3x3; unset = the camera's",
           dynamic=True, array="double"),
     Param("events.T_cam_events", None, "event camera to camera, row-major 4x4; unset = "
-          "identity", dynamic=True, array="double"),
-    Param("events.height", 0, "event camera height in pixels; 0 = the camera's"),
-    Param("events.width", 0, "event camera width in pixels; 0 = the camera's"),
+          "from TF (/tf_static, /tf) for the packets' frame_id", dynamic=True, array="double"),
+    Param("events.height", 0, "event camera height in pixels; 0 = the camera's", range=(0, 65535)),
+    Param("events.width", 0, "event camera width in pixels; 0 = the camera's", range=(0, 65535)),
     Param("lidar.min_range", 1.0, "metres; nearer LiDAR points are dropped", dynamic=True,
           range=(0.0, 100.0)),
     Param("lidar.intensity_field", "intensity", "PointCloud2 field read as the intensity "
@@ -79,19 +83,25 @@ PARAMS = [
           "expects the scale of its training data (0..255 for the synthetic world, MUSES' "
           "recorded scale for MUSES; e.g. 255 for a LiDAR reporting 0..1)",
           range=(1e-6, 1e6)),
-    Param("lidar.T_cam_lidar", None, "LiDAR to camera, row-major 4x4 (p_cam = T p_lidar); "
-          "unset = identity", dynamic=True, array="double"),
+    Param("lidar.T_cam_lidar", None, "LiDAR to camera, row-major 4x4 (p_cam = T p_lidar), "
+          "overriding TF; unset = from TF (/tf_static, /tf) for each cloud's frame_id",
+          dynamic=True, array="double"),
+    Param("tf.max_age", 0.5, "seconds: a /tf transform serves a message stamped up to this "
+          "long after it (the newest sample at or before the stamp; /tf_static always serves)",
+          range=(0.0, 3600.0)),
     Param("camera.K", None, "camera intrinsics, row-major 3x3, used until a CameraInfo "
           "arrives", dynamic=True, array="double"),
     Param("camera.height", 0, "image height that camera.K is for (K is scaled to images of "
-          "another size); 0 = camera.K is for the images as they come"),
+          "another size); 0 = camera.K is for the images as they come", range=(0, 65535)),
     Param("camera.width", 0, "image width that camera.K is for (see camera.height); 0 with "
-          "camera.height"),
+          "camera.height", range=(0, 65535)),
     Param("camera.D", None, "lens distortion coefficients that go with camera.K (until a "
           "CameraInfo arrives, whose own D then counts); unset = none", dynamic=True,
           array="double"),
     Param("camera.distortion_model", "plumb_bob", "model of camera.D: plumb_bob | "
           "rational_polynomial | equidistant", dynamic=True),
+    Param("camera.transport", "raw", "raw (sensor_msgs/Image on camera/image) | compressed "
+          "(sensor_msgs/CompressedImage, jpeg or png, on camera/image/compressed)"),
     Param("camera.rectified", False, "the camera images are rectified (image_rect): take K "
           "from CameraInfo's projection matrix P and ignore its distortion"),
     Param("palette", None, "class colours r, g, b, r, g, b, ... (0..255); unset = the "
@@ -139,6 +149,7 @@ def check_value(name: str, value) -> None:
     """Raise ConfigError when ``value`` is not acceptable for parameter ``name``."""
     choices = {"device": None, "precision": PRECISIONS, "output.resolution": OUTPUT_RESOLUTIONS,
                "qos.reliability": ("best_effort", "reliable"),
+               "camera.transport": ("raw", "compressed"),
                "events.type": ("pointcloud", "image")}
     if name in choices and choices[name] is not None and value not in choices[name]:
         raise ConfigError(f"{name} must be one of {list(choices[name])}, got {value!r}")

@@ -40,6 +40,27 @@ class EventImage:
 
 
 @dataclass
+class LidarSweep:
+    """A LiDAR cloud as received: float32 N x 4 (x, y, z, intensity) in the cloud's own frame,
+    and ``T_cam_lidar``, the transform into the camera's frame resolved when it arrived (from
+    TF, for the cloud's frame_id and stamp); None = the rig's ``Geometry.T_cam_lidar`` (the
+    ``lidar.T_cam_lidar`` parameter)."""
+
+    points: np.ndarray
+    T_cam_lidar: Optional[np.ndarray] = None
+
+
+@dataclass
+class EventPacket:
+    """An event packet (``conversions.Events``) and, for a separate event camera, the
+    transform from its frame into the camera's resolved when it arrived (from TF); None =
+    the rig's ``Geometry.T_cam_events`` (the ``events.T_cam_events`` parameter)."""
+
+    events: object
+    T_cam_events: Optional[np.ndarray] = None
+
+
+@dataclass
 class Geometry:
     """What the node knows of the rig when a frame is processed.
 

@@ -23,7 +23,7 @@ from anyseg_core.sensors import Events, RawFrame, camera_to_tensor, resize_dense
 from anyseg_core.sensors.geometry import scale_intrinsics
 
 from .conversions import sec_to_stamp
-from .payloads import OUTPUT_RESOLUTIONS, EventImage, Geometry
+from .payloads import OUTPUT_RESOLUTIONS, EventImage, EventPacket, Geometry, LidarSweep
 from .sync import Frame
 
 class FrameSkipped(Exception):
@@ -92,7 +92,13 @@ class SegmentationPipeline:
                 K = scale_intrinsics(K, image_hw, cam_hw).numpy()
             image_hw = cam_hw
         separate_events = geometry.events_K is not None  # else: the camera's own pixels
-        T_cam_lidar, T_cam_events = geometry.T_cam_lidar, geometry.T_cam_events
+        # LiDAR and event camera to the camera: resolved from TF when their newest message
+        # arrived, else the parameters'.
+        sweep, packet = self._newest(frame, LIDAR), self._newest(frame, EVENTS)
+        T_cam_lidar = (sweep.T_cam_lidar if isinstance(sweep, LidarSweep)
+                       and sweep.T_cam_lidar is not None else geometry.T_cam_lidar)
+        T_cam_events = (packet.T_cam_events if isinstance(packet, EventPacket)
+                        and packet.T_cam_events is not None else geometry.T_cam_events)
         if geometry.R_rect is not None:  # into the rectified camera's frame
             R4 = np.eye(4)
             R4[:3, :3] = geometry.R_rect
@@ -114,7 +120,7 @@ class SegmentationPipeline:
                                  "camera.K parameter)")
                 continue
             if mod == LIDAR:
-                raw.lidar = up(LIDAR, self._newest(frame, LIDAR))
+                raw.lidar = up(LIDAR, sweep.points if isinstance(sweep, LidarSweep) else sweep)
             else:
                 self._set_events(raw, frame, up)
         depth = self._newest(frame, DEPTH)
@@ -133,7 +139,8 @@ class SegmentationPipeline:
 
     @staticmethod
     def _set_events(raw: RawFrame, frame: Frame, up) -> None:
-        payloads = [item.payload for item in frame.items[EVENTS]]
+        payloads = [item.payload.events if isinstance(item.payload, EventPacket)
+                    else item.payload for item in frame.items[EVENTS]]
         images = [p for p in payloads if isinstance(p, EventImage)]
         if images:
             raw.events_image = up("events_image", images[-1].array)

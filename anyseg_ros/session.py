@@ -16,6 +16,7 @@ one lock, and the model runs outside it (the node receives while a frame is segm
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -26,16 +27,17 @@ from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
-from anyseg_core.modalities import CAMERA, LIDAR
+from anyseg_core.modalities import CAMERA, EVENTS, IGNORE_INDEX, LIDAR
 from anyseg_core.runtime import Runtime
 
 from . import conversions as conv
 from .inputs import payload_function
 from .params import (DEMO_CHECKPOINT, PARAMS_BY_NAME, ConfigError, check_value,
                      defaults, geometry_from_params, network_size, synchronizer_from_params)
-from .payloads import Geometry, geometry_from_camera, with_geometry
+from .payloads import EventPacket, Geometry, LidarSweep, geometry_from_camera, with_geometry
 from .pipeline import FrameSkipped, Segmentation, SegmentationPipeline
 from .sync import Frame
+from .tf_tree import NoTransform, TfTree
 
 LOG_THROTTLE_S = 5.0
 RATE_WINDOW_S = 2.0  # sensor rates are counted over this many seconds
@@ -63,6 +65,45 @@ class SensorHealth:
         while self.recent and now - self.recent[0] > RATE_WINDOW_S:
             self.recent.popleft()
         return len(self.recent) / RATE_WINDOW_S
+
+
+class LivenessClock:
+    """The clock of sensor liveness, ``sync.max_wait`` and sensor ages (seconds).
+
+    Without sim time: the steady clock. With ``use_sim_time``: ROS time, so a bag replayed
+    slowly (``play --rate 0.2``) keeps a 10 Hz sensor live and ``max_wait`` scales with it; but
+    a /clock that stops (the bag ended, or paused) must not freeze the ages, so once no tick
+    has moved ROS time for ``grace`` steady seconds the clock runs on at the steady rate from
+    the last tick, and the sensors go stale. Before the first tick (sim time with no /clock)
+    it counts steady seconds. Monotonic: it never goes back (a /clock that jumps back, e.g.
+    ``play --loop``, holds it until ROS time passes it again).
+
+    ``ros_ns``: a function giving ROS time in nanoseconds (0 = no /clock yet); ``steady``:
+    the steady clock (``time.monotonic``), injectable for tests."""
+
+    def __init__(self, sim: bool, ros_ns: Callable[[], int], grace: float = 0.5,
+                 steady: Callable[[], float] = time.monotonic) -> None:
+        self.sim, self._ros_ns, self.grace, self._steady = sim, ros_ns, grace, steady
+        self._lock = threading.Lock()
+        self._last_ros: Optional[float] = None  # the last ROS time seen, seconds
+        self._moved_at = steady()  # steady time when ROS time last moved
+        self._start = self._moved_at
+        self._value = 0.0
+
+    def __call__(self) -> float:
+        steady = self._steady()
+        if not self.sim:
+            return steady
+        ros = self._ros_ns() * 1e-9
+        with self._lock:
+            if ros <= 0:  # no /clock yet
+                value = steady - self._start
+            else:
+                if ros != self._last_ros:
+                    self._last_ros, self._moved_at = ros, steady
+                value = ros + max(0.0, steady - self._moved_at - self.grace)
+            self._value = max(self._value, value)
+            return self._value
 
 
 @dataclass
@@ -107,6 +148,11 @@ class Session:
                 "" if v["checkpoint"] else " (no checkpoint parameter was given and the "
                 "bundled demo checkpoint is not installed: set checkpoint:=PATH)"))
         self.checkpoint = ckpt
+        if not v["checkpoint"]:
+            self.log.warning(
+                f"no checkpoint parameter: running the bundled DEMO model ({ckpt}), trained on "
+                "the synthetic world only; it does not segment real sensors. Set "
+                "checkpoint:=PATH to a model trained on your data (MUSES, or your own)")
         if v["threads"]:
             import torch
 
@@ -134,12 +180,19 @@ class Session:
         self._palette_default = self.runtime.palette.clone()
         self._apply_palette(v["palette"])
         self.geometry: Geometry = geometry_from_params(v)
+        # The frames of the rig from /tf_static and /tf (see transforms()); the camera's
+        # frame becomes known with its first image or CameraInfo.
+        self.tf = TfTree(max_age_ns=int(round(v["tf.max_age"] * 1e9)))
+        self.tf_rejected: Counter = Counter()
+        self._camera_frame: Optional[str] = None
         if LIDAR in self.modalities and not v["lidar.T_cam_lidar"]:
-            self.log.warning(
-                "lidar.T_cam_lidar is unset: the LiDAR points are taken as already in the "
-                "camera's optical frame (x right, y down, z forward). A LiDAR publishing in "
-                "its own frame (REP 103: x forward, z up) then projects nowhere near its "
-                "place; set the extrinsics (docs/ros.md, Parameters)")
+            self.log.info(
+                "lidar.T_cam_lidar is unset: each LiDAR cloud is brought into the camera's "
+                "frame through /tf_static and /tf, from its header.frame_id (a cloud in the "
+                "camera's frame needs no transform; one whose frame has no transform is "
+                "rejected as no_transform, never projected with a guess)")
+        if v["camera.transport"] == "compressed" and CAMERA in self.modalities:
+            conv.require_opencv()  # at start, not at the first image
         self.payloads: dict[str, Callable] = {
             m: payload_function(m, v["events.type"], v["lidar.intensity_field"],
                                 v["lidar.intensity_scale"]) for m in self.modalities}
@@ -232,19 +285,28 @@ class Session:
         with self._lock:
             health.received += 1
             geometry, max_future = self.geometry, self._values["sync.max_future"]
+            offset = self._values.get(f"sync.offset.{sensor}", 0.0)
 
         def convert():
-            stamp = conv.stamp_to_sec(msg.header.stamp)
+            # The sensor's stamps on the rig's clock: sync.offset.<sensor> added (events'
+            # own times too), before the future check and the matching.
+            stamp = conv.stamp_to_sec(msg.header.stamp) + offset
             conv.check_stamp(stamp, ros_now if ros_now else None, max_future)
-            return stamp, self.payloads[sensor](msg, geometry, health.notes)
+            data = self.payloads[sensor](msg, geometry, health.notes)
+            if offset and isinstance(data, conv.Events):
+                data = dataclasses.replace(data, t=np.asarray(data.t) + offset)
+            return stamp, self._placed(sensor, msg, data)
         got = self._convert(sensor, convert)
         if got is None:
             return False
         stamp, data = got
         with self._lock:
             now = self._arrived(health, now, stamp)
-            if sensor == CAMERA and not self._camera_info_seen:
-                self.geometry = geometry_from_camera(self.geometry, data)
+            if sensor == CAMERA:
+                if data.frame_id:
+                    self._camera_frame = data.frame_id
+                if not self._camera_info_seen:
+                    self.geometry = geometry_from_camera(self.geometry, data)
             self.sync.add(sensor, stamp, data, now,
                           exact=(msg.header.stamp.sec, msg.header.stamp.nanosec))
         return True
@@ -266,7 +328,90 @@ class Session:
             self.geometry = with_geometry(self.geometry, K=model.K, image_hw=model.image_hw,
                                           distortion=model.distortion, R_rect=model.R,
                                           frame_id=msg.header.frame_id or self.geometry.frame_id)
+            if msg.header.frame_id:
+                self._camera_frame = msg.header.frame_id
         return True
+
+    # -- what consumers need beside the labels -----------------------------------------
+    def output_camera_info(self, r: Segmentation) -> Optional[dict]:
+        """The calibration of the label image ``r``: K scaled to its size (``output.resolution:
+        network`` makes it smaller than the camera's), the camera's distortion model and
+        coefficients, its size; from the last CameraInfo (or the camera parameters), so it
+        keeps coming through a camera outage. None while no intrinsics are known."""
+        with self._lock:
+            g = self.geometry
+        if g.K is None or g.image_hw is None:
+            return None
+        hw = tuple(int(n) for n in r.labels.shape[:2])
+        K = np.asarray(g.K, dtype=np.float64)
+        if tuple(g.image_hw) != hw:
+            from anyseg_core.sensors.geometry import scale_intrinsics
+
+            K = scale_intrinsics(K, g.image_hw, hw).numpy()
+        model, D = g.distortion if g.distortion is not None else ("plumb_bob", (0.0,) * 5)
+        return {"K": K, "size_hw": hw, "distortion_model": model, "D": list(D),
+                "frame_id": r.frame_id}
+
+    def classes(self) -> dict:
+        """The label ids, class names and colours of the published images (JSON-ready), with
+        the id of unlabelled pixels."""
+        palette = self.runtime.palette.cpu().numpy()
+        return {"classes": [{"id": i, "name": name, "color": [int(c) for c in palette[i]]}
+                            for i, name in enumerate(self.runtime.class_names)],
+                "ignore_id": IGNORE_INDEX, "labels_encoding": "mono8",
+                "color_encoding": "rgb8"}
+
+    # -- transforms ----------------------------------------------------------------------
+    def transforms(self, msg: Any, static: bool) -> int:
+        """Take a ``tf2_msgs/TFMessage`` from ``/tf_static`` (``static``) or ``/tf``; returns
+        how many of its transforms were stored. A malformed transform (zero quaternion, NaN,
+        a frame its own parent) is counted in ``tf_rejected`` and logged, the others kept."""
+        try:
+            errors = self.tf.add_message(msg, static)
+            total = len(msg.transforms)
+        except Exception as e:  # noqa: BLE001 - a message that is not a TFMessage at all
+            errors, total = [e], 0
+        for e in errors:
+            with self._lock:
+                self.tf_rejected["static" if static else "dynamic"] += 1
+            self._log_throttled(("tf", "invalid"), "warning",
+                                f"{'/tf_static' if static else '/tf'}: a transform was "
+                                f"rejected: {e}")
+        return total - len(errors) if total else 0
+
+    def _placed(self, sensor: str, msg: Any, data: Any) -> Any:
+        """A LiDAR cloud or an event packet of a separate event camera, with its transform
+        into the camera's frame when the parameters give none: from TF, for the message's
+        ``header.frame_id`` at its stamp (identity for a message already in the camera's
+        frame). Raises ``no_transform`` when TF cannot say (the message is left out and
+        counted, never projected with a guess). Other payloads pass unchanged."""
+        with self._lock:
+            values, camera_frame = self._values, self._camera_frame
+        if sensor == LIDAR:
+            explicit = bool(values["lidar.T_cam_lidar"])
+        elif sensor == EVENTS and isinstance(data, conv.Events) and values["events.K"]:
+            explicit = bool(values["events.T_cam_events"])  # a separate event camera
+        else:
+            return data
+        T = None if explicit else self._lookup(msg, camera_frame)
+        return LidarSweep(data, T) if sensor == LIDAR else EventPacket(data, T)
+
+    def _lookup(self, msg: Any, camera_frame: Optional[str]) -> np.ndarray:
+        source = str(msg.header.frame_id).strip("/")
+        if not source or source == (camera_frame or "").strip("/"):
+            return np.eye(4)
+        if camera_frame is None:
+            raise conv.InvalidMessage(
+                "no_transform", f"a message in frame {source!r} arrived before the camera's "
+                "frame is known (no camera image or CameraInfo yet)")
+        stamp = msg.header.stamp
+        try:
+            return self.tf.lookup(camera_frame, source,
+                                  int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec))
+        except NoTransform as e:
+            raise conv.InvalidMessage(
+                "no_transform", f"{e} (publish it on /tf_static or /tf, or set the extrinsic "
+                "parameter)") from None
 
     def _convert(self, sensor: str, convert: Callable):
         """``convert()``, or None when it raises: an InvalidMessage is rejected with its

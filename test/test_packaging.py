@@ -12,6 +12,7 @@ import importlib.util
 import os
 import re
 import shutil
+import site
 import subprocess
 import sys
 import sysconfig
@@ -29,10 +30,16 @@ PYTHON_PACKAGES = ('anyseg_core', 'anyseg_ros')
 # What setup.py builds from; anything else in the tree is not part of the package.
 SOURCES = ('setup.py', 'setup.cfg', 'package.xml', 'resource', 'launch', 'config',
            *PYTHON_PACKAGES)
+TOOLS = ('play', 'process_bag', 'muses_to_bag', 'synthetic_bag', 'demo')
+# pip puts console scripts on the environment's PATH: each name carries the prefix.
 CONSOLE_SCRIPTS = {'anyseg_synthetic': 'anyseg_core.data.synthetic.__main__:main',
-                   'anyseg_node': 'anyseg_ros.node:main'}
+                   'anyseg_node': 'anyseg_ros.node:main',
+                   **{f'anyseg_{tool}': f'anyseg_ros.tools.{tool}:main' for tool in TOOLS}}
+# `ros2 run anyseg_ros play` etc.: only in lib/anyseg_ros of a colcon install, never on a PATH.
+ROS_EXECUTABLES = TOOLS
 LAUNCH_ARGUMENTS = {'params_file', 'checkpoint', 'device', 'namespace', 'use_sim_time',
-                    'camera_image', 'camera_info', 'lidar_points', 'events', 'depth_image'}
+                    'fastdds_profile', 'camera_image', 'camera_info', 'lidar_points', 'events',
+                    'depth_image'}
 ROS_EXEC_DEPENDS = {'rclpy', 'sensor_msgs', 'std_msgs', 'diagnostic_msgs',
                     'builtin_interfaces', 'launch', 'launch_ros', 'ros2launch', 'tf2_msgs'}
 
@@ -87,7 +94,8 @@ def test_wheel_has_ros_data_files(wheel):
     for installed in ('share/ament_index/resource_index/packages/anyseg_ros',
                       'share/anyseg_ros/package.xml',
                       'share/anyseg_ros/launch/anyseg.launch.py',
-                      'share/anyseg_ros/config/anyseg.yaml'):
+                      'share/anyseg_ros/config/anyseg.yaml',
+                      'share/anyseg_ros/config/fastdds_large_frames.xml'):
         assert data + installed in names, f'{installed} missing from the wheel'
 
 
@@ -128,38 +136,67 @@ def test_wheel_declares_console_scripts(wheel):
     assert dict(entry_points['console_scripts']) == CONSOLE_SCRIPTS
 
 
-def test_pip_puts_console_scripts_on_path(wheel, tmp_path):
-    """setup.cfg sends scripts to lib/anyseg_ros for colcon; a pip install still uses bin/.
+@pytest.fixture(scope='module')
+def pip_venv(wheel, tmp_path_factory):
+    """The wheel installed into a new empty venv (pip --python; `pip install --prefix` would
+    first uninstall the project from the environment running the tests); return the venv.
 
-    The wheel goes into a new empty venv (pip --python): `pip install --prefix` would first
-    uninstall the project from the environment running the tests.
-    """
+    The venv has no dependencies of its own: a .pth file adds this environment's site
+    directories after its own site-packages, so that its scripts run (`--help`) with the
+    wheel's copy of the package."""
     path, _ = wheel
-    venv = tmp_path / 'venv'
+    tmp = tmp_path_factory.mktemp('pip')
+    venv = tmp / 'venv'
     _run([sys.executable, '-m', 'venv', '--without-pip', str(venv)])
     _run([sys.executable, '-m', 'pip', '--python', str(venv / 'bin' / 'python'), 'install',
-          '--no-deps', '--no-index', '-q', str(path)], cwd=tmp_path)
-    for script in CONSOLE_SCRIPTS:
-        assert (venv / 'bin' / script).is_file(), f'{script} not in {venv / "bin"}'
-        assert not (venv / 'lib' / PACKAGE / script).exists()
-    assert (venv / 'share' / PACKAGE / 'package.xml').is_file()
+          '--no-deps', '--no-index', '-q', str(path)], cwd=tmp)
+    own, = venv.glob('lib/python*/site-packages')
+    borrowed = {sysconfig.get_path('purelib'), sysconfig.get_path('platlib'),
+                *site.getsitepackages()}
+    (own / 'zz_anyseg_test_dependencies.pth').write_text('import site; ' + '; '.join(
+        f'site.addsitedir({d!r})' for d in sorted(borrowed) if os.path.isdir(d)) + '\n')
+    return venv
 
 
-def test_colcon_style_install_puts_executables_in_lib_package(tmp_path):
-    """What colcon's ament_python build runs (setup.py install): executables go where
-    `ros2 run anyseg_ros ...` looks, share/ gets the launch and config files."""
-    source = _copy_sources(tmp_path)
-    prefix, build = tmp_path / 'install', tmp_path / 'build'
+@pytest.fixture(scope='module')
+def colcon_prefix(tmp_path_factory):
+    """What colcon's ament_python build runs (setup.py install) from a copy of the sources;
+    return the install prefix."""
+    tmp = tmp_path_factory.mktemp('colcon')
+    source = _copy_sources(tmp)
+    prefix, build = tmp / 'install', tmp / 'build'
     build.mkdir()
     _run([sys.executable, 'setup.py', '-q', 'egg_info', '--egg-base', str(build),
           'build', '--build-base', str(build), 'install', '--prefix', str(prefix),
-          '--record', str(tmp_path / 'record.txt'), '--single-version-externally-managed'],
+          '--record', str(tmp / 'record.txt'), '--single-version-externally-managed'],
          cwd=source)
+    return prefix
+
+
+def test_pip_puts_console_scripts_on_path(pip_venv):
+    """setup.cfg sends scripts to lib/anyseg_ros for colcon; a pip install still uses bin/,
+    and only the prefixed names: `play`, `demo`... would shadow other programs on PATH."""
+    venv = pip_venv
     for script in CONSOLE_SCRIPTS:
-        assert (prefix / 'lib' / PACKAGE / script).is_file()
+        assert (venv / 'bin' / script).is_file(), f'{script} not in {venv / "bin"}'
+        assert not (venv / 'lib' / PACKAGE / script).exists()
+    for name in ROS_EXECUTABLES:
+        assert not (venv / 'bin' / name).exists(), f'{name} would be on the PATH'
+        assert not (venv / 'lib' / PACKAGE / name).exists()
+    assert (venv / 'share' / PACKAGE / 'package.xml').is_file()
+
+
+def test_colcon_style_install_puts_executables_in_lib_package(colcon_prefix, tmp_path):
+    """Executables go where `ros2 run anyseg_ros ...` looks (the tools also under their short
+    names), share/ gets the launch and config files."""
+    prefix = colcon_prefix
+    for script in (*CONSOLE_SCRIPTS, *ROS_EXECUTABLES):
+        assert (prefix / 'lib' / PACKAGE / script).is_file(), script
+        assert os.access(prefix / 'lib' / PACKAGE / script, os.X_OK), script
         assert not (prefix / 'bin' / script).exists()
     share = prefix / 'share' / PACKAGE
-    for installed in ('package.xml', 'launch/anyseg.launch.py', 'config/anyseg.yaml'):
+    for installed in ('package.xml', 'launch/anyseg.launch.py', 'config/anyseg.yaml',
+                      'config/fastdds_large_frames.xml'):
         assert (share / installed).is_file(), installed
     assert (prefix / 'share/ament_index/resource_index/packages' / PACKAGE).is_file()
     # the installed demo finds its config through the ament index (install/ of a workspace)
@@ -171,6 +208,36 @@ def test_colcon_style_install_puts_executables_in_lib_package(tmp_path):
                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert found.returncode == 0, found.stderr[-2000:]
     assert found.stdout.split() == [str(demo), str(share / 'config' / 'anyseg.yaml')]
+
+
+@pytest.mark.slow
+def test_installed_tools_answer_help(pip_venv, colcon_prefix, tmp_path):
+    """Every tool's installed executable runs: `--help` exits 0 with a usage line, without
+    ROS (the tools import rclpy only to publish). In the colcon install, the short names that
+    `ros2 run anyseg_ros <tool>` starts, with the workspace's site-packages on PYTHONPATH as a
+    sourced workspace has it; in the pip venv, the prefixed console scripts."""
+    site_packages, = colcon_prefix.glob('lib/python*/site-packages')
+    colcon_env = dict(os.environ, AMENT_PREFIX_PATH=str(colcon_prefix),
+                      PYTHONPATH=os.pathsep.join(filter(None, [
+                          str(site_packages), os.environ.get('PYTHONPATH')])))
+    pip_env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+    runs = [(colcon_prefix / 'lib' / PACKAGE / tool, colcon_env) for tool in ROS_EXECUTABLES]
+    runs += [(pip_venv / 'bin' / f'anyseg_{tool}', pip_env) for tool in TOOLS]
+    started = [(path, subprocess.Popen([str(path), '--help'], cwd=tmp_path, env=env,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       text=True))
+               for path, env in runs]
+    for path, process in started:
+        out, err = process.communicate(timeout=240)
+        assert process.returncode == 0, f'{path} --help: exit {process.returncode}\n{err[-2000:]}'
+        tool = path.name.removeprefix('anyseg_')
+        assert out.startswith('usage: ') and f'anyseg_ros.tools.{tool} ' in out.splitlines()[0], (
+            f'{path} --help:\n{out[:500]}')
+    # the pip venv runs the wheel's copy of the package, not this environment's
+    where = _run([str(pip_venv / 'bin' / 'python'), '-c',
+                  'import anyseg_ros.tools.play as m; print(m.__file__)'], cwd=tmp_path,
+                 env=pip_env).stdout.strip()
+    assert Path(where).is_relative_to(pip_venv), where
 
 
 def test_installed_console_scripts_are_beside_python():
@@ -226,6 +293,146 @@ def test_launch_description_declares_arguments():
     assert names == LAUNCH_ARGUMENTS
 
 
+class _Recorded:
+    """Stand-in for a launch / launch_ros class: keeps what it was built with."""
+
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+
+
+class _Substitution(_Recorded):
+    def perform(self, context):
+        return context.perform(self)
+
+
+def _launch_stubs():
+    """Modules standing in for launch and launch_ros, enough to run the launch file's Python
+    (launch_ros is only on a ROS machine; the ROS test above runs the real one)."""
+    import types
+
+    names = {
+        'launch': ['LaunchDescription'],
+        'launch.actions': ['DeclareLaunchArgument', 'GroupAction', 'OpaqueFunction',
+                           'SetEnvironmentVariable', 'UnsetEnvironmentVariable'],
+        'launch.substitutions': ['LaunchConfiguration', 'PathJoinSubstitution'],
+        'launch_ros': [],
+        'launch_ros.actions': ['Node'],
+        'launch_ros.parameter_descriptions': ['ParameterValue'],
+        'launch_ros.substitutions': ['FindPackageShare'],
+    }
+    modules = {}
+    for module, classes in names.items():
+        modules[module] = types.ModuleType(module)
+        for name in classes:
+            base = _Substitution if module.endswith('substitutions') else _Recorded
+            setattr(modules[module], name, type(name, (base,), {}))
+    return modules
+
+
+class _LaunchContext:
+    """What the launch file reads from launch's LaunchContext: argument values and the
+    environment; FindPackageShare('anyseg_ros') resolves to ``share``."""
+
+    def __init__(self, share, environment, **arguments):
+        self.share, self.environment = share, environment
+        self.launch_configurations = {'params_file': 'anyseg.yaml', 'checkpoint': '',
+                                      'device': '', 'namespace': '', 'use_sim_time': '',
+                                      'fastdds_profile': 'auto', **arguments}
+
+    def perform(self, substitution):
+        kind = type(substitution).__name__
+        if kind == 'LaunchConfiguration':
+            return self.launch_configurations[substitution.args[0]]
+        assert kind == 'FindPackageShare' and substitution.args == ('anyseg_ros',), kind
+        return str(self.share)
+
+
+@pytest.fixture
+def launch_file(monkeypatch, tmp_path):
+    """launch/anyseg.launch.py imported against the stand-ins; yields (module, share) with
+    share a package share folder holding the shipped Fast DDS profile."""
+    for name, module in _launch_stubs().items():
+        monkeypatch.setitem(sys.modules, name, module)
+    spec = importlib.util.spec_from_file_location(
+        'anyseg_launch_stubbed', REPO_ROOT / 'launch' / 'anyseg.launch.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    share = tmp_path / 'share' / PACKAGE
+    (share / 'config').mkdir(parents=True)
+    shutil.copy2(REPO_ROOT / 'config' / 'fastdds_large_frames.xml', share / 'config')
+    return module, share
+
+
+def _node_actions(module, context):
+    """(environment changes as (action, name[, value]), the Node) the launch file returns."""
+    for argument, topic, _ in module.INPUT_TOPICS:  # the topic arguments' defaults
+        context.launch_configurations.setdefault(argument, topic)
+    (entity,) = module._anyseg_node(context)
+    if type(entity).__name__ == 'Node':
+        return [], entity
+    assert type(entity).__name__ == 'GroupAction'
+    # scoped: the variables reach the node only, not what an including launch file starts
+    assert entity.kwargs == {'scoped': True, 'forwarding': True}
+    *changes, node = entity.args[0]
+    assert type(node).__name__ == 'Node'
+    return [(type(a).__name__, *a.args) for a in changes], node
+
+
+def test_launch_file_declares_the_fastdds_profile_argument(launch_file):
+    module, _ = launch_file
+    description = module.generate_launch_description()
+    declared = {a.args[0]: a.kwargs for a in description.args[0]
+                if type(a).__name__ == 'DeclareLaunchArgument'}
+    assert set(declared) == LAUNCH_ARGUMENTS
+    assert declared['fastdds_profile']['default_value'] == 'auto'
+    assert 'fastdds_large_frames.xml' in declared['fastdds_profile']['description']
+
+
+@pytest.mark.parametrize('distro, names', [
+    ('jazzy', ['FASTRTPS_DEFAULT_PROFILES_FILE']),  # Fast DDS 2.x reads only this name
+    ('humble', ['FASTRTPS_DEFAULT_PROFILES_FILE']),
+    ('kilted', ['FASTDDS_DEFAULT_PROFILES_FILE']),  # Fast DDS 3
+    ('rolling', ['FASTDDS_DEFAULT_PROFILES_FILE']),
+    (None, ['FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE']),
+])
+def test_launch_gives_the_node_the_shipped_profile(launch_file, distro, names):
+    module, share = launch_file
+    environment = {'ROS_DISTRO': distro} if distro else {}
+    changes, node = _node_actions(module, _LaunchContext(share, environment))
+    profile = str(share / 'config' / 'fastdds_large_frames.xml')
+    assert changes == [('SetEnvironmentVariable', name, profile) for name in names]
+    assert node.kwargs['executable'] == 'anyseg_node'
+
+
+@pytest.mark.parametrize('distro, variable, kept', [
+    ('kilted', 'FASTDDS_DEFAULT_PROFILES_FILE', True),
+    ('kilted', 'FASTRTPS_DEFAULT_PROFILES_FILE', True),  # Kilted's RMW reads it too
+    ('jazzy', 'FASTRTPS_DEFAULT_PROFILES_FILE', True),
+    ('jazzy', 'FASTDDS_DEFAULT_PROFILES_FILE', False),  # Fast DDS 2 ignores that name
+])
+def test_launch_keeps_a_profile_the_user_set(launch_file, distro, variable, kept):
+    module, share = launch_file
+    environment = {'ROS_DISTRO': distro, variable: '/etc/my_fastdds.xml'}
+    changes, _ = _node_actions(module, _LaunchContext(share, environment))
+    assert (changes == []) == kept, changes
+
+
+def test_launch_fastdds_profile_argument_overrides_or_disables(launch_file, tmp_path):
+    module, share = launch_file
+    mine = tmp_path / 'mine.xml'
+    mine.write_text('<dds/>')
+    user = {'ROS_DISTRO': 'kilted', 'FASTRTPS_DEFAULT_PROFILES_FILE': '/etc/old.xml'}
+    for off in ('', ' ', 'none'):
+        assert _node_actions(module, _LaunchContext(share, {'ROS_DISTRO': 'kilted'},
+                                                    fastdds_profile=off))[0] == []
+    # a path wins over the environment; the other name goes, or Kilted's RMW loads it too
+    changes, _ = _node_actions(module, _LaunchContext(share, user, fastdds_profile=str(mine)))
+    assert changes == [('SetEnvironmentVariable', 'FASTDDS_DEFAULT_PROFILES_FILE', str(mine)),
+                       ('UnsetEnvironmentVariable', 'FASTRTPS_DEFAULT_PROFILES_FILE')]
+    with pytest.raises(ValueError, match='fastdds_profile.*no such file'):
+        _node_actions(module, _LaunchContext(share, {}, fastdds_profile=str(tmp_path / 'no.xml')))
+
+
 PARAMS_FILE = REPO_ROOT / 'config' / 'anyseg.yaml'
 # Parameters whose type the node relies on; a value written as 1 instead of 1.0 would change
 # a double into an integer and the node would reject it.
@@ -233,7 +440,10 @@ EXPECTED_PARAMETER_TYPES = {
     'checkpoint': str, 'device': str, 'precision': str, 'threads': int, 'modalities': list,
     'network.height': int, 'network.width': int, 'output.resolution': str,
     'sync.slop': float, 'sync.max_wait': float, 'sync.stale_after': float,
-    'sync.max_future': float, 'qos.reliability': str, 'qos.depth': int, 'events.type': str,
+    'sync.max_future': float, 'tf.max_age': float, 'camera.transport': str,
+    'sync.offset.camera': float, 'sync.offset.lidar': float, 'sync.offset.events': float,
+    'sync.offset.depth': float,
+    'qos.reliability': str, 'qos.depth': int, 'events.type': str,
     'events.window': float, 'events.height': int, 'events.width': int,
     'lidar.min_range': float, 'camera.height': int, 'camera.width': int,
     'camera.distortion_model': str, 'camera.rectified': bool,

@@ -10,6 +10,9 @@ Topic layout (absolute names, as ``ros2 bag record`` stores them; the node's rel
 topics resolve to them in the root namespace):
 
 - ``/camera/image`` sensor_msgs/Image rgb8, stamped at mid-exposure
+- ``/camera/image/compressed`` sensor_msgs/CompressedImage (jpeg or png, as
+  image_transport's compressed plugin writes them) where a bag holds the camera compressed;
+  :func:`compressed_image_msg` builds them
 - ``/camera/camera_info`` sensor_msgs/CameraInfo
 - ``/lidar/points`` sensor_msgs/PointCloud2 x, y, z, intensity (float32), t (float64 s)
 - ``/events`` sensor_msgs/PointCloud2 x, y (uint16), t (float64 s), p (uint8)
@@ -35,6 +38,7 @@ from .. import conversions as conv
 STORAGES = ("mcap", "sqlite3")
 TOPICS = {
     "camera": "/camera/image",
+    "camera_compressed": "/camera/image/compressed",
     "camera_info": "/camera/camera_info",
     "lidar": "/lidar/points",
     "events": "/events",
@@ -44,6 +48,7 @@ TOPICS = {
 }
 MSGTYPES = {
     TOPICS["camera"]: "sensor_msgs/msg/Image",
+    TOPICS["camera_compressed"]: "sensor_msgs/msg/CompressedImage",
     TOPICS["camera_info"]: "sensor_msgs/msg/CameraInfo",
     TOPICS["lidar"]: "sensor_msgs/msg/PointCloud2",
     TOPICS["events"]: "sensor_msgs/msg/PointCloud2",
@@ -52,7 +57,8 @@ MSGTYPES = {
     TOPICS["gt"]: "sensor_msgs/msg/Image",
 }
 # Which sensor a topic belongs to (a silenced camera also stops its CameraInfo).
-TOPIC_SENSOR = {TOPICS["camera"]: "camera", TOPICS["camera_info"]: "camera",
+TOPIC_SENSOR = {TOPICS["camera"]: "camera", TOPICS["camera_compressed"]: "camera",
+                TOPICS["camera_info"]: "camera",
                 TOPICS["lidar"]: "lidar", TOPICS["events"]: "events",
                 TOPICS["depth"]: "depth"}
 FRAME_IDS = {"camera": "camera_optical", "lidar": "lidar", "events": "event_camera_optical"}
@@ -251,6 +257,15 @@ def image_msg(array: np.ndarray, encoding: str, stamp, frame_id: str):
                                cls=msg_class("sensor_msgs/msg/Image"))
 
 
+def compressed_image_msg(array: np.ndarray, encoding: str, stamp, frame_id: str,
+                         codec: str = "jpeg", quality: int = 95):
+    """A sensor_msgs/CompressedImage (rosbags class) of ``array``: see
+    :func:`anyseg_ros.conversions.array_to_compressed` (needs OpenCV)."""
+    return conv.array_to_compressed(array, encoding, stamp, frame_id, codec=codec,
+                                    quality=quality,
+                                    cls=msg_class("sensor_msgs/msg/CompressedImage"))
+
+
 def camera_info_msg(K, size_hw, stamp, frame_id: str):
     return conv.camera_info_msg(K, size_hw, stamp, frame_id,
                                 cls=msg_class("sensor_msgs/msg/CameraInfo"))
@@ -319,18 +334,24 @@ def tf_static_msg(transforms: Mapping[str, np.ndarray], stamp, parent: str):
     return ts.types["tf2_msgs/msg/TFMessage"](transforms=out)
 
 
-def node_params(calibration: Mapping[str, Any]) -> dict:
-    """The node's calibration parameters for a bag (a params file tree, ``/**`` section)."""
+def node_params(calibration: Mapping[str, Any], extrinsics: bool = False) -> dict:
+    """The node's calibration parameters for a bag (a params file tree, ``/**`` section):
+    what TF cannot carry, the event camera's intrinsics and size. The extrinsics travel in
+    the bag's ``/tf_static``, which the node and process_bag read; ``extrinsics`` also
+    writes them as parameters (``lidar.T_cam_lidar``, ``events.T_cam_events``), which then
+    override TF."""
     def flat(m):
         return [float(v) for v in np.asarray(m, dtype=np.float64).reshape(-1)]
 
-    params: dict[str, Any] = {"lidar": {"T_cam_lidar": flat(calibration["T_cam_lidar"])}}
+    params: dict[str, Any] = {}
+    if extrinsics:
+        params["lidar"] = {"T_cam_lidar": flat(calibration["T_cam_lidar"])}
     events: dict[str, Any] = {}
     if calibration.get("events_K") is not None:
         events["K"] = flat(calibration["events_K"])
         if calibration.get("events_hw") is not None:
             events["height"], events["width"] = (int(v) for v in calibration["events_hw"])
-    if calibration.get("T_cam_events") is not None:
+    if extrinsics and calibration.get("T_cam_events") is not None:
         events["T_cam_events"] = flat(calibration["T_cam_events"])
     if events:
         params["events"] = events

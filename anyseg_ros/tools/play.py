@@ -18,8 +18,10 @@ the last messages. ``--clock`` also publishes
 - ``--drop lidar:10-15`` silences a sensor (or a topic) over those seconds from the bag's
   start (``camera`` also silences its CameraInfo);
 - ``--corrupt events:0.2`` damages that fraction of a sensor's (or topic's) messages, in
-  turn: truncated data, a wrong size, non-finite values (NaN points in clouds); only
-  sensor_msgs Image, PointCloud2 and CameraInfo topics can be corrupted.
+  turn: truncated data, a wrong size, non-finite values (NaN points in clouds); a
+  CompressedImage gets its payload cut in half, its header's size made 65535 x 65535, or
+  garbage bytes instead of its payload (counted as ``garbage``); only sensor_msgs Image,
+  CompressedImage, PointCloud2 and CameraInfo topics can be corrupted.
 
 With ``--loop`` the bag starts again when it ends (stamps jump back, as with
 ``ros2 bag play --loop``). ``--wait-for TOPIC`` holds the first message until that topic
@@ -40,13 +42,16 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .. import conversions as conv
 from . import bag as bags
 
 CLOCK_HZ = 40.0  # as ros2 bag play --clock
 CORRUPTIONS = ("truncated", "wrong_size", "non_finite")
 # The message types corrupt() knows how to damage.
-CORRUPTIBLE = ("sensor_msgs/msg/Image", "sensor_msgs/msg/PointCloud2",
-               "sensor_msgs/msg/CameraInfo")
+CORRUPTIBLE = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage",
+               "sensor_msgs/msg/PointCloud2", "sensor_msgs/msg/CameraInfo")
+# What each kind is called in the counts, by message type where it differs.
+CORRUPTION_LABELS = {("sensor_msgs/msg/CompressedImage", "non_finite"): "garbage"}
 # Topics that keep their name under --namespace (tf2 listens on these absolute names).
 GLOBAL_TOPICS = ("/tf", "/tf_static")
 
@@ -88,13 +93,19 @@ def parse_corrupt(items: Sequence[str]) -> dict[str, float]:
     return out
 
 
-def corrupt(msg, kind: str):
-    """Damage a decoded rosbags Image / PointCloud2 / CameraInfo in place; returns it.
+def corrupt(msg, kind: str, rng: Optional[np.random.Generator] = None):
+    """Damage a decoded rosbags Image / CompressedImage / PointCloud2 / CameraInfo in place;
+    returns it.
 
     Every kind makes a message the node rejects: images and clouds get truncated data, a
     width that does not fit the data, or NaN coordinates (an image gets an extra row
-    instead); a CameraInfo gets an all-zero K, a zero size, or a NaN K."""
+    instead); a CameraInfo gets an all-zero K, a zero size, or a NaN K; a CompressedImage
+    (one with a ``format``) gets the first half of its payload (no end marker:
+    bad_compressed), a header that says 65535 x 65535 pixels (bad_size, refused before
+    decoding), or random bytes from ``rng`` instead of its payload (bad_compressed)."""
     data = getattr(msg, "data", None)
+    if hasattr(msg, "format"):  # CompressedImage
+        return _corrupt_compressed(msg, kind, rng or np.random.default_rng())
     if hasattr(msg, "k"):  # CameraInfo: resized is still valid, so break K or the size
         if kind == "wrong_size":
             msg.height, msg.width = 0, 0
@@ -120,6 +131,26 @@ def corrupt(msg, kind: str):
         msg.is_dense = False
     else:  # an image: NaN is not an image fault; give it a size that does not add up
         msg.height = int(msg.height) + 1
+    return msg
+
+
+def _corrupt_compressed(msg, kind: str, rng: np.random.Generator):
+    data = np.array(msg.data, dtype=np.uint8)  # a copy
+    if kind == "truncated":
+        data = data[: len(data) // 2]
+    elif kind == "wrong_size":
+        try:
+            header = conv.compressed_header(data)
+        except conv.InvalidMessage:  # not a JPEG or PNG: it is garbage already
+            header = None
+        if header is not None:  # JPEG: 16-bit height, width; PNG: 32-bit width, height
+            size = b"\xff" * 4 if header.codec == "jpeg" else b"\0\0\xff\xff" * 2
+            at = header.size_offset
+            data[at:at + len(size)] = np.frombuffer(size, np.uint8)
+    else:  # garbage; its first byte 0 is neither JPEG's (0xff) nor PNG's (0x89) magic
+        data = rng.integers(0, 256, max(len(data), 1), dtype=np.uint8)
+        data[0] = 0
+    msg.data = data
     return msg
 
 
@@ -294,8 +325,10 @@ class Player:
             if fraction and self.rng.random() < fraction:
                 kind = CORRUPTIONS[self._turn[m.topic] % len(CORRUPTIONS)]
                 self._turn[m.topic] += 1
-                data = bags.typestore().serialize_cdr(corrupt(m.decode(), kind), m.msgtype)
-                self.stats["corrupted"][f"{m.topic}:{kind}"] += 1
+                data = bags.typestore().serialize_cdr(corrupt(m.decode(), kind, self.rng),
+                                                      m.msgtype)
+                label = CORRUPTION_LABELS.get((m.msgtype, kind), kind)
+                self.stats["corrupted"][f"{m.topic}:{label}"] += 1
             if self.clock_pub is not None:
                 self._publish_clock(m.time_ns)
             self.publishers[m.topic].publish(bytes(data))

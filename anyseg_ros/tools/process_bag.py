@@ -21,7 +21,10 @@ frame failed the command exits with code 3.
 The topics are those of :mod:`anyseg_ros.tools.bag` (``--topic ROLE=NAME`` names others, ROLE one
 of camera, camera_info, lidar, events, depth, gt); their types are checked against
 :data:`anyseg_ros.tools.bag.MSGTYPES` before anything runs (events: an Image with
-``events.type: image``).
+``events.type: image``; the camera may be a ``sensor_msgs/CompressedImage`` stream, jpeg or
+png, taken from ``/camera/image/compressed`` when the bag has no ``/camera/image``). The LiDAR
+and a separate event camera are brought into the camera's frame through the bag's
+``/tf_static`` and ``/tf`` unless the parameters give their extrinsics.
 
 Parameters come from the node's defaults, then ``--params-file`` (default: the
 ``IN.params.yaml`` the bag tools write beside a bag), then the flags. When IN has
@@ -76,7 +79,7 @@ def modality_key(modalities: Sequence[str]) -> str:
 
 def expected_types(events_type: str = "pointcloud") -> dict[str, str]:
     """role -> the message type process_bag reads on it."""
-    types = {role: bags.MSGTYPES[bags.TOPICS[role]] for role in ROLES}
+    types = {role: bags.MSGTYPES[bags.TOPICS[role]] for role in ROLES}  # camera: or compressed
     if events_type == "image":
         types["events"] = "sensor_msgs/msg/Image"
     return types
@@ -102,15 +105,12 @@ def check_topics(bag: str | Path, present: dict, roles: dict[str, str],
     ``modalities``."""
     expected = expected_types(events_type)
     for role, topic in roles.items():
-        if topic not in present or present[topic][0] == expected[role]:
+        if topic not in present or present[topic][0] == expected[role] or (
+                role == "camera" and present[topic][0] == "sensor_msgs/msg/CompressedImage"):
             continue
         got = present[topic][0]
         hint = ""
-        if got == "sensor_msgs/msg/CompressedImage":
-            hint = (": compressed images are not supported; decompress them first, e.g. "
-                    "record the raw topic that `ros2 run image_transport republish` "
-                    "(compressed in, raw out) makes while `ros2 bag play` plays the bag")
-        elif role not in ("camera_info", "gt"):
+        if role not in ("camera_info", "gt"):
             hint = f" (name the {role} topic of this bag with --topic {role}=TOPIC)"
         raise ValueError(f"{bag}: {topic} ({role}) is {got}; process_bag reads "
                          f"{expected[role]} there{hint}")
@@ -209,6 +209,9 @@ def process_bag(bag_in: str | Path, bag_out: str | Path,
         raise FileExistsError(f"{bag_out} exists; process_bag writes a new bag (remove it or "
                               "choose another name)")
     present = bags.bag_topics(bag_in)
+    compressed = bags.TOPICS["camera_compressed"]
+    if "camera" not in (topics or {}) and roles["camera"] not in present and compressed in present:
+        roles["camera"] = compressed  # image_transport's compressed stream, decoded here
     session = Session(values, logger=logging.getLogger("anyseg.process_bag"), warmup=False)
     check_topics(bag_in, present, {r: t for r, t in roles.items()
                                    if r in session.modalities or r in ("camera_info", "gt")},
@@ -234,10 +237,12 @@ def _process(bag_in, bag_out: Path, session: Session, faults: dict, storage: str
     v = session.values
     topic_of = {roles[m]: m for m in session.modalities}
     info_topic, gt_topic = roles["camera_info"], roles["gt"]
-    wanted = [t for t in (*topic_of, info_topic, gt_topic) if t in topics]
+    tf_topics = {"/tf_static": True, "/tf": False}  # the rig's frames: topic -> static
+    wanted = [t for t in (*topic_of, info_topic, gt_topic, *tf_topics) if t in topics]
     spans = PhaseSpans(faults, v["sync.slop"], session.sync.windows)
     Image = bags.msg_class("sensor_msgs/msg/Image")
     String = bags.msg_class("std_msgs/msg/String")
+    CameraInfo = bags.msg_class("sensor_msgs/msg/CameraInfo")
 
     gt = GroundTruth()
     results: list[Segmentation] = []
@@ -261,6 +266,11 @@ def _process(bag_in, bag_out: Path, session: Session, faults: dict, storage: str
                     result.labels, "mono8", stamp, result.frame_id, cls=Image), t_ns)
                 out.write("/anyseg/color", conv.array_to_image(
                     result.color, "rgb8", stamp, result.frame_id, cls=Image), t_ns)
+                info = session.output_camera_info(result)
+                if info is not None:
+                    out.write("/anyseg/camera_info", conv.camera_info_msg(
+                        info["K"], info["size_hw"], stamp, result.frame_id, D=info["D"],
+                        distortion_model=info["distortion_model"], cls=CameraInfo), t_ns)
                 status = session.record(result, now=now, ros_now=now)
                 out.write("/anyseg/status", String(data=json.dumps(status)), t_ns)
                 results.append(result)
@@ -279,6 +289,13 @@ def _process(bag_in, bag_out: Path, session: Session, faults: dict, storage: str
             if t_first is None:
                 t_first = min(now, bags.bag_start_ns(bag_in) * 1e-9)
             t_rel = now - t_first
+            if m.topic in tf_topics:
+                try:
+                    msg = m.decode()
+                except Exception:  # noqa: BLE001 - counted as a rejected transform
+                    msg = None
+                session.transforms(msg, static=tf_topics[m.topic])
+                continue
             if m.topic == gt_topic:
                 try:
                     msg = m.decode()

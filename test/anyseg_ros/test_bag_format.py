@@ -241,18 +241,20 @@ def test_params_file_beside_the_bag_matches_the_calibration(mcap_bag):
     assert path == mcap_bag.parent / "drive.params.yaml" and path.is_file()
     calib = drive_calibration(RigConfig(image_hw=SIZE))
     values = load_params_file(path)
-    assert set(values) == {"lidar.T_cam_lidar", "events.K", "events.height", "events.width",
-                           "events.T_cam_events"}
-    assert np.array_equal(np.reshape(values["lidar.T_cam_lidar"], (4, 4)), calib["T_cam_lidar"])
-    assert np.array_equal(np.reshape(values["events.T_cam_events"], (4, 4)),
-                          calib["T_cam_events"])
+    # The extrinsics are in the bag's /tf_static (test_tf_static_reproduces_the_extrinsics):
+    # the params file holds what TF cannot carry.
+    assert set(values) == {"events.K", "events.height", "events.width"}
     assert np.array_equal(np.reshape(values["events.K"], (3, 3)), calib["events_K"])
     assert (values["events.height"], values["events.width"]) == tuple(calib["events_hw"])
     v = defaults()
     v.update(values)
     geometry = geometry_from_params(v)
-    assert np.array_equal(geometry.T_cam_lidar, calib["T_cam_lidar"])
     assert geometry.events_hw == tuple(calib["events_hw"])
+    # Asked for, the extrinsics are written as parameters too (they then override TF).
+    tree = bags.node_params(calib, extrinsics=True)["/**"]["ros__parameters"]
+    assert np.array_equal(np.reshape(tree["lidar"]["T_cam_lidar"], (4, 4)), calib["T_cam_lidar"])
+    assert np.array_equal(np.reshape(tree["events"]["T_cam_events"], (4, 4)),
+                          calib["T_cam_events"])
 
 
 def test_depth_topic_and_its_fault(tmp_path):

@@ -189,10 +189,10 @@ def test_process_bag_refuses_topics_of_other_types(checkpoint, tmp_path, capsys)
                                  format="jpeg", data=np.zeros(10, np.uint8))
     K = np.eye(3)
     cases = {
-        "compressed": ([("/camera/image", compressed, t0, None)],
-                       ["/camera/image", "sensor_msgs/msg/CompressedImage",
-                        "sensor_msgs/msg/Image", "compressed images are not supported",
-                        "republish"]),
+        # (a CompressedImage camera is read: test_session_rig.py)
+        "lidar_image": ([("/lidar/points", compressed, t0, None)],
+                        ["/lidar/points", "sensor_msgs/msg/CompressedImage",
+                         "sensor_msgs/msg/PointCloud2", "--topic lidar=TOPIC"]),
         "gt_info": ([("/gt/labels", bags.camera_info_msg(K, SIZE, t0, "c"), t0, None)],
                     ["/gt/labels", "sensor_msgs/msg/CameraInfo", "sensor_msgs/msg/Image"]),
         "info_image": ([("/camera/camera_info", bags.image_msg(np.zeros(SIZE, np.uint8),
@@ -380,3 +380,108 @@ def test_play_corrupt_nan_honours_big_endian_clouds(tmp_path):
     assert e.value.reason == "non_finite"
     assert np.isnan(conv.cloud_to_array(damaged, ("x", "y", "z"))).all()
     assert np.isnan(conv.cloud_to_array(damaged, ("t",), np.float64)).all()
+
+
+# ---------------------------------------------------------------------- compressed camera
+
+
+def _compressed_bag(tmp_path: Path, n: int = 6) -> tuple[Path, np.ndarray]:
+    """JPEG and PNG CompressedImages on /camera/image/compressed, built with the bag
+    writer's classes: a smooth picture (what JPEG keeps well)."""
+    y, x = np.mgrid[0:SIZE[0], 0:SIZE[1]]
+    rgb = np.stack([x * 3, y * 4, 128 + 0 * x], axis=-1).astype(np.uint8)
+    t0 = 1_700_000_000.0
+    topic = bags.TOPICS["camera_compressed"]
+    messages = [(topic, bags.compressed_image_msg(rgb, "rgb8", t0 + 0.1 * k, "camera_optical",
+                                                  codec="jpeg" if k % 2 == 0 else "png"),
+                 t0 + 0.1 * k + 0.01, None) for k in range(n)]
+    return _write(tmp_path / "compressed", messages), rgb
+
+
+def test_bags_hold_compressed_images(tmp_path):
+    bag, rgb = _compressed_bag(tmp_path)
+    topic = bags.TOPICS["camera_compressed"]
+    assert bags.bag_topics(bag) == {topic: ("sensor_msgs/msg/CompressedImage", 6)}
+    assert bags.MSGTYPES[topic] == "sensor_msgs/msg/CompressedImage"
+    assert bags.TOPIC_SENSOR[topic] == "camera"  # --drop camera / --corrupt camera take it
+    formats = []
+    for m in bags.read_bag(bag):
+        msg = m.decode()
+        formats.append(msg.format)
+        image, encoding = conv.compressed_to_array(msg)
+        assert encoding == "rgb8" and image.shape == (*SIZE, 3)
+        if "png" in msg.format:
+            np.testing.assert_array_equal(image, rgb)
+        else:
+            assert np.abs(image.astype(np.int16) - rgb).mean() < 2.0
+    assert formats[:2] == ["rgb8; jpeg compressed bgr8", "rgb8; png compressed bgr8"]
+
+
+def test_play_corrupts_compressed_images_so_that_they_are_rejected(tmp_path):
+    """Each kind, on a JPEG and on a PNG, serialised as play publishes it: a payload cut in
+    half and garbage bytes are bad_compressed, a header saying 65535 x 65535 is bad_size."""
+    from anyseg_ros.tools.play import CORRUPTIBLE, CORRUPTIONS, corrupt
+
+    assert "sensor_msgs/msg/CompressedImage" in CORRUPTIBLE
+    bag, _ = _compressed_bag(tmp_path, 2)
+    ts = bags.typestore()
+    expected = {"truncated": "bad_compressed", "wrong_size": "bad_size",
+                "non_finite": "bad_compressed"}
+    rng = np.random.default_rng(0)
+    for m in bags.read_bag(bag):
+        original = m.decode()
+        conv.compressed_to_array(original)  # valid as written
+        for kind in CORRUPTIONS:
+            damaged = corrupt(m.decode(), kind, rng)
+            sent = ts.deserialize_cdr(ts.serialize_cdr(damaged, m.msgtype), m.msgtype)
+            assert sent.format == original.format and sent.header == original.header
+            with pytest.raises(conv.InvalidMessage) as e:
+                conv.compressed_to_array(sent)
+            assert e.value.reason == expected[kind], (original.format, kind, str(e.value))
+            if kind == "wrong_size":
+                header = conv.compressed_header(sent.data)
+                assert (header.height, header.width) == (65535, 65535)
+                assert len(sent.data) == len(original.data)
+            elif kind == "truncated":
+                assert bytes(sent.data) == bytes(original.data)[:len(original.data) // 2]
+            else:
+                assert len(sent.data) == len(original.data)
+                assert bytes(sent.data[:3]) != bytes(original.data[:3])
+
+
+def test_player_corrupts_a_compressed_topic(tmp_path):
+    """Player with --corrupt camera:1 on a compressed camera bag, publishing into a stand-in
+    node: every message damaged in turn, counted as truncated, wrong_size and garbage."""
+    pytest.importorskip("rclpy.qos", reason="rclpy is not installed")
+    pytest.importorskip("sensor_msgs.msg", reason="sensor_msgs is not installed")
+    from anyseg_ros.tools.play import Player
+
+    class Publisher:
+        def __init__(self):
+            self.sent = []
+
+        def publish(self, data):
+            self.sent.append(data)
+
+    class Node:
+        def __init__(self):
+            self.publishers = {}
+
+        def create_publisher(self, cls, name, qos):
+            assert cls.__name__ == "CompressedImage"
+            return self.publishers.setdefault(name, Publisher())
+
+    bag, _ = _compressed_bag(tmp_path)
+    node = Node()
+    player = Player(node, bag, corrupt_fraction=["camera:1.0"], seed=4)
+    player.play_once(rate=1000.0)
+    topic = bags.TOPICS["camera_compressed"]
+    assert player.stats["corrupted"] == {f"{topic}:truncated": 2, f"{topic}:wrong_size": 2,
+                                         f"{topic}:garbage": 2}
+    ts = bags.typestore()
+    reasons = []
+    for data in node.publishers[topic].sent:
+        with pytest.raises(conv.InvalidMessage) as e:
+            conv.compressed_to_array(ts.deserialize_cdr(data, "sensor_msgs/msg/CompressedImage"))
+        reasons.append(e.value.reason)
+    assert reasons == ["bad_compressed", "bad_size", "bad_compressed"] * 2

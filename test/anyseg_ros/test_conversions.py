@@ -6,6 +6,7 @@ from __future__ import annotations
 import array
 import math
 import pickle
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -561,6 +562,50 @@ def read_stamp(message, now=None):
     conv.check_stamp(conv.stamp_to_sec(message.header.stamp), now=now)
 
 
+# Compressed images: payloads made here with OpenCV directly (cv2.imencode of a BGR array,
+# as image_transport's compressed plugin gives it), independent of array_to_compressed.
+
+
+def encoded(image: np.ndarray, ext: str = ".jpg", quality: int = 95) -> bytes:
+    """``image`` (BGR or grey, as OpenCV takes it) as JPEG or PNG bytes."""
+    cv2 = pytest.importorskip("cv2", reason="OpenCV is not installed (setup.py extra cv)")
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if ext == ".jpg" else []
+    ok, payload = cv2.imencode(ext, image, params)
+    assert ok
+    return payload.tobytes()
+
+
+def compressed(payload: bytes, fmt: str = "rgb8; jpeg compressed bgr8") -> SimpleNamespace:
+    """A CompressedImage as rosbags gives it (data a numpy uint8 array)."""
+    return SimpleNamespace(header=stamp_ns(), format=fmt,
+                           data=np.frombuffer(payload, np.uint8).copy())
+
+
+def smooth_rgb(hw=(96, 128)) -> np.ndarray:
+    """Gradients and a slow wave: what JPEG keeps well."""
+    y, x = np.mgrid[0:hw[0], 0:hw[1]].astype(np.float64)
+    return np.stack([x * 2.0, y * 2.5, 128 + 60 * np.sin(x / 15) * np.cos(y / 11)],
+                    axis=-1).clip(0, 255).astype(np.uint8)
+
+
+def _good_jpeg() -> SimpleNamespace:
+    return compressed(encoded(smooth_rgb()[:, :, ::-1]))
+
+
+def _jpeg_of_size(height: int, width: int) -> SimpleNamespace:
+    """A valid small JPEG whose frame header (SOF0) then says ``height`` x ``width``."""
+    message = _good_jpeg()
+    data = bytes(message.data)
+    at = data.index(b"\xff\xc0") + 5  # marker, length (2), precision (1): height, width
+    message.data = np.frombuffer(data[:at] + struct.pack(">HH", height, width)
+                                 + data[at + 4:], np.uint8).copy()
+    return message
+
+
+def read_compressed(message):
+    return conv.compressed_to_array(message)
+
+
 REJECTIONS = {
     "unknown encoding": ("unknown_encoding", read_image,
                          lambda: _with(_good_image(), encoding="yuv422")),
@@ -630,6 +675,31 @@ REJECTIONS = {
                       lambda: SimpleNamespace(
         height=480, width=640, k=K_GOOD, p=K_GOOD[:3] + [0.0] + K_GOOD[3:6] + [0.0] + [0, 0, 1, 0],
         roi=SimpleNamespace(x_offset=10, y_offset=0, width=100, height=480))),
+    "compressed: jpeg cut in half": ("bad_compressed", read_compressed, lambda: _with(
+        _good_jpeg(), data=_good_jpeg().data[:len(_good_jpeg().data) // 2])),
+    "compressed: png cut short": ("bad_compressed", read_compressed, lambda: compressed(
+        encoded(smooth_rgb(), ".png")[:-20], "rgb8; png compressed bgr8")),
+    "compressed: jpeg header cut": ("bad_compressed", read_compressed, lambda: _with(
+        _good_jpeg(), data=_good_jpeg().data[:40])),
+    "compressed: garbage": ("bad_compressed", read_compressed, lambda: _with(
+        _good_jpeg(), data=np.random.default_rng(5).integers(0, 256, 3000, dtype=np.uint8))),
+    "compressed: png said, jpeg given": ("bad_compressed", read_compressed, lambda: _with(
+        _good_jpeg(), format="rgb8; png compressed bgr8")),
+    "compressed: empty": ("data_length", read_compressed, lambda: _with(
+        _good_jpeg(), data=np.zeros(0, np.uint8))),
+    "compressed: tiff": ("unknown_encoding", read_compressed, lambda: compressed(
+        encoded(smooth_rgb(), ".tiff"), "rgb8; tiff compressed bgr8")),
+    "compressed: h264": ("unknown_encoding", read_compressed, lambda: _with(
+        _good_jpeg(), format="h264")),
+    "compressed: depth": ("unknown_encoding", read_compressed, lambda: _with(
+        _good_jpeg(), format="16UC1; compressedDepth png")),
+    "compressed: bayer": ("unknown_encoding", read_compressed, lambda: _with(
+        _good_jpeg(), format="bayer_rggb8; jpeg compressed mono8")),
+    "compressed: 16-bit colour png": ("unknown_encoding", read_compressed, lambda: compressed(
+        encoded(np.zeros((4, 6, 3), np.uint16), ".png"), "png")),
+    "compressed: absurd size": ("bad_size", read_compressed,
+                                lambda: _jpeg_of_size(20_000, 20_000)),
+    "compressed: zero height": ("bad_size", read_compressed, lambda: _jpeg_of_size(0, 128)),
 }
 
 
@@ -724,3 +794,191 @@ def test_depth_and_event_images_of_another_aspect_or_non_finite_are_rejected():
     with pytest.raises(InvalidMessage, match="another aspect ratio") as err:
         event_image_payload(raw_image(np.zeros((260, 400, 3), np.float32), "32FC3"), geometry)
     assert err.value.reason == "bad_size"
+
+
+# ----------------------------------------------------------------- compressed images
+
+
+def test_png_round_trip_is_exact(typestore):
+    """array_to_compressed -> CDR (rosbags) -> compressed_to_array gives the pixels back;
+    a PNG written by OpenCV from the BGR array reads the same."""
+    rgb = random_pixels("rgb8", (37, 53))
+    message = conv.array_to_compressed(rgb, "rgb8", UNIX_T, "cam", codec="png",
+                                       cls=typestore.types["sensor_msgs/msg/CompressedImage"])
+    assert message.format == "rgb8; png compressed bgr8"
+    kind = message.__msgtype__
+    message = typestore.deserialize_cdr(typestore.serialize_cdr(message, kind), kind)
+    assert (message.header.stamp.sec, message.header.frame_id) == (1_700_000_000, "cam")
+    image, encoding = conv.compressed_to_array(message)
+    assert encoding == "rgb8" and image.dtype == np.uint8 and image.flags.c_contiguous
+    np.testing.assert_array_equal(image, rgb)
+    image, _ = conv.compressed_to_array(compressed(encoded(rgb[:, :, ::-1], ".png"), "png"))
+    np.testing.assert_array_equal(image, rgb)
+    # Grey: mono8, and mono16 (PNG holds 16 bits), as image_to_array gives them.
+    for encoding in ("mono8", "mono16"):
+        grey = random_pixels(encoding, (9, 11))
+        message = conv.array_to_compressed(grey, encoding, UNIX_T, "cam", codec="png",
+                                           cls=SimpleNamespace)
+        assert message.format == f"{encoding}; png compressed "  # as the plugin writes it
+        image, got = conv.compressed_to_array(message)
+        assert got == encoding and image.dtype == grey.dtype
+        np.testing.assert_array_equal(image, grey)
+
+
+def test_jpeg_of_a_smooth_image_is_close():
+    rgb = smooth_rgb()
+    message = conv.array_to_compressed(rgb, "rgb8", UNIX_T, "cam", quality=90,
+                                       cls=SimpleNamespace)
+    assert message.format == "rgb8; jpeg compressed bgr8"
+    assert bytes(message.data[:3]) == b"\xff\xd8\xff" and len(message.data) < rgb.size / 10
+    image, encoding = conv.compressed_to_array(message)
+    assert encoding == "rgb8" and image.shape == rgb.shape
+    error = np.abs(image.astype(np.int16) - rgb)
+    assert error.mean() < 1.5 and error.max() <= 12, (error.mean(), error.max())
+    # The camera's network input differs by about a JPEG step, not more.
+    from anyseg_core.sensors import camera_to_tensor
+    difference = camera_to_tensor(image, encoding) - camera_to_tensor(rgb, "rgb8")
+    assert float(difference.abs().mean()) < 1.5 / 255
+
+
+def test_pure_red_decodes_as_red_whatever_the_format_says():
+    """Channel order: OpenCV encodes and decodes BGR; the format says what the encoder was
+    given (image_transport's subscriber: BGR when it says "compressed bgr", else RGB for a
+    colour original; bare codecs are OpenCV's BGR)."""
+    red_bgr = np.zeros((16, 24, 3), np.uint8)
+    red_bgr[:, :, 2] = 255
+    for fmt in ("rgb8; jpeg compressed bgr8", "bgr8; jpeg compressed bgr8",
+                "bgra8; jpeg compressed bgr8", "8UC3; jpeg compressed bgr8", "jpeg", "JPEG",
+                "jpg", "", "  rgb8 ;  jpeg compressed bgr8 "):
+        image, encoding = conv.compressed_to_array(compressed(encoded(red_bgr), fmt))
+        assert encoding == "rgb8", fmt
+        assert (image[:, :, 0] > 250).all() and (image[:, :, 1:] < 5).all(), (fmt, image[0, 0])
+    for fmt in ("rgb8; png compressed bgr8", "png", ""):
+        image, _ = conv.compressed_to_array(compressed(encoded(red_bgr, ".png"), fmt))
+        assert image[0, 0].tolist() == [255, 0, 0], fmt
+    # An encoder given RGB bytes (a publisher that skipped the conversion) says so.
+    red_rgb = red_bgr[:, :, ::-1]
+    for ext, codec in ((".jpg", "jpeg"), (".png", "png")):
+        image, _ = conv.compressed_to_array(compressed(encoded(red_rgb, ext),
+                                                       f"rgb8; {codec} compressed rgb8"))
+        assert (image[:, :, 0] > 250).all() and (image[:, :, 1:] < 5).all(), codec
+    # PNG with alpha (not what the plugin writes; some tools do): alpha dropped.
+    bgra = np.dstack([red_bgr, np.full((16, 24), 77, np.uint8)])
+    image, encoding = conv.compressed_to_array(compressed(encoded(bgra, ".png"), "png"))
+    assert encoding == "rgb8" and image.shape == (16, 24, 3)
+    assert image[0, 0].tolist() == [255, 0, 0]
+    # Trailing zero bytes after JPEG's end marker (some MJPEG cameras pad their buffers).
+    padded = compressed(encoded(red_bgr) + bytes(100), "jpeg")
+    assert conv.compressed_to_array(padded)[0].shape == (16, 24, 3)
+
+
+def test_mono_jpeg_is_read_as_mono8(real_data_dir):
+    """A grey JPEG (one component) reads as H x W mono8, as a raw mono8 image does; the
+    KITTI camera image in grey, against Pillow's decoding of the same bytes."""
+    image_module = pytest.importorskip("PIL.Image", reason="Pillow is not installed")
+    cv2 = pytest.importorskip("cv2", reason="OpenCV is not installed")
+    bgr = cv2.imread(str(real_data_dir / "kitti_000008" / "000008.png"), cv2.IMREAD_COLOR)
+    grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    payload = encoded(grey, quality=90)
+    assert conv.compressed_header(payload)[:4] == ("jpeg", 375, 1242, 1)
+    import io
+    with image_module.open(io.BytesIO(payload)) as pil:
+        assert pil.mode == "L"
+        expected = np.array(pil)
+    for fmt in ("mono8; jpeg compressed mono8", "8UC1; jpeg compressed mono8", "jpeg",
+                "rgb8; jpeg compressed bgr8"):  # a colour original sent grey: still mono8
+        image, encoding = conv.compressed_to_array(compressed(payload, fmt))
+        assert encoding == "mono8" and image.shape == (375, 1242) and image.dtype == np.uint8
+        assert np.abs(image.astype(np.int16) - expected).max() <= 1, fmt
+    raw = conv.image_to_array(raw_image(image, "mono8"), conv.CAMERA_ENCODINGS)
+    assert raw[1] == "mono8" and raw[0].shape == image.shape
+    # Built by array_to_compressed: the plugin's format for mono.
+    message = conv.array_to_compressed(grey, "mono8", UNIX_T, "cam", cls=SimpleNamespace)
+    assert message.format == "mono8; jpeg compressed mono8"
+    assert conv.compressed_to_array(message)[1] == "mono8"
+
+
+def test_a_real_camera_jpeg_reads_as_pillow_reads_it(real_data_dir):
+    image_module = pytest.importorskip("PIL.Image", reason="Pillow is not installed")
+    path = real_data_dir / "nyu_pseudo" / "bookstore_0001d_00001.jpg"
+    with image_module.open(path) as pil:
+        expected = np.array(pil.convert("RGB"))
+    image, encoding = conv.compressed_to_array(compressed(path.read_bytes(), "jpeg"))
+    assert encoding == "rgb8" and image.shape == (120, 160, 3)
+    assert np.abs(image.astype(np.int16) - expected).max() <= 1
+
+
+def test_encodings_narrow_what_is_accepted():
+    grey = compressed(encoded(np.full((8, 8), 99, np.uint8)), "mono8; jpeg compressed mono8")
+    with pytest.raises(InvalidMessage) as err:
+        conv.compressed_to_array(grey, encodings=("rgb8", "bgr8"))
+    assert err.value.reason == "unknown_encoding" and "mono8" in err.value.detail
+    assert conv.compressed_to_array(_good_jpeg(), encodings=("rgb8",))[1] == "rgb8"
+
+
+def test_oversized_images_are_refused_before_decoding(monkeypatch):
+    """The size comes from the header: a 20000 x 20000 JPEG (400 Mpixel, more than
+    MAX_PIXELS) is refused without calling OpenCV."""
+    def no_decoding():
+        raise AssertionError("decoded")
+    monkeypatch.setattr(conv, "require_opencv", no_decoding)
+    for message in (_jpeg_of_size(20_000, 20_000), _with(_good_jpeg(), data=b""),
+                    _with(_good_jpeg(), data=_good_jpeg().data[:-100])):
+        with pytest.raises(InvalidMessage):
+            conv.compressed_to_array(message)
+    header = conv.compressed_header(_jpeg_of_size(20_000, 20_000).data)
+    assert (header.height, header.width) == (20_000, 20_000)
+    png = encoded(np.zeros((5, 7), np.uint16), ".png")
+    assert conv.compressed_header(png) == ("png", 5, 7, 1, 16, 16)
+
+
+def test_array_to_compressed_checks_its_arguments():
+    rgb = random_pixels("rgb8")
+    for args, kwargs in (((rgb, "rgb8"), {"codec": "tiff"}),
+                         ((rgb, "rgba8"), {}),
+                         ((random_pixels("mono16"), "mono16"), {"codec": "jpeg"}),
+                         ((rgb[:, :, 0], "rgb8"), {}),
+                         ((rgb.astype(np.uint16), "rgb8"), {}),
+                         ((np.zeros((0, 4, 3), np.uint8), "rgb8"), {}),
+                         ((rgb, "rgb8"), {"quality": 101})):
+        with pytest.raises(ValueError):
+            conv.array_to_compressed(*args, UNIX_T, "cam", cls=SimpleNamespace, **kwargs)
+    # bgr8 in, the same picture out (as rgb8), from a non-contiguous array too.
+    bgr = rgb[:, ::-1, ::-1]
+    message = conv.array_to_compressed(bgr, "bgr8", UNIX_T, "cam", codec="png",
+                                       cls=SimpleNamespace)
+    assert message.format == "bgr8; png compressed bgr8"
+    np.testing.assert_array_equal(conv.compressed_to_array(message)[0], rgb[:, ::-1])
+
+
+def test_compressed_messages_serialise_with_rclpy(msg):
+    serialization = pytest.importorskip("rclpy.serialization", reason="rclpy is not installed")
+    rgb = smooth_rgb((24, 40))
+    sent = conv.array_to_compressed(rgb, "rgb8", UNIX_T, "cam", codec="png")
+    assert isinstance(sent, msg.CompressedImage)
+    received = serialization.deserialize_message(serialization.serialize_message(sent),
+                                                 msg.CompressedImage)
+    assert received.format == "rgb8; png compressed bgr8"
+    np.testing.assert_array_equal(conv.compressed_to_array(received)[0], rgb)
+
+
+def test_module_imports_without_opencv_and_says_what_is_missing():
+    script = (
+        "import sys\n"
+        "sys.modules['cv2'] = None  # importing it now fails\n"
+        "from types import SimpleNamespace as NS\n"
+        "import numpy as np\n"
+        "from anyseg_ros import conversions as conv\n"
+        "m = NS(height=1, width=2, encoding='mono8', is_bigendian=0, step=2,\n"
+        "       data=np.arange(2, dtype=np.uint8))\n"
+        "assert conv.image_to_array(m)[0].tolist() == [[0, 1]]\n"
+        "try:\n"
+        "    conv.compressed_to_array(NS(format='jpeg', data=np.frombuffer(\n"
+        "        bytes.fromhex('ffd8ffc0000b080002000301011100ffd9'), np.uint8)))\n"
+        "except ImportError as e:\n"
+        "    print(e)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], check=False, cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "needs OpenCV" in done.stdout and "anyseg_ros[cv]" in done.stdout, done.stdout

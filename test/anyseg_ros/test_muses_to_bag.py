@@ -164,8 +164,14 @@ def test_params_file_holds_the_calibration_and_sync_settings(root, converted):
     out, summary = converted
     values = load_params_file(bags.params_path(out))
     raw = read_frame(list_scenes(root, split="val")[0])
-    np.testing.assert_allclose(np.reshape(values["lidar.T_cam_lidar"], (4, 4)),
-                               raw.T_cam_lidar, atol=1e-12)
+    # The extrinsics are in the bag's /tf_static, which the node and process_bag read.
+    assert "lidar.T_cam_lidar" not in values
+    from anyseg_ros.tf_tree import TfTree
+    tree = TfTree()
+    for m in bags.read_bag(out, [bags.TOPICS["tf_static"]]):
+        assert tree.add_message(m.decode(), static=True) == []
+    np.testing.assert_allclose(tree.lookup(bags.FRAME_IDS["camera"], bags.FRAME_IDS["lidar"],
+                                           None), raw.T_cam_lidar, atol=1e-9)
     np.testing.assert_allclose(np.reshape(values["events.K"], (3, 3)), raw.events_K)
     assert (values["events.height"], values["events.width"]) == tuple(raw.events_hw)
     assert values["sync.stale_after"] > INTERVAL  # the camera stays live between scenes

@@ -80,8 +80,12 @@ def test_process_bag_is_a_loop_of_the_session(drive, checkpoint, tmp_path):
 
     session = S.Session(_values(drive, checkpoint), logger=ListLogger(), warmup=False)
     mine, records = [], []
-    for m in bags.read_bag(drive, [*ROLE_OF, bags.TOPICS["camera_info"]]):
+    for m in bags.read_bag(drive, [*ROLE_OF, bags.TOPICS["camera_info"],
+                                   bags.TOPICS["tf_static"]]):
         now = m.time_ns * 1e-9
+        if m.topic == bags.TOPICS["tf_static"]:  # the rig's extrinsics
+            assert session.transforms(m.decode(), static=True) == 2
+            continue
         if m.topic == bags.TOPICS["camera_info"]:
             assert session.camera_info(m.decode(), now=now)
             continue

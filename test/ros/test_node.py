@@ -32,7 +32,7 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from rclpy.signals import SignalHandlerOptions  # noqa: E402
-from sensor_msgs.msg import Image  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -110,7 +110,8 @@ def _drive(tmp, tiny_checkpoint, env, seconds, silence, malformed, node_args=(),
         node = subprocess.Popen(node_cmd, cwd=REPO, env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
     driver_proc = None
-    rec = {k: [] for k in ('labels', 'color', 'overlay', 'status', 'diagnostics')}
+    rec = {k: [] for k in ('labels', 'color', 'overlay', 'status', 'diagnostics',
+                           'camera_info')}
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=int(env['ROS_DOMAIN_ID']),
                signal_handler_options=SignalHandlerOptions.NO)
@@ -124,6 +125,8 @@ def _drive(tmp, tiny_checkpoint, env, seconds, silence, malformed, node_args=(),
                             ('status', String)):
             listener.create_subscription(kind, f'{ns}/anyseg/{topic}',
                                          lambda m, k=topic: rec[k].append(m), qos)
+        listener.create_subscription(CameraInfo, f'{ns}/anyseg/camera_info',
+                                     rec['camera_info'].append, qos)
         listener.create_subscription(
             DiagnosticArray, '/diagnostics',
             lambda m: rec['diagnostics'].append(m)
@@ -200,7 +203,7 @@ def _in(status, offset, lo, hi):
 
 def _diag_values(array, name):
     for s in array.status:
-        if s.name == f'anyseg: {name}':
+        if s.name == f'{s.hardware_id}: {name}':  # the node's full name: its namespace too
             level = s.level if isinstance(s.level, int) else ord(s.level)  # a byte in rclpy
             return level, s.message, {kv.key: kv.value for kv in s.values}
     raise AssertionError(f'no status {name!r} in {[s.name for s in array.status]}')
@@ -322,6 +325,25 @@ def test_camera_outage_keeps_camera_geometry(scenario):
     assert any('events' in s['modalities'] for s in during), during
     back = _in(status, offset, hi + 0.2, SECONDS)
     assert back and all(s['pivot'] == 'camera' for s in back)
+
+
+def test_every_label_image_has_its_camera_info_also_during_the_camera_outage(scenario):
+    """anyseg/camera_info goes with every label image (same stamp, frame and size, the
+    camera's K): consumers that pair the two (image_transport's CameraSubscriber) keep
+    working while the camera is out and its own camera_info has stopped."""
+    infos = {round(_stamp(m.header), 6): m for m in scenario['rec']['camera_info']}
+    labels = scenario['rec']['labels']
+    assert len(infos) == len(labels)
+    K = np.asarray(scenario['calib']['K'], dtype=np.float64).reshape(-1)
+    outage = 0
+    for m in labels:
+        info = infos[round(_stamp(m.header), 6)]
+        assert (info.height, info.width) == (m.height, m.width)
+        assert info.header.frame_id == m.header.frame_id
+        np.testing.assert_allclose(np.asarray(info.k), K, rtol=1e-9)
+        outage += CAMERA_OFF[0] + STALE_AFTER < _stamp(m.header) - scenario['offset'] \
+            < CAMERA_OFF[1]
+    assert outage, 'no label image during the camera outage'
 
 
 def test_malformed_messages_are_counted_by_reason_and_frames_keep_coming(scenario):

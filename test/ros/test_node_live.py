@@ -199,3 +199,80 @@ def test_an_unexpected_message_is_a_conversion_error_and_the_node_goes_on(live):
         before['rejected'].get('conversion_error', 0) + 1
     status, _, _ = _frame(live)  # and the next frame still comes, with the LiDAR
     assert status['modalities'], status
+
+
+def test_class_names_and_colours_are_latched_and_follow_the_palette(live):
+    """anyseg/classes (transient local) reaches a subscriber that joins late, and a palette
+    set later is published there too; the names are also a read-only parameter."""
+    from rclpy.qos import DurabilityPolicy
+
+    node = live['node']
+    got = []
+    late = Node(f'classes_{uuid.uuid4().hex[:6]}', context=node.context)
+    late.create_subscription(String, f'{node.get_namespace()}/anyseg/classes',
+                             lambda m: got.append(json.loads(m.data)), QoSProfile(
+                                 depth=5, reliability=ReliabilityPolicy.RELIABLE,
+                                 durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    from rclpy.executors import SingleThreadedExecutor
+    executor = SingleThreadedExecutor(context=node.context)
+    executor.add_node(late)
+
+    def spin_until(predicate):
+        deadline = time.monotonic() + 60
+        while not predicate():
+            assert time.monotonic() < deadline, got
+            executor.spin_once(timeout_sec=0.05)
+    try:
+        spin_until(lambda: got)
+        names = list(node.runtime.class_names)
+        first = got[-1]
+        assert [c['name'] for c in first['classes']] == names
+        assert [c['id'] for c in first['classes']] == list(range(len(names)))
+        assert first['ignore_id'] == 255
+        assert node.get_parameter('class_names').value == names
+        palette = [7] * (3 * len(names))
+        _set(live, 'palette', palette)
+        spin_until(lambda: got[-1]['classes'][0]['color'] == [7, 7, 7])
+        assert all(c['color'] == [7, 7, 7] for c in got[-1]['classes'])
+    finally:
+        executor.shutdown()
+        late.destroy_node()
+
+
+def test_qos_overrides_are_applied_per_topic_or_refused(tiny_checkpoint, module_ros_env):
+    """qos_overrides.<topic>.<publisher|subscription>.<policy> (ROS 2's per-topic QoS
+    parameters) reach the node's endpoints; one naming no endpoint of the node stops it."""
+    from anyseg_ros.node import AnysegNode
+    from anyseg_ros.params import ConfigError
+    from rclpy.qos import ReliabilityPolicy as RP
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=int(module_ros_env['ROS_DOMAIN_ID']),
+               signal_handler_options=SignalHandlerOptions.NO)
+    ns = f'/anyseg_qos_{uuid.uuid4().hex[:8]}'
+    base = {'checkpoint': str(tiny_checkpoint), 'device': 'cpu', 'network.height': 64,
+            'network.width': 96}
+    try:
+        node = AnysegNode(context=context, namespace=ns, parameter_overrides=[
+            Parameter(k, value=v) for k, v in {
+                **base,
+                f'qos_overrides.{ns}/anyseg/confidence.publisher.reliability': 'best_effort',
+                f'qos_overrides.{ns}/camera/image.subscription.reliability': 'reliable'}.items()])
+        try:
+            (pub,) = node.get_publishers_info_by_topic(f'{ns}/anyseg/confidence')
+            assert pub.qos_profile.reliability == RP.BEST_EFFORT
+            (other,) = node.get_publishers_info_by_topic(f'{ns}/anyseg/labels')
+            assert other.qos_profile.reliability == RP.RELIABLE  # the qos.* default
+            (sub,) = node.get_subscriptions_info_by_topic(f'{ns}/camera/image')
+            assert sub.qos_profile.reliability == RP.RELIABLE
+            (sub,) = node.get_subscriptions_info_by_topic(f'{ns}/lidar/points')
+            assert sub.qos_profile.reliability == RP.BEST_EFFORT  # the qos.* default
+        finally:
+            node.close()
+            node.destroy_node()
+        typo = f'qos_overrides.{ns}/camera/imag.subscription.reliability'
+        with pytest.raises(ConfigError, match='camera/imag'):
+            AnysegNode(context=context, namespace=ns, parameter_overrides=[
+                Parameter(k, value=v) for k, v in {**base, typo: 'reliable'}.items()])
+    finally:
+        rclpy.shutdown(context=context)

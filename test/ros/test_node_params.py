@@ -204,6 +204,10 @@ def test_every_parameter_is_listed_and_described(session):
             assert len(d.floating_point_range) == 1, p.name
             r = d.floating_point_range[0]
             assert (r.from_value, r.to_value) == tuple(map(float, p.range)), p.name
+        elif p.range is not None and type(p.default) is int:  # integers carry ranges too
+            assert len(d.integer_range) == 1, p.name
+            r = d.integer_range[0]
+            assert (r.from_value, r.to_value) == tuple(map(int, p.range)), p.name
     types = {d.name: d.type for d in descriptors}
     assert types['lidar.T_cam_lidar'] == Parameter.Type.DOUBLE_ARRAY.value
     assert types['palette'] == Parameter.Type.INTEGER_ARRAY.value
@@ -364,5 +368,7 @@ def test_without_a_checkpoint_parameter_the_bundled_demo_checkpoint_runs(module_
         text = log.read_text()
         assert 'ready:' in text, text
         assert str(DEMO_CHECKPOINT) in text, text
+        # Told loudly: a robot must not run the synthetic-world model by accident.
+        assert '[WARN]' in text and 'bundled DEMO model' in text, text
     finally:
         assert _stop(proc) == 0, log.read_text()

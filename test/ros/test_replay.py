@@ -111,6 +111,13 @@ def replay(tiny_checkpoint, module_ros_env, tmp_path_factory):
         while not _settled(rec, after, published):
             assert time.monotonic() < deadline, (published, rec['diagnostics'][-1:])
             executor.spin_once(timeout_sec=0.05)
+        # /clock stopped with the bag: the node must notice and call its sensors stale.
+        while not (rec['diagnostics_rx'][-1] > rec['play_end'] + 1.0 and all(
+                _diag(rec['diagnostics'][-1], sensor)[0] == 3
+                for sensor in ('camera', 'lidar', 'events'))):
+            if time.monotonic() > deadline:
+                break  # test_injected_faults_show_in_diagnostics says what it got
+            executor.spin_once(timeout_sec=0.05)
         executor.shutdown()
         listener.destroy_node()
     finally:
@@ -160,7 +167,7 @@ def _settled(rec, after, published):
 
 def _diag(array, name):
     for s in array.status:
-        if s.name == f'anyseg: {name}':
+        if s.name == f'{s.hardware_id}: {name}':  # the node's full name: its namespace too
             level = s.level if isinstance(s.level, int) else ord(s.level)
             return level, s.message, {kv.key: kv.value for kv in s.values}
     raise AssertionError(name)
@@ -207,9 +214,9 @@ def test_injected_faults_show_in_diagnostics(replay):
     after = [d for d in diags
              if LIDAR_OFF[1] + 1.0 < conv.stamp_to_sec(d.header.stamp) - t0 < SECONDS - 0.2]
     assert after and _diag(after[-1], 'lidar')[0] == 0  # OK again
-    # The bag is over and /clock stopped with it (sim time stands still at its end): sensor
-    # ages run on the steady clock, so a report from over a second later calls every sensor
-    # stale instead of freezing their last ages.
+    # The bag is over and /clock stopped with it (sim time stands still at its end): the
+    # liveness clock runs on at the steady rate once no tick came for a moment, so a later
+    # report calls every sensor stale instead of freezing their last ages.
     rx, play_end = replay['rec']['diagnostics_rx'], replay['rec']['play_end']
     ended = [d for d, t in zip(diags, rx) if t > play_end + 1.0]
     assert ended, 'no diagnostics after the bag ended'
@@ -223,3 +230,87 @@ def test_injected_faults_show_in_diagnostics(replay):
     # Reliable transport: every corrupted message arrived and was rejected.
     assert sum(rejected.values()) == sent, (rejected, sent)
     assert int(values['rejected']) == sum(rejected.values())
+
+
+def test_slow_replay_with_sim_time_keeps_every_sensor_live(tiny_checkpoint, module_ros_env,
+                                                            tmp_path):
+    """`play --rate 0.2 --clock`: a 10 Hz sensor arrives every 0.5 s of wall time, but every
+    0.1 s of ROS time, which liveness runs on under use_sim_time: no sensor goes stale, every
+    frame has all three. (On the steady clock, stale_after 0.5 s would call them stale.)"""
+    from anyseg_ros.tools.synthetic_bag import write_synthetic_bag
+
+    bag = tmp_path / 'slow'
+    info = write_synthetic_bag(bag, 1.2, 'clear-day', None, 7, (96, 160), progress=False)
+    ns = f'/anyseg_slow_{uuid.uuid4().hex[:8]}'
+    node_log = tmp_path / 'node.log'
+    env = module_ros_env
+    with open(node_log, 'wb') as out:
+        node = subprocess.Popen(
+            [sys.executable, '-m', 'anyseg_ros.node', '--ros-args',
+             '--params-file', str(REPO / 'config' / 'anyseg.yaml'),
+             '--params-file', info['params'], '-p', f'checkpoint:={tiny_checkpoint}',
+             '-p', 'device:=cpu', '-p', 'use_sim_time:=true',
+             '-p', 'qos.reliability:=reliable', '-p', 'qos.depth:=1000',
+             '-r', f'__ns:={ns}'], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    status, diagnostics = [], []
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=int(env['ROS_DOMAIN_ID']),
+               signal_handler_options=SignalHandlerOptions.NO)
+    player = None
+    try:
+        deadline = time.monotonic() + 180
+        while b'ready:' not in node_log.read_bytes():
+            assert node.poll() is None and time.monotonic() < deadline, node_log.read_text()
+            time.sleep(0.1)
+        listener = rclpy.create_node('anyseg_slow_listener', context=context)
+        qos = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+        listener.create_subscription(String, f'{ns}/anyseg/status',
+                                     lambda m: status.append(json.loads(m.data)), qos)
+        listener.create_subscription(
+            DiagnosticArray, '/diagnostics',
+            lambda m: diagnostics.append(m) if any(s.hardware_id == f'{ns}/anyseg'
+                                                   for s in m.status) else None, qos)
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(listener)
+        with open(tmp_path / 'play.log', 'wb') as out:
+            player = subprocess.Popen(
+                [sys.executable, '-m', 'anyseg_ros.tools.play', str(bag), '--clock',
+                 '--rate', '0.2', '--namespace', ns, '--depth', '1000',
+                 '--wait-for', '/camera/image', '/lidar/points', '/events',
+                 '--start-delay', '0'],
+                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 240
+        while player.poll() is None and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)
+        assert player.returncode == 0, (tmp_path / 'play.log').read_text()
+        played = len(diagnostics)
+        while len(diagnostics) < played + 1 and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)  # one report more: the last frames are in
+        executor.shutdown()
+        listener.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
+        for proc in (node, player):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+    t0 = bags.bag_start_ns(bag) * 1e-9
+    settled = [s for s in status if s['stamp'] - t0 > 0.3]  # every sensor has spoken
+    assert settled, node_log.read_text()[-2000:]
+    for s in settled:
+        assert all(s['live'][m] for m in ('camera', 'lidar', 'events')), s
+    assert any(sorted(s['modalities']) == ['camera', 'events', 'lidar'] for s in settled)
+    # Not one report called a sensor stale while the bag played (reports are stamped with
+    # ROS time: bag time; /clock stops at the bag's end, after which they may).
+    end = max(s['stamp'] for s in status)
+    playing = [d for d in diagnostics
+               if t0 + 0.3 < conv.stamp_to_sec(d.header.stamp) < end - 0.1]
+    for d in playing:
+        for st in d.status:
+            if st.name.endswith((': camera', ': lidar', ': events')):
+                assert 'stale' not in st.message, (conv.stamp_to_sec(d.header.stamp) - t0,
+                                                   st.name, st.message)

@@ -108,7 +108,9 @@ def test_process_bag_writes_labels_color_and_status(processed, tiny_checkpoint):
     assert bags.bag_topics(processed["out"]) == {
         "/anyseg/labels": ("sensor_msgs/msg/Image", summary["frames_out"]),
         "/anyseg/color": ("sensor_msgs/msg/Image", summary["frames_out"]),
+        "/anyseg/camera_info": ("sensor_msgs/msg/CameraInfo", summary["frames_out"]),
         "/anyseg/status": ("std_msgs/msg/String", summary["frames_out"])}
+    infos = {conv.stamp_to_sec(m.header.stamp): m for _, m in outputs["/anyseg/camera_info"]}
     assert summary["frames_out"] >= 31  # one per camera image at least
     meta = read_metadata(tiny_checkpoint)
     palette = np.asarray(meta["palette"], np.uint8)
@@ -134,6 +136,8 @@ def test_process_bag_writes_labels_color_and_status(processed, tiny_checkpoint):
         assert status["stamp"] == pytest.approx(conv.stamp_to_sec(labels_msg.header.stamp),
                                                 abs=1e-6)
         assert labels_msg.header.frame_id == color_msg.header.frame_id == "camera_optical"
+        info = infos[conv.stamp_to_sec(labels_msg.header.stamp)]  # the label image's own
+        assert (info.height, info.width, info.header.frame_id) == (H, W, "camera_optical")
         assert set(status["modalities"]) <= set(status["stamps"])
         assert status["pivot"] in status["stamps"]
     times = [t for t, _ in outputs["/anyseg/labels"]]

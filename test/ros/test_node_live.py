@@ -87,6 +87,9 @@ def live(tiny_checkpoint, module_ros_env):
     state = {'node': node, 'pubs': pubs, 'outputs': outputs, 'lock': lock, 'setter': setter,
              'rng': np.random.default_rng(0), 't': 0.0}
     try:
+        # A first frame makes the camera's frame known (its CameraInfo and image): a cloud
+        # handled before either would have no frame to be transformed into.
+        _frame(state)
         yield state
     finally:
         executor.shutdown()

@@ -856,8 +856,8 @@ def camera_info_msg(K: Any, size_hw: tuple[int, int], stamp: float | tuple[int, 
                     cls: type | None = None, distortion_model: str = "plumb_bob") -> Any:
     """A ``sensor_msgs/CameraInfo`` for intrinsics ``K`` (3 x 3) of an image of ``size_hw``.
 
-    ``distortion_model`` (default plumb_bob) with ``d`` = ``D`` (default 5 zeros), ``k`` = K row-major,
-    ``r`` = identity, ``p`` = [K | 0], no binning, an empty ROI. ``cls``: the CameraInfo
+    ``distortion_model`` (default plumb_bob) with ``d`` = ``D`` (default 5 zeros), ``k`` = K
+    row-major, ``r`` = identity, ``p`` = [K | 0], no binning, an empty ROI. ``cls``: the CameraInfo
     class, default sensor_msgs.msg's (see :func:`array_to_image` for the classes that work).
     """
     K = np.asarray(K, dtype=np.float64)

@@ -436,6 +436,7 @@ def played(drive_bag, module_ros_env):
     proc = None
     try:
         proc = _play(bag, module_ros_env, "--namespace", NS_X, "--depth", "1000",
+                     "--ack-timeout", "300",
                      "--wait-for", "/camera/image", "/camera/camera_info", "/lidar/points",
                      "/events", "/gt/labels", "--start-delay", "0", "--clock",
                      "--drop", f"lidar:{LIDAR_OFF[0]:g}-{LIDAR_OFF[1]:g}",

@@ -90,7 +90,7 @@ def replay(tiny_checkpoint, module_ros_env, tmp_path_factory):
         with open(play_log, 'wb') as out:
             player = subprocess.Popen(
                 [sys.executable, '-m', 'anyseg_ros.tools.play', str(bag), '--clock',
-                 '--namespace', ns, '--depth', '1000',
+                 '--namespace', ns, '--depth', '1000', '--ack-timeout', '300',
                  '--wait-for', '/camera/image', '/camera/camera_info', '/lidar/points',
                  '/events', '--start-delay', '0',
                  '--drop', f'lidar:{LIDAR_OFF[0]}-{LIDAR_OFF[1]}',
@@ -109,7 +109,7 @@ def replay(tiny_checkpoint, module_ros_env, tmp_path_factory):
         # Until the node took in every message play sent and published its last frame (two
         # reports after the end with the same frames out): a condition, not a fixed wait.
         while not _settled(rec, after, published):
-            assert time.monotonic() < deadline, (published, rec['diagnostics'][-1:])
+            assert time.monotonic() < deadline, _unsettled(rec, after, published)
             executor.spin_once(timeout_sec=0.05)
         # /clock stopped with the bag: the node must notice and call its sensors stale.
         while not (rec['diagnostics_rx'][-1] > rec['play_end'] + 1.0 and all(
@@ -163,6 +163,17 @@ def _settled(rec, after, published):
               'lidar': '/lidar/points', 'events': '/events'}
     return all(int(_diag(reports[-1], sensor)[2]['received']) == published.get(topic, 0)
                for sensor, topic in topics.items())
+
+
+def _unsettled(rec, after, published):
+    """What the node had taken in and put out when it did not settle (the failure's text)."""
+    last = rec['diagnostics'][-1] if rec['diagnostics'] else None
+    got = {} if last is None else {
+        name: _diag(last, name)[2].get('received') for name in
+        ('camera', 'camera_info', 'lidar', 'events')}
+    return {'published': published, 'received': got, 'reports_after_end':
+            len(rec['diagnostics']) - after, 'status': len(rec['status']),
+            'inference': None if last is None else _diag(last, 'inference')[2]}
 
 
 def _diag(array, name):
@@ -276,6 +287,7 @@ def test_slow_replay_with_sim_time_keeps_every_sensor_live(tiny_checkpoint, modu
             player = subprocess.Popen(
                 [sys.executable, '-m', 'anyseg_ros.tools.play', str(bag), '--clock',
                  '--rate', '0.2', '--namespace', ns, '--depth', '1000',
+                 '--ack-timeout', '300',
                  '--wait-for', '/camera/image', '/lidar/points', '/events',
                  '--start-delay', '0'],
                 cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)

@@ -11,10 +11,7 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
-from anyseg_core.checkpoint import save_model
-from anyseg_core.model import AnymodalSegmentor
 from anyseg_ros.tools import bag as bags
 from anyseg_ros import conversions as conv
 from anyseg_ros import session as S
@@ -22,7 +19,7 @@ from anyseg_ros.params import DEMO_CHECKPOINT, ConfigError, load_params_file
 from anyseg_ros.tools.process_bag import process_bag
 from anyseg_ros.tools.synthetic_bag import write_synthetic_bag
 
-NET_HW = (64, 96)
+NET_HW = (64, 96)  # the random checkpoint's size (conftest.py)
 ROLE_OF = {bags.TOPICS["camera"]: "camera", bags.TOPICS["lidar"]: "lidar",
            bags.TOPICS["events"]: "events"}
 
@@ -41,15 +38,6 @@ class ListLogger:
 
     def error(self, text: str) -> None:
         self.lines.append(("error", text))
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    model = AnymodalSegmentor(["camera", "events", "lidar"], 19, embed_dim=32).eval()
-    path = tmp_path_factory.mktemp("session_ckpt") / "random.safetensors"
-    return save_model(path, model, {"input_size": list(NET_HW), "stage": "teacher", "step": 0,
-                                    "train_config": {}})
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
 
-from anyseg_core.checkpoint import save_model
-from anyseg_core.model import AnymodalSegmentor
 from anyseg_ros import conversions as conv
 from anyseg_ros.params import load_params_file
 from anyseg_ros.session import Session
@@ -25,16 +22,7 @@ from anyseg_ros.tools import bag as bags
 from anyseg_ros.tools.process_bag import process_bag
 from anyseg_ros.tools.synthetic_bag import write_synthetic_bag
 
-NET_HW = (64, 96)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    model = AnymodalSegmentor(["camera", "events", "lidar"], 19, embed_dim=32).eval()
-    path = tmp_path_factory.mktemp("rig_ckpt") / "random.safetensors"
-    return save_model(path, model, {"input_size": list(NET_HW), "stage": "teacher", "step": 0,
-                                    "train_config": {}})
+NET_HW = (64, 96)  # the random checkpoint's size (conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -40,6 +40,7 @@ from . import conversions as conv
 from .params import BUILTIN_PARAMS, PARAMS, ConfigError
 from .pipeline import Segmentation
 from .session import LOG_THROTTLE_S, LivenessClock, Session
+from .tf_tree import Tf2Lookup
 
 NODE_NAME = "anyseg"
 INPUT_TOPICS = {CAMERA: "camera/image", LIDAR: "lidar/points", EVENTS: "events",
@@ -193,8 +194,30 @@ class AnysegNode(Node):
                                      qos_overriding_options=OVERRIDABLE)
         self.create_subscription(CameraInfo, CAMERA_INFO_TOPIC, self.session.camera_info,
                                  copy.copy(qos), qos_overriding_options=OVERRIDABLE)
-        # The rig's frames, as tf2's listener takes them: /tf_static latched (a late joiner
-        # still gets every static broadcaster's transforms), /tf reliable.
+        self._listen_to_tf(self.session.values["tf.listener"])
+
+    def _listen_to_tf(self, listener: str) -> None:
+        """Where the rig's transforms come from (parameter ``tf.listener``): tf2_ros's Buffer
+        and TransformListener on a ROS install, else the session's own tree fed by this
+        node's /tf_static and /tf subscriptions (the pip install, where tf2_msgs is what
+        ``make setup`` generates)."""
+        if listener in ("auto", "tf2_ros"):
+            try:
+                import tf2_ros
+            except ImportError as e:
+                if listener == "tf2_ros":
+                    raise ConfigError(f"tf.listener is tf2_ros but tf2_ros does not import "
+                                      f"({e}); use tf.listener:=builtin") from None
+            else:
+                from rclpy.duration import Duration
+
+                self._tf_buffer = tf2_ros.Buffer(cache_time=Duration(seconds=10))
+                self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, self)
+                self.session.tf = Tf2Lookup(self._tf_buffer)
+                self.get_logger().info("TF: tf2_ros (interpolated, no extrapolation)")
+                return
+        # As tf2's listener takes them: /tf_static latched (a late joiner still gets every
+        # static broadcaster's transforms), /tf reliable.
         try:
             from tf2_msgs.msg import TFMessage
         except ImportError:
@@ -212,6 +235,8 @@ class AnysegNode(Node):
                                  lambda m: self.session.transforms(m, static=False),
                                  QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST,
                                             reliability=ReliabilityPolicy.RELIABLE))
+        self.get_logger().info("TF: builtin (/tf_static and /tf; nearest sample at or before "
+                               "the stamp, tf.max_age)")
 
     def _now(self) -> float:
         """ROS time (sim time with use_sim_time), seconds: what header stamps are compared

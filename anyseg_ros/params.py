@@ -86,9 +86,12 @@ PARAMS = [
     Param("lidar.T_cam_lidar", None, "LiDAR to camera, row-major 4x4 (p_cam = T p_lidar), "
           "overriding TF; unset = from TF (/tf_static, /tf) for each cloud's frame_id",
           dynamic=True, array="double"),
-    Param("tf.max_age", 0.5, "seconds: a /tf transform serves a message stamped up to this "
-          "long after it (the newest sample at or before the stamp; /tf_static always serves)",
-          range=(0.0, 3600.0)),
+    Param("tf.listener", "auto", "who resolves TF: tf2_ros (its Buffer and TransformListener: "
+          "tf2's interpolation, no extrapolation) | builtin (anyseg_ros.tf_tree on the node's "
+          "own /tf_static and /tf subscriptions) | auto (tf2_ros where it imports, else builtin)"),
+    Param("tf.max_age", 0.5, "seconds, builtin listener: a /tf transform serves a message "
+          "stamped up to this long after it (the newest sample at or before the stamp; "
+          "/tf_static always serves)", range=(0.0, 3600.0)),
     Param("camera.K", None, "camera intrinsics, row-major 3x3, used until a CameraInfo "
           "arrives", dynamic=True, array="double"),
     Param("camera.height", 0, "image height that camera.K is for (K is scaled to images of "
@@ -148,6 +151,7 @@ POSITIVE = ("sync.slop", "sync.stale_after", "events.window", "diagnostics.perio
 def check_value(name: str, value) -> None:
     """Raise ConfigError when ``value`` is not acceptable for parameter ``name``."""
     choices = {"device": None, "precision": PRECISIONS, "output.resolution": OUTPUT_RESOLUTIONS,
+               "tf.listener": ("auto", "tf2_ros", "builtin"),
                "qos.reliability": ("best_effort", "reliable"),
                "camera.transport": ("raw", "compressed"),
                "events.type": ("pointcloud", "image")}

@@ -74,7 +74,7 @@ import numpy as np
 
 #: Every ``NoTransform.reason``, e.g. to create counters up front.
 NO_TRANSFORM_REASONS = ("unknown_frame", "not_connected", "no_sample_before", "too_old",
-                        "loop")
+                        "loop", "extrapolation", "tf2_error")  # the last two: Tf2Lookup
 
 DEFAULT_HISTORY = 1000
 DEFAULT_MAX_AGE_NS = 500_000_000
@@ -439,3 +439,46 @@ class TfTree:
 def _sec(stamp_ns: int) -> str:
     sec, nanosec = ns_to_stamp(stamp_ns)
     return f"t={sec}.{nanosec:09d} s"
+
+
+class Tf2Lookup:
+    """:meth:`TfTree.lookup`'s interface on a ``tf2_ros.Buffer`` (a ROS install): the node
+    uses it when ``tf.listener`` is ``tf2_ros`` (or ``auto`` and tf2_ros imports), with a
+    ``tf2_ros.TransformListener`` filling the buffer from /tf_static and /tf.
+
+    tf2's own semantics then hold: dynamic transforms are interpolated between the samples
+    around the stamp, and a stamp after the newest sample is an extrapolation (the message
+    is counted ``no_transform``; ``tf.max_age`` does not apply). Failures are raised as
+    :class:`NoTransform` with reason ``unknown_frame`` (tf2's LookupException),
+    ``not_connected`` (ConnectivityException), ``extrapolation`` (ExtrapolationException) or
+    ``tf2_error`` (any other TransformException), tf2's message kept."""
+
+    def __init__(self, buffer: Any):
+        import tf2_ros  # only where it exists: the caller checked
+
+        self._buffer = buffer
+        self._reasons = ((tf2_ros.LookupException, "unknown_frame"),
+                         (tf2_ros.ConnectivityException, "not_connected"),
+                         (tf2_ros.ExtrapolationException, "extrapolation"),
+                         (tf2_ros.TransformException, "tf2_error"))
+
+    def lookup(self, target_frame: str, source_frame: str,
+               stamp_ns: int | None = None) -> np.ndarray:
+        """4x4 float64 ``T_target_source`` at ``stamp_ns`` (None: tf2's latest common time)."""
+        from rclpy.time import Time
+
+        target, source = _frame(target_frame), _frame(source_frame)
+        if target == source:
+            return np.eye(4)
+        when = Time() if stamp_ns is None else Time(nanoseconds=int(stamp_ns))
+        try:
+            t = self._buffer.lookup_transform(target, source, when)
+        except Exception as err:  # noqa: BLE001 - mapped below, the rest re-raised
+            for kind, reason in self._reasons:
+                if isinstance(err, kind):
+                    raise NoTransform(reason, f"no transform from {source!r} to {target!r} "
+                                      f"(tf2: {err})", target, source, stamp_ns,
+                                      (None, source)) from None
+            raise
+        tr, rot = t.transform.translation, t.transform.rotation
+        return make_transform((tr.x, tr.y, tr.z), (rot.x, rot.y, rot.z, rot.w))

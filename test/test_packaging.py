@@ -440,7 +440,7 @@ EXPECTED_PARAMETER_TYPES = {
     'checkpoint': str, 'device': str, 'precision': str, 'threads': int, 'modalities': list,
     'network.height': int, 'network.width': int, 'output.resolution': str,
     'sync.slop': float, 'sync.max_wait': float, 'sync.stale_after': float,
-    'sync.max_future': float, 'tf.max_age': float, 'camera.transport': str,
+    'sync.max_future': float, 'tf.listener': str, 'tf.max_age': float, 'camera.transport': str,
     'sync.offset.camera': float, 'sync.offset.lidar': float, 'sync.offset.events': float,
     'sync.offset.depth': float,
     'qos.reliability': str, 'qos.depth': int, 'events.type': str,

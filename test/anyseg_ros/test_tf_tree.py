@@ -327,7 +327,8 @@ def test_loop_is_reported_not_followed_forever():
 
 def test_every_reason_is_listed():
     assert set(tf_tree.NO_TRANSFORM_REASONS) == {'unknown_frame', 'not_connected',
-                                                 'no_sample_before', 'too_old', 'loop'}
+                                                 'no_sample_before', 'too_old', 'loop',
+                                                 'extrapolation', 'tf2_error'}
 
 
 def test_no_transform_pickles_with_its_attributes():

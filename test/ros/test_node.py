@@ -436,6 +436,20 @@ def test_bad_configuration_stops_with_a_message_naming_it(tiny_checkpoint, ros_e
                       '-p', 'overlay.alpha:=1.5'], ros_env)  # out of range: no such hint
     assert done.returncode == 1 and 'parameter overlay.alpha' in done.stderr, done.stderr
     assert 'decimal point' not in done.stderr, done.stderr
+    done = _run_node(['-p', f'checkpoint:={tiny_checkpoint}', '-p', 'device:=cpu',
+                      '-p', 'tf.listener:=tf3'], ros_env)
+    assert done.returncode == 1 and 'tf.listener' in done.stderr, done.stderr
+
+
+def test_tf2_ros_listener_asked_for_where_it_does_not_import_stops_the_node(tiny_checkpoint,
+                                                                            ros_env):
+    import importlib.util
+    if importlib.util.find_spec('tf2_ros') is not None:
+        pytest.skip('tf2_ros imports here (a ROS install): nothing to refuse')
+    done = _run_node(['-p', f'checkpoint:={tiny_checkpoint}', '-p', 'device:=cpu',
+                      '-p', 'tf.listener:=tf2_ros'], ros_env)
+    assert done.returncode == 1 and 'tf.listener is tf2_ros but tf2_ros does not import' in \
+        done.stderr, done.stderr
 
 
 def test_sim_time_without_clock_a_dead_sensor_does_not_stop_output(tiny_checkpoint, ros_env,

@@ -11,7 +11,6 @@ node: no other test sets its parameters.
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 
@@ -20,8 +19,6 @@ import pytest
 
 rclpy = pytest.importorskip('rclpy', reason='rclpy is not installed (no ROS 2 here)')
 
-from rcl_interfaces.srv import SetParameters  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
@@ -30,6 +27,8 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
 from anyseg_ros import conversions as conv  # noqa: E402
+
+from live_rig import LiveRig  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(900)]
 
@@ -42,72 +41,21 @@ WAIT_S = 120.0         # deadline for one frame's status on a loaded machine
 
 @pytest.fixture(scope='module')
 def live(tiny_checkpoint, module_ros_env):
-    from anyseg_ros.node import AnysegNode
-
-    context = rclpy.Context()
-    rclpy.init(context=context, domain_id=int(module_ros_env['ROS_DOMAIN_ID']),
-               signal_handler_options=SignalHandlerOptions.NO)
-    ns = f'/anyseg_live_{uuid.uuid4().hex[:8]}'
-    overrides = {'checkpoint': str(tiny_checkpoint), 'device': 'cpu',
-                 'network.height': 64, 'network.width': 96,
-                 'qos.reliability': 'reliable', 'qos.depth': 100,
-                 # Liveness is not under test: every sensor stays live between frames.
-                 'sync.stale_after': 60.0, 'sync.max_wait': 0.2}
-    node = AnysegNode(context=context, namespace=ns,
-                      parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
-    feeder = Node('anyseg_live_feeder', namespace=ns, context=context)
-    qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-    pubs = {'image': feeder.create_publisher(Image, 'camera/image', qos),
-            'info': feeder.create_publisher(CameraInfo, 'camera/camera_info', qos),
-            'lidar': feeder.create_publisher(PointCloud2, 'lidar/points', qos),
-            'events': feeder.create_publisher(PointCloud2, 'events', qos)}
-    outputs = {'status': {}, 'color': {}, 'labels': {}}
-    lock = threading.Lock()
-
-    def keep(kind, stamp, msg):
-        with lock:
-            outputs[kind][round(stamp, 6)] = msg
-
-    feeder.create_subscription(String, 'anyseg/status', lambda m: keep(
-        'status', json.loads(m.data)['stamp'], json.loads(m.data)), qos)
-    for kind in ('color', 'labels'):
-        feeder.create_subscription(Image, f'anyseg/{kind}', lambda m, k=kind: keep(
-            k, conv.stamp_to_sec(m.header.stamp), m), qos)
-    setter = feeder.create_client(SetParameters, f'{ns}/anyseg/set_parameters')
-    executor = MultiThreadedExecutor(num_threads=3, context=context)
-    executor.add_node(node)
-    executor.add_node(feeder)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    deadline = time.monotonic() + 60
-    while not all(p.get_subscription_count() for p in pubs.values()):
-        assert time.monotonic() < deadline, 'the node never subscribed'
-        time.sleep(0.05)
-    assert setter.wait_for_service(timeout_sec=60)
-    state = {'node': node, 'pubs': pubs, 'outputs': outputs, 'lock': lock, 'setter': setter,
-             'rng': np.random.default_rng(0), 't': 0.0}
+    rig = LiveRig(module_ros_env, {
+        'checkpoint': str(tiny_checkpoint), 'device': 'cpu',
+        'network.height': 64, 'network.width': 96,
+        'qos.reliability': 'reliable', 'qos.depth': 100,
+        # Liveness is not under test: every sensor stays live between frames.
+        'sync.stale_after': 60.0, 'sync.max_wait': 0.2})
+    rig.rng = np.random.default_rng(0)
+    rig.lost = []
     try:
         # A first frame makes the camera's frame known (its CameraInfo and image): a cloud
         # handled before either would have no frame to be transformed into.
-        _frame(state)
-        yield state
+        _frame(rig)
+        yield rig
     finally:
-        executor.shutdown()
-        node.close()
-        node.destroy_node()
-        feeder.destroy_node()
-        rclpy.shutdown(context=context)
-
-
-def _set(live, name, value):
-    future = live['setter'].call_async(SetParameters.Request(
-        parameters=[Parameter(name, value=value).to_parameter_msg()]))
-    deadline = time.monotonic() + 60
-    while not future.done():
-        assert time.monotonic() < deadline, f'no answer setting {name}'
-        time.sleep(0.02)
-    (result,) = future.result().results
-    assert result.successful, (name, value, result.reason)
+        rig.close()
 
 
 def _frame(live, attempts=3):
@@ -116,27 +64,24 @@ def _frame(live, attempts=3):
     label images once they arrived. A frame can be lost on a loaded machine (seen once in
     a full run, right after a synchroniser restart: to be investigated); it is then sent
     again with a new stamp, ``attempts`` times at most, and the loss is recorded in
-    ``live['lost']``."""
+    ``live.lost``."""
     for _ in range(attempts - 1):
         try:
             return _one_frame(live, WAIT_S / 3)
         except TimeoutError as e:
-            live.setdefault('lost', []).append(str(e))
+            live.lost.append(str(e))
     return _one_frame(live, WAIT_S)
 
 
 def _one_frame(live, wait_s):
-    # Stamped now (the node refuses stamps more than sync.max_future ahead), increasing.
-    live['t'] = t = round(max(time.time(), live['t'] + 0.2), 3)
-    while time.time() < t:
-        time.sleep(0.01)
-    rng = live['rng']
-    pubs = live['pubs']
+    t = live.next_stamp()
+    rng = live.rng
+    pubs = live.pubs
     pubs['info'].publish(conv.camera_info_msg(K, (H, W), conv.sec_to_stamp(t), 'cam',
                                               cls=CameraInfo))
     n = 400
     xyz = np.stack([rng.uniform(-3, 3, n), rng.uniform(-1, 1, n), rng.uniform(2, 30, n)], 1)
-    # lidar.T_cam_lidar is unset (identity): the points are given in the camera's frame.
+    # lidar.T_cam_lidar is unset and the cloud is in the camera's frame: no transform.
     pubs['lidar'].publish(conv.points_to_cloud(
         {'x': xyz[:, 0].astype(np.float32), 'y': xyz[:, 1].astype(np.float32),
          'z': xyz[:, 2].astype(np.float32), 'intensity': rng.uniform(0, 1, n).astype(np.float32)},
@@ -153,47 +98,38 @@ def _one_frame(live, wait_s):
     image = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
     pubs['image'].publish(conv.array_to_image(image, 'rgb8', conv.sec_to_stamp(t), 'cam',
                                               cls=Image))
-    key = round(t, 6)
-    deadline = time.monotonic() + wait_s
-    while True:
-        with live['lock']:
-            got = [live['outputs'][k].get(key) for k in ('status', 'color', 'labels')]
-        if all(g is not None for g in got):
-            return got
-        if time.monotonic() > deadline:
-            raise TimeoutError(f'no frame for stamp {t} after {wait_s} s')
-        time.sleep(0.02)
+    return live.wait(t, wait_s)
 
 
 def test_sync_slop_decides_whether_a_late_lidar_joins_the_next_frame(live):
-    _set(live, 'sync.slop', 0.02)
+    live.set('sync.slop', 0.02)
     status, _, _ = _frame(live)
     assert status['pivot'] == 'camera' and 'lidar' not in status['modalities'], status
-    _set(live, 'sync.slop', 0.1)
+    live.set('sync.slop', 0.1)
     status, _, _ = _frame(live)
     assert 'lidar' in status['modalities'], status
-    assert status['stamps']['lidar'] == [pytest.approx(live['t'] + LIDAR_LAG, abs=1e-6)]
+    assert status['stamps']['lidar'] == [pytest.approx(live.t + LIDAR_LAG, abs=1e-6)]
 
 
 def test_events_window_decides_which_packets_the_next_frame_takes(live):
     taken = {}
     for window in (0.03, 0.08):
-        _set(live, 'events.window', window)
+        live.set('events.window', window)
         status, _, _ = _frame(live)
         stamps = status['stamps']['events']
         assert stamps and 'events' in status['modalities'], status
         # Packets end every 10 ms up to the image; a packet is taken when it overlaps the
         # window [t - window, t].
-        assert min(stamps) >= live['t'] - window - 1e-6, (window, stamps)
+        assert min(stamps) >= live.t - window - 1e-6, (window, stamps)
         taken[window] = len(stamps)
     assert taken[0.08] > taken[0.03], taken
 
 
 def test_palette_colours_the_next_frame(live):
-    classes = len(live['node'].runtime.class_names)
+    classes = len(live.node.runtime.class_names)
     for seed in (1, 2):  # two palettes in turn: each frame takes the one set before it
         palette = [int(v) for v in np.random.default_rng(seed).integers(0, 256, 3 * classes)]
-        _set(live, 'palette', palette)
+        live.set('palette', palette)
         _, color, labels = _frame(live)
         lut = np.array(palette, np.uint8).reshape(-1, 3)
         ids = np.frombuffer(bytes(labels.data), np.uint8).reshape(labels.height, labels.width)
@@ -206,7 +142,7 @@ def test_an_unexpected_message_is_a_conversion_error_and_the_node_goes_on(live):
     """No valid ROS message reaches this path (conversions turn every malformed one into a
     named reason); an object no conversion expects, handed to the node's subscription
     callback, must still be counted as conversion_error and leave the node running."""
-    node = live['node']
+    node = live.node
     before = node.session.counts()['inputs']['lidar']
     node._receive('lidar', object())
     after = node.session.counts()['inputs']['lidar']
@@ -222,7 +158,7 @@ def test_class_names_and_colours_are_latched_and_follow_the_palette(live):
     set later is published there too; the names are also a read-only parameter."""
     from rclpy.qos import DurabilityPolicy
 
-    node = live['node']
+    node = live.node
     got = []
     late = Node(f'classes_{uuid.uuid4().hex[:6]}', context=node.context)
     late.create_subscription(String, f'{node.get_namespace()}/anyseg/classes',
@@ -247,7 +183,7 @@ def test_class_names_and_colours_are_latched_and_follow_the_palette(live):
         assert first['ignore_id'] == 255
         assert node.get_parameter('class_names').value == names
         palette = [7] * (3 * len(names))
-        _set(live, 'palette', palette)
+        live.set('palette', palette)
         spin_until(lambda: got[-1]['classes'][0]['color'] == [7, 7, 7])
         assert all(c['color'] == [7, 7, 7] for c in got[-1]['classes'])
     finally:

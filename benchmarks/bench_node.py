@@ -95,6 +95,7 @@ from anyseg_ros.inputs import payload_function
 from anyseg_ros.payloads import Geometry
 from anyseg_ros.pipeline import SegmentationPipeline
 from anyseg_ros.sync import Frame, Stamped
+from anyseg_ros.tools.fastdds import with_profile
 
 TEACHER = REPO / "runs" / "experiment" / "teacher" / "final.safetensors"
 CAMERA_FRAME = "bench_camera_optical"
@@ -655,7 +656,7 @@ def main() -> None:
         if not args.fastdds_defaults:  # before any participant exists; subprocesses inherit
             profile = tmp / "fastdds_profile.xml"
             profile.write_text(FASTDDS_PROFILE)
-            os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
+            with_profile(os.environ, str(profile), keep_users=False)
             transport = "Fast DDS shared memory only, 8 MiB segment"
         node_threads = (f"{args.threads} (OMP_NUM_THREADS)" if args.threads else
                         f"torch default, {default_threads}"

@@ -20,6 +20,8 @@ from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
+from anyseg_ros.tools.fastdds import PROFILE_VARIABLES, profile_in_use, profile_variables
+
 # (launch argument, topic name inside the node, what it carries). Each argument remaps the
 # node's own topic name, so `camera_image:=/front/image_raw` points it at a driver's topic.
 INPUT_TOPICS = [
@@ -30,11 +32,7 @@ INPUT_TOPICS = [
     ('depth_image', 'depth/image', 'sensor_msgs/Image with depth (16UC1 mm or 32FC1 m)'),
 ]
 
-# The variable naming Fast DDS's default XML profile file: Fast DDS 3 (Kilted and later)
-# reads FASTDDS_DEFAULT_PROFILES_FILE, Fast DDS 2.x (Humble, Jazzy) only
-# FASTRTPS_DEFAULT_PROFILES_FILE (the RMW of Kilted also reads the old name, with a warning).
-PROFILE_VARIABLES = ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE')
-FASTDDS2_DISTROS = ('foxy', 'galactic', 'humble', 'iron', 'jazzy')
+# The variables naming Fast DDS's default XML profile, per distribution (Fast DDS 2 or 3).
 SHIPPED_PROFILE = 'fastdds_large_frames.xml'
 
 
@@ -47,14 +45,6 @@ def _parse_bool(name, text):
     raise ValueError(f"launch argument {name}:={text!r} must be 'true' or 'false'")
 
 
-def _profile_variables(environment):
-    """The variables to set for the running distribution's Fast DDS (both when unknown)."""
-    distro = environment.get('ROS_DISTRO', '').strip().lower()
-    if distro in FASTDDS2_DISTROS:
-        return ('FASTRTPS_DEFAULT_PROFILES_FILE',)
-    return ('FASTDDS_DEFAULT_PROFILES_FILE',) if distro else PROFILE_VARIABLES
-
-
 def _fastdds_profile(context, value):
     """SetEnvironmentVariable actions giving the node the Fast DDS profile `value`.
 
@@ -63,13 +53,11 @@ def _fastdds_profile(context, value):
     """
     value = value.strip()
     environment = context.environment
-    names = _profile_variables(environment)
+    names = profile_variables(environment)
     if value.lower() in ('', 'none'):
         return []
     if value.lower() == 'auto':
-        # A profile the user's Fast DDS reads already (Kilted's RMW reads both names).
-        read = names if names == ('FASTRTPS_DEFAULT_PROFILES_FILE',) else PROFILE_VARIABLES
-        if any(environment.get(name, '').strip() for name in read):
+        if profile_in_use(environment):  # a profile the user's Fast DDS reads already
             return []
         path = os.path.join(FindPackageShare('anyseg_ros').perform(context), 'config',
                             SHIPPED_PROFILE)

@@ -549,3 +549,20 @@ def test_a_broken_ros_fails_the_run_instead_of_skipping(tmp_path):
     assert done.returncode == 1, out[-2000:]
     assert 'ROS 2 is meant to be here (' in out and ') but rclpy does not import' in out
     assert 'librmw_fastrtps_cpp.so' in out and ' passed' not in out and ' skipped' not in out
+
+
+@pytest.mark.parametrize('environment, expected', [
+    ({'ROS_DISTRO': 'humble'}, {'FASTRTPS_DEFAULT_PROFILES_FILE': 'P'}),
+    ({'ROS_DISTRO': 'jazzy', 'FASTDDS_DEFAULT_PROFILES_FILE': '/u.xml'},  # unread by Fast DDS 2
+     {'FASTRTPS_DEFAULT_PROFILES_FILE': 'P'}),
+    ({'ROS_DISTRO': 'kilted'}, {'FASTDDS_DEFAULT_PROFILES_FILE': 'P'}),
+    ({}, {'FASTDDS_DEFAULT_PROFILES_FILE': 'P', 'FASTRTPS_DEFAULT_PROFILES_FILE': 'P'}),
+    ({'ROS_DISTRO': 'kilted', 'FASTRTPS_DEFAULT_PROFILES_FILE': '/u.xml'},  # the user's: kept
+     {'FASTRTPS_DEFAULT_PROFILES_FILE': '/u.xml'}),
+])
+def test_demo_and_benchmark_name_the_profile_as_the_distribution_reads_it(environment, expected):
+    """The demo and bench_node give their processes the large-frames profile under the name
+    the distribution's Fast DDS reads (Humble and Jazzy: FASTRTPS_...; Kilted on: FASTDDS_...)."""
+    from anyseg_ros.tools.fastdds import with_profile
+    env = with_profile(dict(environment), 'P')
+    assert {k: v for k, v in env.items() if k.endswith('PROFILES_FILE')} == expected

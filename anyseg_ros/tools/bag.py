@@ -36,6 +36,8 @@ import yaml
 from .. import conversions as conv
 
 STORAGES = ("mcap", "sqlite3")
+#: rosbag2 metadata versions written: 9 (Jazzy on) and 8 (what Humble's rosbag2 reads).
+BAG_VERSIONS = (9, 8)
 TOPICS = {
     "camera": "/camera/image",
     "camera_compressed": "/camera/image/compressed",
@@ -158,17 +160,21 @@ class BagWriter:
             bag.write("/camera/image", msg, t_ns)
     """
 
-    def __init__(self, path: str | Path, storage: str = "mcap") -> None:
+    def __init__(self, path: str | Path, storage: str = "mcap", version: int = 9) -> None:
+        """``version``: rosbag2's metadata version, 9 (Jazzy and later) or 8 (also read by
+        Humble's rosbag2, which cannot parse 9)."""
         from rosbags.rosbag2 import StoragePlugin, Writer
 
         if storage not in STORAGES:
             raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
+        if version not in BAG_VERSIONS:
+            raise ValueError(f"bag version must be one of {BAG_VERSIONS}, got {version!r}")
         self.path = Path(path)
         if self.path.exists():
             raise FileExistsError(f"{self.path} exists; rosbag2 writes a new directory "
                                   "(remove it or choose another name)")
         plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
-        self._writer = Writer(self.path, version=9, storage_plugin=plugin)
+        self._writer = Writer(self.path, version=version, storage_plugin=plugin)
         self._connections: dict[str, Any] = {}
         self.counts: dict[str, int] = {}
 

@@ -43,6 +43,7 @@ from anyseg_core.modalities import CAMERA, EVENTS, LIDAR
 from . import bag as bags
 from .. import conversions as conv
 from ..params import DEMO_CHECKPOINT
+from .fastdds import with_profile
 from .process_bag import modality_key
 from .synthetic_bag import write_synthetic_bag
 
@@ -252,8 +253,7 @@ def run_demo(out: Path, seconds: float = 24.0, faults_text: str = "lidar:8-13,ca
     env["ROS_DOMAIN_ID"] = str(domain_id if domain_id is not None else random.randint(1, 100))
     env["PYTHONUNBUFFERED"] = "1"
     # Large frames over shared memory (docs/ros.md, "Transport"), unless the user has a profile.
-    env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE",
-                   str(shipped_config("fastdds_large_frames.xml")))
+    with_profile(env, str(shipped_config("fastdds_large_frames.xml")))
     namespace = "/anyseg_demo"
     node_log = out / "node.log"
     node_cmd = [sys.executable, "-m", "anyseg_ros.node", "--ros-args",

@@ -2,7 +2,7 @@
 
     python -m anyseg_ros.tools.muses_to_bag MUSES_ROOT OUT --split val [--weather fog,snow]
         [--time-of-day night] [--limit N] [--interval 1.0] [--storage mcap|sqlite3]
-        [--event-anchor last|camera]
+        [--bag-version 9|8] [--event-anchor last|camera]
 
 Each scene keeps its own timing: the camera image stamped at mid-exposure, the LiDAR sweep
 stamped at its centre with every point's time in a ``t`` field, the events in 10 ms packets
@@ -64,7 +64,7 @@ def convert(root: str | Path, out: str | Path, split: str = "val",
             weather: Optional[str | Sequence[str]] = None,
             time_of_day: Optional[str | Sequence[str]] = None,
             limit: Optional[int] = None, interval: float = 1.0, storage: str = "mcap",
-            progress: bool = True, event_anchor: str = "last") -> dict:
+            progress: bool = True, event_anchor: str = "last", bag_version: int = 9) -> dict:
     """Write the bag and its params file; returns a summary. weather / time_of_day: a name
     or a list of names (None = all). event_anchor: see the module's docstring."""
     if not interval > 0:
@@ -86,7 +86,7 @@ def convert(root: str | Path, out: str | Path, split: str = "val",
     prev_last: Optional[float] = None
     first_calib: Optional[dict] = None
     bar = _bar(len(scenes), progress)
-    with bags.BagWriter(out, storage) as writer:
+    with bags.BagWriter(out, storage, bag_version) as writer:
         for k, scene in enumerate(scenes):
             raw = muses.read_frame(scene, calib)
             st = raw.meta["stamps"]
@@ -203,6 +203,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--interval", type=float, default=1.0,
                     help="seconds between consecutive scenes in the bag")
     ap.add_argument("--storage", choices=bags.STORAGES, default="mcap")
+    ap.add_argument("--bag-version", type=int, choices=bags.BAG_VERSIONS, default=9,
+                    help="rosbag2 metadata version: 8 for ros2 bag on Humble")
     ap.add_argument("--event-anchor", choices=muses.EVENT_ANCHORS, default="last",
                     help="last: shift each scene's events so that the last one falls on the "
                          "camera's stamp (the node then renders the MUSES SDK's window, the "
@@ -212,7 +214,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         s = convert(args.root, args.out, args.split, args.weather, args.time_of_day,
                     args.limit, args.interval, args.storage, progress=not args.quiet,
-                    event_anchor=args.event_anchor)
+                    event_anchor=args.event_anchor, bag_version=args.bag_version)
     except (ValueError, FileExistsError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -184,7 +184,7 @@ class PhaseSpans:
 def process_bag(bag_in: str | Path, bag_out: str | Path,
                 checkpoint: Optional[str | Path] = None, values: Optional[dict] = None,
                 faults: Optional[dict] = None, storage: str = "mcap", progress: bool = True,
-                topics: Optional[dict[str, str]] = None) -> dict:
+                topics: Optional[dict[str, str]] = None, bag_version: int = 9) -> dict:
     """Process ``bag_in`` into ``bag_out``; returns the summary (also in OUT.summary.json).
 
     ``checkpoint``: the model (None: the ``checkpoint`` of ``values``, else the bundled demo
@@ -221,7 +221,7 @@ def process_bag(bag_in: str | Path, bag_out: str | Path,
                                  dir=bag_out.parent))
     try:
         summary = _process(bag_in, work / bag_out.name, session, faults, storage, progress,
-                           present, roles)
+                           present, roles, bag_version)
         (work / bag_out.name).rename(bag_out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -231,7 +231,7 @@ def process_bag(bag_in: str | Path, bag_out: str | Path,
 
 
 def _process(bag_in, bag_out: Path, session: Session, faults: dict, storage: str,
-             progress: bool, topics: dict, roles: dict) -> dict:
+             progress: bool, topics: dict, roles: dict, bag_version: int = 9) -> dict:
     """The node's session fed with the bag's messages in receive order, the receive time as
     both of its clocks; every frame it makes is written (offline nothing is late)."""
     v = session.values
@@ -251,7 +251,7 @@ def _process(bag_in, bag_out: Path, session: Session, faults: dict, storage: str
     n_total = sum(topics[t][1] for t in wanted)
     bar = _bar(n_total, progress)
     started = time.perf_counter()
-    with bags.BagWriter(bag_out, storage) as out:
+    with bags.BagWriter(bag_out, storage, bag_version) as out:
         def run_ready(now: float) -> None:
             while True:
                 frame, _ = session.poll(now)
@@ -438,6 +438,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--precision", choices=("fp32", "fp16", "bf16"))
     ap.add_argument("--network", type=int, nargs=2, metavar=("H", "W"))
     ap.add_argument("--storage", choices=bags.STORAGES, default="mcap")
+    ap.add_argument("--bag-version", type=int, choices=bags.BAG_VERSIONS, default=9,
+                    help="rosbag2 metadata version of the output: 8 for ros2 bag on Humble")
     ap.add_argument("--topic", action="append", default=[], metavar="ROLE=TOPIC",
                     help="read ROLE (" + ", ".join(ROLES) + ") from TOPIC, e.g. "
                          "camera=/front/image_raw (repeatable)")
@@ -456,7 +458,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             values["network.height"], values["network.width"] = args.network
         summary = process_bag(args.bag_in, args.bag_out, args.checkpoint, values,
                               bags.parse_windows(args.faults), args.storage,
-                              progress=not args.quiet, topics=parse_topics(args.topic))
+                              progress=not args.quiet, topics=parse_topics(args.topic),
+                              bag_version=args.bag_version)
     except (ConfigError, CheckpointError, ValueError, FileNotFoundError, FileExistsError,
             bags.BagError) as e:
         print(f"error: {e}", file=sys.stderr)

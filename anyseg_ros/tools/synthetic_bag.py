@@ -2,7 +2,7 @@
 
     python -m anyseg_ros.tools.synthetic_bag OUT --seconds 30 [--condition rain-night]
         [--faults lidar:10-15,camera:20-22] [--seed 0] [--size 288 512] [--depth]
-        [--storage mcap|sqlite3]
+        [--storage mcap|sqlite3] [--bag-version 9|8]
 
 Writes the topics of :mod:`anyseg_ros.tools.bag` (camera, CameraInfo, LiDAR with per-point times,
 events, /tf_static, ground-truth labels; depth with ``--depth``) with the drive's own stamps,
@@ -35,7 +35,8 @@ SENSORS = ("camera", "lidar", "events")
 def write_synthetic_bag(out: str | Path, seconds: float, condition: str = "clear-day",
                         faults: Optional[dict] = None, seed: int = 0,
                         size_hw: Sequence[int] = (288, 512), depth: bool = False,
-                        storage: str = "mcap", progress: bool = True) -> dict:
+                        storage: str = "mcap", progress: bool = True,
+                        bag_version: int = 9) -> dict:
     """Write the bag; returns a summary (messages per topic, dropped per sensor, params
     file, calibration, first stamp)."""
     faults = faults or {}
@@ -53,7 +54,7 @@ def write_synthetic_bag(out: str | Path, seconds: float, condition: str = "clear
     t_start = None
     bar = _bar(int(round(seconds * 10)), progress)
 
-    with bags.BagWriter(out, storage) as writer:
+    with bags.BagWriter(out, storage, bag_version) as writer:
         def push(topic, msg, receive_s):
             nonlocal order
             heapq.heappush(pending, (int(round(receive_s * 1e9)), order, topic, msg))
@@ -130,13 +131,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--size", type=int, nargs=2, default=(288, 512), metavar=("H", "W"))
     ap.add_argument("--depth", action="store_true", help="also write /depth/image")
     ap.add_argument("--storage", choices=bags.STORAGES, default="mcap")
+    ap.add_argument("--bag-version", type=int, choices=bags.BAG_VERSIONS, default=9,
+                    help="rosbag2 metadata version: 8 for ros2 bag on Humble")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     try:
         faults = bags.parse_windows(args.faults)
         summary = write_synthetic_bag(args.out, args.seconds, args.condition, faults,
                                       args.seed, args.size, args.depth, args.storage,
-                                      progress=not args.quiet)
+                                      progress=not args.quiet, bag_version=args.bag_version)
     except (ValueError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

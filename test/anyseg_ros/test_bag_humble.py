@@ -169,3 +169,27 @@ def test_our_bags_convert_to_what_humble_reads(tmp_path, storage):
     durability = {t: [q.durability.name for q in qos]
                   for t, qos in bags.bag_offered_qos(out).items()}
     assert durability == {"/tf_static": ["TRANSIENT_LOCAL"], "/camera/image": ["VOLATILE"]}
+
+
+@pytest.mark.parametrize("storage", bags.STORAGES)
+def test_bag_version_8_writes_what_humble_reads(tmp_path, storage):
+    """``--bag-version 8`` on the bag tools (here synthetic_bag's) writes a bag Humble's
+    rosbag2 reads, with the same messages as the default version 9."""
+    from anyseg_ros.tools.synthetic_bag import main as synthetic_bag_main
+
+    written = {}
+    for version in (8, 9):
+        out = tmp_path / f"v{version}_{storage}"
+        assert synthetic_bag_main([str(out), "--seconds", "0.2", "--size", "32", "48",
+                                   "--storage", storage, "--bag-version", str(version),
+                                   "--quiet"]) == 0
+        info = yaml.safe_load((out / "metadata.yaml").read_text())
+        assert info["rosbag2_bagfile_information"]["version"] == version
+        written[version] = out
+    assert humble_reading_problems(written[8]) == []
+    assert humble_reading_problems(written[9])
+    assert bags.bag_topics(written[8]) == bags.bag_topics(written[9])
+    assert [m.data for m in bags.read_bag(written[8])] == \
+        [m.data for m in bags.read_bag(written[9])]
+    with pytest.raises(ValueError, match="bag version"):
+        bags.BagWriter(tmp_path / "v7", version=7)

@@ -13,7 +13,7 @@ TORCH ?= torch==2.14.1 torchvision==0.29.1
 TORCH_PIP_ARGS ?=
 # Extras of setup.py always installed; `cv` and `ros` are added when there is no sourced
 # ROS 2 (a ROS install brings its own OpenCV and rclpy, see docs/installation.md).
-EXTRAS ?= test,data
+EXTRAS ?= test,data,deploy
 PIPFLAGS ?= -q
 PYTEST_ARGS ?=
 

@@ -100,6 +100,9 @@ setup(
             'ros-geometry-msgs',  # TransformStamped; tf2_msgs is built on it (make setup)
             'ros-rmw-fastrtps-cpp',
         ],
+        # Exported inference (anyseg_core.deploy): ONNX export, ONNX Runtime, OpenVINO. For
+        # CUDA / TensorRT install onnxruntime-gpu instead of onnxruntime.
+        'deploy': ['onnx', 'onnxscript', 'onnxruntime', 'openvino'],
         # Dataset readers (MUSES / DELIVER archives, rosbag2 without ROS).
         'data': ['h5py', 'hdf5plugin', 'rosbags'],
         'test': ['pytest', 'hypothesis', 'pytest-timeout'],

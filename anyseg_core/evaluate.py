@@ -26,7 +26,7 @@ import torch
 from .data.registry import DATASETS
 from .metrics import ConfusionMatrix
 from .modalities import ABBREV, ALL_MODALITIES, all_subsets
-from .runtime import Runtime
+from .runtime import BACKENDS, Runtime
 
 def subset_name(subset: Sequence[str]) -> str:
     return "".join(ABBREV[m] for m in subset)
@@ -175,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="synthetic: evaluate only these conditions (e.g. fog-night)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+    ap.add_argument("--backend", default="torch", choices=BACKENDS,
+                    help="torch, or an exported graph per subset in onnxruntime / openvino "
+                         "(the deploy extra); auto: the fastest installed")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     if args.num_samples is not None and args.num_samples < 1:
@@ -190,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--size must look like 288x512, got {args.size!r}")
     try:
         rt = Runtime(args.checkpoint, device=args.device, precision=args.precision,
-                     input_size=size, warmup=False)
+                     input_size=size, warmup=False, backend=args.backend)
         subsets = parse_subsets(args.subsets, rt.modalities)
     except (ValueError, FileNotFoundError) as err:
         ap.error(str(err))
@@ -228,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         "checkpoint": str(args.checkpoint), "dataset": args.dataset, "split": args.split,
         "root": str(args.root) if args.root else None, "num_samples": n,
         "seed": cfg["data"]["seed"], "conditions": args.conditions, "missing": args.missing,
-        "input_size": list(rt.input_size), "precision": args.precision,
+        "input_size": list(rt.input_size), "precision": rt.precision,
+        "backend": rt.backend,
         "miou": "one confusion matrix per subset over all samples; classes absent from both "
                 "labels and predictions are left out of the mean; label 255 ignored",
     }

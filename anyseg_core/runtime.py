@@ -5,6 +5,12 @@ modality subset (so the first frame after a sensor drops out is not slow), and p
 class ids (uint8, 255 = ignore) and optionally a confidence map from raw frames or prepared
 inputs with any subset of modalities present. Everything stays on the device until the
 caller asks for numpy.
+
+``backend`` chooses what runs the network: ``torch`` (PyTorch eager), or an exported graph
+per modality subset (:mod:`anyseg_core.deploy`) in ``onnxruntime`` or ``openvino``. Given a
+``.safetensors`` checkpoint, an exported backend exports it once (cached by the file's
+sha256 and the size); given an export directory, it loads it. ``auto`` is the fastest
+backend installed for the device (:data:`AUTO_BACKENDS`, from docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -16,10 +22,38 @@ from typing import Mapping, Optional, Sequence
 import torch
 
 from . import checkpoint as ckpt
+from . import deploy
 from .modalities import IGNORE_INDEX, NORMALIZATION, all_subsets
 from .sensors import RawFrame, as_tensor, prepare_inputs, resize_nearest
 
 PRECISIONS = ("fp32", "fp16", "bf16")
+BACKENDS = ("auto",) + deploy.BACKENDS
+#: What ``auto`` picks, in order, per device type: the first one installed. On the CPU the
+#: exported backends took half the time of PyTorch eager or less with every label equal
+#: (docs/benchmarks.md, benchmarks/bench_backends.py); on CUDA no GPU measurement yet.
+AUTO_BACKENDS = {"cpu": ("openvino", "onnxruntime", "torch"), "cuda": ("torch",)}
+
+
+def backend_installed(backend: str) -> bool:
+    """Whether the package a backend needs imports here (torch always does)."""
+    if backend == "torch":
+        return True
+    import importlib.util
+
+    return all(importlib.util.find_spec(p) is not None
+               for p in ("onnx", "onnxscript", backend))
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """``auto`` -> the first installed of AUTO_BACKENDS for the device; others checked."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
+    if backend == "auto":
+        return next(b for b in AUTO_BACKENDS[device.type] if backend_installed(b))
+    if not backend_installed(backend):
+        raise ValueError(f"backend {backend} is not installed here: pip install "
+                         "'anyseg_ros[deploy]' (onnx, onnxscript, onnxruntime, openvino)")
+    return backend
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -61,21 +95,42 @@ class Runtime:
         input_size: network input (H, W); default the checkpoint's training size.
         warmup: run every modality subset once at start.
         min_confidence: pixels whose confidence is below it become 255 (0 = never).
+        backend: auto | torch | onnxruntime | openvino (module docstring); ``checkpoint``
+            may then also be an export directory (``python -m anyseg_core.export --format
+            onnx``). onnxruntime runs fp32 on a CPU, fp32 or fp16 on CUDA (TensorRT's
+            execution provider where present); openvino runs on the CPU in fp32 or bf16.
+        threads: CPU threads of an exported backend (0: its default, one per core).
     """
 
     def __init__(self, checkpoint: str | Path, device: str = "auto", precision: str = "fp32",
                  input_size: Optional[Sequence[int]] = None, warmup: bool = True,
-                 min_confidence: float = 0.0) -> None:
+                 min_confidence: float = 0.0, backend: str = "torch",
+                 threads: int = 0) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.device = pick_device(device)
         if precision == "fp16" and self.device.type != "cuda":
             raise ValueError("precision fp16 needs a CUDA device; use fp32 (or bf16) on CPU")
         self.precision = precision
-        self.model, self.meta = ckpt.build_model(checkpoint, device=self.device)
-        self.model.eval().requires_grad_(False)
-        if self.device.type == "cuda":
-            self.model.to(memory_format=torch.channels_last)
+        exported = deploy.is_export(checkpoint)
+        if exported and backend == "auto":
+            backend = next((b for b in ("onnxruntime", "openvino") if backend_installed(b)),
+                           "onnxruntime")
+        self.backend = resolve_backend(backend, self.device)
+        self.model = None
+        self.engine = None
+        if self.backend == "torch":
+            if exported:
+                raise ValueError(f"{checkpoint} is an exported model: run it with backend "
+                                 "onnxruntime or openvino, or give the .safetensors "
+                                 "checkpoint to backend torch")
+            self.model, self.meta = ckpt.build_model(checkpoint, device=self.device)
+            self.model.eval().requires_grad_(False)
+            if self.device.type == "cuda":
+                self.model.to(memory_format=torch.channels_last)
+        else:
+            export = self._exported(checkpoint, exported, input_size, threads)
+            input_size = export["input_size"]
         self.modalities: tuple[str, ...] = tuple(self.meta["modalities"])
         self.class_names: list[str] = list(self.meta["class_names"])
         self.palette = torch.zeros(256, 3, dtype=torch.uint8, device=self.device)
@@ -93,6 +148,47 @@ class Runtime:
         if warmup:
             self.warmup()
 
+    def _exported(self, checkpoint, exported: bool, input_size, threads: int) -> dict:
+        """Build ``self.engine`` from an export directory, made from the checkpoint (and
+        cached) unless ``checkpoint`` is one; returns the export's metadata."""
+        if self.backend == "openvino":
+            if self.device.type != "cpu":
+                raise ValueError("backend openvino runs on the CPU here; use device cpu, or "
+                                 "backend onnxruntime / torch on CUDA")
+            if self.precision == "fp16":
+                raise ValueError("backend openvino: precision fp32 or bf16")
+        elif self.device.type == "cpu" and self.precision != "fp32":
+            raise ValueError("backend onnxruntime on a CPU runs fp32 only; for bf16 use "
+                             "backend openvino")
+        elif self.precision == "bf16":
+            raise ValueError("backend onnxruntime on CUDA: precision fp32 or fp16")
+        graphs = "fp16" if self.precision == "fp16" else "fp32"
+        if exported:
+            path = Path(checkpoint)
+            export = deploy.read_export(path)
+            if input_size is not None and tuple(input_size) != tuple(export["input_size"]):
+                raise ValueError(f"{path} was exported at {export['input_size']}, not "
+                                 f"{list(input_size)}: export it at that size")
+            if export["precision"] != graphs:
+                raise ValueError(f"{path} holds {export['precision']} graphs; precision "
+                                 f"{self.precision} needs {graphs} ones")
+        else:
+            size = input_size or ckpt.read_metadata(checkpoint)["input_size"]
+            path = deploy.cached_export(checkpoint, size, graphs)
+            export = deploy.read_export(path)
+        self.meta = export["meta"]
+        self.export_path = path
+        if self.backend == "onnxruntime":
+            self.engine = deploy.OnnxRuntimeEngine(path, export, self.device, threads)
+        else:
+            self.engine = deploy.OpenVinoEngine(path, export, self.precision, threads)
+            if self.engine.precision != self.precision:  # bf16 asked, no bf16 on this CPU
+                import warnings
+                warnings.warn(f"backend openvino runs {self.engine.precision} here: this CPU "
+                              f"has no {self.precision} instructions", RuntimeWarning)
+                self.precision = self.engine.precision
+        return export
+
     def _autocast(self):
         if self.precision == "fp32":
             return nullcontext()
@@ -102,11 +198,18 @@ class Runtime:
     def warmup(self) -> None:
         """One forward pass per non-empty subset (kernels, allocator, autotuning)."""
         H, W = self.input_size
-        for subset in all_subsets(self.modalities):
+        for subset in self.subsets():
             x = {m: torch.zeros(1, 3, H, W, device=self.device) for m in subset}
             self.predict(x)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+    def subsets(self) -> list[tuple[str, ...]]:
+        """The modality subsets this runtime can run: every one, or those of its export."""
+        if self.engine is None:
+            return all_subsets(self.modalities)
+        return [s for s in all_subsets(self.modalities)
+                if deploy.subset_key(s) in self.engine.subsets]
 
     def upload(self, name: str, array) -> torch.Tensor:
         """A numpy array (or CPU tensor) on the runtime's device, ready for
@@ -183,13 +286,24 @@ class Runtime:
         if not x:
             raise ValueError("no input modality: give at least one of "
                              f"{list(self.modalities)}")
-        if self.device.type == "cuda":
-            x = {m: v.contiguous(memory_format=torch.channels_last) for m, v in x.items()}
-        with self._autocast():
-            logits = self.model(x, missing=missing).logits[0]
-        prob = torch.softmax(logits.float(), dim=0)
-        conf, labels = prob.max(0)
-        labels = labels.to(torch.uint8)
+        if self.engine is not None:
+            if missing != "drop":
+                raise ValueError(f"backend {self.backend} runs missing='drop' only")
+            subset = tuple(m for m in self.modalities if m in x)
+            if deploy.subset_key(subset) not in self.engine.subsets:
+                raise ValueError(f"{self.export_path} has no graph for the modalities "
+                                 f"{list(subset)} (exported: {sorted(self.engine.subsets)})")
+            labels, conf = self.engine.run(subset, x)
+            labels, conf = labels.to(self.device), conf.to(self.device)
+        else:
+            if self.device.type == "cuda":
+                x = {m: v.contiguous(memory_format=torch.channels_last)
+                     for m, v in x.items()}
+            with self._autocast():
+                logits = self.model(x, missing=missing).logits[0]
+            prob = torch.softmax(logits.float(), dim=0)
+            conf, labels = prob.max(0)
+            labels = labels.to(torch.uint8)
         if self.min_confidence > 0:
             labels[conf < self.min_confidence] = IGNORE_INDEX
         if output_size is not None and tuple(output_size) != tuple(labels.shape):

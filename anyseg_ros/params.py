@@ -14,6 +14,7 @@ import numpy as np
 import yaml
 
 from anyseg_core.modalities import ALL_MODALITIES, CAMERA, DEPTH, EVENTS, LIDAR
+from anyseg_core.runtime import BACKENDS as RUNTIME_BACKENDS
 from anyseg_core.runtime import PRECISIONS
 from anyseg_core.sensors.distortion import MODELS as DISTORTION_MODELS
 from anyseg_core.sensors.distortion import check_distortion
@@ -42,6 +43,9 @@ PARAMS = [
           "checkpoint"),
     Param("device", "auto", "auto | cpu | cuda | cuda:N"),
     Param("precision", "fp32", "fp32 | fp16 | bf16 (fp16 needs CUDA)"),
+    Param("backend", "auto", "what runs the network: torch | onnxruntime | openvino (exported "
+          "graphs, the deploy extra) | auto (the fastest installed for the device, "
+          "docs/benchmarks.md); checkpoint may also be an export directory"),
     Param("threads", 0, "CPU threads for inference (torch.set_num_threads); 0 = torch's "
           "default (one per core)", range=(0, 256)),
     Param("modalities", [CAMERA, EVENTS, LIDAR], "modalities subscribed to and fused: any "
@@ -151,7 +155,7 @@ POSITIVE = ("sync.slop", "sync.stale_after", "events.window", "diagnostics.perio
 def check_value(name: str, value) -> None:
     """Raise ConfigError when ``value`` is not acceptable for parameter ``name``."""
     choices = {"device": None, "precision": PRECISIONS, "output.resolution": OUTPUT_RESOLUTIONS,
-               "tf.listener": ("auto", "tf2_ros", "builtin"),
+               "tf.listener": ("auto", "tf2_ros", "builtin"), "backend": RUNTIME_BACKENDS,
                "qos.reliability": ("best_effort", "reliable"),
                "camera.transport": ("raw", "compressed"),
                "events.type": ("pointcloud", "image")}

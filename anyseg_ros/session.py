@@ -158,11 +158,16 @@ class Session:
 
             torch.set_num_threads(int(v["threads"]))
         size = network_size(v)
-        self.log.info(f"loading {ckpt} on {v['device']} ({v['precision']}), network "
+        self.log.info(f"loading {ckpt} on {v['device']} ({v['precision']}, backend "
+                      f"{v['backend']}), network "
                       f"{'%dx%d' % size if size else 'at its training size'}"
                       + ("; warming up every subset" if warmup else ""))
         self.runtime = Runtime(ckpt, device=v["device"], precision=v["precision"],
-                               input_size=size, warmup=warmup)
+                               input_size=size, warmup=warmup, backend=v["backend"],
+                               threads=int(v["threads"]))
+        if self.runtime.backend != "torch":
+            self.log.info(f"backend {self.runtime.backend} ({self.runtime.precision}): "
+                          f"{self.runtime.export_path}")
         self.modalities = tuple(v["modalities"])
         missing = [m for m in self.modalities if m not in self.runtime.modalities]
         if missing:

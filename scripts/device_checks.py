@@ -1,5 +1,6 @@
-"""Everything that needs a CUDA GPU, in one timed run: the CUDA tests, the GPU benchmarks, a
-one-process NCCL training run, and the synthetic experiment at the largest step budget that
+"""Everything that needs a CUDA GPU, in one timed run: the CUDA tests, the GPU benchmarks (the
+model, the exported backends at 512x1024 with TensorRT where installed), a one-process NCCL
+training run, and the synthetic experiment at the largest step budget that
 fits the time left.
 
     python scripts/device_checks.py --out DIR [--minutes 9] [--rows ROWS] [--jobs 8]
@@ -152,6 +153,12 @@ def main() -> None:
                         ("bench_model_cuda_288x512", ["--size", "288x512"])):
         s.run(name, [PY, "benchmarks/bench_model.py", "--device", "cuda", "--repeats", "20",
                      "--json", str(args.out / f"{name}.json"), *extra], 90, env)
+    # The deployment path: one ONNX graph per subset, onnxruntime on CUDA / TensorRT (where
+    # onnxruntime-gpu is installed), fp16, agreement per subset, next to PyTorch.
+    s.run("bench_backends_cuda_512x1024", [PY, "benchmarks/bench_backends.py", "--device",
+                                          "cuda", "--sizes", "512x1024", "--calls", "20",
+                                          "--out", str(args.out / "bench_backends_cuda.json")],
+          240, env)
     s.run("bench_sensors_cuda", [PY, "benchmarks/bench_sensors.py", "--device", "cuda",
                                  "--json", str(args.out / "bench_sensors_cuda.json")], 90, env)
     tiny = args.runs / "tiny_nccl"

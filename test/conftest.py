@@ -27,6 +27,12 @@ if os.environ.get('ROS_DISTRO') in ('foxy', 'galactic', 'humble', 'iron', 'jazzy
     os.environ.setdefault('FASTRTPS_DEFAULT_PROFILES_FILE', _FASTDDS_PROFILE)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# Exports made on demand by the exported backends (anyseg_core.deploy.cache_root) go to a
+# folder of this run, not the user's ~/.cache; subprocesses inherit it, so each checkpoint
+# is exported once per run.
+if 'ANYSEG_CACHE' not in os.environ:
+    import tempfile
+    os.environ['ANYSEG_CACHE'] = tempfile.mkdtemp(prefix='anyseg_test_cache_')
 # CI checks the project out with shared/ beside it; tests read the real data from there and
 # never copy it into the project.
 REAL_DATA_DIR = REPO_ROOT.parent / 'shared' / 'data' / 'real'

@@ -134,21 +134,29 @@ class AnymodalSegmentor(nn.Module):
         feats = self.encoder(x)
         features, fused = [], []
         weight = present.to(feats[0].dtype)
-        count = weight.sum(1).clamp(min=1.0)
         for s, f in enumerate(feats):
             per_mod = f.new_zeros((B, self.num_modalities) + tuple(f.shape[1:]))
             per_mod[b_idx, m_idx] = f
             features.append(per_mod)
-            if self.fusion == "mean":
-                fused.append(per_mod.sum(1) / count.view(B, 1, 1, 1))
-            else:
-                # the mean of the auxiliary modalities that are present (none: zeros)
-                n_aux = weight[:, 1:].sum(1).clamp(min=1.0).view(B, 1, 1, 1)
-                others = per_mod[:, 1:].sum(1) / n_aux
-                fused.append(per_mod[:, 0] + self.aux_proj[s](others))
+            fused.append(self.fuse(s, per_mod, weight))
+        return SegmentorOutput(logits=self.decode(fused, (H, W)), features=features,
+                               fused=fused, present=present)
+
+    def fuse(self, stage: int, per_mod: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Fuse one stage: ``per_mod`` [B, M, C, h, w] (zeros for absent pairs), ``weight``
+        the present mask [B, M] as floats; returns [B, C, h, w]."""
+        B = per_mod.shape[0]
+        if self.fusion == "mean":
+            return per_mod.sum(1) / weight.sum(1).clamp(min=1.0).view(B, 1, 1, 1)
+        # the mean of the auxiliary modalities that are present (none: zeros)
+        n_aux = weight[:, 1:].sum(1).clamp(min=1.0).view(B, 1, 1, 1)
+        others = per_mod[:, 1:].sum(1) / n_aux
+        return per_mod[:, 0] + self.aux_proj[stage](others)
+
+    def decode(self, fused: Sequence[torch.Tensor], size_hw: Sequence[int]) -> torch.Tensor:
+        """The head on the fused stages; logits [B, K, H, W] at ``size_hw`` (bilinear)."""
         logits = self.head(fused)
-        logits = F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False)
-        return SegmentorOutput(logits=logits, features=features, fused=fused, present=present)
+        return F.interpolate(logits, size=tuple(size_hw), mode="bilinear", align_corners=False)
 
     def _check_inputs(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         if not inputs:

@@ -64,7 +64,7 @@ from anyseg_core.modalities import ABBREV
 
 from . import bag as bags
 from .. import conversions as conv
-from ..params import ConfigError, load_params_file
+from ..params import RUNTIME_BACKENDS, ConfigError, load_params_file
 from ..pipeline import Segmentation
 from ..session import CAMERA_INFO, Session
 
@@ -436,6 +436,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--faults", default="", help="SENSOR:START-END[,...] seconds from start")
     ap.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: the params')")
     ap.add_argument("--precision", choices=("fp32", "fp16", "bf16"))
+    ap.add_argument("--backend", choices=RUNTIME_BACKENDS,
+                    help="torch | onnxruntime | openvino | auto (default: the params')")
     ap.add_argument("--network", type=int, nargs=2, metavar=("H", "W"))
     ap.add_argument("--storage", choices=bags.STORAGES, default="mcap")
     ap.add_argument("--bag-version", type=int, choices=bags.BAG_VERSIONS, default=9,
@@ -454,6 +456,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             values["device"] = args.device
         if args.precision:
             values["precision"] = args.precision
+        if args.backend:
+            values["backend"] = args.backend
         if args.network:
             values["network.height"], values["network.width"] = args.network
         summary = process_bag(args.bag_in, args.bag_out, args.checkpoint, values,

@@ -1,0 +1,376 @@
+"""Exported inference: one static ONNX graph per modality subset, run by ONNX Runtime or
+OpenVINO behind :class:`anyseg_core.runtime.Runtime` (``backend=``).
+
+Why one graph per subset. The segmentor's forward pass branches in Python on which
+modalities are present (which inputs are gathered into the encoder's batch, how many are
+averaged). A traced export bakes the branch taken for the example into the graph, and that
+graph then gives wrong labels for other subsets while looking right on the example's. Here
+each subset gets its own :class:`SubsetGraph`: its inputs are exactly the subset's
+modalities, so an absent modality never reaches the encoder (camera only costs one encoder
+pass), every shape is static (what TensorRT wants), and there is no branch left to bake.
+
+An export is a directory::
+
+    model.onnx/                 (any name; ``python -m anyseg_core.export ... --format onnx``)
+      metadata.json             format, the checkpoint's metadata and sha256, size, subsets
+      camera.onnx               inputs: camera [1, 3, H, W] float32 (normalised)
+      camera+lidar.onnx         inputs: camera, lidar (the checkpoint's modality order)
+      ...                       outputs: labels [1, H, W] uint8, confidence [1, H, W] float32
+
+Each .onnx also carries metadata.json in its ``metadata_props`` (key ``anyseg``). The graphs
+take what :meth:`Runtime.prepare` gives (sensor processing stays in anyseg_core.sensors) and
+give class ids and the softmax probability of each pixel's class, as Runtime.predict does.
+
+ONNX Runtime, OpenVINO and onnx are optional (``pip install anyseg_ros[deploy]``); nothing
+here imports them before it is asked to export or run.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
+import torch
+from torch import nn
+
+from .checkpoint import CheckpointError, build_model, read_metadata
+from .modalities import all_subsets
+
+FORMAT = "anyseg-onnx"
+FORMAT_VERSION = 1
+METADATA = "metadata.json"
+BACKENDS = ("torch", "onnxruntime", "openvino")
+EXPORT_PRECISIONS = ("fp32", "fp16")
+OPSET = 18
+#: torch.onnx's two exporters: the TorchScript tracer (about 6x faster to export here; the
+#: graphs have no branch for it to bake in) and torch.export ("dynamo").
+EXPORTERS = ("torchscript", "dynamo")
+OUTPUTS = ("labels", "confidence")
+_CHUNK = 1 << 20
+
+
+def subset_key(subset: Sequence[str]) -> str:
+    """``camera+lidar``: a subset's name in file names and metadata."""
+    return "+".join(subset)
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(_CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def is_export(path: str | Path) -> bool:
+    """Whether ``path`` is an export directory (it holds metadata.json)."""
+    return Path(path).is_dir() and (Path(path) / METADATA).is_file()
+
+
+class SubsetGraph(nn.Module):
+    """The segmentor for one modality subset, with no data-dependent branch.
+
+    ``forward(*inputs)``: the subset's modalities, each [1, 3, H, W], in the model's modality
+    order; returns (labels uint8 [1, H, W], confidence float32 [1, H, W]). The same encoder,
+    fusion and head as :class:`~anyseg_core.model.AnymodalSegmentor` (``fuse``, ``decode``),
+    the absent modalities entering the fusion as zeros with weight 0, as in its forward."""
+
+    def __init__(self, model: nn.Module, subset: Sequence[str], size_hw: Sequence[int]):
+        super().__init__()
+        unknown = [m for m in subset if m not in model.modalities]
+        if not subset or unknown:
+            raise ValueError(f"subset {list(subset)} is not a non-empty subset of "
+                             f"{list(model.modalities)}")
+        self.model = model
+        self.subset = tuple(m for m in model.modalities if m in subset)
+        self.size_hw = (int(size_hw[0]), int(size_hw[1]))
+        self.register_buffer("weight", torch.tensor(
+            [[float(m in subset) for m in model.modalities]]), persistent=False)
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.cat(inputs, 0) if len(inputs) > 1 else inputs[0]
+        feats = self.model.encoder(x)
+        fused = []
+        for stage, f in enumerate(feats):
+            rows, k = [], 0
+            for m in self.model.modalities:
+                if m in self.subset:
+                    rows.append(f[k:k + 1])
+                    k += 1
+                else:
+                    rows.append(torch.zeros_like(f[:1]))
+            fused.append(self.model.fuse(stage, torch.stack(rows, 1), self.weight))
+        logits = self.model.decode(fused, self.size_hw)
+        confidence, labels = torch.softmax(logits.float(), dim=1).max(1)
+        return labels.to(torch.uint8), confidence
+
+
+# ------------------------------------------------------------------------------- export
+
+def export_onnx(checkpoint: str | Path, out: str | Path,
+                size_hw: Optional[Sequence[int]] = None, precision: str = "fp32",
+                subsets: Optional[Sequence[Sequence[str]]] = None, opset: int = OPSET,
+                exporter: str = "torchscript", log=None) -> Path:
+    """Export ``checkpoint`` (.safetensors) as a directory ``out`` (must not exist) of one
+    ONNX graph per modality subset (default: every non-empty subset) at ``size_hw`` (default:
+    the checkpoint's training size). ``precision`` fp16 stores weights and computes in
+    float16 with float32 inputs and outputs (for GPUs; a CPU runs fp32 best).
+    ``exporter``: one of :data:`EXPORTERS`.
+    Written into a temporary directory beside ``out`` and renamed at the end: an interrupted
+    export leaves nothing that looks complete."""
+    if exporter not in EXPORTERS:
+        raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
+    if precision not in EXPORT_PRECISIONS:
+        raise ValueError(f"precision must be one of {EXPORT_PRECISIONS}, got {precision!r}")
+    out = Path(out)
+    if out.exists():
+        raise FileExistsError(f"{out} exists; choose another path or remove it")
+    model, meta = build_model(checkpoint, device="cpu")
+    size = _check_size(size_hw or meta["input_size"])
+    chosen = [tuple(m for m in meta["modalities"] if m in s)
+              for s in (subsets or all_subsets(meta["modalities"]))]
+    metadata = {"format": FORMAT, "format_version": FORMAT_VERSION,
+                "checkpoint_sha256": file_sha256(checkpoint),
+                "checkpoint_name": Path(checkpoint).name, "input_size": list(size),
+                "precision": precision, "opset": opset, "torch": torch.__version__,
+                "exporter": exporter,
+                "inputs": "each modality float32 [1, 3, H, W], normalised as the checkpoint's "
+                          "'normalization' says (anyseg_core.sensors.prepare_inputs)",
+                "outputs": {"labels": "uint8 [1, H, W] class ids",
+                            "confidence": "float32 [1, H, W] softmax probability of the class"},
+                "subsets": {subset_key(s): f"{subset_key(s)}.onnx" for s in chosen},
+                "meta": meta}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        for subset in chosen:
+            path = work / metadata["subsets"][subset_key(subset)]
+            if log:
+                log(f"exporting {subset_key(subset)} at {size[0]}x{size[1]} ({precision})")
+            _export_subset(model, subset, size, path, opset, exporter)
+            _finish_graph(path, metadata, precision)
+        (work / METADATA).write_text(json.dumps(metadata, indent=1))
+        work.rename(out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return out
+
+
+def _check_size(size_hw: Sequence[int]) -> tuple[int, int]:
+    if len(size_hw) != 2 or any(int(v) <= 0 or int(v) % 32 for v in size_hw):
+        raise ValueError(f"size must be [H, W], positive and divisible by 32, got "
+                         f"{list(size_hw)}")
+    return int(size_hw[0]), int(size_hw[1])
+
+
+def _export_subset(model: nn.Module, subset: tuple[str, ...], size: tuple[int, int],
+                   path: Path, opset: int, exporter: str) -> None:
+    import contextlib
+    import io
+    import warnings
+
+    graph = SubsetGraph(model, subset, size).eval()
+    example = tuple(torch.zeros(1, 3, *size) for _ in subset)
+    with warnings.catch_warnings(), torch.no_grad(), \
+            contextlib.redirect_stdout(io.StringIO()):  # the dynamo exporter's progress
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(graph, example, str(path), dynamo=exporter == "dynamo",
+                          opset_version=opset, input_names=list(subset),
+                          output_names=list(OUTPUTS))
+
+
+def _finish_graph(path: Path, metadata: dict, precision: str) -> None:
+    """fp16 conversion (inputs and outputs stay float32) and the metadata in the file."""
+    import onnx
+
+    graph = onnx.load(str(path))
+    if precision == "fp16":
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        graph = convert_float_to_float16(graph, keep_io_types=True)
+    del graph.metadata_props[:]
+    entry = graph.metadata_props.add()
+    entry.key, entry.value = "anyseg", json.dumps(metadata)
+    onnx.save(graph, str(path))
+
+
+def read_export(path: str | Path) -> dict:
+    """The metadata of an export directory, checked (format, version, every graph there);
+    a CheckpointError names what is wrong."""
+    path = Path(path)
+    try:
+        metadata = json.loads((path / METADATA).read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"export {path}: cannot read {METADATA}: {err}") from None
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"export {path}: format is {metadata.get('format')!r}, not "
+                              f"{FORMAT!r}")
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"export {path}: format version {metadata.get('format_version')}"
+                              f", this code reads {FORMAT_VERSION}: export the checkpoint again")
+    missing = [f for f in metadata.get("subsets", {}).values() if not (path / f).is_file()]
+    if missing or not metadata.get("subsets"):
+        raise CheckpointError(f"export {path}: graph file(s) missing: {missing or 'all'}")
+    return metadata
+
+
+def cache_root() -> Path:
+    """Where exports made on demand are kept: $ANYSEG_CACHE, else $XDG_CACHE_HOME/anyseg,
+    else ~/.cache/anyseg."""
+    if os.environ.get("ANYSEG_CACHE"):
+        return Path(os.environ["ANYSEG_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "anyseg"
+
+
+def cached_export(checkpoint: str | Path, size_hw: Sequence[int], precision: str = "fp32",
+                  log=None) -> Path:
+    """The export of ``checkpoint`` at ``size_hw`` and ``precision``, made once and then
+    reused: keyed by the checkpoint file's sha256 (a retrained file gets a new export), the
+    size, the precision and the export format version."""
+    read_metadata(checkpoint)  # a CheckpointError before any work
+    size = _check_size(size_hw)
+    sha = file_sha256(checkpoint)
+    path = (cache_root() / "exports"
+            / f"{sha[:16]}-{size[0]}x{size[1]}-{precision}-v{FORMAT_VERSION}")
+    if is_export(path):
+        try:
+            if read_export(path)["checkpoint_sha256"] == sha:
+                return path
+        except CheckpointError:
+            pass
+        shutil.rmtree(path, ignore_errors=True)  # damaged or foreign: made again
+    try:
+        return export_onnx(checkpoint, path, size, precision, log=log)
+    except FileExistsError:  # another process finished the same export first
+        read_export(path)
+        return path
+
+
+# ------------------------------------------------------------------------------ engines
+
+class OnnxRuntimeEngine:
+    """The export's graphs in ONNX Runtime sessions: CPU (``device`` cpu), or on a CUDA
+    device the TensorRT execution provider where present, then CUDA, with inputs and outputs
+    bound to torch tensors on the device (IO binding: no host round trip)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, export: Path, metadata: dict, device: torch.device, threads: int = 0,
+                 tensorrt: bool = True):
+        import onnxruntime as ort
+
+        self.device = device
+        self.size = tuple(metadata["input_size"])
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
+        available = ort.get_available_providers()
+        if device.type == "cuda":
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            if "CUDAExecutionProvider" not in available:
+                raise ValueError("backend onnxruntime on a CUDA device needs onnxruntime-gpu "
+                                 f"(providers here: {available})")
+            stream = str(torch.cuda.current_stream(device).cuda_stream)
+            providers = []
+            if tensorrt and "TensorrtExecutionProvider" in available:
+                engines = cache_root() / "tensorrt"
+                engines.mkdir(parents=True, exist_ok=True)
+                providers.append(("TensorrtExecutionProvider", {
+                    "device_id": index, "trt_fp16_enable": metadata["precision"] == "fp16",
+                    "trt_engine_cache_enable": True, "trt_engine_cache_path": str(engines),
+                    "user_compute_stream": stream}))
+            providers.append(("CUDAExecutionProvider", {"device_id": index,
+                                                        "user_compute_stream": stream}))
+        else:
+            providers = ["CPUExecutionProvider"]
+        self.sessions = {key: ort.InferenceSession(str(export / file), options,
+                                                   providers=providers)
+                         for key, file in metadata["subsets"].items()}
+        self.subsets = tuple(self.sessions)
+        self.providers = self.sessions[next(iter(self.sessions))].get_providers()
+
+    def run(self, subset: Sequence[str], inputs: Mapping[str, torch.Tensor]
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+        session = self.sessions[subset_key(subset)]
+        if self.device.type != "cuda":
+            feeds = {m: inputs[m].detach().contiguous().cpu().numpy() for m in subset}
+            labels, confidence = session.run(list(OUTPUTS), feeds)
+            return torch.from_numpy(labels[0]), torch.from_numpy(confidence[0])
+        import numpy as np
+
+        binding = session.io_binding()
+        index = self.device.index or 0
+        kept = []
+        for m in subset:
+            x = inputs[m].detach().to(self.device, torch.float32).contiguous()
+            kept.append(x)
+            binding.bind_input(m, "cuda", index, np.float32, list(x.shape), x.data_ptr())
+        labels = torch.empty((1, *self.size), dtype=torch.uint8, device=self.device)
+        confidence = torch.empty((1, *self.size), dtype=torch.float32, device=self.device)
+        binding.bind_output("labels", "cuda", index, np.uint8, list(labels.shape),
+                            labels.data_ptr())
+        binding.bind_output("confidence", "cuda", index, np.float32, list(confidence.shape),
+                            confidence.data_ptr())
+        session.run_with_iobinding(binding)
+        return labels[0], confidence[0]
+
+
+class OpenVinoEngine:
+    """The export's graphs compiled by OpenVINO for the CPU, in ``precision`` fp32 or bf16
+    (OpenVINO's own default on a CPU with AVX-512 BF16 or AMX is bf16: set explicitly)."""
+
+    name = "openvino"
+
+    def __init__(self, export: Path, metadata: dict, precision: str = "fp32",
+                 threads: int = 0):
+        import openvino as ov
+
+        core = ov.Core()
+        config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        self.requests = {}
+        for key, file in metadata["subsets"].items():
+            compiled = core.compile_model(str(export / file), "CPU", config)
+            self.requests[key] = (compiled.create_infer_request(),
+                                  compiled.output("labels"), compiled.output("confidence"))
+        self.subsets = tuple(self.requests)
+        # What OpenVINO runs: a CPU without bf16 instructions runs f32 whatever was asked.
+        used = str(compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
+        self.precision = "bf16" if "bf" in used else "fp32"
+
+    def run(self, subset: Sequence[str], inputs: Mapping[str, torch.Tensor]
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+        request, labels, confidence = self.requests[subset_key(subset)]
+        result = request.infer({m: inputs[m].detach().contiguous().cpu().numpy()
+                                for m in subset})
+        return (torch.from_numpy(result[labels][0].copy()),
+                torch.from_numpy(result[confidence][0].copy()))
+
+
+# ---------------------------------------------------------------------------- agreement
+
+def agreement(reference, candidate, frames, subsets=None) -> dict[str, float]:
+    """Per modality subset (default: every one), the fraction of pixels where
+    ``candidate``'s labels equal ``reference``'s (two :class:`~anyseg_core.runtime.Runtime`
+    of one checkpoint, e.g. torch and an exported backend) over ``frames`` (RawFrames, or
+    prepared inputs modality -> [1, 3, H, W]); each frame is cut down to each subset."""
+    result = {}
+    prepared = [reference.prepare(f) if not isinstance(f, Mapping) else f for f in frames]
+    for subset in subsets or all_subsets(reference.modalities):
+        equal = total = 0
+        for inputs in prepared:
+            x = {m: inputs[m] for m in subset}
+            a = reference.predict(x).labels
+            b = candidate.predict(x).labels
+            equal += int((a.cpu() == b.cpu()).sum())
+            total += a.numel()
+        result[subset_key(subset)] = equal / total
+    return result

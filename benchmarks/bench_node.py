@@ -2,7 +2,7 @@
 
     python benchmarks/bench_node.py [--checkpoint PATH] [--threads T] [--latency-frames N]
         [--runtime-thread worker|main] [--frames 5000] [--rate HZ] [--skip-latency]
-        [--skip-memory] [--fastdds-defaults]
+        [--skip-memory] [--fastdds-defaults] [--backend B] [--runtime-backend B]
 
 Latency. ``python -m anyseg_ros.node`` runs as a subprocess (config/anyseg.yaml, a
 calibration params file, its own namespace, ``device:=cpu``, network 288x512, camera,
@@ -88,7 +88,7 @@ from std_msgs.msg import String
 
 from anyseg_core.data.synthetic.rig import RigConfig
 from anyseg_core.data.synthetic.sequence import drive, drive_calibration
-from anyseg_core.runtime import Runtime
+from anyseg_core.runtime import BACKENDS, Runtime
 from anyseg_core.sensors import Events, RawFrame
 from anyseg_ros import conversions as conv
 from anyseg_ros.inputs import payload_function
@@ -381,7 +381,7 @@ def latency_part(args, ckpt: Path, tmp: Path, domain_id: int, context) -> list[s
     # camera-only frames, so it is widened; everything else is config/anyseg.yaml's.
     node = NodeProcess(ckpt, write_calibration(tmp / "calib_latency.yaml", calib),
                        LATENCY_NETWORK, ros_env(domain_id, args.threads), tmp / "node_latency.log",
-                       params=(f"sync.stale_after:={STALE_AFTER}",))
+                       params=(f"sync.stale_after:={STALE_AFTER}", f"backend:={args.backend}"))
     rig = pool = None
     try:
         n_total = args.warmup + args.latency_frames
@@ -395,7 +395,9 @@ def latency_part(args, ckpt: Path, tmp: Path, domain_id: int, context) -> list[s
         raws = [raw_frame(f, calib) for f in frames]
         # As in the node: built and warmed up on the main thread, then run on one long-lived
         # thread of its own (unless --runtime-thread main; see the module docstring).
-        runtime = Runtime(ckpt, device="cpu", input_size=LATENCY_NETWORK, warmup=True)
+        runtime = Runtime(ckpt, device="cpu", input_size=LATENCY_NETWORK, warmup=True,
+                          backend=args.runtime_backend or args.backend,
+                          threads=args.threads)
         if args.runtime_thread == "worker":
             pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-runtime")
         out_hw = tuple(calib["image_hw"])
@@ -537,7 +539,8 @@ def latency_part(args, ckpt: Path, tmp: Path, domain_id: int, context) -> list[s
 def memory_part(args, ckpt: Path, tmp: Path, domain_id: int, context) -> list[str]:
     calib = drive_calibration(MEMORY_RIG)
     node = NodeProcess(ckpt, write_calibration(tmp / "calib_memory.yaml", calib),
-                       MEMORY_NETWORK, ros_env(domain_id, args.threads), tmp / "node_memory.log")
+                       MEMORY_NETWORK, ros_env(domain_id, args.threads), tmp / "node_memory.log",
+                       params=(f"backend:={args.backend}",))
     rss_at: dict[int, float] = {}
     rig = None
     try:
@@ -639,6 +642,12 @@ def main() -> None:
     parser.add_argument("--runtime-thread", choices=("worker", "main"), default="worker",
                         help="where this process runs Runtime.predict: a thread of its own, "
                              "as the node does (default), or the main thread")
+    parser.add_argument("--backend", default="torch", choices=BACKENDS,
+                        help="the node's backend parameter (and the Runtime's here)")
+    parser.add_argument("--runtime-backend", choices=BACKENDS,
+                        help="the Runtime's backend here, when not --backend: "
+                             "--backend openvino --runtime-backend torch sets the node on "
+                             "OpenVINO against PyTorch in one run")
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     args = parser.parse_args()
@@ -651,6 +660,8 @@ def main() -> None:
     domain_id = random.randint(30, 99)
     with tempfile.TemporaryDirectory(prefix="bench_node_") as tmp_name:
         tmp = Path(tmp_name)
+        # Exports of the exported backends (made once, shared by the node and this process).
+        os.environ.setdefault("ANYSEG_CACHE", str(tmp / "exports"))
         ckpt, ckpt_text = checkpoint(args, tmp)
         transport = "Fast DDS defaults (UDP loopback + 512 KiB shared memory)"
         if not args.fastdds_defaults:  # before any participant exists; subprocesses inherit

@@ -560,9 +560,22 @@ def test_a_broken_ros_fails_the_run_instead_of_skipping(tmp_path):
     ({'ROS_DISTRO': 'kilted', 'FASTRTPS_DEFAULT_PROFILES_FILE': '/u.xml'},  # the user's: kept
      {'FASTRTPS_DEFAULT_PROFILES_FILE': '/u.xml'}),
 ])
-def test_demo_and_benchmark_name_the_profile_as_the_distribution_reads_it(environment, expected):
+def test_demo_and_benchmark_name_the_profile_as_the_distribution_reads_it(environment, expected,
+                                                                        monkeypatch):
     """The demo and bench_node give their processes the large-frames profile under the name
     the distribution's Fast DDS reads (Humble and Jazzy: FASTRTPS_...; Kilted on: FASTDDS_...)."""
-    from anyseg_ros.tools.fastdds import with_profile
-    env = with_profile(dict(environment), 'P')
+    from anyseg_ros.tools import fastdds
+    monkeypatch.setattr(fastdds, 'rclpy_from_pip_wheels', lambda: False)  # a sourced ROS
+    env = fastdds.with_profile(dict(environment), 'P')
     assert {k: v for k, v in env.items() if k.endswith('PROFILES_FILE')} == expected
+
+
+def test_on_the_pip_wheels_the_profile_gets_fast_dds_3_s_name_only():
+    """PyPI's ROS 2 wheels (Kilted) set no ROS_DISTRO; their Fast DDS 3 reads the new name
+    and warns on the old one."""
+    from anyseg_ros.tools import fastdds
+    if not fastdds.rclpy_from_pip_wheels():
+        pytest.skip('rclpy here is not the ros-rclpy wheel (a sourced ROS 2)')
+    env = fastdds.with_profile({}, 'P')
+    assert {k: v for k, v in env.items() if k.endswith('PROFILES_FILE')} == \
+        {'FASTDDS_DEFAULT_PROFILES_FILE': 'P'}

@@ -13,13 +13,26 @@ PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES
 FASTDDS2_DISTROS = ("foxy", "galactic", "humble", "iron", "jazzy")
 
 
-def profile_variables(environment: Mapping[str, str]) -> tuple[str, ...]:
+def profile_variables(environment: Mapping[str, str], pip_wheels: bool = False
+                      ) -> tuple[str, ...]:
     """The names to set for the running distribution's Fast DDS (``ROS_DISTRO``; both when
-    it is unknown, as on the pip install)."""
+    it is unknown). ``pip_wheels``: rclpy is PyPI's ROS 2 wheels (Kilted, Fast DDS 3), which
+    set no ROS_DISTRO: the new name only (the old one makes their RMW warn)."""
     distro = environment.get("ROS_DISTRO", "").strip().lower()
     if distro in FASTDDS2_DISTROS:
         return ("FASTRTPS_DEFAULT_PROFILES_FILE",)
-    return ("FASTDDS_DEFAULT_PROFILES_FILE",) if distro else PROFILE_VARIABLES
+    return ("FASTDDS_DEFAULT_PROFILES_FILE",) if distro or pip_wheels else PROFILE_VARIABLES
+
+
+def rclpy_from_pip_wheels() -> bool:
+    """Whether this Python's rclpy is PyPI's ``ros-rclpy`` wheel (no sourced ROS 2)."""
+    import importlib.metadata
+
+    try:
+        importlib.metadata.version("ros-rclpy")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def profile_in_use(environment: Mapping[str, str]) -> bool:
@@ -36,7 +49,8 @@ def with_profile(environment: MutableMapping[str, str], path: str,
     name, if set, goes (Kilted's RMW would load a second profile from it)."""
     if keep_users and profile_in_use(environment):
         return environment
-    names = profile_variables(environment)
+    wheels = not environment.get("ROS_DISTRO") and rclpy_from_pip_wheels()
+    names = profile_variables(environment, pip_wheels=wheels)
     for name in PROFILE_VARIABLES:
         if name in names:
             environment[name] = str(path)

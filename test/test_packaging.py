@@ -437,7 +437,8 @@ PARAMS_FILE = REPO_ROOT / 'config' / 'anyseg.yaml'
 # Parameters whose type the node relies on; a value written as 1 instead of 1.0 would change
 # a double into an integer and the node would reject it.
 EXPECTED_PARAMETER_TYPES = {
-    'checkpoint': str, 'device': str, 'precision': str, 'backend': str, 'threads': int, 'modalities': list,
+    'checkpoint': str, 'device': str, 'precision': str, 'backend': str, 'threads': int,
+    'modalities': list,
     'network.height': int, 'network.width': int, 'output.resolution': str,
     'sync.slop': float, 'sync.max_wait': float, 'sync.stale_after': float,
     'sync.max_future': float, 'tf.listener': str, 'tf.max_age': float, 'camera.transport': str,

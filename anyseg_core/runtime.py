@@ -44,12 +44,28 @@ def backend_installed(backend: str) -> bool:
                for p in ("onnx", "onnxscript", backend))
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
-    """``auto`` -> the first installed of AUTO_BACKENDS for the device; others checked."""
+def backend_runs(backend: str, device: torch.device, precision: str) -> bool:
+    """Whether ``backend`` runs ``precision`` on ``device`` (see :class:`Runtime`)."""
+    if backend == "openvino":
+        return device.type == "cpu" and precision in ("fp32", "bf16")
+    if backend == "onnxruntime":
+        return precision == "fp32" or (device.type == "cuda" and precision == "fp16")
+    return True
+
+
+def resolve_backend(backend: str, device: torch.device, precision: str = "fp32",
+                    exported: bool = False) -> str:
+    """``auto`` -> the first of AUTO_BACKENDS for the device that is installed and runs
+    ``precision`` (for an ``exported`` model, the first exported backend that does); a named
+    backend is checked to be installed."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
     if backend == "auto":
-        return next(b for b in AUTO_BACKENDS[device.type] if backend_installed(b))
+        order = AUTO_BACKENDS[device.type]
+        if exported:
+            order = tuple(b for b in (*order, "onnxruntime") if b != "torch")
+        return next((b for b in order if backend_installed(b)
+                     and backend_runs(b, device, precision)), order[-1])
     if not backend_installed(backend):
         raise ValueError(f"backend {backend} is not installed here: pip install "
                          "'anyseg_ros[deploy]' (onnx, onnxscript, onnxruntime, openvino)")
@@ -113,10 +129,10 @@ class Runtime:
             raise ValueError("precision fp16 needs a CUDA device; use fp32 (or bf16) on CPU")
         self.precision = precision
         exported = deploy.is_export(checkpoint)
-        if exported and backend == "auto":
-            backend = next((b for b in ("onnxruntime", "openvino") if backend_installed(b)),
-                           "onnxruntime")
-        self.backend = resolve_backend(backend, self.device)
+        self.backend = resolve_backend(backend, self.device, precision, exported)
+        if self.backend != "torch" and not backend_installed(self.backend):
+            raise ValueError(f"{checkpoint} is an exported model and no exported backend is "
+                             "installed here: pip install 'anyseg_ros[deploy]'")
         self.model = None
         self.engine = None
         if self.backend == "torch":

@@ -149,3 +149,13 @@ def test_the_dynamo_exporter_gives_the_same_labels(tiny_teacher, frames, referen
     assert candidate.engine.sessions.keys() == {"camera"}
     scores = deploy.agreement(reference, candidate, frames, subsets=[("camera",)])
     assert scores["camera"] >= AGREEMENT, scores
+
+
+def test_auto_takes_the_fastest_installed_backend_that_runs_the_precision():
+    from anyseg_core.runtime import resolve_backend
+    cpu = torch.device("cpu")
+    assert resolve_backend("auto", cpu) == "openvino"  # docs/benchmarks.md
+    assert resolve_backend("auto", cpu, "bf16") == "openvino"
+    assert resolve_backend("auto", cpu, exported=True) == "openvino"
+    assert resolve_backend("torch", cpu) == "torch"
+    assert resolve_backend("onnxruntime", cpu) == "onnxruntime"

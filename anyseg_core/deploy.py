@@ -13,6 +13,7 @@ An export is a directory::
 
     model.onnx/                 (any name; ``python -m anyseg_core.export ... --format onnx``)
       metadata.json             format, the checkpoint's metadata and sha256, size, subsets
+      weights.bin               every distinct weight once (ONNX external data)
       camera.onnx               inputs: camera [1, 3, H, W] float32 (normalised)
       camera+lidar.onnx         inputs: camera, lidar (the checkpoint's modality order)
       ...                       outputs: labels [1, H, W] uint8, confidence [1, H, W] float32
@@ -43,6 +44,7 @@ from .modalities import all_subsets
 FORMAT = "anyseg-onnx"
 FORMAT_VERSION = 1
 METADATA = "metadata.json"
+WEIGHTS = "weights.bin"
 BACKENDS = ("torch", "onnxruntime", "openvino")
 EXPORT_PRECISIONS = ("fp32", "fp16")
 OPSET = 18
@@ -153,6 +155,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path,
                 log(f"exporting {subset_key(subset)} at {size[0]}x{size[1]} ({precision})")
             _export_subset(model, subset, size, path, opset, exporter)
             _finish_graph(path, metadata, precision)
+        _share_weights(work, list(metadata["subsets"].values()))
         (work / METADATA).write_text(json.dumps(metadata, indent=1))
         work.rename(out)
     except BaseException:
@@ -199,6 +202,38 @@ def _finish_graph(path: Path, metadata: dict, precision: str) -> None:
     onnx.save(graph, str(path))
 
 
+def _share_weights(folder: Path, files: Sequence[str], min_bytes: int = 1024,
+                   align: int = 4096) -> None:
+    """Store each distinct weight tensor of the graphs once, in ``folder/WEIGHTS`` (ONNX
+    external data, offsets aligned to ``align`` bytes), and point every graph at it: the
+    subsets' graphs share the encoder and head, which a graph per subset would otherwise
+    repeat 2^M - 1 times. Tensors under ``min_bytes`` stay inside their graph."""
+    import onnx
+
+    where: dict[bytes, tuple[int, int]] = {}
+    with open(folder / WEIGHTS, "wb") as store:
+        for file in files:
+            graph = onnx.load(str(folder / file))
+            for tensor in graph.graph.initializer:
+                raw = tensor.raw_data
+                if tensor.data_location == onnx.TensorProto.EXTERNAL or len(raw) < min_bytes:
+                    continue
+                key = hashlib.sha256(raw).digest() + str(tensor.data_type).encode()
+                if key not in where:
+                    store.write(b"\0" * (-store.tell() % align))
+                    where[key] = (store.tell(), len(raw))
+                    store.write(raw)
+                offset, length = where[key]
+                tensor.ClearField("raw_data")
+                tensor.data_location = onnx.TensorProto.EXTERNAL
+                del tensor.external_data[:]
+                for k, v in (("location", WEIGHTS), ("offset", str(offset)),
+                             ("length", str(length))):
+                    entry = tensor.external_data.add()
+                    entry.key, entry.value = k, v
+            onnx.save(graph, str(folder / file))
+
+
 def read_export(path: str | Path) -> dict:
     """The metadata of an export directory, checked (format, version, every graph there);
     a CheckpointError names what is wrong."""
@@ -213,7 +248,8 @@ def read_export(path: str | Path) -> dict:
     if metadata.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"export {path}: format version {metadata.get('format_version')}"
                               f", this code reads {FORMAT_VERSION}: export the checkpoint again")
-    missing = [f for f in metadata.get("subsets", {}).values() if not (path / f).is_file()]
+    missing = [f for f in [*metadata.get("subsets", {}).values(), WEIGHTS]
+               if not (path / f).is_file()]
     if missing or not metadata.get("subsets"):
         raise CheckpointError(f"export {path}: graph file(s) missing: {missing or 'all'}")
     return metadata

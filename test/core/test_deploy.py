@@ -68,6 +68,10 @@ def test_the_export_holds_a_graph_per_subset_and_the_checkpoint_s_metadata(expor
     assert [o.name for o in camera.graph.output] == ["labels", "confidence"]
     props = {p.key: p.value for p in camera.metadata_props}
     assert json.loads(props["anyseg"])["checkpoint_sha256"] == info["checkpoint_sha256"]
+    # The weights are stored once for the 7 graphs, not once per graph.
+    weights = sum(t.numel() * 4 for t in build_model(tiny_teacher)[0].state_dict().values())
+    total = sum(f.stat().st_size for f in exported.iterdir())
+    assert total < 2 * weights, (total, weights)
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])

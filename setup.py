@@ -105,7 +105,9 @@ setup(
         'deploy': ['onnx', 'onnxscript', 'onnxruntime', 'openvino'],
         # Dataset readers (MUSES / DELIVER archives, rosbag2 without ROS).
         'data': ['h5py', 'hdf5plugin', 'rosbags'],
-        'test': ['pytest', 'hypothesis', 'pytest-timeout'],
+        # pytest-random-order: `make test PYTEST_ARGS=--random-order` shuffles the tests
+        # (off unless asked) to show that none depends on another's order.
+        'test': ['pytest', 'hypothesis', 'pytest-timeout', 'pytest-random-order'],
     },
     entry_points={'console_scripts': CONSOLE_SCRIPTS},
     cmdclass={'install_scripts': InstallScripts, 'develop': Develop},

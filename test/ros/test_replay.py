@@ -122,14 +122,7 @@ def replay(tiny_checkpoint, module_ros_env, tmp_path_factory):
         listener.destroy_node()
     finally:
         rclpy.shutdown(context=context)
-        for proc in (node, player):
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        _stop(node, player)
     corrupted = Counter()
     for topic_kind, n in re.findall(r'(/events:\w+) (\d+)', play_log.read_text()):
         corrupted[topic_kind.split(':')[1]] += int(n)
@@ -149,6 +142,18 @@ def replay(tiny_checkpoint, module_ros_env, tmp_path_factory):
     return {'rec': rec, 't0': bags.bag_start_ns(bag) * 1e-9, 'offline': offline,
             'off_status': off_status, 'off_labels': off_labels, 'corrupted': corrupted,
             'log': node_log.read_text()}
+
+
+def _stop(*procs):
+    """SIGINT each process still running (the node, the player); kill after 10 s."""
+    for proc in procs:
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def _settled(rec, after, published):
@@ -302,14 +307,7 @@ def test_slow_replay_with_sim_time_keeps_every_sensor_live(tiny_checkpoint, modu
         listener.destroy_node()
     finally:
         rclpy.shutdown(context=context)
-        for proc in (node, player):
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        _stop(node, player)
     t0 = bags.bag_start_ns(bag) * 1e-9
     settled = [s for s in status if s['stamp'] - t0 > 0.3]  # every sensor has spoken
     assert settled, node_log.read_text()[-2000:]

@@ -358,6 +358,21 @@ class OnnxRuntimeEngine:
         return labels[0], confidence[0]
 
 
+_OV_CORE = None
+
+
+def _openvino_core():
+    """One ``openvino.Core`` for the process, shared by every engine: a Core per model, and
+    the Cores destroyed and made again, end in a segmentation fault after a few dozen loads
+    in one process (seen here in a test run; reported by other OpenVINO users too)."""
+    global _OV_CORE
+    if _OV_CORE is None:
+        import openvino as ov
+
+        _OV_CORE = ov.Core()
+    return _OV_CORE
+
+
 class OpenVinoEngine:
     """The export's graphs compiled by OpenVINO for the CPU, in ``precision`` fp32 or bf16
     (OpenVINO's own default on a CPU with AVX-512 BF16 or AMX is bf16: set explicitly)."""
@@ -366,9 +381,7 @@ class OpenVinoEngine:
 
     def __init__(self, export: Path, metadata: dict, precision: str = "fp32",
                  threads: int = 0):
-        import openvino as ov
-
-        core = ov.Core()
+        core = _openvino_core()
         config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)

@@ -370,6 +370,11 @@ def train(cfg: dict, resume: bool = False, stop_after: int | None = None) -> Pat
     loader = DataLoader(items, batch_sampler=batches(len(items), o["batch_size"], cfg["seed"],
                                                      step, rank, world),
                         num_workers=cfg["data"]["num_workers"], collate_fn=collate,
+                        # Workers start from a fresh server process, not a fork of this one:
+                        # a fork of a process with other libraries' threads running (OpenVINO,
+                        # ONNX Runtime, rclpy in the same process) crashed it with SIGSEGV.
+                        multiprocessing_context=("forkserver" if cfg["data"]["num_workers"]
+                                                 else None),
                         pin_memory=device.type == "cuda",
                         # its own generator: creating the iterator must not draw from the
                         # global RNG, or a resumed run would drift from an uninterrupted one

@@ -1,7 +1,7 @@
 """Benchmark the inference backends against PyTorch eager: latency ratios and agreement.
 
     python benchmarks/bench_backends.py [--checkpoint PATH] [--sizes 128x224 288x512]
-        [--calls 40] [--threads 2] [--out docs/results/backends.json]
+        [--calls 40] [--threads 2] [--out docs/benchmarks/bench_backends_cpu.json]
     python benchmarks/bench_backends.py --device cuda --sizes 512x1024   # a GPU
 
 On ``--device cuda`` the runners are torch fp32 and fp16 (autocast) and onnxruntime fp32 and

@@ -81,7 +81,9 @@ def rig(tiny_checkpoint, module_ros_env):
         base = {'checkpoint': str(tiny_checkpoint), 'device': 'cpu',
                 'network.height': 64, 'network.width': 96, 'modalities': ['camera', 'lidar'],
                 'qos.reliability': 'reliable', 'qos.depth': 100,
-                'sync.stale_after': 60.0, 'sync.max_wait': 0.2, 'diagnostics.period': 0.5}
+                # Every frame's messages are sent at once: wait for all of them however loaded
+                # the machine (a frame made without a late cloud would not be the one tested).
+                'sync.stale_after': 60.0, 'sync.max_wait': 5.0, 'diagnostics.period': 0.5}
         rigs['raw'] = LiveRig(module_ros_env, base, 'tf_raw')
         rigs['compressed'] = LiveRig(module_ros_env, {**base, 'camera.transport': 'compressed'},
                                      'tf_compressed')

@@ -53,26 +53,14 @@ def replay(tiny_checkpoint, module_ros_env, tmp_path_factory):
     env = module_ros_env
     ns = f'/anyseg_replay_{uuid.uuid4().hex[:8]}'
     node_log = tmp / 'node.log'
-    with open(node_log, 'wb') as out:
-        node = subprocess.Popen(
-            [sys.executable, '-m', 'anyseg_ros.node', '--ros-args',
-             '--params-file', str(REPO / 'config' / 'anyseg.yaml'),
-             '--params-file', info['params'], '-p', f'checkpoint:={tiny_checkpoint}',
-             '-p', 'device:=cpu', '-p', 'use_sim_time:=true',
-             # Reliable with deep histories: every message arrives however loaded the
-             # machine is, so the counts below are exact.
-             '-p', 'qos.reliability:=reliable', '-p', 'qos.depth:=1000',
-             '-r', f'__ns:={ns}'], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    node = _start_node(info, tiny_checkpoint, env, ns, node_log)
     rec = {'labels': [], 'status': [], 'diagnostics': [], 'diagnostics_rx': []}
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=int(env['ROS_DOMAIN_ID']),
                signal_handler_options=SignalHandlerOptions.NO)
     player = None
     try:
-        deadline = time.monotonic() + 180
-        while b'ready:' not in node_log.read_bytes():
-            assert node.poll() is None and time.monotonic() < deadline, node_log.read_text()
-            time.sleep(0.1)
+        _wait_ready(node, node_log)
         listener = rclpy.create_node('anyseg_replay_listener', context=context)
         qos = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
         listener.create_subscription(Image, f'{ns}/anyseg/labels', rec['labels'].append, qos)
@@ -142,6 +130,28 @@ def replay(tiny_checkpoint, module_ros_env, tmp_path_factory):
     return {'rec': rec, 't0': bags.bag_start_ns(bag) * 1e-9, 'offline': offline,
             'off_status': off_status, 'off_labels': off_labels, 'corrupted': corrupted,
             'log': node_log.read_text()}
+
+
+def _start_node(info, checkpoint, env, ns, log):
+    """The node on the shipped config and the bag's params file, sim time, in namespace
+    ``ns``; reliable with deep histories, so every message arrives however loaded the machine
+    is and the counts are exact."""
+    with open(log, 'wb') as out:
+        return subprocess.Popen(
+            [sys.executable, '-m', 'anyseg_ros.node', '--ros-args',
+             '--params-file', str(REPO / 'config' / 'anyseg.yaml'),
+             '--params-file', info['params'], '-p', f'checkpoint:={checkpoint}',
+             '-p', 'device:=cpu', '-p', 'use_sim_time:=true',
+             '-p', 'qos.reliability:=reliable', '-p', 'qos.depth:=1000',
+             '-r', f'__ns:={ns}'], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def _wait_ready(node, log, timeout=180):
+    """Until the node logged that it is ready (it exiting first fails the test)."""
+    deadline = time.monotonic() + timeout
+    while b'ready:' not in log.read_bytes():
+        assert node.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.1)
 
 
 def _stop(*procs):
@@ -260,24 +270,14 @@ def test_slow_replay_with_sim_time_keeps_every_sensor_live(tiny_checkpoint, modu
     ns = f'/anyseg_slow_{uuid.uuid4().hex[:8]}'
     node_log = tmp_path / 'node.log'
     env = module_ros_env
-    with open(node_log, 'wb') as out:
-        node = subprocess.Popen(
-            [sys.executable, '-m', 'anyseg_ros.node', '--ros-args',
-             '--params-file', str(REPO / 'config' / 'anyseg.yaml'),
-             '--params-file', info['params'], '-p', f'checkpoint:={tiny_checkpoint}',
-             '-p', 'device:=cpu', '-p', 'use_sim_time:=true',
-             '-p', 'qos.reliability:=reliable', '-p', 'qos.depth:=1000',
-             '-r', f'__ns:={ns}'], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    node = _start_node(info, tiny_checkpoint, env, ns, node_log)
     status, diagnostics = [], []
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=int(env['ROS_DOMAIN_ID']),
                signal_handler_options=SignalHandlerOptions.NO)
     player = None
     try:
-        deadline = time.monotonic() + 180
-        while b'ready:' not in node_log.read_bytes():
-            assert node.poll() is None and time.monotonic() < deadline, node_log.read_text()
-            time.sleep(0.1)
+        _wait_ready(node, node_log)
         listener = rclpy.create_node('anyseg_slow_listener', context=context)
         qos = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
         listener.create_subscription(String, f'{ns}/anyseg/status',

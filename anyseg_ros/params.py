@@ -61,7 +61,7 @@ PARAMS = [
     Param("sync.max_wait", 0.1, "seconds to wait for live sensors before running with "
           "whatever arrived", dynamic=True, range=(0.0, 5.0)),
     Param("sync.stale_after", 0.5, "seconds without messages after which a sensor is stale",
-          dynamic=True, range=(0.01, 60.0)),
+          dynamic=True, range=(0.01, 3600.0)),
     Param("sync.max_future", 1.0, "seconds: messages stamped further ahead of the node's "
           "clock are rejected", dynamic=True, range=(0.0, 3600.0)),
     *(Param(f"sync.offset.{m}", 0.0, f"seconds added to the {m}'s stamps before frames are "

@@ -235,7 +235,9 @@ class Session:
         """Change dynamic parameters: every new value is checked and everything that depends
         on them is built before anything changes, so a refused change (ValueError, naming
         the problem) leaves the session exactly as it was. A change of ``sync.*`` or
-        ``events.window`` starts a fresh synchroniser (the frame being formed is lost)."""
+        ``events.window`` builds a synchroniser with the new settings that carries over the
+        old one's messages, liveness and counts (``AnymodalSynchronizer.carry_over``): the
+        frame being formed is formed with the new settings and nothing is lost."""
         with self._lock:
             values = dict(self._values)
             current, seen = self.geometry, self._camera_info_seen
@@ -254,6 +256,7 @@ class Session:
             self.pipeline.output_resolution = values["output.resolution"]
             self._apply_palette(values["palette"])
             if sync is not None:
+                sync.carry_over(self.sync)
                 self.sync = sync
 
     # -- inputs --------------------------------------------------------------------------
@@ -519,8 +522,6 @@ class Session:
                 rejected = sum(h.rejected.values())
                 unused = self.sync.sensor_stats.get(name, {})
                 total_unused = sum(unused.values())
-                if total_unused < h.unused_at_last_report:  # a new synchroniser (parameters)
-                    h.unused_at_last_report = 0
                 level, text = sensor_status(
                     age, stale_after, rejected - h.rejected_at_last_report,
                     h.accepted - h.accepted_at_last_report,

@@ -286,6 +286,28 @@ class AnymodalSynchronizer:
         return Frame(stamp=stamp, pivot=pivot, items=items, live=live, dropped=dropped,
                      waited=now - pivot_message.arrival)
 
+    def carry_over(self, previous: "AnymodalSynchronizer") -> None:
+        """Take over ``previous``'s buffered messages, liveness, clock, last frame stamp and
+        counts, so that new settings (slop, max_wait, stale_after, windows) take effect from
+        the next poll and nothing is lost: the frame being formed is formed with them, and
+        no sensor looks silent because the settings changed (a fresh synchroniser would make
+        the first sensor heard the pivot of a frame of its own). Both must have the same
+        sensors; buffers longer than this one's ``buffer_size`` keep their newest messages."""
+        if previous.sensors != self.sensors:
+            raise ValueError(f"cannot carry over a synchroniser of sensors {previous.sensors} "
+                             f"into one of {self.sensors}")
+        self._state = previous._state
+        for name, state in self._state.items():
+            while len(state.messages) > self.buffer_size:
+                state.evict_oldest()
+                self._count(name, "overflow")
+        self._last_stamp, self._latest_now = previous._last_stamp, previous._latest_now
+        self._counts = dict(previous._counts)
+        for name, counts in previous.sensor_stats.items():
+            for key, count in counts.items():
+                self.sensor_stats[name][key] += count
+        previous._clear()  # the state has one owner
+
     def live(self, now: float) -> dict[str, bool]:
         """Liveness of every sensor at ``now`` (a back-jump of ``now`` resets first)."""
         now = float(now)

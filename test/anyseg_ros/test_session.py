@@ -234,3 +234,33 @@ def test_a_new_palette_colours_the_next_frame(drive, checkpoint):
     after = one_frame(images[1])
     assert np.array_equal(after.color, palette[after.labels])
     assert not np.array_equal(palette[before.labels], before.color)
+
+
+
+def test_a_sync_parameter_change_keeps_the_frame_being_formed(drive, checkpoint):
+    """Frame 1 (image and sweep) is made; frame 2's sweep is in, then sync.slop changes (as
+    `ros2 param set` does between two messages), then frame 2's image: the frame takes its
+    sweep. A synchroniser started afresh on the change had lost the sweep and the sensors'
+    liveness (the sweep would have pivoted a frame of its own)."""
+    session = S.Session(_values(drive, checkpoint), logger=ListLogger(), warmup=False)
+    for m in bags.read_bag(drive, [bags.TOPICS["tf_static"]]):
+        session.transforms(m.decode(), static=True)
+    assert session.camera_info(_first(drive, bags.TOPICS["camera_info"]))  # the camera's frame
+    images = [m.decode() for m in bags.read_bag(drive, [bags.TOPICS["camera"]])][:2]
+    sweeps = [m.decode() for m in bags.read_bag(drive, [bags.TOPICS["lidar"]])]
+    stamps = [conv.stamp_to_sec(image.header.stamp) for image in images]
+    near = [min(sweeps, key=lambda c: abs(conv.stamp_to_sec(c.header.stamp) - t)) for t in stamps]
+    assert all(abs(conv.stamp_to_sec(c.header.stamp) - t) < 0.05 for c, t in zip(near, stamps))
+    # Frame 1: the image first (nothing else is live yet: it goes alone), then its sweep.
+    assert session.receive("camera", images[0], now=stamps[0], ros_now=stamps[0])
+    assert session.poll(stamps[0])[0].pivot == "camera"
+    assert session.receive("lidar", near[0], now=stamps[0] + 0.01, ros_now=stamps[0])
+    assert session.poll(stamps[0] + 0.01)[0] is None  # the camera is the pivot, no new image
+    # Frame 2: the sweep, the change, the image.
+    assert session.receive("lidar", near[1], now=stamps[1], ros_now=stamps[1])
+    assert session.poll(stamps[1])[0] is None
+    session.update({"sync.slop": 0.06})
+    assert session.receive("camera", images[1], now=stamps[1] + 0.01, ros_now=stamps[1])
+    frame, _ = session.poll(stamps[1] + 0.01)
+    assert frame is not None and frame.stamp == pytest.approx(stamps[1])
+    assert frame.pivot == "camera" and "lidar" in frame.items, frame.items.keys()

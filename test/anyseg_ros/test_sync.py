@@ -713,3 +713,52 @@ def test_the_exact_stamp_given_with_a_message_comes_back_with_it():
     sync.add("camera", 1_700_000_000.123456789, "a", now=1.0, exact=(1_700_000_000, 123_456_789))
     item = sync.poll(now=1.0).items["camera"][0]
     assert item.exact == (1_700_000_000, 123_456_789) and item.payload == "a"
+
+
+def test_new_settings_carried_over_keep_the_frame_being_formed():
+    """A LiDAR sweep stamped 0.07 s after the image is buffered, then the settings change
+    (slop 0.05 -> 0.1, as a dynamic parameter does). Carried over, the buffered sweep, the
+    LiDAR's liveness and the counts survive and the new slop joins it to the image; a fresh
+    synchroniser (the control) has lost both and makes a camera-only frame."""
+    def before_change():
+        sync = AnymodalSynchronizer(["camera", "lidar"], slop=0.05, max_wait=0.1)
+        sync.add("camera", 0.9, "c0", now=0.91)
+        sync.add("lidar", 0.9, "l0", now=0.91)
+        assert sync.poll(0.91).stamp == 0.9
+        sync.add("lidar", 1.07, "l1", now=1.08)
+        assert sync.poll(1.08) is None  # no camera message yet
+        return sync
+
+    old = before_change()
+    new = AnymodalSynchronizer(["camera", "lidar"], slop=0.1, max_wait=0.1)
+    new.carry_over(old)
+    assert new.live(1.09) == {"camera": True, "lidar": True}
+    new.add("camera", 1.0, "c1", now=1.09)
+    frame = new.poll(1.09)  # the LiDAR is live and has sent 1.07 >= 1.0: settled, no wait
+    assert frame.stamp == 1.0 and [m.payload for m in frame.items["lidar"]] == ["l1"]
+    assert new.stats["frames"] == 2 and new.stats["resets"] == 0
+
+    old = before_change()
+    fresh = AnymodalSynchronizer(["camera", "lidar"], slop=0.1, max_wait=0.1)
+    fresh.add("camera", 1.0, "c1", now=1.09)
+    frame = fresh.poll(1.09)
+    assert frame.stamp == 1.0 and "lidar" not in frame.items
+
+
+def test_carry_over_keeps_counts_trims_buffers_and_needs_the_same_sensors():
+    old = AnymodalSynchronizer(["camera", "lidar"], buffer_size=8)
+    for k in range(6):
+        old.add("lidar", 1.0 + 0.1 * k, k, now=1.0 + 0.1 * k)
+    old.poll(1.6)  # the lidar pivots (no camera): frame 1.5, discards the rest
+    old.add("lidar", 1.2, "late", now=1.7)
+    assert old.sensor_stats["lidar"]["late"] == 1
+    for k in range(4):
+        old.add("lidar", 2.0 + 0.01 * k, f"n{k}", now=1.7)
+    small = AnymodalSynchronizer(["camera", "lidar"], buffer_size=2)
+    small.carry_over(old)
+    assert small.sensor_stats["lidar"]["late"] == 1 and small.stats["frames"] == 1
+    assert small.sensor_stats["lidar"]["overflow"] == 2  # 4 buffered, 2 kept: the newest
+    frame = small.poll(1.7)
+    assert frame.items["lidar"][-1].payload == "n3"
+    with pytest.raises(ValueError, match="carry over"):
+        AnymodalSynchronizer(["camera"]).carry_over(small)

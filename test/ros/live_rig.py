@@ -111,6 +111,25 @@ class LiveRig:
         (result,) = future.result().results
         assert result.successful, (name, value, result.reason)
 
+    HEALTH = {'image': 'camera', 'info': 'camera_info', 'lidar': 'lidar', 'events': 'events'}
+
+    def _handled(self, kind: str) -> int:
+        got = self.node.session.counts()['inputs'][self.HEALTH[kind]]
+        return got['accepted'] + sum(got['rejected'].values())
+
+    def feed(self, kind: str, msg) -> None:
+        """Publish ``msg`` on the feeder's publisher ``kind`` and return once the node has
+        taken it (accepted and handed to the synchroniser, or rejected). Messages fed one
+        by one reach the synchroniser in this order, whatever the executor's threads do: a
+        frame's other sensors before its camera image, as the test means it, and no test
+        depends on a sensor staying live (``sync.stale_after``) while the machine is slow."""
+        before = self._handled(kind)
+        self.pubs[kind].publish(msg)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while self._handled(kind) == before:
+            assert time.monotonic() < deadline, f'the node never took the {kind} message'
+            time.sleep(0.005)
+
     def next_stamp(self, step: float = 0.2) -> float:
         """A stamp of now (the node refuses stamps more than sync.max_future ahead), at least
         ``step`` after the last one; returns once the wall clock has reached it."""

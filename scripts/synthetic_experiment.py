@@ -10,9 +10,11 @@ L_sup only (the paper's baseline; it needs no teacher and trains beside it), the
 at the authors' loss scale, and this project's variant that takes L_mad only where the
 teacher is right (three seeds each: the config's 3407, 1 and 2); the full AnySeg and L_sup
 only started from the teacher's weights (one seed each); the full AnySeg at the earlier
-per-pixel scale (one seed). Each row trains with ``python -m anyseg_core.train`` and is
-scored with ``python -m anyseg_core.evaluate`` over every modality subset; its JSON lands in
-``--results`` (its metrics and command log in ``<results>/logs/``). The teacher is
+per-pixel scale (one seed); L_sup only from its own initialisation for as many steps as the
+teacher and ``sup_init`` together (one seed). Each row trains with
+``python -m anyseg_core.train`` and is scored with ``python -m anyseg_core.evaluate`` over
+every modality subset; its JSON lands in ``--results`` (its metrics and command log in
+``<results>/logs/``). The teacher is
 PUBLISHED: exported in fp16 to ``<results>/weights/``, evaluated from that file, and
 distilled from it by every student; commit it with its JSON and a new machine never trains
 it again. A row whose JSON exists for the same commands is skipped and a
@@ -71,6 +73,8 @@ ROWS = {
                   ["model.init=teacher"]),
     "sup_init": ("Student: L_sup only, started from the teacher's weights", STUDENT,
                  ["model.init=teacher", *SUP_ONLY]),
+    "sup_long": ("Student: L_sup only, from its own initialisation, for sup_init's total "
+                 "steps (the teacher's and the student's)", STUDENT, SUP_ONLY),
     "full_sum": ("Student: AnySeg at the earlier scale (KL summed over classes / channels)",
                  STUDENT, ["loss.kl_reduction=sum"]),
 }
@@ -79,8 +83,10 @@ ROWS = {
 # tables mark the committed figures as the earlier code's.
 REVISIONS: dict[str, str] = {}
 # Rows trained for a multiple of --steps (the others: --steps): the teacher trains twice the
-# students' budget (3000 steps at the default, the earlier `teacher_long` budget).
-STEP_FACTORS = {"teacher": 2}
+# students' budget (3000 steps at the default, the earlier `teacher_long` budget); sup_long
+# as many steps as the teacher and sup_init together, so that sup_init's lead over sup tells
+# the teacher's weights from the steps.
+STEP_FACTORS = {"teacher": 2, "sup_long": 3}
 # The row whose checkpoint a row starts from or distils, where it is not the teacher's (every
 # student's, when it is not named here).
 SOURCES: dict[str, str] = {}
@@ -524,6 +530,8 @@ def write_tables(results: Path) -> Path:
     pairs = [("full", "sup", "AnySeg - L_sup only"), ("full_tr", "sup", "ours - L_sup only"),
              ("full_tr", "full", "ours - AnySeg"),
              ("full_init", "sup_init", "AnySeg - L_sup only, both from the teacher's weights"),
+             ("sup_init", "sup_long", "L_sup only: from the teacher's weights - from its own "
+              "initialisation, the same steps in all"),
              ("full_sum", "full", "AnySeg at the earlier scale - at the authors' scale")]
     pairs = [(a, b, what) for a, b, what in pairs if a in groups and b in groups]
     if pairs:

@@ -113,7 +113,8 @@ def test_rows_and_their_sources(experiment):
     it does); every other student distils the committed fp16 teacher, which is also what the
     teacher row is evaluated from; the teacher trains twice the students' steps."""
     assert experiment.source('teacher') is None
-    assert [experiment.source(r) for r in ('sup', 'sup_s1', 'sup_s2')] == [None] * 3
+    assert [experiment.source(r) for r in ('sup', 'sup_s1', 'sup_s2', 'sup_long')] == [None] * 4
+    assert 'optim.steps=4500' in experiment.commands('sup_long', Args)[0]  # 3000 + 1500
     for r in ('full', 'full_tr_s2', 'full_init', 'sup_init', 'full_sum'):
         assert experiment.source(r) == 'teacher', r
         assert ('teacher.checkpoint=docs/results/weights/teacher.safetensors'

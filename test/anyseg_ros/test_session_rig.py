@@ -263,22 +263,24 @@ def test_liveness_clock_follows_sim_time_and_runs_on_when_clock_stops():
 
 def test_a_sensor_offset_moves_its_stamps_before_matching(drive, checkpoint):
     """A LiDAR stamped 0.2 s late is left out of the camera's frames (beyond sync.slop) until
-    sync.offset.lidar takes the 0.2 s off; the output keeps the camera's own stamp."""
+    sync.offset.lidar takes the 0.2 s off (set at run time, between two frames); the output
+    keeps the camera's own stamp."""
     session = Session(_values(drive, checkpoint), warmup=False)
     info = next(m for m in bags.read_bag(drive, [bags.TOPICS["camera_info"]])).decode()
     image = next(m for m in bags.read_bag(drive, [bags.TOPICS["camera"]])).decode()
     lidar = _lidar_messages(drive, 1)[0]
-    t_cam = conv.stamp_to_sec(image.header.stamp)
-    late = conv.sec_to_stamp(t_cam + 0.2)
-    lidar.header.stamp.sec, lidar.header.stamp.nanosec = late
-    for offset, joins in ((0.0, False), (-0.2, True)):
+    t0 = conv.stamp_to_sec(image.header.stamp)
+    for k, (offset, joins) in enumerate(((0.0, False), (-0.2, True))):
+        t_cam, late = conv.sec_to_stamp(t0 + k), conv.sec_to_stamp(t0 + k + 0.2)  # frame k
+        image.header.stamp.sec, image.header.stamp.nanosec = t_cam
+        lidar.header.stamp.sec, lidar.header.stamp.nanosec = late
         session.update({"sync.offset.lidar": offset})
-        assert session.camera_info(info, now=0.0)
-        assert session.receive("lidar", lidar, now=0.0)
-        assert session.receive("camera", image, now=0.0)
-        frame, _ = session.poll(0.3)  # past max_wait, the sensors still live
+        assert session.camera_info(info, now=k)
+        assert session.receive("lidar", lidar, now=k)
+        assert session.receive("camera", image, now=k)
+        frame, _ = session.poll(k + 0.3)  # past max_wait, the sensors still live
         assert ("lidar" in frame.items) == joins, (offset, sorted(frame.items))
-        assert frame.stamp == pytest.approx(t_cam)
+        assert frame.stamp == pytest.approx(t0 + k)
         if joins:
-            assert frame.items["lidar"][-1].stamp == pytest.approx(t_cam, abs=1e-6)
+            assert frame.items["lidar"][-1].stamp == pytest.approx(t0 + k, abs=1e-6)
             assert tuple(frame.items["lidar"][-1].exact) == tuple(late)  # its own header

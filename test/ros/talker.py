@@ -9,12 +9,12 @@ import array
 import sys
 
 import numpy as np
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
+
+from ros_process import spin_until_sigint  # beside this script
 
 HEIGHT, WIDTH = 480, 640
 _BASE = (np.arange(HEIGHT)[:, None, None] * 3 + np.arange(WIDTH)[None, :, None]
@@ -49,18 +49,7 @@ class Talker(Node):
 
 
 def main():
-    rclpy.init()
-    try:
-        rclpy.spin(Talker(sys.argv[1]))
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass  # SIGINT: rclpy's handler shuts the context down and spin returns or raises
-    except RuntimeError:
-        # The context was shut down while the timer callback was publishing (RCLError, a
-        # RuntimeError): also a stop by SIGINT. Anything else is a failure.
-        if rclpy.ok():
-            raise
-    finally:
-        rclpy.try_shutdown()
+    spin_until_sigint(lambda: Talker(sys.argv[1]))
 
 
 if __name__ == '__main__':

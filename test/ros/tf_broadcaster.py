@@ -10,12 +10,12 @@
   DYNAMIC_T0.
 Exits with code 0 on SIGINT.
 """
-import rclpy
 from geometry_msgs.msg import TransformStamped
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from tf2_msgs.msg import TFMessage
+
+from ros_process import spin_until_sigint  # beside this script
 
 STAMP = (1_700_000_000, 250_000_000)
 # (parent, child, translation xyz, rotation xyzw): base_link -> velodyne a yaw of 90 degrees,
@@ -74,18 +74,7 @@ class Broadcaster(Node):
 
 
 def main():
-    rclpy.init()
-    try:
-        rclpy.spin(Broadcaster())
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass  # SIGINT: rclpy's handler shuts the context down and spin returns or raises
-    except RuntimeError:
-        # The context was shut down while the timer callback was publishing (RCLError, a
-        # RuntimeError): also a stop by SIGINT. Anything else is a failure.
-        if rclpy.ok():
-            raise
-    finally:
-        rclpy.try_shutdown()
+    spin_until_sigint(lambda: Broadcaster())
 
 
 if __name__ == '__main__':

@@ -237,7 +237,8 @@ class Session:
         the problem) leaves the session exactly as it was. A change of ``sync.*`` or
         ``events.window`` builds a synchroniser with the new settings that carries over the
         old one's messages, liveness and counts (``AnymodalSynchronizer.carry_over``): the
-        frame being formed is formed with the new settings and nothing is lost."""
+        frame being formed is formed with the new settings and nothing is lost (messages
+        already buffered keep the ``sync.offset.*`` they arrived with)."""
         with self._lock:
             values = dict(self._values)
             current, seen = self.geometry, self._camera_info_seen

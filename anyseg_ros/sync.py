@@ -54,6 +54,9 @@ Semantics (s is the stamp of a frame's pivot message; all times in seconds):
   constant clock offset is not taken for a jump on every message.
 * Per-sensor counts: ``sensor_stats[name]`` counts that sensor's ``late``, ``overflow`` and
   ``backjumped`` messages (``stats`` has the totals).
+* New settings: ``new.carry_over(old)`` hands a synchroniser with other settings the old
+  one's buffers, liveness, clock, last frame stamp and counts; the new settings apply from
+  the next poll (the node's dynamic parameters).
 * next_deadline() is the earliest arrival + max_wait among the candidates of the pivot at
   the largest ``now`` seen: the node can sleep until then (or the next message).
   poll(next_deadline()) then emits, unless the pivot changed in between (a sensor going

@@ -121,8 +121,8 @@ class LiveRig:
         """Publish ``msg`` on the feeder's publisher ``kind`` and return once the node has
         taken it (accepted and handed to the synchroniser, or rejected). Messages fed one
         by one reach the synchroniser in this order, whatever the executor's threads do: a
-        frame's other sensors before its camera image, as the test means it, and no test
-        depends on a sensor staying live (``sync.stale_after``) while the machine is slow."""
+        frame's other sensors before its camera image, as the test means it, and no frame
+        waits on ``sync.max_wait`` for a message still in flight on a slow machine."""
         before = self._handled(kind)
         self.pubs[kind].publish(msg)
         deadline = time.monotonic() + START_TIMEOUT_S

@@ -74,10 +74,6 @@ def _frame(live):
     frame must arrive, also right after a dynamic sync.* change (a synchroniser restarted
     afresh had no live sensor: the sweep pivoted a frame of its own, stamped after the
     image, which was then dropped as late)."""
-    return _one_frame(live, WAIT_S)
-
-
-def _one_frame(live, wait_s):
     t = live.next_stamp()
     rng = live.rng
     live.feed('info', conv.camera_info_msg(K, (H, W), conv.sec_to_stamp(t), 'cam',
@@ -101,7 +97,7 @@ def _one_frame(live, wait_s):
     image = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
     live.feed('image', conv.array_to_image(image, 'rgb8', conv.sec_to_stamp(t), 'cam',
                                            cls=Image))
-    return live.wait(t, wait_s)
+    return live.wait(t, WAIT_S)
 
 
 def test_sync_slop_decides_whether_a_late_lidar_joins_the_next_frame(live):

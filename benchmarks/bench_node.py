@@ -58,7 +58,6 @@ import contextlib
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import tempfile
@@ -96,6 +95,7 @@ from anyseg_ros.payloads import Geometry
 from anyseg_ros.pipeline import SegmentationPipeline
 from anyseg_ros.sync import Frame, Stamped
 from anyseg_ros.tools.fastdds import with_profile
+from anyseg_ros.tools.processes import interrupt
 
 TEACHER = REPO / "runs" / "experiment" / "teacher" / "final.safetensors"
 CAMERA_FRAME = "bench_camera_optical"
@@ -273,13 +273,7 @@ class NodeProcess:
         raise RuntimeError("no VmRSS")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        interrupt(self.proc, timeout=30)
 
 
 class Rig:

@@ -24,7 +24,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -44,6 +43,7 @@ from . import bag as bags
 from .. import conversions as conv
 from ..params import DEMO_CHECKPOINT
 from .fastdds import with_profile
+from .processes import interrupt
 from .process_bag import modality_key
 from .synthetic_bag import write_synthetic_bag
 
@@ -132,9 +132,7 @@ def record(env: dict, namespace: str, node_proc, play_cmd: list[str], play_log: 
             while time.monotonic() < end:
                 executor.spin_once(timeout_sec=0.05)
         finally:
-            if player.poll() is None:
-                player.send_signal(signal.SIGINT)
-                player.wait(10)
+            interrupt(player, timeout=10)
         if player.returncode:
             raise RuntimeError(f"the player failed:\n{play_log.read_text()[-3000:]}")
         executor.shutdown()
@@ -275,13 +273,7 @@ def run_demo(out: Path, seconds: float = 24.0, faults_text: str = "lidar:8-13,ca
         labels_msgs, status = record(env, namespace, node, play_cmd, out / "play.log",
                                      timeout=seconds * 3 + 60)
     finally:
-        if node.poll() is None:
-            node.send_signal(signal.SIGINT)
-            try:
-                node.wait(10)
-            except subprocess.TimeoutExpired:
-                node.kill()
-                node.wait()
+        interrupt(node, timeout=10)
 
     print("[4/4] scoring and drawing ...", flush=True)
     labels_by_stamp = {round(conv.stamp_to_sec(m.header.stamp), 6):

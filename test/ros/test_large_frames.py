@@ -13,7 +13,6 @@ these messages were lost here, and the first image came after several seconds).
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -24,6 +23,8 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip('rclpy', reason='rclpy is not installed (no ROS 2 here)')
+
+from anyseg_ros.tools.processes import interrupt  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -63,14 +64,8 @@ def _mapped_segments(pid: int) -> dict:
     return {p: os.stat(p).st_size for p in paths if os.path.exists(p)}
 
 
-def _stop(process, timeout=60.0):
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+def _stop(process):
+    interrupt(process, timeout=60.0)
 
 
 def test_full_size_frames_arrive_intact_through_the_shipped_profile(ros_env, tmp_path):

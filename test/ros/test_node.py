@@ -13,7 +13,6 @@ The tests below each check one part of what was recorded.
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -34,6 +33,8 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from rclpy.signals import SignalHandlerOptions  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
+
+from anyseg_ros.tools.processes import interrupt  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 DRIVER = Path(__file__).with_name('sensor_driver.py')
@@ -150,12 +151,7 @@ def _drive(tmp, tiny_checkpoint, env, seconds, silence, malformed, node_args=(),
                   what='the node to take in every message and publish its last frame')
         alive_at_end = node.poll() is None
         start = time.monotonic()
-        node.send_signal(signal.SIGINT)
-        try:
-            node.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            node.kill()
-            node.wait()
+        interrupt(node, timeout=30)
         exit_s = time.monotonic() - start
         executor.shutdown()
         listener.destroy_node()

@@ -9,7 +9,6 @@ set_parameters), the way ``ros2 param`` does, then stops it with SIGINT.
 from __future__ import annotations
 
 import math
-import signal
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from rclpy.signals import SignalHandlerOptions  # noqa: E402
 
 from anyseg_ros.node import PARAMS  # noqa: E402
 from anyseg_ros.params import DEMO_CHECKPOINT  # noqa: E402
+from anyseg_ros.tools.processes import interrupt  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / 'config' / 'anyseg.yaml'
@@ -62,15 +62,8 @@ def _start_node(checkpoint, env, ns, log_path, *extra):
     return proc
 
 
-def _stop(proc, timeout=30):
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
+def _stop(proc):
+    return interrupt(proc, timeout=30)
 
 
 class ParamClient:

@@ -15,7 +15,6 @@ Every frame waits for its outputs by stamp; no assertion depends on the machine'
 from __future__ import annotations
 
 import importlib.util
-import signal
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, PointCloud2  # noqa: E4
 
 from anyseg_ros import conversions as conv  # noqa: E402
 from anyseg_ros.tf_tree import NoTransform  # noqa: E402
+from anyseg_ros.tools.processes import interrupt  # noqa: E402
 
 from live_rig import LiveRig  # noqa: E402
 
@@ -104,11 +104,7 @@ def rig(tiny_checkpoint, module_ros_env):
     finally:
         for r in rigs.values():
             r.close()
-        broadcaster.send_signal(signal.SIGINT)
-        try:
-            broadcaster.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            broadcaster.kill()
+        interrupt(broadcaster, timeout=30)
 
 
 def _wait_for_tf(r):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ from std_msgs.msg import String  # noqa: E402
 
 from anyseg_ros.tools import bag as bags  # noqa: E402
 from anyseg_ros import conversions as conv  # noqa: E402
+from anyseg_ros.tools.processes import interrupt  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 SECONDS = 6.0
@@ -157,13 +157,7 @@ def _wait_ready(node, log, timeout=180):
 def _stop(*procs):
     """SIGINT each process still running (the node, the player); kill after 10 s."""
     for proc in procs:
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        interrupt(proc, timeout=10)
 
 
 def _settled(rec, after, published):

@@ -41,6 +41,7 @@ class Talker(Node):
         self._strings.publish(String(data=f'hello {n}'))
         image = Image(height=HEIGHT, width=WIDTH, encoding='rgb8', is_bigendian=0,
                       step=WIDTH * 3)
+        # A source, as a camera driver is: it stamps its own capture time (no input to copy).
         image.header.stamp = self.get_clock().now().to_msg()
         image.header.frame_id = 'camera'
         # array.array is taken as is; a bytes object would be checked element by element.

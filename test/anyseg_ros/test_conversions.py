@@ -76,7 +76,7 @@ def raw_cloud(records: np.ndarray, height: int = 1, bigendian: bool = False,
     dtype = records.dtype
     fields = []
     for name, (field_dtype, offset) in dtype.fields.items():
-        datatype = conv._DTYPE_TO_POINTFIELD[field_dtype.newbyteorder("=")]
+        datatype = conv.builders._DTYPE_TO_POINTFIELD[field_dtype.newbyteorder("=")]
         attrs = {"name": name, "offset": offset, "datatype": datatype, "count": 1}
         attrs.update((declared or {}).get(name, {}))
         fields.append(SimpleNamespace(**attrs))
@@ -102,7 +102,7 @@ def structured(columns: dict[str, np.ndarray], offsets: dict[str, int], itemsize
 
 
 def random_pixels(encoding: str, hw=(5, 7)) -> np.ndarray:
-    channel_dtype, channels = conv._IMAGE_LAYOUTS[encoding]
+    channel_dtype, channels = conv.IMAGE_LAYOUTS[encoding]
     shape = (*hw, channels) if channels > 1 else hw
     rng = np.random.default_rng(0)
     if channel_dtype.kind == "f":

@@ -27,7 +27,8 @@ PIP := $(VPY) -m pip
 PIPFILTER := 2>&1 | { grep -v "^WARNING: Location '.*' is ignored: it is neither a file nor a directory" || true; }
 # How the venv gets rclpy, decided once when it is created: "system" or "wheels".
 ROS_MODE := $(VENV)/.anyseg-ros-mode
-# Interface packages without a wheel (tf2_msgs), generated into a `wheels` venv.
+# Interface packages without a wheel (tf2_msgs, event_camera_msgs), generated into a
+# `wheels` venv.
 INTERFACE_SOURCES := scripts/build_interfaces.py $(sort $(shell find interfaces -type f -not -name "*.md"))
 # The install stamp's name carries a checksum of what decides the install: editing
 # setup.py, setup.cfg, the interface sources or the variables above re-runs it, and
@@ -74,10 +75,11 @@ $(STAMP): $(ROS_MODE)
 	if [ "$$(cat $(ROS_MODE))" = wheels ]; then extras="$$extras,cv,ros"; fi; \
 	echo "==> $(VENV): pip install -e .[$$extras]"; \
 	$(PIP) install $(PIPFLAGS) --use-pep517 -e ".[$$extras]" $(PIPFILTER)
-	@# No wheel provides tf2_msgs: generate it from interfaces/ with the rosidl wheels (about
-	@# 40 s; a no-op when it is built and unchanged). A sourced ROS 2 has it already.
+	@# No wheel provides tf2_msgs or event_camera_msgs: generate them from interfaces/ with the
+	@# rosidl wheels (about 40 s; a no-op when built and unchanged). A sourced ROS 2 has them
+	@# (rosdep installs both from package.xml).
 	@if [ "$$(cat $(ROS_MODE))" = wheels ]; then \
-	  echo "==> $(VENV): scripts/build_interfaces.py (tf2_msgs)"; \
+	  echo "==> $(VENV): scripts/build_interfaces.py (tf2_msgs, event_camera_msgs)"; \
 	  $(VPY) scripts/build_interfaces.py --pip-args="$(PIPFLAGS)" $(PIPFILTER); \
 	fi
 	@if [ "$$(cat $(ROS_MODE))" = system ] && ! $(VPY) -c 'import cv2' >/dev/null 2>&1; then \
@@ -89,6 +91,11 @@ $(STAMP): $(ROS_MODE)
 	@if [ "$$(cat $(ROS_MODE))" = system ] && ! $(VPY) -c 'import tf2_msgs.msg' >/dev/null 2>&1; then \
 	  echo "error: the sourced ROS 2 has no tf2_msgs (the type of /tf and /tf_static):" \
 	       "sudo apt install ros-$$ROS_DISTRO-tf2-msgs, or rosdep install --from-paths . -y --ignore-src" >&2; \
+	  exit 1; \
+	fi
+	@if [ "$$(cat $(ROS_MODE))" = system ] && ! $(VPY) -c 'import event_camera_msgs.msg' >/dev/null 2>&1; then \
+	  echo "error: the sourced ROS 2 has no event_camera_msgs (what event-camera drivers publish):" \
+	       "sudo apt install ros-$$ROS_DISTRO-event-camera-msgs, or rosdep install --from-paths . -y --ignore-src" >&2; \
 	  exit 1; \
 	fi
 	@rm -f $(VENV)/.anyseg-installed-*

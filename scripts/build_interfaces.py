@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""Generate ROS 2 interface packages that have no wheel (tf2_msgs) into this venv.
+"""Generate ROS 2 interface packages that have no wheel (tf2_msgs, event_camera_msgs) into
+this venv.
 
 Run it with the venv's python; `make setup` does, in a venv that gets ROS 2 from the PyPI
 wheels (`.venv/.anyseg-ros-mode` says `wheels`):
 
     .venv/bin/python scripts/build_interfaces.py [--force] [--keep-build DIR] [--jobs N]
 
-For each package under interfaces/ (today tf2_msgs: msg/TFMessage, msg/TF2Error):
+For each package under interfaces/ (tf2_msgs: msg/TFMessage, msg/TF2Error;
+event_camera_msgs: msg/EventPacket):
 1. Skips it when `import <package>.msg` already works from outside this venv (a sourced
    ROS 2 seen through --system-site-packages), or from a build of this script with the same
    sources (a second run is a no-op).
@@ -51,7 +53,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 INTERFACES = REPO / 'interfaces'
-PACKAGES = ('tf2_msgs',)
+PACKAGES = ('tf2_msgs', 'event_camera_msgs')
 
 # The RIHS01 type hashes of ROS 2's own tf2_msgs (identical in Humble's type descriptions,
 # Jazzy and Kilted: `ros2 topic info -v /tf` on a ROS install, and rosbags'
@@ -61,6 +63,10 @@ EXPECTED_HASHES = {
         'RIHS01_e369d0f05a23ae52508854b66f6aa0437f3449d652e8cbf22d5abe85d020f087',
     'tf2_msgs/msg/TF2Error':
         'RIHS01_db2485e7d6a0ec75bf087e058ee45df682acc3a621ca7780503d10aac141809a',
+    # ros-event-camera's event_camera_msgs (what `ros2 topic info -v` shows for a driver's
+    # events topic; also the hash recorded in the shared real driver bags' metadata).
+    'event_camera_msgs/msg/EventPacket':
+        'RIHS01_d6fa176260b1f37e5a40845305315e150a0f18191241eb64f407442aa29844aa',
 }
 
 # What configure needs beside the runtime wheels (each missing one is a configure error).

@@ -1,4 +1,4 @@
-"""scripts/build_interfaces.py (tf2_msgs for a pip-only venv) and its sources, without a build.
+"""scripts/build_interfaces.py (tf2_msgs and event_camera_msgs for a pip-only venv) and its sources, without a build.
 
 The build itself runs in `make setup`; test/ros/test_tf2_msgs.py checks what it produced
 across processes. Here: the message definitions in interfaces/ hash like ROS 2's own (with
@@ -21,7 +21,11 @@ ROS2_HASHES = {
         'RIHS01_e369d0f05a23ae52508854b66f6aa0437f3449d652e8cbf22d5abe85d020f087',
     'tf2_msgs/msg/TF2Error':
         'RIHS01_db2485e7d6a0ec75bf087e058ee45df682acc3a621ca7780503d10aac141809a',
+    # The released event_camera_msgs, as the real driver bags in shared/data/real record it.
+    'event_camera_msgs/msg/EventPacket':
+        'RIHS01_d6fa176260b1f37e5a40845305315e150a0f18191241eb64f407442aa29844aa',
 }
+REAL_EVENT_BAGS = REPO.parent / 'shared' / 'data' / 'real' / 'event_camera_bags'
 
 
 @pytest.fixture(scope='module')
@@ -36,21 +40,32 @@ def test_expected_hashes_are_ros_2s(script):
     assert script.EXPECTED_HASHES == ROS2_HASHES
 
 
-def test_message_definitions_hash_like_ros_2s():
-    """Parse interfaces/tf2_msgs/msg/*.msg into a typestore that has the Jazzy definitions of
-    everything but tf2_msgs, and hash them as rosidl does (REP 2011, RIHS01)."""
+@pytest.mark.parametrize('package', ['tf2_msgs', 'event_camera_msgs'])
+def test_message_definitions_hash_like_ros_2s(package):
+    """Parse interfaces/<package>/msg/*.msg into a typestore that has the Jazzy definitions of
+    everything but that package, and hash them as rosidl does (REP 2011, RIHS01)."""
     typesys = pytest.importorskip('rosbags.typesys')
     jazzy = typesys.get_typestore(typesys.Stores.ROS2_JAZZY)
     store = typesys.get_typestore(typesys.Stores.EMPTY)
     store.register({name: definition for name, definition in jazzy.fielddefs.items()
-                    if not name.startswith('tf2_msgs/')})
+                    if not name.startswith(f'{package}/')})
     ours = {}
-    for path in sorted((REPO / 'interfaces' / 'tf2_msgs' / 'msg').glob('*.msg')):
-        ours.update(typesys.get_types_from_msg(path.read_text(), f'tf2_msgs/msg/{path.stem}'))
-    assert set(ours) == set(ROS2_HASHES)
+    for path in sorted((REPO / 'interfaces' / package / 'msg').glob('*.msg')):
+        ours.update(typesys.get_types_from_msg(path.read_text(), f'{package}/msg/{path.stem}'))
+    expected = {name: h for name, h in ROS2_HASHES.items() if name.startswith(f'{package}/')}
+    assert set(ours) == set(expected)
     store.register(ours)
-    assert {name: store.hash_rihs01(name) for name in ours} == ROS2_HASHES
-    assert store.fielddefs['tf2_msgs/msg/TF2Error'] == jazzy.fielddefs['tf2_msgs/msg/TF2Error']
+    assert {name: store.hash_rihs01(name) for name in ours} == expected
+    if package == 'tf2_msgs':
+        assert store.fielddefs['tf2_msgs/msg/TF2Error'] == jazzy.fielddefs['tf2_msgs/msg/TF2Error']
+
+
+def test_event_packet_hash_is_the_one_real_driver_bags_record():
+    """The expected hash is not only our copy: a bag recorded from metavision_driver states it."""
+    if not REAL_EVENT_BAGS.is_dir():
+        pytest.skip(f'{REAL_EVENT_BAGS} is not on this machine (the shared real data)')
+    metadata = (REAL_EVENT_BAGS / 'test_events_1' / 'metadata.yaml').read_text()
+    assert ROS2_HASHES['event_camera_msgs/msg/EventPacket'] in metadata
 
 
 def test_container_include_dirs_are_rewritten(script, tmp_path):

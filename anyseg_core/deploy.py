@@ -27,11 +27,14 @@ here imports them before it is asked to export or run.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
@@ -122,8 +125,10 @@ def export_onnx(checkpoint: str | Path, out: str | Path,
     the checkpoint's training size). ``precision`` fp16 stores weights and computes in
     float16 with float32 inputs and outputs (for GPUs; a CPU runs fp32 best).
     ``exporter``: one of :data:`EXPORTERS`.
-    Written into a temporary directory beside ``out`` and renamed at the end: an interrupted
-    export leaves nothing that looks complete."""
+    Written into a temporary directory beside ``out`` (``.<name>.<random>.partial``) and
+    renamed at the end: an interrupted export leaves nothing that looks complete. A
+    FileExistsError when ``out`` exists, or was made by someone else during the export (the
+    partial directory is then removed)."""
     if exporter not in EXPORTERS:
         raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
     if precision not in EXPORT_PRECISIONS:
@@ -157,7 +162,15 @@ def export_onnx(checkpoint: str | Path, out: str | Path,
             _finish_graph(path, metadata, precision)
         _share_weights(work, list(metadata["subsets"].values()))
         (work / METADATA).write_text(json.dumps(metadata, indent=1))
-        work.rename(out)
+        try:
+            work.rename(out)
+        except OSError as err:
+            # A directory made at ``out`` meanwhile (another process's finished export):
+            # rename(2) replaces only an empty one and says ENOTEMPTY or EEXIST otherwise.
+            if err.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                raise FileExistsError(f"{out} was made by someone else during the export"
+                                      ) from None
+            raise
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -264,28 +277,131 @@ def cache_root() -> Path:
     return Path(base) / "anyseg"
 
 
+#: How long :func:`cached_export` waits for another process exporting the same entry.
+EXPORT_WAIT_S = 900.0
+LOCK_SUFFIX = ".lock"
+PARTIAL_SUFFIX = ".partial"
+
+
+class ExportBusy(TimeoutError):
+    """Another process held a cache entry's lock (it was exporting) for longer than we
+    waited."""
+
+
 def cached_export(checkpoint: str | Path, size_hw: Sequence[int], precision: str = "fp32",
-                  log=None) -> Path:
+                  log=None, wait_s: float = EXPORT_WAIT_S) -> Path:
     """The export of ``checkpoint`` at ``size_hw`` and ``precision``, made once and then
     reused: keyed by the checkpoint file's sha256 (a retrained file gets a new export), the
-    size, the precision and the export format version."""
+    size, the precision and the export format version.
+
+    Safe under any number of processes at once (nodes launched together, a node and
+    ``evaluate``): a finished export is taken without locking (it appears by one atomic
+    rename, complete or not at all); otherwise one process exports while holding an
+    exclusive lock on ``<entry>.lock`` beside the entry (``fcntl.flock``, released by the
+    kernel when its holder exits, crashed or not) and the others wait for the lock (saying so
+    once, through ``log`` or else on stderr), then take its export. Whoever holds the lock first removes what a crashed exporter left of this
+    entry (``.<entry>.*.partial``) and a damaged entry. Waiting longer than ``wait_s``
+    seconds raises :class:`ExportBusy` naming the lock and its holder's pid."""
     read_metadata(checkpoint)  # a CheckpointError before any work
     size = _check_size(size_hw)
     sha = file_sha256(checkpoint)
     path = (cache_root() / "exports"
             / f"{sha[:16]}-{size[0]}x{size[1]}-{precision}-v{FORMAT_VERSION}")
-    if is_export(path):
-        try:
-            if read_export(path)["checkpoint_sha256"] == sha:
-                return path
-        except CheckpointError:
-            pass
-        shutil.rmtree(path, ignore_errors=True)  # damaged or foreign: made again
-    try:
-        return export_onnx(checkpoint, path, size, precision, log=log)
-    except FileExistsError:  # another process finished the same export first
-        read_export(path)
+    if _finished(path, sha):
         return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _entry_lock(path.with_name(path.name + LOCK_SUFFIX), wait_s, checkpoint, log):
+        if _finished(path, sha):  # made by the process we waited for
+            return path
+        for partial in path.parent.glob(f".{path.name}.*{PARTIAL_SUFFIX}"):
+            shutil.rmtree(partial, ignore_errors=True)  # a crashed exporter's: we hold the lock
+        if path.is_symlink() or path.is_file():  # damaged or foreign: made again
+            path.unlink()
+        elif path.exists():
+            shutil.rmtree(path, ignore_errors=True)
+        try:
+            return export_onnx(checkpoint, path, size, precision, log=log)
+        except FileExistsError:
+            # Made meanwhile by a process that did not take the lock (a file system
+            # without flock): take it if it is the same export.
+            if _finished(path, sha):
+                return path
+            raise
+
+
+def _finished(path: Path, sha: str) -> bool:
+    """Whether ``path`` is a complete export of the checkpoint with sha256 ``sha``."""
+    if not is_export(path):
+        return False
+    try:
+        return read_export(path)["checkpoint_sha256"] == sha
+    except CheckpointError:
+        return False
+
+
+def _stderr(text: str) -> None:
+    print(f"anyseg_core.deploy: {text}", file=sys.stderr, flush=True)
+
+
+class _entry_lock:
+    """An exclusive ``flock`` on ``lock`` for the ``with`` block, waited for at most
+    ``wait_s`` seconds. The file stays (removing a lock file others may have open would let
+    two processes hold "the" lock at once); it holds the holder's pid, for messages. Where
+    ``fcntl`` is missing (Windows) nothing is locked: the exporters then race, and all but
+    the rename's winner take the winner's export (:func:`cached_export`)."""
+
+    POLL_S = 0.2
+
+    def __init__(self, lock: Path, wait_s: float, checkpoint, log) -> None:
+        self.lock, self.wait_s, self.checkpoint, self.log = lock, float(wait_s), checkpoint, log
+        self.fd: Optional[int] = None
+
+    def __enter__(self) -> "_entry_lock":
+        try:
+            import fcntl
+        except ImportError:
+            return self
+        fd = os.open(self.lock, os.O_RDWR | os.O_CREAT, 0o666)
+        deadline = time.monotonic() + self.wait_s
+        told = False
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    pass
+                if not told:  # a node may wait minutes: say why, once
+                    (self.log or _stderr)(f"waiting for {self._holder(fd)} exporting the "
+                                          f"same model into {self.lock.with_suffix('')}")
+                    told = True
+                if time.monotonic() >= deadline:
+                    raise ExportBusy(
+                        f"waited {self.wait_s:.0f} s for {self._holder(fd)}, which holds "
+                        f"{self.lock} while exporting {self.checkpoint}; it may still be "
+                        f"working: try again later, or stop it (a killed exporter leaves "
+                        f"nothing that blocks the next run)")
+                time.sleep(self.POLL_S)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+        return self
+
+    @staticmethod
+    def _holder(fd: int) -> str:
+        try:
+            pid = os.pread(fd, 32, 0).decode().strip()
+        except OSError:
+            pid = ""
+        return f"process {pid}" if pid.isdigit() else "another process"
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the last descriptor releases the flock
+            self.fd = None
 
 
 # ------------------------------------------------------------------------------ engines

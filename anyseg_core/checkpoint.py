@@ -370,6 +370,28 @@ def validate_metadata(meta: Mapping, where: str = "checkpoint metadata") -> None
     if "event" in meta and meta["event"] is not None and not isinstance(meta["event"],
                                                                         Mapping):
         raise bad("event", "a dict of event settings")
+    if "preprocessing" in meta:
+        pre = meta["preprocessing"]
+        if not isinstance(pre, Mapping):
+            raise bad("preprocessing", "a dict of preprocessing choices")
+        if "lidar_intensity" in pre:
+            from .sensors import intensity_percentile
+            try:
+                intensity_percentile(pre["lidar_intensity"])
+            except ValueError as err:
+                raise CheckpointError(f"{where}: metadata 'preprocessing': {err}") from None
+
+
+def lidar_intensity_of(meta: Mapping) -> str:
+    """The LiDAR intensity normalisation a checkpoint was trained with (``raw`` or ``pNN``,
+    see :func:`anyseg_core.sensors.normalize_intensity`): its ``preprocessing`` metadata,
+    else its training config's ``data.lidar_intensity``, else ``raw`` (checkpoints written
+    before the choice existed). Inference must prepare the LiDAR the same way."""
+    pre = meta.get("preprocessing") or {}
+    if "lidar_intensity" in pre:
+        return str(pre["lidar_intensity"])
+    data = (meta.get("train_config") or {}).get("data") or {}
+    return str(data.get("lidar_intensity", "raw"))
 
 
 def save_model(path: PathLike, model: nn.Module, meta: Mapping,

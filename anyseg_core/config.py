@@ -33,6 +33,10 @@ DEFAULTS: dict[str, Any] = {
         "num_workers": 2,
         "cache": None,           # synthetic: folder of rendered items (anyseg_core/data/cache.py)
         "event_anchor": "last",  # muses: events end at the file's last (SDK) or at the camera
+        "rig": "muses",          # synthetic: muses (the MUSES-like rig) | random (one drawn
+                                 # per scene) | a named rig (data/synthetic/sensor_variants.py)
+        "lidar_intensity": "raw",  # raw | pNN: intensity / the sweep's NN-th percentile
+                                 # (scale-free; recorded in the checkpoint, the node applies it)
     },
     "model": {
         "backbone": "pvt_v2_b0",
@@ -71,6 +75,13 @@ DEFAULTS: dict[str, Any] = {
         "flip": True,
         "blur_p": 0.2,           # Gaussian blur, camera only (never smear sparse sensors)
         "color_jitter_p": 0.2,   # camera only
+        # Sensor shift of the LiDAR (anyseg_core/data/lidar_augment.py), all off by default:
+        "lidar_ring_p": 0.0,     # P(keep every k-th ring only), k from lidar_ring_factors
+        "lidar_ring_factors": [2, 4],
+        "lidar_density_p": 0.0,  # P(keep a random fraction of the points) ...
+        "lidar_density_keep": [0.3, 1.0],  # ... drawn uniformly from this range
+        "lidar_intensity_p": 0.0,  # P(intensity x a factor, log-uniform in the range)
+        "lidar_intensity_scale": [0.0039, 4.0],
     },
     "train": {
         "device": "auto",        # auto | cpu | cuda | cuda:N
@@ -258,6 +269,20 @@ def validate(cfg: Mapping) -> None:
     need(cfg["data"]["event_anchor"] in ("last", "camera"),
          f"data.event_anchor must be last (the MUSES SDK's window) or camera, got "
          f"{cfg['data']['event_anchor']!r}")
+    from .data.synthetic.sensor_variants import rig_names
+    from .sensors import intensity_percentile
+
+    need(cfg["data"]["rig"] in rig_names(),
+         f"data.rig must be one of {', '.join(rig_names())}, got {cfg['data']['rig']!r}")
+    need(cfg["data"]["rig"] == "muses" or cfg["data"]["dataset"] == "synthetic",
+         "data.rig renders the synthetic world with another rig: a real data set has its "
+         "own sensors (leave data.rig=muses)")
+    try:
+        intensity_percentile(cfg["data"]["lidar_intensity"])
+    except ValueError as err:
+        raise ConfigError(f"data.lidar_intensity: {err}") from None
+    need(cfg["data"]["lidar_intensity"] == "raw" or cfg["data"]["dataset"] != "deliver",
+         "data.lidar_intensity applies to raw LiDAR sweeps; DELIVER's LiDAR is an image")
     need(cfg["data"]["dataset"] in DATASETS,
          f"data.dataset must be one of {', '.join(DATASETS)}, got {cfg['data']['dataset']!r}")
     spec = DATASETS[cfg["data"]["dataset"]]
@@ -336,9 +361,25 @@ def validate(cfg: Mapping) -> None:
     scale = aug["scale"]
     need(len(scale) == 2 and 0 < scale[0] <= scale[1],
          f"augment.scale must be [low, high] with 0 < low <= high, got {scale!r}")
-    for key in ("blur_p", "color_jitter_p"):
+    for key in ("blur_p", "color_jitter_p", "lidar_ring_p", "lidar_density_p",
+                "lidar_intensity_p"):
         need(0 <= aug[key] <= 1, f"augment.{key} must be a probability (0 to 1), got "
                                  f"{aug[key]!r}")
+    need(len(aug["lidar_ring_factors"]) > 0 and all(k >= 2 for k in aug["lidar_ring_factors"]),
+        f"augment.lidar_ring_factors must be whole numbers >= 2 (keep every k-th ring), got "
+        f"{aug['lidar_ring_factors']!r}")
+    keep = aug["lidar_density_keep"]
+    need(len(keep) == 2 and 0 < keep[0] <= keep[1] <= 1,
+         f"augment.lidar_density_keep must be [low, high] with 0 < low <= high <= 1, got "
+         f"{keep!r}")
+    iscale = aug["lidar_intensity_scale"]
+    need(len(iscale) == 2 and 0 < iscale[0] <= iscale[1],
+         f"augment.lidar_intensity_scale must be [low, high] with 0 < low <= high, got "
+         f"{iscale!r}")
+    need(cfg["data"]["dataset"] != "deliver" or not any(
+        aug[k] for k in ("lidar_ring_p", "lidar_density_p", "lidar_intensity_p")),
+        "augment.lidar_* act on raw LiDAR sweeps projected in the camera; DELIVER's LiDAR "
+        "is an image")
     o = cfg["optim"]
     need(o["lr"] > 0, f"optim.lr must be positive, got {o['lr']!r}")
     need(o["weight_decay"] >= 0, f"optim.weight_decay must be >= 0, got {o['weight_decay']!r}")

@@ -3,6 +3,7 @@
     python -m anyseg_core.evaluate --checkpoint CKPT --dataset synthetic --out DIR \
         [--root DIR] [--split val] [--subsets all | camera,lidar events ...] \
         [--missing drop|zero] [--num-samples N] [--seed S] [--size HxW] [--device auto]
+        [--rig muses|random|hdl64|...]
 
 For each subset the whole evaluation set runs with only that subset present, through one
 confusion matrix per subset (docs/method.md). Prints the paper's Table 1 shape as markdown
@@ -171,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=None,
                     help="synthetic: which world (default: the checkpoint's training world)")
     ap.add_argument("--size", default=None, help="network input HxW (default: the checkpoint's)")
+    ap.add_argument("--rig", default=None,
+                    help="synthetic: the sensor rig that renders the world: muses, random or "
+                         "a named rig (anyseg_core/data/synthetic/sensor_variants.py; "
+                         "default: the checkpoint's training rig)")
     ap.add_argument("--conditions", nargs="+", default=None,
                     help="synthetic: evaluate only these conditions (e.g. fog-night)")
     ap.add_argument("--device", default="auto")
@@ -183,6 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.num_samples is not None and args.num_samples < 1:
         ap.error(f"--num-samples must be at least 1, got {args.num_samples}")
 
+    if args.rig is not None:
+        from .data.synthetic.sensor_variants import rig_names
+        if args.rig not in rig_names():
+            ap.error(f"--rig must be one of {', '.join(rig_names())}, got {args.rig!r}")
+        if args.dataset != "synthetic":
+            ap.error("--rig renders the synthetic world; a real data set has its own sensors")
     if DATASETS[args.dataset].needs_root and args.root is None:
         ap.error(f"--dataset {args.dataset} needs --root, the {args.dataset.upper()} folder")
     size = None
@@ -205,6 +216,13 @@ def main(argv: list[str] | None = None) -> int:
         cfg["data"]["seed"] = args.seed
     cfg["data"].setdefault("seed", 0)
     cfg["data"]["conditions"] = args.conditions
+    if args.rig is not None:
+        cfg["data"]["rig"] = args.rig
+    elif args.dataset != "synthetic":
+        cfg["data"]["rig"] = "muses"
+    cfg["data"].setdefault("rig", "muses")
+    # the LiDAR prepared as the checkpoint's training prepared it (its metadata)
+    cfg["data"]["lidar_intensity"] = rt.lidar_intensity
     from .data import build_dataset
     from .data.readers import DataFileError
     n_default = cfg["data"].get("val_samples", 100)
@@ -231,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         "checkpoint": str(args.checkpoint), "dataset": args.dataset, "split": args.split,
         "root": str(args.root) if args.root else None, "num_samples": n,
         "seed": cfg["data"]["seed"], "conditions": args.conditions, "missing": args.missing,
+        "rig": cfg["data"]["rig"], "lidar_intensity": rt.lidar_intensity,
         "input_size": list(rt.input_size), "precision": rt.precision,
         "backend": rt.backend,
         "miou": "one confusion matrix per subset over all samples; classes absent from both "

@@ -148,6 +148,9 @@ class Runtime:
             export = self._exported(checkpoint, exported, input_size, threads)
             input_size = export["input_size"]
         self.modalities: tuple[str, ...] = tuple(self.meta["modalities"])
+        #: the LiDAR intensity normalisation of the checkpoint's training (``prepare``
+        #: applies it): ``raw`` or ``pNN``
+        self.lidar_intensity: str = ckpt.lidar_intensity_of(self.meta)
         self.class_names: list[str] = list(self.meta["class_names"])
         self.palette = torch.zeros(256, 3, dtype=torch.uint8, device=self.device)
         self.palette[: len(self.meta["palette"])] = torch.tensor(self.meta["palette"],
@@ -263,10 +266,12 @@ class Runtime:
         Raw sensor data are normalised with the raw-sensor statistics
         (``anyseg_core.modalities.NORMALIZATION``); a checkpoint trained on inputs normalised
         otherwise (DELIVER's pre-rendered images, say) cannot read them, and a frame holding
-        such a modality raises a ValueError naming it instead of giving wrong labels."""
+        such a modality raises a ValueError naming it instead of giving wrong labels. The
+        LiDAR's intensity is normalised per sweep as the checkpoint was trained
+        (:attr:`lidar_intensity`, from its metadata)."""
         inputs = prepare_inputs(frame, self.input_size, self.modalities,
                                 event_window=event_window, lidar_min_range=lidar_min_range,
-                                device=self.device)
+                                lidar_intensity=self.lidar_intensity, device=self.device)
         foreign = [m for m in inputs if not self.reads_raw(m)]
         if foreign:
             raise ValueError(

@@ -34,6 +34,7 @@ from . import training_state
 from .config import ConfigError, dump, load_config
 from .data import build_dataset, class_info, collate, normalization_info, rescale_info
 from .data.readers import DataFileError
+from .data.lidar_augment import LidarAugment
 from .data.transforms import JointAugment
 from .losses import AnySegLoss
 from .model import AnymodalSegmentor
@@ -95,10 +96,14 @@ def lr_lambda(optim_cfg: Mapping):
 
 class TrainItems(Dataset):
     """Items keyed by (epoch, index): the augmentation of an item depends only on the run's
-    seed, the epoch and the index, never on worker or resume state."""
+    seed, the epoch and the index, never on worker or resume state. ``lidar`` (the
+    ``augment.lidar_*`` sensor-shift augmentation) runs first, from a generator of its own,
+    so the joint augmentation draws the same whether it is on or off."""
 
-    def __init__(self, base: Dataset, augment: JointAugment | None, seed: int) -> None:
+    def __init__(self, base: Dataset, augment: JointAugment | None, seed: int,
+                 lidar: LidarAugment | None = None) -> None:
         self.base, self.augment, self.seed = base, augment, seed
+        self.lidar = lidar if lidar is not None and lidar.enabled else None
 
     def __len__(self) -> int:
         return len(self.base)
@@ -106,6 +111,9 @@ class TrainItems(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> dict:
         epoch, index = key
         item = self.base[index]
+        if self.lidar is not None:
+            g = torch.Generator().manual_seed(mix_seed(self.seed, epoch, index, 0x11DA))
+            item["inputs"] = self.lidar(item["inputs"], g)
         if self.augment is not None:
             g = torch.Generator().manual_seed(mix_seed(self.seed, epoch, index))
             item["inputs"], item["label"] = self.augment(item["inputs"], item["label"], g)
@@ -148,7 +156,9 @@ RESUMABLE_CHANGES = ("out_dir", "data.root", "data.cache", "data.num_workers", "
 #: Settings added since runs were first saved, with the value a run saved before them had:
 #: a saved config that lacks one is compared as if it had that value (a run distilled with
 #: the KL summed over the classes must not resume at their mean).
-LEGACY_VALUES = {"loss.kl_reduction": "sum", "loss.mad_pixels": "all"}
+LEGACY_VALUES = {"loss.kl_reduction": "sum", "loss.mad_pixels": "all", "data.rig": "muses",
+                 "data.lidar_intensity": "raw", "augment.lidar_ring_p": 0.0,
+                 "augment.lidar_density_p": 0.0, "augment.lidar_intensity_p": 0.0}
 
 
 def changed_settings(saved: Mapping, cfg: Mapping) -> list[tuple[str, object, object]]:
@@ -183,6 +193,8 @@ def model_meta(cfg: Mapping, stage: str, step: int) -> dict:
                           for m in mods},
         "input_size": list(cfg["data"]["size"]), "train_config": dict(cfg), "stage": stage,
         "step": step,
+        # How inference must prepare the inputs beyond the normalisation (Runtime reads it).
+        "preprocessing": {"lidar_intensity": cfg["data"].get("lidar_intensity", "raw")},
     }
 
 
@@ -366,7 +378,8 @@ def train(cfg: dict, resume: bool = False, stop_after: int | None = None) -> Pat
     # -- data
     items = TrainItems(base, JointAugment.from_config(cfg["augment"], normalization_info(cfg),
                                                       rescale_info(cfg)),
-                       cfg["seed"])
+                       cfg["seed"], LidarAugment.from_config(cfg["augment"],
+                                                             normalization_info(cfg)))
     loader = DataLoader(items, batch_sampler=batches(len(items), o["batch_size"], cfg["seed"],
                                                      step, rank, world),
                         num_workers=cfg["data"]["num_workers"], collate_fn=collate,

@@ -9,7 +9,8 @@ they can be rendered once and read back from disk. A GPU is fed by reading files
 
 Layout: ``<cache>/<split>-<key>/<index>.npz`` holds one item (float32 inputs per modality, the
 label as uint8, the condition name). ``key`` hashes the settings that decide the items (seed,
-split, size, the set of modalities, the conditions by their canonical names), numpy's version
+split, size, the set of modalities, the conditions by their canonical names, the sensor rig
+and the LiDAR intensity normalisation where they are not the defaults), numpy's version
 (its random streams) and the source code of the modules that make items (the world, the sensor
 models of ``anyseg_core.sensors``): editing them starts a new folder instead of serving stale
 items. Configs that differ only in the order of the modalities share a folder; items are read
@@ -75,6 +76,11 @@ def cache_key(data: Mapping, split: str) -> str:
             "size": [int(v) for v in data["size"]], "modalities": sorted(data["modalities"]),
             "conditions": [Condition.parse(c).name for c in conditions] if conditions else None,
             "numpy": np.__version__, "code": code_digest()}
+    # Sensor rig and LiDAR intensity normalisation: only when not the default, so the keys
+    # of the MUSES-like world stay what they were.
+    for name, default in (("rig", "muses"), ("lidar_intensity", "raw")):
+        if data.get(name, default) != default:
+            spec[name] = data[name]
     return f"{split}-" + hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -156,7 +162,9 @@ def synthetic_items(data: Mapping, split: str, num_samples: int) -> Dataset:
 
     dataset = SyntheticDataset(num_samples, split=split, seed=data["seed"],
                                size_hw=data["size"], modalities=data["modalities"],
-                               conditions=data["conditions"])
+                               conditions=data["conditions"],
+                               sensor_rig=data.get("rig", "muses"),
+                               lidar_intensity=data.get("lidar_intensity", "raw"))
     if data.get("cache"):
         return CachedItems(dataset, Path(data["cache"]) / cache_key(data, split))
     return dataset

@@ -642,7 +642,8 @@ class MusesDataset(SkipBrokenItems, Dataset):
                  event_window: float = 0.03, event_anchor: str = "last",
                  lidar_dilate: int = 0, lidar_min_range: float = 1.0,
                  event_third: str = "recency", augment: Optional[Callable] = None,
-                 seed: int = 0, return_raw: bool = False) -> None:
+                 seed: int = 0, return_raw: bool = False,
+                 lidar_intensity: str = "raw") -> None:
         self.root = Path(root)
         self.split = split
         self.modalities = check_modalities(modalities)
@@ -656,6 +657,7 @@ class MusesDataset(SkipBrokenItems, Dataset):
         self.skip_broken = skip_broken
         self.event_window, self.lidar_dilate = event_window, lidar_dilate
         self.lidar_min_range, self.event_third = lidar_min_range, event_third
+        self.lidar_intensity = lidar_intensity
         self.augment, self.seed, self.return_raw = augment, int(seed), return_raw
         self.skipped: list[tuple[str, Path, str]] = []
         self.filters = {"split": split, "weather": weather, "time_of_day": time_of_day,
@@ -713,7 +715,8 @@ class MusesDataset(SkipBrokenItems, Dataset):
                                 self.modalities, event_window=self.event_window,
                                 lidar_dilate=self.lidar_dilate,
                                 lidar_min_range=self.lidar_min_range,
-                                event_third=self.event_third)
+                                event_third=self.event_third,
+                                lidar_intensity=self.lidar_intensity)
         return self._training_item(inputs, frame.label, index, frame.meta["condition"],
                                    frame.meta["name"], frame)
 

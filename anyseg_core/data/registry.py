@@ -65,7 +65,8 @@ def _muses(data: Mapping, split: str, num_samples: Optional[int]) -> Dataset:
 
     return MusesDataset(data["root"], split=split, modalities=data["modalities"],
                         size_hw=data["size"], conditions=data.get("conditions"),
-                        event_anchor=data.get("event_anchor", "last"))
+                        event_anchor=data.get("event_anchor", "last"),
+                        lidar_intensity=data.get("lidar_intensity", "raw"))
 
 
 def _deliver(data: Mapping, split: str, num_samples: Optional[int]) -> Dataset:

@@ -117,3 +117,45 @@ def _dilate(vals: torch.Tensor, pix: torch.Tensor, depth: torch.Tensor, H: int, 
     hit = (grown != _INT64_MAX).nonzero().squeeze(1)
     out[:, hit] = vals[:, order[grown[hit]]]
     return out
+
+
+#: The scale of a normalised intensity: the sweep's percentile is mapped to this value, about
+#: where the 95th lies in the synthetic MUSES-like sweeps (34 to 43 on the 0..255 scale), so a normalised input
+#: stays near the statistics of anyseg_core.modalities.NORMALIZATION.
+INTENSITY_REFERENCE = 40.0
+#: ``lidar_intensity`` values: ``raw`` (as the sensor gave it) or ``pNN`` (normalised).
+INTENSITY_MODES = ("raw", "pNN (1 <= NN <= 100), e.g. p95")
+
+
+def intensity_percentile(mode: str) -> Optional[int]:
+    """``raw`` -> None; ``pNN`` -> NN (1..100); anything else a ValueError."""
+    if mode == "raw":
+        return None
+    if isinstance(mode, str) and mode[:1] == "p" and mode[1:].isdigit() \
+            and 1 <= int(mode[1:]) <= 100:
+        return int(mode[1:])
+    raise ValueError(f"lidar intensity normalisation must be raw or pNN (a percentile, "
+                     f"1..100, e.g. p95), got {mode!r}")
+
+
+def normalize_intensity(image: torch.Tensor, mode: str = "raw") -> torch.Tensor:
+    """The per-sweep intensity normalisation of a projected LiDAR image (``project_lidar``'s
+    ``[3, H, W]``, raw units): with ``mode`` ``pNN`` every point's intensity is divided by
+    the NN-th percentile (nearest rank) of the intensities of the sweep's points in the
+    image, times :data:`INTENSITY_REFERENCE`. A sweep published at any intensity scale
+    (0..1, 0..255, a 16-bit signal) gives the same image; ``raw`` (and a sweep without
+    a positive percentile) leaves it as it is. Returns a new tensor (or ``image``)."""
+    q = intensity_percentile(mode)
+    if q is None:
+        return image
+    valid = image[0] > 0
+    vals = image[1][valid]
+    if vals.numel() == 0:
+        return image
+    k = max(1, -(-q * vals.numel() // 100))  # nearest rank: ceil(q / 100 * n)
+    ref = torch.kthvalue(vals.to(torch.float64), k).values
+    if not bool(ref > 0):
+        return image
+    out = image.clone()
+    out[1][valid] = (vals.to(torch.float64) * (INTENSITY_REFERENCE / ref)).to(out.dtype)
+    return out

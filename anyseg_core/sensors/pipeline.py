@@ -11,7 +11,7 @@ from .depth import depth_to_tensor
 from .events import render_events
 from .frame import RawFrame
 from .geometry import ArrayLike, as_tensor, resolve_device, rotation_homography, scale_intrinsics
-from .lidar import project_lidar
+from .lidar import normalize_intensity, project_lidar
 from .normalize import normalize
 from .resize import resize_dense, resize_modality, resize_nearest
 
@@ -25,14 +25,15 @@ def _frame_device(frame: RawFrame, device: Optional[torch.device | str]) -> torc
 def prepare_inputs(frame: RawFrame, size_hw: Sequence[int], modalities: Iterable[str],
                    event_window: float = 0.03, lidar_dilate: int = 0,
                    lidar_min_range: float = 1.0, event_third: str = "recency",
-                   normalized: bool = True,
+                   lidar_intensity: str = "raw", normalized: bool = True,
                    device: Optional[torch.device | str] = None) -> dict[str, torch.Tensor]:
     """Turn the raw sensor data of ``frame`` into float32 ``[3, h, w]`` inputs at ``size_hw``.
 
     Only requested modalities whose data is present (not None) appear in the result.
     camera: RGB in [0, 1], antialiased bilinear resize. lidar: projected directly at the
     network size with the scaled intrinsics (and the camera's ``distortion``, see
-    :func:`project_lidar`). events: rendered
+    :func:`project_lidar`), its intensity normalised per sweep when ``lidar_intensity`` is
+    ``pNN`` (:func:`normalize_intensity`; ``raw``: as given). events: rendered
     directly at the network size over (t_cam - event_window, t_cam] (the latest
     ``event_window`` seconds when ``t_cam`` is unset/0), warped into the camera by the
     calibrated rotation (see :func:`render_events`), or, when the frame has no event stream,
@@ -63,6 +64,7 @@ def prepare_inputs(frame: RawFrame, size_hw: Sequence[int], modalities: Iterable
             out[mod] = project_lidar(frame.lidar, K, frame.T_cam_lidar, (h, w),
                                      min_range=lidar_min_range, dilate=lidar_dilate,
                                      distortion=frame.distortion, device=device)
+            out[mod] = normalize_intensity(out[mod], lidar_intensity)
         elif mod == EVENTS and frame.events is not None:
             out[mod] = _render_frame_events(frame, (h, w), event_window, event_third, device)
         elif mod == EVENTS and frame.events_image is not None:

@@ -14,6 +14,7 @@ from .. import collate
 from .conditions import Condition, sample_condition
 from .rig import RigConfig, SampleOptions, render_frame
 from .scene import generate_scene
+from .sensor_variants import check_rig, rig_for
 
 SPLITS = {"train": 0, "val": 1, "test": 2}
 
@@ -37,6 +38,12 @@ class SyntheticDataset(Dataset):
 
     conditions: None samples MUSES-like conditions per item; a list of condition names
     cycles through them (item i gets ``conditions[i % len]``).
+
+    sensor_rig: ``muses`` renders every item with ``rig`` (default the MUSES-like rig),
+    ``random`` with a rig drawn from the item's seed, a name of
+    :data:`~.sensor_variants.NAMED_RIGS` with that rig (docs/synthetic-world.md).
+    lidar_intensity: ``raw`` or ``pNN``, the per-sweep intensity normalisation of
+    :func:`~anyseg_core.sensors.prepare_inputs`.
     """
 
     classes = CITYSCAPES_CLASSES
@@ -47,7 +54,8 @@ class SyntheticDataset(Dataset):
                  modalities: Iterable[str] = (CAMERA, EVENTS, LIDAR),
                  conditions: Optional[Sequence[str]] = None, rig: Optional[RigConfig] = None,
                  render_hw: Optional[Sequence[int]] = None, event_window: float = 0.03,
-                 lidar_dilate: int = 0, return_raw: bool = False) -> None:
+                 lidar_dilate: int = 0, return_raw: bool = False, sensor_rig: str = "muses",
+                 lidar_intensity: str = "raw") -> None:
         self.num_samples = int(num_samples)
         self.split = split
         self.seed = int(seed)
@@ -61,6 +69,8 @@ class SyntheticDataset(Dataset):
         self.event_window = event_window
         self.lidar_dilate = lidar_dilate
         self.return_raw = return_raw
+        self.sensor_rig = check_rig(sensor_rig)
+        self.lidar_intensity = lidar_intensity
         sample_seed(self.seed, split, 0)  # validates the split early
 
     def __len__(self) -> int:
@@ -82,15 +92,20 @@ class SyntheticDataset(Dataset):
         options = SampleOptions(camera=CAMERA in mods or self.return_raw, depth=True,
                                 lidar=LIDAR in mods or self.return_raw,
                                 events=EVENTS in mods or self.return_raw)
-        return render_frame(self.rig, generate_scene(s), self.condition_of(index), s,
-                            options=options)
+        return render_frame(self.rig_of(index), generate_scene(s), self.condition_of(index),
+                            s, options=options)
+
+    def rig_of(self, index: int) -> RigConfig:
+        """The rig that renders item ``index`` (see ``sensor_rig``)."""
+        return rig_for(self.sensor_rig, sample_seed(self.seed, self.split, index), self.rig)
 
     def __getitem__(self, index: int) -> dict:
         frame = self.raw(index)
         item = {
             "inputs": prepare_inputs(frame, self.size_hw, self.modalities,
                                      event_window=self.event_window,
-                                     lidar_dilate=self.lidar_dilate),
+                                     lidar_dilate=self.lidar_dilate,
+                                     lidar_intensity=self.lidar_intensity),
             "label": prepare_label(frame.label, self.size_hw),
             "condition": frame.meta["condition"],
             "index": index,

@@ -133,10 +133,13 @@ class PinholeGrid:
 class SphericalGrid:
     """A scanning LiDAR: ``elevations`` (ascending, radians) x ``azimuths`` (uniformly spaced,
     ascending, radians; 0 = forward, positive to the left) in the LiDAR frame (x forward,
-    y left, z up), rotated into the world by ``R_world_lidar``."""
+    y left, z up), rotated into the world by ``R_world_lidar``. ``wraps``: the azimuths go
+    all round (a spinning unit), so a primitive across +-180 degrees is cast over every
+    column rather than clipped at the grid's ends."""
 
     def __init__(self, elevations: np.ndarray, azimuths: np.ndarray,
-                 R_world_lidar: np.ndarray, origin: np.ndarray) -> None:
+                 R_world_lidar: np.ndarray, origin: np.ndarray, wraps: bool = False) -> None:
+        self.wraps = bool(wraps)
         self.elev = np.asarray(elevations, np.float64)
         self.az = np.asarray(azimuths, np.float64)
         self.hw = (len(self.elev), len(self.az))
@@ -169,6 +172,8 @@ class SphericalGrid:
         step = self.az[1] - self.az[0] if cols > 1 else 1.0
         c0 = np.floor((amin - self.az[0]) / step)
         c1 = np.ceil((amax - self.az[0]) / step) + 1
+        if self.wraps:  # across the seam at +-180 degrees: every column (conservative)
+            surround = surround | (c0 < 0) | (c1 > cols)
         c0 = np.where(surround, 0, c0)
         c1 = np.where(surround, cols, c1)
         out = np.stack([np.clip(r0, 0, rows), np.clip(r1, 0, rows), np.clip(c0, 0, cols),

@@ -91,6 +91,53 @@ class RigConfig:
     event_substeps: int = 1
     contrast_threshold: float = 0.2
     far: float = 250.0
+    # Sensor variation (anyseg_core.data.synthetic.sensor_variants; docs/synthetic-world.md).
+    # The defaults are the MUSES-like rig above and leave every render bit for bit as it was.
+    name: str = "muses"
+    #: explicit ring elevations (degrees, ascending) instead of lidar_rings evenly spaced
+    #: over lidar_elevation_deg (a unit with non-uniform rings, e.g. an HDL-64E)
+    lidar_elevations: tuple[float, ...] | None = None
+    #: intensity response: 255 * (i / 255) ** gamma * gain, clipped to 0..255 ...
+    lidar_intensity_gamma: float = 1.0
+    lidar_intensity_gain: float = 1.0
+    #: ... then multiplied by this scale (1/255: a driver that publishes 0..1)
+    lidar_intensity_scale: float = 1.0
+    #: fraction of returns lost on top of the weather's dropout
+    lidar_dropout: float = 0.0
+    #: camera response: exposure bias (x the auto exposure's gain), white balance (per
+    #: channel on the linear image), gamma, saturation, noise (x photon and read noise),
+    #: optical blur (Gaussian sigma in pixels), JPEG quality (0 = none)
+    camera_exposure: float = 1.0
+    camera_white_balance: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    camera_gamma: float = 2.2
+    camera_saturation: float = 1.0
+    camera_noise: float = 1.0
+    camera_blur: float = 0.0
+    camera_jpeg_quality: int = 0
+    #: per-object albedo variation seen by the camera: each primitive's colour x U(1 - j,
+    #: 1 + j) per channel (materials and paints the world's palettes do not have)
+    material_jitter: float = 0.0
+
+    @property
+    def lidar_360(self) -> bool:
+        """A spinning unit: columns all round (the azimuth grid wraps)."""
+        return self.lidar_hfov_deg >= 360.0
+
+    @property
+    def lidar_height(self) -> float:
+        """The LiDAR's height above the road (metres)."""
+        return self.camera_height + self.lidar_offset[2]
+
+    def lidar_elevations_rad(self) -> np.ndarray:
+        if self.lidar_elevations is not None:
+            return np.radians(np.asarray(self.lidar_elevations, np.float64))
+        return np.radians(np.linspace(*self.lidar_elevation_deg, self.lidar_rings))
+
+    def lidar_azimuths_rad(self) -> np.ndarray:
+        if self.lidar_360:  # all round, no column twice
+            return -math.pi + 2 * math.pi * np.arange(self.lidar_columns) / self.lidar_columns
+        half = math.radians(self.lidar_hfov_deg) / 2
+        return np.linspace(-half, half, self.lidar_columns)
 
     @property
     def K(self) -> np.ndarray:
@@ -194,19 +241,49 @@ def _standard_normal(shape, rng: np.random.Generator) -> np.ndarray:
     return _NOISE_TABLE[start:start + n].reshape(shape)
 
 
-def expose(rad_img: np.ndarray, condition: Condition, rng: np.random.Generator) -> np.ndarray:
+def expose(rad_img: np.ndarray, condition: Condition, rng: np.random.Generator,
+           rig: "RigConfig | None" = None) -> np.ndarray:
     """Linear radiance image -> 8-bit RGB: auto exposure, over/under exposure, photon and
-    read noise (amplified with the gain, so night images are noisy), gamma."""
+    read noise (amplified with the gain, so night images are noisy), gamma. ``rig``'s camera
+    response (white balance, exposure bias, blur, noise, gamma, saturation, JPEG; see
+    :class:`RigConfig`) applies where it differs from the MUSES-like default."""
+    variant = rig is not None and _camera_varies(rig)
+    if variant:
+        from .sensor_variants import gaussian_blur_image
+        rad_img = rad_img * np.asarray(rig.camera_white_balance, np.float32)
+        if rig.camera_blur > 0:
+            rad_img = gaussian_blur_image(rad_img, rig.camera_blur)
     luminance = float(rad_img.mean())
     # Auto exposure aims at a mid-grey mean but the exposure time and gain run out at night:
     # dark scenes stay dark, and what gain there is amplifies the read noise.
     gain = float(np.clip(0.35 / max(luminance, 1e-4), 0.3, 3.0))
     gain *= {"normal": 1.0, "over": 4.0, "under": 0.15}[condition.exposure]
+    if variant:
+        gain *= rig.camera_exposure
     signal = rad_img * gain
     sigma = np.sqrt(0.002 * np.clip(signal, 0, None) + (0.0025 * gain) ** 2)
+    if variant:
+        sigma = sigma * rig.camera_noise
     signal = signal + sigma * _standard_normal(signal.shape, rng)
-    out = np.clip(signal, 0.0, 1.0) ** (1 / 2.2)
-    return (out * 255.0 + 0.5).astype(np.uint8)
+    if not variant:
+        out = np.clip(signal, 0.0, 1.0) ** (1 / 2.2)
+        return (out * 255.0 + 0.5).astype(np.uint8)
+    out = np.clip(signal, 0.0, 1.0) ** (1 / rig.camera_gamma)
+    if rig.camera_saturation != 1.0:
+        grey = dot3(out.reshape(-1, 3), (0.299, 0.587, 0.114)).reshape(out.shape[:-1])[..., None]
+        out = np.clip(grey + rig.camera_saturation * (out - grey), 0.0, 1.0)
+    img = (out * 255.0 + 0.5).astype(np.uint8)
+    if rig.camera_jpeg_quality:
+        from .sensor_variants import jpeg_roundtrip
+        img = jpeg_roundtrip(img, rig.camera_jpeg_quality)
+    return img
+
+
+def _camera_varies(rig: "RigConfig") -> bool:
+    """Whether ``rig``'s camera response differs from the default (MUSES-like) one."""
+    return (rig.camera_exposure != 1.0 or tuple(rig.camera_white_balance) != (1.0, 1.0, 1.0)
+            or rig.camera_gamma != 2.2 or rig.camera_saturation != 1.0
+            or rig.camera_noise != 1.0 or rig.camera_blur > 0 or rig.camera_jpeg_quality > 0)
 
 
 def fog_visibility(condition: Condition, rng: np.random.Generator) -> float | None:
@@ -246,10 +323,11 @@ def simulate_lidar(rig: RigConfig, scene: Scene, pose: EgoPose, condition: Condi
     drivers publish it, in which moving objects show no motion within the sweep. Per-point
     times still follow the scan order, column by column."""
     T_world_lidar = pose.T_world_cam @ rig.T_cam_lidar
-    elev = np.radians(np.linspace(*rig.lidar_elevation_deg, rig.lidar_rings))
-    half = math.radians(rig.lidar_hfov_deg) / 2
-    az = np.linspace(-half, half, rig.lidar_columns)
-    grid = SphericalGrid(elev, az, T_world_lidar[:3, :3], T_world_lidar[:3, 3])
+    elev = rig.lidar_elevations_rad()
+    az = rig.lidar_azimuths_rad()
+    grid = SphericalGrid(elev, az, T_world_lidar[:3, :3], T_world_lidar[:3, 3],
+                         wraps=rig.lidar_360)
+    rings = len(elev)
     hits = cast(scene, grid, rig.lidar_max_range)
     n = hits.t.shape[0]
     rng_noise = rig.lidar_range_noise * (2.0 if condition.weather in ("rain", "snow") else 1.0)
@@ -260,6 +338,8 @@ def simulate_lidar(rig: RigConfig, scene: Scene, pose: EgoPose, condition: Condi
     intensity = intensity + rng.normal(0.0, 1.5, n)
     keep = (hits.kind != KIND_SKY) & (hits.t < rig.lidar_max_range)
     dropout = {"clear": 0.02, "rain": 0.10, "snow": 0.08, "fog": 0.05}[condition.weather]
+    if rig.lidar_dropout:
+        dropout = dropout + rig.lidar_dropout
     keep &= rng.random(n) > dropout
     if condition.weather == "fog" and visibility is not None:
         # Near-infrared light scatters less than visible light, but fog still eats range.
@@ -275,12 +355,18 @@ def simulate_lidar(rig: RigConfig, scene: Scene, pose: EgoPose, condition: Condi
     intensity = np.where(spur, rng.uniform(1.0, 8.0, n), intensity)
     label[spur] = 255
     keep |= spur
-    ring = np.repeat(np.arange(rig.lidar_rings), rig.lidar_columns)
-    col = np.tile(np.arange(rig.lidar_columns), rig.lidar_rings)
+    ring = np.repeat(np.arange(rings), rig.lidar_columns)
+    col = np.tile(np.arange(rig.lidar_columns), rings)
     times = t_center - rig.lidar_period / 2 + (col + 0.5) / rig.lidar_columns * rig.lidar_period
-    xyz = grid.dirs_lidar.astype(np.float64) * rng_m[:, None].astype(np.float64)
-    pts = np.concatenate([xyz, np.clip(intensity, 0, 255)[:, None], ring[:, None],
-                          times[:, None]], 1)[keep]
+    with np.errstate(invalid="ignore"):  # inf x 0 for the sky along an axis: dropped below
+        xyz = grid.dirs_lidar.astype(np.float64) * rng_m[:, None].astype(np.float64)
+    intensity = np.clip(intensity, 0, 255)
+    if rig.lidar_intensity_gamma != 1.0 or rig.lidar_intensity_gain != 1.0:
+        intensity = np.clip(255.0 * (intensity / 255.0) ** rig.lidar_intensity_gamma
+                            * rig.lidar_intensity_gain, 0, 255)
+    if rig.lidar_intensity_scale != 1.0:
+        intensity = intensity * rig.lidar_intensity_scale
+    pts = np.concatenate([xyz, intensity[:, None], ring[:, None], times[:, None]], 1)[keep]
     return pts, label[keep]
 
 
@@ -382,6 +468,9 @@ def render_frame(rig: RigConfig, scene: Scene, condition: Condition, seed: int,
     ``t_cam`` (UNIX seconds) is the camera's mid-exposure time and the scene's reference
     time; events cover the ``event_window`` before it, the LiDAR sweep is centred on it."""
     options = options or SampleOptions()
+    if rig.material_jitter:
+        from .sensor_variants import jitter_materials
+        scene = jitter_materials(scene, rig.material_jitter, seed)
     rng = random_streams(seed, 0xC0FFEE)
     t_cam = EPOCH + (int(seed) % 1_000_000) * 60.0 if t_cam is None else float(t_cam)
     light = lighting_for(scene, condition)
@@ -397,7 +486,7 @@ def render_frame(rig: RigConfig, scene: Scene, condition: Condition, seed: int,
         frame.label = hits.label.reshape(H, W).copy()
         if options.camera:
             add_weather_overlay(rad, condition, rng["camera"])
-            frame.camera = expose(rad, condition, rng["camera"])
+            frame.camera = expose(rad, condition, rng["camera"], rig)
             frame.camera_encoding = "rgb8"
         if options.depth:
             z = np.where(np.isfinite(hits.t), hits.t * grid.z_per_t, 0.0)

@@ -74,7 +74,7 @@ def drive(seed: int, seconds: float, condition: str | Condition = "clear-day",
             add_weather_overlay(rad, cond, rng["camera"])
             depth = np.where(np.isfinite(hits.t), hits.t * grid.z_per_t, 0.0)
             yield SensorMessage("camera", stamp, {
-                "image": expose(rad, cond, rng["camera"]),
+                "image": expose(rad, cond, rng["camera"], rig),
                 "label": hits.label.reshape(H, W).copy(),
                 "depth": depth.reshape(H, W).astype(np.float32)})
         else:

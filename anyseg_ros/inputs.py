@@ -18,6 +18,7 @@ from anyseg_core.modalities import CAMERA, DEPTH, EVENTS, LIDAR
 from anyseg_core.sensors.pipeline import check_aligned
 
 from . import conversions as conv
+from .events import EventPacketStream
 from .payloads import CameraImage, DepthImage, EventImage, Geometry
 
 
@@ -76,19 +77,39 @@ def lidar_payload(msg: Any, geometry: Geometry, notes: Optional[Counter] = None,
     return points
 
 
+def _event_camera_size(geometry: Geometry) -> Optional[tuple[int, int]]:
+    """The event camera's size when it is known: its own, or the camera's when the events
+    are in camera pixels (no events.K)."""
+    return geometry.events_hw or (geometry.image_hw if geometry.events_K is None else None)
+
+
 def events_payload(msg: Any, geometry: Geometry, notes: Optional[Counter] = None):
-    """Events, checked against the event camera's size when it is known (the camera's own
-    size when the events are in camera pixels)."""
-    size = geometry.events_hw or (geometry.image_hw if geometry.events_K is None else None)
-    return conv.events_from_cloud(msg, size)
+    """Events of our PointCloud2 layout, checked against the event camera's size."""
+    return conv.events_from_cloud(msg, _event_camera_size(geometry))
+
+
+class EventPacketPayload:
+    """``event_camera_msgs/EventPacket`` -> Events on ROS time, through one stateful
+    :class:`~anyseg_ros.events.EventPacketStream` (a topic's decoder, clock mapping and
+    packet counter): lost packets, restarts and trigger words go to ``notes``."""
+
+    def __init__(self, backend: str = "auto") -> None:
+        self.stream = EventPacketStream(backend)
+
+    def __call__(self, msg: Any, geometry: Geometry, notes: Optional[Counter] = None):
+        return self.stream(msg, _event_camera_size(geometry), notes)
 
 
 def payload_function(sensor: str, events_type: str = "pointcloud",
-                     intensity_field: str = "intensity",
-                     intensity_scale: float = 1.0) -> Callable:
-    """The converter for ``sensor``'s messages (``events_type``, ``intensity_*``: the node's
-    ``events.type`` and ``lidar.intensity_*`` parameters)."""
+                     intensity_field: str = "intensity", intensity_scale: float = 1.0,
+                     events_decoder: str = "auto") -> Callable:
+    """The converter for ``sensor``'s messages (``events_type``, ``events_decoder``,
+    ``intensity_*``: the node's ``events.type``, ``events.decoder`` and
+    ``lidar.intensity_*`` parameters). Event packets get a new stateful converter each
+    call: one per topic."""
     if sensor == EVENTS:
+        if events_type == "packet":
+            return EventPacketPayload(events_decoder)
         return event_image_payload if events_type == "image" else events_payload
     if sensor == LIDAR:
         return functools.partial(lidar_payload, intensity_field=intensity_field,

@@ -54,6 +54,22 @@ OVERRIDABLE = QoSOverridingOptions.with_default_policies()
 COMPRESSED_TOPIC = "camera/image/compressed"  # camera.transport: compressed (image_transport's)
 
 
+def _events_type(events_type: str) -> type:
+    """The message class of the events topic for ``events.type``."""
+    if events_type == "image":
+        return Image
+    if events_type == "pointcloud":
+        return PointCloud2
+    try:
+        from event_camera_msgs.msg import EventPacket
+    except ImportError as e:
+        raise ConfigError(
+            f"events.type is packet but event_camera_msgs does not import ({e}): sudo apt "
+            "install ros-$ROS_DISTRO-event-camera-msgs (rosdep installs it), or `make setup` "
+            "on a pip install; events.type:=pointcloud reads this project's own layout") from None
+    return EventPacket
+
+
 class AnysegNode(Node):
     """Subscribes to the sensors, segments whatever is alive, publishes labels and colours."""
 
@@ -185,7 +201,8 @@ class AnysegNode(Node):
     def _subscribe(self, qos: QoSProfile, events_type: str) -> None:
         compressed = self.session.values["camera.transport"] == "compressed"
         types = {CAMERA: CompressedImage if compressed else Image, LIDAR: PointCloud2,
-                 DEPTH: Image, EVENTS: Image if events_type == "image" else PointCloud2}
+                 DEPTH: Image, EVENTS: _events_type(events_type) if EVENTS in self.modalities
+                 else None}
         self.input_topics = dict(INPUT_TOPICS, **({CAMERA: COMPRESSED_TOPIC} if compressed
                                                   else {}))
         for mod in self.modalities:

@@ -19,6 +19,7 @@ from anyseg_core.runtime import PRECISIONS
 from anyseg_core.sensors.distortion import MODELS as DISTORTION_MODELS
 from anyseg_core.sensors.distortion import check_distortion
 
+from .conversions.event_packets import BACKENDS as EVENT_DECODERS
 from .payloads import OUTPUT_RESOLUTIONS, Geometry, with_geometry
 from .sync import AnymodalSynchronizer
 
@@ -70,7 +71,11 @@ PARAMS = [
       for m in (CAMERA, LIDAR, EVENTS, DEPTH)),
     Param("qos.reliability", "best_effort", "best_effort (sensor drivers) | reliable"),
     Param("qos.depth", 5, "history depth of subscriptions and publishers", range=(1, 1000)),
-    Param("events.type", "pointcloud", "pointcloud (x, y, t, p) | image (a rendered frame)"),
+    Param("events.type", "pointcloud", "pointcloud (x, y, t, p) | packet "
+          "(event_camera_msgs/EventPacket, as the event-camera drivers publish it: evt3, "
+          "libcaer_cmp, libcaer, mono) | image (a rendered frame)"),
+    Param("events.decoder", "auto", "who decodes EVT 3.0 packets: evt3 (the evt3 package) | "
+          "numpy | auto (evt3 where it is installed, else numpy)"),
     Param("events.window", 0.03, "seconds of events accumulated into one frame", dynamic=True,
           range=(0.001, 1.0)),
     Param("events.K", None, "event camera intrinsics, row-major 3x3; unset = the camera's",
@@ -148,6 +153,8 @@ def matrix_param(name: str, value, shape: tuple[int, int]) -> Optional[np.ndarra
     return m
 
 
+#: What ``events.type`` takes: what the events topic carries.
+EVENT_TYPES = ("pointcloud", "packet", "image")
 # Ranges include their ends (as ROS parameter ranges do); these must also be above zero.
 POSITIVE = ("sync.slop", "sync.stale_after", "events.window", "diagnostics.period")
 
@@ -158,7 +165,7 @@ def check_value(name: str, value) -> None:
                "tf.listener": ("auto", "tf2_ros", "builtin"), "backend": RUNTIME_BACKENDS,
                "qos.reliability": ("best_effort", "reliable"),
                "camera.transport": ("raw", "compressed"),
-               "events.type": ("pointcloud", "image")}
+               "events.type": EVENT_TYPES, "events.decoder": EVENT_DECODERS}
     if name in choices and choices[name] is not None and value not in choices[name]:
         raise ConfigError(f"{name} must be one of {list(choices[name])}, got {value!r}")
     if name == "modalities":
@@ -295,9 +302,10 @@ PIVOT_ORDER = (CAMERA, LIDAR, DEPTH, EVENTS)
 def synchronizer_from_params(values: Mapping[str, Any],
                              modalities: Sequence[str]) -> AnymodalSynchronizer:
     """The node's synchroniser for ``modalities`` with the ``sync.*`` and ``events.*``
-    parameters in ``values`` (event point clouds are collected over the event window)."""
+    parameters in ``values`` (event packets and point clouds are collected over the event
+    window; a rendered event image is one message)."""
     windows = {EVENTS: values["events.window"]} if (
-        EVENTS in modalities and values["events.type"] == "pointcloud") else None
+        EVENTS in modalities and values["events.type"] != "image") else None
     return AnymodalSynchronizer(
         modalities, slop=values["sync.slop"], max_wait=values["sync.max_wait"],
         stale_after=values["sync.stale_after"],

@@ -40,6 +40,9 @@ from .sync import Frame
 from .tf_tree import NoTransform, TfTree
 
 LOG_THROTTLE_S = 5.0
+#: Notes of an input stream reported under their own name in /diagnostics (the other notes
+#: count data removed from messages that were used: ``removed.<note>``).
+STREAM_NOTES = ("lost_packets", "stream_restarts")
 RATE_WINDOW_S = 2.0  # sensor rates are counted over this many seconds
 CAMERA_INFO = "camera_info"
 # The levels of diagnostic_msgs/DiagnosticStatus (the same numbers, without ROS).
@@ -60,6 +63,12 @@ class SensorHealth:
     rejected_at_last_report: int = 0
     accepted_at_last_report: int = 0
     unused_at_last_report: int = 0  # the synchroniser's late + stamped-back + overflow
+    lost_at_last_report: int = 0
+
+    @property
+    def lost(self) -> int:
+        """Messages the sensor sent that never arrived (an event packet counter's gaps)."""
+        return self.notes.get("lost_packets", 0)
 
     def rate(self, now: float) -> float:
         while self.recent and now - self.recent[0] > RATE_WINDOW_S:
@@ -200,7 +209,8 @@ class Session:
             conv.require_opencv()  # at start, not at the first image
         self.payloads: dict[str, Callable] = {
             m: payload_function(m, v["events.type"], v["lidar.intensity_field"],
-                                v["lidar.intensity_scale"]) for m in self.modalities}
+                                v["lidar.intensity_scale"], v["events.decoder"])
+            for m in self.modalities}
         self.health = {m: SensorHealth() for m in (*self.modalities, CAMERA_INFO)}
         self.sync = synchronizer_from_params(v, self.modalities)
         self.frames_out = 0
@@ -526,15 +536,16 @@ class Session:
                 level, text = sensor_status(
                     age, stale_after, rejected - h.rejected_at_last_report,
                     h.accepted - h.accepted_at_last_report,
-                    total_unused - h.unused_at_last_report)
+                    total_unused - h.unused_at_last_report, h.lost - h.lost_at_last_report)
                 h.rejected_at_last_report, h.accepted_at_last_report = rejected, h.accepted
-                h.unused_at_last_report = total_unused
+                h.unused_at_last_report, h.lost_at_last_report = total_unused, h.lost
                 values = {"rate_hz": f"{h.rate(now):.2f}",
                           "last_age_s": "" if age is None else f"{age:.3f}",
                           "received": str(h.received), "accepted": str(h.accepted),
                           "rejected": str(rejected)}
                 values.update({f"rejected.{k}": str(n) for k, n in sorted(h.rejected.items())})
-                values.update({f"removed.{k}": str(n) for k, n in sorted(h.notes.items())})
+                values.update({(k if k in STREAM_NOTES else f"removed.{k}"): str(n)
+                               for k, n in sorted(h.notes.items())})
                 values.update({f"unused.{k}": str(n) for k, n in unused.items()})
                 out.append(Diagnostic(name, level, text, values))
             values = {"frames_out": str(self.frames_out),
@@ -573,14 +584,14 @@ class Session:
 
 
 def sensor_status(age: Optional[float], stale_after: float, new_rejected: int,
-                  new_accepted: int, new_unused: int) -> tuple[int, str]:
+                  new_accepted: int, new_unused: int, new_lost: int = 0) -> tuple[int, str]:
     """Diagnostic level and message of one input over the last report period.
 
     ``age``: seconds since its last message (None: none yet); ``new_*``: messages since the
-    last report that were malformed, accepted, and accepted but never used by a frame (late
-    for their frame, stamped far back, or evicted from a full buffer). A sensor whose
-    messages mostly go unused (a clock not in step with the others, say) is a WARN even
-    though it is alive."""
+    last report that were malformed, accepted, accepted but never used by a frame (late
+    for their frame, stamped far back, or evicted from a full buffer), and lost on the way
+    (gaps in an event packet counter). A sensor whose messages mostly go unused (a clock
+    not in step with the others, say) or that lost any is a WARN even though it is alive."""
     stale = "no message yet" if age is None else f"stale ({age:.1f} s)"
     if age is None or age > stale_after:
         if new_rejected:
@@ -589,6 +600,9 @@ def sensor_status(age: Optional[float], stale_after: float, new_rejected: int,
     problems = []
     if new_rejected:
         problems.append(f"{new_rejected} malformed message(s)")
+    if new_lost:
+        problems.append(f"{new_lost} message(s) lost on the way (gaps in the packet counter: a "
+                        "lossy transport or QoS)")
     if new_unused and 2 * new_unused >= new_accepted:
         problems.append(f"{new_unused} of {new_accepted} message(s) not used by any frame "
                         "(late, stamped back or buffer overflow: is its clock in step?)")

@@ -28,7 +28,8 @@ INPUT_TOPICS = [
     ('camera_image', 'camera/image', 'sensor_msgs/Image from the camera'),
     ('camera_info', 'camera/camera_info', 'sensor_msgs/CameraInfo of that camera'),
     ('lidar_points', 'lidar/points', 'sensor_msgs/PointCloud2 from the LiDAR'),
-    ('events', 'events', 'events as sensor_msgs/PointCloud2 (x, y, t, p) or a rendered Image'),
+    ('events', 'events', 'event_camera_msgs/EventPacket from an event-camera driver (or a '
+     'PointCloud2 x, y, t, p / a rendered Image: events.type)'),
     ('depth_image', 'depth/image', 'sensor_msgs/Image with depth (16UC1 mm or 32FC1 m)'),
 ]
 

@@ -18,7 +18,7 @@ MAX_POINTS = 16_000_000
 #: There is no "empty": an empty point cloud or event packet is valid (an empty sweep).
 REASONS = ("unknown_encoding", "bad_size", "step_too_small", "data_length", "missing_field",
            "bad_point_step", "non_finite", "out_of_image", "bad_event_time", "bad_stamp",
-           "singular_K", "bad_distortion", "bad_roi", "bad_compressed")
+           "singular_K", "bad_distortion", "bad_roi", "bad_compressed", "bad_event_data")
 
 
 class InvalidMessage(ValueError):

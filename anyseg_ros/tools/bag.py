@@ -26,6 +26,7 @@ import contextlib
 import functools
 import sqlite3
 import struct
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
@@ -66,13 +67,31 @@ TOPIC_SENSOR = {TOPICS["camera"]: "camera", TOPICS["camera_compressed"]: "camera
 FRAME_IDS = {"camera": "camera_optical", "lidar": "lidar", "events": "event_camera_optical"}
 
 
+#: ``event_camera_msgs/msg/EventPacket`` (what event-camera drivers publish), which rosbags
+#: does not ship: the released definition (its type hash is EVENT_PACKET_HASH; tested).
+EVENT_PACKET = "event_camera_msgs/msg/EventPacket"
+EVENT_PACKET_DEFINITION = """std_msgs/Header header
+uint32 height
+uint32 width
+uint64 seq
+uint64 time_base
+string encoding
+bool is_bigendian
+uint8[] events
+"""
+EVENT_PACKET_HASH = "RIHS01_d6fa176260b1f37e5a40845305315e150a0f18191241eb64f407442aa29844aa"
+
+
 @functools.lru_cache(maxsize=1)
 def typestore():
     """The rosbags typestore used for every bag (Jazzy definitions: the sensor_msgs,
-    std_msgs, tf2_msgs and rosgraph_msgs types used here are identical in Kilted)."""
-    from rosbags.typesys import Stores, get_typestore
+    std_msgs, tf2_msgs and rosgraph_msgs types used here are identical in Kilted), with
+    event_camera_msgs/EventPacket added."""
+    from rosbags.typesys import Stores, get_typestore, get_types_from_msg
 
-    return get_typestore(Stores.ROS2_JAZZY)
+    store = get_typestore(Stores.ROS2_JAZZY)
+    store.register(get_types_from_msg(EVENT_PACKET_DEFINITION, EVENT_PACKET))
+    return store
 
 
 def msg_class(msgtype: str):
@@ -132,6 +151,31 @@ def _check_bag_dir(path: Path) -> None:
 
 
 @contextlib.contextmanager
+def _storage_identified(path: Path):
+    """``path``, or, when its metadata.yaml names no storage (``storage_identifier: ""``, as
+    some recorders write it, which rosbags refuses), a temporary copy of the bag folder made
+    of links to its files and the metadata with the storage its files' suffix says."""
+    info = yaml.safe_load((path / "metadata.yaml").read_text()) or {}
+    info = info.get("rosbag2_bagfile_information", {})
+    if info.get("storage_identifier") or not info:
+        yield path
+        return
+    files = info.get("relative_file_paths") or []
+    storages = {{".mcap": "mcap", ".db3": "sqlite3"}.get(Path(f).suffix) for f in files}
+    if len(storages) != 1 or None in storages:
+        raise BagError(f"{path}: metadata.yaml names no storage and its files {files} do not "
+                       "say it (.mcap or .db3)")
+    with tempfile.TemporaryDirectory(prefix="anyseg-bag-") as tmp:
+        for f in files:
+            (Path(tmp) / f).symlink_to((path / f).resolve())
+        text = (path / "metadata.yaml").read_text()
+        meta = yaml.safe_load(text)
+        meta["rosbag2_bagfile_information"]["storage_identifier"] = storages.pop()
+        (Path(tmp) / "metadata.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+        yield Path(tmp)
+
+
+@contextlib.contextmanager
 def _reader(path: str | Path):
     """An open rosbags Reader; a bag that cannot be read raises :class:`BagError` naming it
     (also for errors while its messages are read inside the ``with``)."""
@@ -140,7 +184,7 @@ def _reader(path: str | Path):
     path = Path(path)
     _check_bag_dir(path)
     try:
-        with Reader(path) as reader:
+        with _storage_identified(path) as readable, Reader(readable) as reader:
             yield reader
     except _read_errors() as e:
         raise BagError(f"{path}: cannot read the bag ({type(e).__name__}: {e}); is it complete? "

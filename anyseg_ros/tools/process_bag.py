@@ -82,6 +82,8 @@ def expected_types(events_type: str = "pointcloud") -> dict[str, str]:
     types = {role: bags.MSGTYPES[bags.TOPICS[role]] for role in ROLES}  # camera: or compressed
     if events_type == "image":
         types["events"] = "sensor_msgs/msg/Image"
+    elif events_type == "packet":
+        types["events"] = bags.EVENT_PACKET
     return types
 
 

@@ -334,3 +334,52 @@ def test_decoder_state_copies_are_independent():
     words = _random_evt3_stream(np.random.default_rng(1), 20)
     ep.decode_evt3_words(words, words >> 12, state)
     assert state == before
+
+
+# -- a real Prophesee recording through the node's session ---------------------------------
+def test_session_segments_a_real_prophesee_recording_with_its_events(evt3_packets, checkpoint):
+    """The evt3 recording with a camera (640 x 480, the events in its pixels) stamped inside
+    it: frames use the events, and each frame's event input is the one rendered offline from
+    the same packets decoded by a fresh stream."""
+    from anyseg_core.sensors.frame import Events
+    from anyseg_ros.session import Session
+
+    K = [500.0, 0.0, 319.5, 0.0, 500.0, 239.5, 0.0, 0.0, 1.0]
+    session = Session({"checkpoint": str(checkpoint), "device": "cpu", "network.height": 64,
+                       "network.width": 96, "modalities": ["camera", "events"],
+                       "events.type": "packet", "events.decoder": "numpy", "camera.K": K,
+                       "sync.stale_after": 3600.0}, warmup=False)
+    stamps = [conv.stamp_to_sec(p.header.stamp) for p in evt3_packets]
+    image = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    camera_at = [stamps[150] + 0.0005, stamps[300] + 0.0005, stamps[450] + 0.0005]
+    messages = sorted([(s, "events", p) for s, p in zip(stamps, evt3_packets)]
+                      + [(s, "camera", conv.array_to_image(image, "rgb8", s, "camera",
+                                                           cls=SimpleNamespace))
+                         for s in camera_at], key=lambda m: m[0])
+    results = []
+    for now, sensor, msg in messages:
+        assert session.receive(sensor, msg, now=now), session.counts()
+        frame, _ = session.poll(now)
+        if frame is not None:
+            results.append((frame, session.segment(frame)))
+    frame, _ = session.poll(messages[-1][0] + 1.0)
+    if frame is not None:
+        results.append((frame, session.segment(frame)))
+    with_events = [(f, r) for f, r in results if r is not None and "events" in r.modalities]
+    assert len(with_events) == 3, [(f.stamp, r and r.modalities) for f, r in results]
+    counts = session.counts()["inputs"]["events"]
+    assert counts["rejected"] == {} and counts["accepted"] == len(evt3_packets)
+    assert counts["notes"].get("lost_packets", 0) == 0  # the recording's seq has no gap
+    # offline: the same packets, decoded by a fresh stream from the start
+    fresh, decoded = EventPacketStream(backend="numpy"), {}
+    for s, p in zip(stamps, evt3_packets):
+        decoded[s] = fresh(p, (480, 640))
+    for frame, r in with_events:
+        raw, _ = session.pipeline.raw_frame(frame, session.geometry)
+        used = [decoded[item.stamp] for item in frame.items["events"]]
+        offline = Events(*(np.concatenate([getattr(e, f) for e in used]) for f in "xytp"))
+        assert len(offline) > 100  # events of the window's packets
+        mine = session.runtime.prepare(raw)["events"]
+        theirs = session.runtime.prepare(dataclasses.replace(raw, events=offline))["events"]
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+        assert mine.abs().sum() > 0

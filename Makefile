@@ -75,6 +75,10 @@ $(STAMP): $(ROS_MODE)
 	if [ "$$(cat $(ROS_MODE))" = wheels ]; then extras="$$extras,cv,ros"; fi; \
 	echo "==> $(VENV): pip install -e .[$$extras]"; \
 	$(PIP) install $(PIPFLAGS) --use-pep517 -e ".[$$extras]" $(PIPFILTER)
+	@# The events extra (evt3, the fast EVT 3.0 decoder) has wheels for glibc >= 2.34 only:
+	@# tried on its own, so that a machine without one still sets up (numpy decodes EVT 3.0).
+	@$(PIP) install $(PIPFLAGS) 'evt3>=0.4' $(PIPFILTER) || \
+	  echo "note: the evt3 package does not install here (no wheel for this platform): EVT 3.0 event packets decode with numpy"
 	@# No wheel provides tf2_msgs or event_camera_msgs: generate them from interfaces/ with the
 	@# rosidl wheels (about 40 s; a no-op when built and unchanged). A sourced ROS 2 has them
 	@# (rosdep installs both from package.xml).

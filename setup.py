@@ -105,6 +105,10 @@ setup(
         'deploy': ['onnx', 'onnxscript', 'onnxruntime', 'openvino'],
         # Dataset readers (MUSES / DELIVER archives, rosbag2 without ROS).
         'data': ['h5py', 'hdf5plugin', 'rosbags'],
+        # The Rust EVT 3.0 decoder (Prophesee cameras; about 6x the numpy fallback's rate).
+        # Wheels only for glibc >= 2.34 (and macOS, Windows): where pip finds none, the node
+        # decodes EVT 3.0 with numpy (`make setup` tries it and goes on without it).
+        'events': ['evt3>=0.4'],
         # pytest-random-order: `make test PYTEST_ARGS=--random-order` shuffles the tests
         # (off unless asked) to show that none depends on another's order.
         'test': ['pytest', 'hypothesis', 'pytest-timeout', 'pytest-random-order'],

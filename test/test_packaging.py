@@ -444,7 +444,7 @@ EXPECTED_PARAMETER_TYPES = {
     'sync.max_future': float, 'tf.listener': str, 'tf.max_age': float, 'camera.transport': str,
     'sync.offset.camera': float, 'sync.offset.lidar': float, 'sync.offset.events': float,
     'sync.offset.depth': float,
-    'qos.reliability': str, 'qos.depth': int, 'events.type': str,
+    'qos.reliability': str, 'qos.depth': int, 'events.type': str, 'events.decoder': str,
     'events.window': float, 'events.height': int, 'events.width': int,
     'lidar.min_range': float, 'camera.height': int, 'camera.width': int,
     'camera.distortion_model': str, 'camera.rectified': bool,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,6 +29,7 @@ from anyseg_core.modalities import all_subsets  # noqa: E402
 from anyseg_core.runtime import Runtime  # noqa: E402
 
 AGREEMENT = 0.999
+REPO_ROOT = Path(__file__).resolve().parents[2]
 # The wrong export below uses the TorchScript exporter, which announces its deprecation.
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -87,6 +89,42 @@ def test_every_subset_agrees_with_pytorch(exported, frames, reference, backend):
     a = reference.predict(x, confidence=True)
     b = candidate.predict(x, confidence=True)
     np.testing.assert_allclose(b.confidence.numpy(), a.confidence.numpy(), atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def tiny_primary(tmp_path_factory):
+    """A tiny checkpoint with ``fusion: primary`` (the first modality's features plus a
+    projection of the others'): unlike mean fusion it is not symmetric in its inputs, so a
+    graph that feeds one modality's data where another's belongs gives other outputs."""
+    from anyseg_core.config import load_config
+    from anyseg_core.train import train
+
+    out = tmp_path_factory.mktemp("tiny_primary")
+    checkpoint = train(load_config(REPO_ROOT / "config" / "train_tiny.yaml", [
+        f"out_dir={out}", "model.fusion=primary", "train.eval_samples=1"]))
+    assert build_model(checkpoint)[1]["fusion"] == "primary"
+    return checkpoint
+
+
+@pytest.fixture(scope="module")
+def primary_exported(tiny_primary, tmp_path_factory):
+    return deploy.export_onnx(tiny_primary, tmp_path_factory.mktemp("export") / "primary.onnx")
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_an_asymmetric_fusion_s_subset_graphs_take_each_input_by_its_name(
+        tiny_primary, primary_exported, frames, backend):
+    reference = Runtime(tiny_primary, device="cpu", warmup=False)
+    candidate = Runtime(primary_exported, device="cpu", backend=backend, warmup=False)
+    scores = deploy.agreement(reference, candidate, frames)
+    assert min(scores.values()) >= AGREEMENT, scores
+    prepared = [reference.prepare(f) for f in frames]
+    for subset in all_subsets(reference.modalities):
+        for inputs in prepared:
+            x = {m: inputs[m] for m in subset}
+            a = reference.predict(x, confidence=True).confidence.numpy()
+            b = candidate.predict(x, confidence=True).confidence.numpy()
+            np.testing.assert_allclose(b, a, atol=1e-4, err_msg=deploy.subset_key(subset))
 
 
 class _MaskIgnoringGraph(deploy.SubsetGraph):

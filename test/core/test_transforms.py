@@ -152,3 +152,33 @@ def test_deliver_images_are_rescaled_as_deliver_inputs_resizes_them():
                                resize_sparse(sparse, (H // 2, W // 2), "sum"))
     with pytest.raises(ValueError, match="rescale policies must be among"):
         JointAugment(rescale={"lidar": "bilinear"})
+
+
+def test_colour_jitter_keeps_colours_of_equal_rgb_luminance_equally_bright():
+    """Saturation is blended towards each pixel's grey, the Rec. 601 luminance of RGB
+    (0.299 R + 0.587 G + 0.114 B); brightness and contrast act on every channel alike. So two
+    pixels of equal luminance, a reddish and a bluish one, and a grey of that luminance keep
+    equal luminance whatever the jitter drew. Weights in BGR order would weigh the red pixel's
+    red by 0.114 and the blue one's blue by 0.299, and tell them apart."""
+    base = 0.4
+    reddish = torch.tensor([base + 0.05, base, base])
+    bluish = torch.tensor([base, base, base + 0.05 * 0.299 / 0.114])
+    luma = torch.tensor([0.299, 0.587, 0.114])
+    grey = torch.full((3,), float(reddish @ luma))
+    assert float(bluish @ luma) == pytest.approx(float(grey[0]), abs=1e-7)
+    stripes = torch.stack([reddish, bluish, grey], 1)  # [3 channels, 3 stripes]
+    image = stripes.repeat_interleave(W // 3, 1)[:, None, :].expand(3, H, W).contiguous()
+    aug = JointAugment(scale=(1.0, 1.0), flip=False, blur_p=0.0, color_jitter_p=1.0)
+    label = torch.zeros(H, W, dtype=torch.long)
+    for seed in range(16):
+        out, _ = aug({"camera": normalize(image, "camera")}, label, _gen(seed))
+        raw = out["camera"] * torch.tensor(NORMALIZATION["camera"][1]).view(3, 1, 1) \
+            + torch.tensor(NORMALIZATION["camera"][0]).view(3, 1, 1)
+        assert 0.0 < raw.min() and raw.max() < 1.0  # nothing clipped: the blend is exact
+        assert not torch.allclose(raw, image, atol=1e-3)  # it jittered
+        pixels = raw[:, 0, :: W // 3]  # one pixel of each stripe, [3 channels, 3]
+        torch.testing.assert_close(pixels[0, 2], pixels[1, 2])  # the grey stays grey
+        torch.testing.assert_close(pixels[1, 2], pixels[2, 2])
+        bright = luma @ pixels
+        torch.testing.assert_close(bright, bright[2].expand(3), atol=2e-6, rtol=0,
+                                   msg=lambda m: f"seed {seed}: {bright.tolist()}\n{m}")

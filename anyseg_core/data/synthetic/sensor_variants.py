@@ -59,8 +59,8 @@ NAMED_RIGS: dict[str, RigConfig] = {
                        lidar_hfov_deg=360.0, lidar_columns=1800,
                        lidar_offset=(-0.5, 0.0, 0.40), lidar_rpy_deg=(0.0, 0.0, 0.0),
                        lidar_intensity_gamma=0.7, lidar_intensity_gain=0.8),
-    # A 128-ring spinning unit (OS1-128-like, +-22.5°), 1.80 m high, pitched 1° down,
-    # publishing a 16-bit signal: intensities up to about 2000.
+    # A 128-ring spinning unit (OS1-128-like, +-22.5°), 1.80 m high, pitched 1° down, with
+    # a steeper response (gamma 1.4) published at 8 times the 0..255 scale.
     "os128": RigConfig(name="os128", lidar_rings=128, lidar_elevation_deg=(-22.5, 22.5),
                        lidar_hfov_deg=360.0, lidar_columns=1024,
                        lidar_offset=(-0.4, 0.0, 0.25), lidar_rpy_deg=(0.0, 1.0, 0.0),

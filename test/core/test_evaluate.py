@@ -56,6 +56,29 @@ def test_pixels_predicted_as_no_class_are_misses_not_false_positives():
     assert cm.compute()["unpredicted"] == [1, 0, 1]
 
 
+def test_the_report_names_the_subset_with_the_lowest_miou_as_the_worst():
+    """``worst_subset`` is what the experiment tables print beside the worst mIoU: the subset
+    with the lowest mIoU, wherever it stands in the order (here neither first nor last)."""
+    from anyseg_core.evaluate import report
+
+    label = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2])
+    wrong = {("camera",): 1, ("events",): 4, ("lidar",): 2, MODS: 0}  # pixels mislabelled
+    results = {}
+    for subset, n in wrong.items():
+        pred = label.clone()
+        pred[:n] = (pred[:n] + 1) % 3
+        cm = ConfusionMatrix(3)
+        cm.update(pred, label)
+        results[subset] = cm.compute()
+    rep = report(results, ["a", "b", "c"])
+    mious = {name: r["miou"] for name, r in rep["subsets"].items()}
+    assert list(mious) == ["C", "E", "L", "CEL"]
+    assert mious["E"] < mious["L"] < mious["C"] < mious["CEL"] == 100.0, mious
+    assert rep["worst_subset"] == "E", (rep["worst_subset"], mious)
+    assert rep["worst_miou"] == pytest.approx(mious["E"])
+    assert rep["mean_miou"] == pytest.approx(np.mean(list(mious.values())))
+
+
 def test_labels_outside_the_classes_are_an_error_not_fewer_pixels():
     """A label id the model has no class for (a wrong class mapping) must not silently drop
     out of the counts and raise the mIoU."""
@@ -113,6 +136,7 @@ def test_evaluate_writes_the_table_json_csv_and_pictures(tiny_student, tmp_path,
     mious = [r["miou"] for r in rep["subsets"].values()]
     assert rep["mean_miou"] == pytest.approx(np.mean(mious))
     assert rep["worst_miou"] == pytest.approx(min(mious))
+    assert rep["subsets"][rep["worst_subset"]]["miou"] == pytest.approx(min(mious))
     assert rep["protocol"]["num_samples"] == 2 and rep["protocol"]["missing"] == "drop"
     assert set(rep["subsets"]["CEL"]["iou"]) >= {"road", "car", "sky"}
     rows = list(csv.reader(open(out / "anymodal.csv")))

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from anyseg_core.data.synthetic import (Condition, RigConfig, SampleOptions, SyntheticDataset,
-                                        collate, drive, generate_scene, render_frame)
+                                        collate, drive, generate_scene, render_frame,
+                                        sample_condition)
 from anyseg_core.data.synthetic.__main__ import main as synthetic_cli
 from anyseg_core.data.synthetic.rig import add_weather_overlay
 from anyseg_core.modalities import CITYSCAPES_CLASSES, CLASS_ID, IGNORE_INDEX
@@ -159,6 +160,41 @@ def test_condition_names_round_trip_and_bad_names_fail_clearly():
     assert Condition.parse("night") == Condition("clear", "night")
     with pytest.raises(ValueError, match="sandstorm"):
         Condition.parse("sandstorm-day")
+
+
+# The documented mix (docs/synthetic-world.md, sample_condition): 40 % clear, 20 % each of
+# rain, snow and fog; 40 % at night; a quarter of clear days badly exposed, half of them
+# over-, half under-exposed; no other condition badly exposed.
+WEATHER_MIX = {"clear": 0.4, "rain": 0.2, "snow": 0.2, "fog": 0.2}
+NIGHT = 0.4
+BAD_EXPOSURE_OF_CLEAR_DAYS = 0.25
+
+
+def _within(count: int, total: int, p: float, what: str) -> None:
+    """count / total is p within 4.5 standard errors (the draws are seeded, so this is the
+    same every run; a real change of the mix by a few points is tens of errors away)."""
+    se = (p * (1 - p) / total) ** 0.5
+    assert abs(count / total - p) <= 4.5 * se, f"{what}: {count}/{total} = " \
+        f"{count / total:.3f}, documented {p} (+- {4.5 * se:.3f})"
+
+
+@pytest.mark.parametrize("source", ["sample_condition", "dataset"])
+def test_sampled_conditions_follow_the_documented_mix(source):
+    n = 6000
+    if source == "sample_condition":  # a fresh generator per seed, as the dataset makes one
+        drawn = [sample_condition(np.random.default_rng(seed)) for seed in range(n)]
+    else:  # what a training run draws: each item's condition
+        data = SyntheticDataset(n, split="train", seed=0)
+        drawn = [data.condition_of(i) for i in range(n)]
+    for weather, p in WEATHER_MIX.items():
+        _within(sum(c.weather == weather for c in drawn), n, p, weather)
+    _within(sum(c.time == "night" for c in drawn), n, NIGHT, "night")
+    clear_days = [c for c in drawn if (c.weather, c.time) == ("clear", "day")]
+    _within(len(clear_days), n, WEATHER_MIX["clear"] * (1 - NIGHT), "clear-day")
+    bad = [c for c in clear_days if c.exposure != "normal"]
+    _within(len(bad), len(clear_days), BAD_EXPOSURE_OF_CLEAR_DAYS, "badly exposed clear days")
+    _within(sum(c.exposure == "over" for c in bad), len(bad), 0.5, "over- of badly exposed")
+    assert all(c.exposure == "normal" for c in drawn if (c.weather, c.time) != ("clear", "day"))
 
 
 def test_dataset_items_are_deterministic_and_independent_of_order_and_workers():

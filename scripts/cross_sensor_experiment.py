@@ -27,12 +27,23 @@ those to run from the repository root.
 
 After the rows it writes ``<results>/tables.md`` (mean mIoU over the subsets per rig, and the
 LiDAR-only and camera-only subsets) from the JSONs present.
+
+Real frames (``--real``, for the rows whose checkpoints are there; evaluation only, never
+training or the choice of a checkpoint): each checkpoint through the node's inference path
+(:class:`~anyseg_core.runtime.Runtime` at the checkpoint's own input size, the node's default,
+labels at the camera's size) on ../shared/data/real/: KITTI 000008 (camera, LiDAR, both;
+the Velodyne's 0..1 reflectance x255 as ``lidar.intensity_scale=255`` documents, and as
+published, x1): the fraction of the six annotated cars' box pixels labelled car, the
+fraction of the pixels outside the boxes labelled car, and the fraction labelled road; the
+Cityscapes frame, camera only: pixel accuracy and mean IoU over the classes of its label.
+The figures join the row's JSON (``real``) and the tables.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import json
+import math
 import os
 import shlex
 import shutil
@@ -41,8 +52,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import synthetic_experiment as base  # noqa: E402  (its helpers: run, figures, ...)
+
+REAL = base.REPO.parent / "shared" / "data" / "real"
 
 REPO = base.REPO
 PY = sys.executable
@@ -192,6 +207,9 @@ def run_row(name: str, args, code: Path, env: dict) -> None:
            "minutes": round((time.time() - t0) / 60, 1),
            "train_minutes": base.training_minutes(out) if cmds["train"] else None,
            "rigs": rigs}
+    if REAL.is_dir():
+        row["real"] = evaluate_real(checkpoint_of(name, args))
+        row["real_command"] = f"python scripts/cross_sensor_experiment.py --real --rows {name}"
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     (results / f"{name}.json").write_text(json.dumps(row, indent=2))
@@ -220,6 +238,91 @@ def run_rows(rows: list[str], args) -> list[str]:
     return failed
 
 
+# --------------------------------------------------------------------------- real frames
+
+CAR, ROAD = 13, 0  # Cityscapes train ids
+
+
+def _png(path: Path) -> np.ndarray:
+    from anyseg_core.data.readers import open_png
+    return np.asarray(open_png(path))
+
+
+def kitti_frame(intensity_scale: float = 255.0):
+    """KITTI 000008 as a RawFrame (camera and LiDAR) and the union of its car boxes."""
+    from anyseg_core.sensors import RawFrame
+    folder = REAL / "kitti_000008"
+    calib = json.loads((folder / "calib.json").read_text())
+    image = _png(folder / calib["image"])[..., :3].copy()
+    points = np.fromfile(folder / calib["lidar"], dtype="<f4").reshape(-1, 4).copy()
+    points[:, 3] *= intensity_scale
+    H, W = image.shape[:2]
+    boxes = np.zeros((H, W), bool)
+    for car in calib["cars"]:
+        x0, y0, x1, y1 = car["bbox_xyxy"]
+        boxes[math.ceil(y0):math.floor(y1) + 1, math.ceil(x0):math.floor(x1) + 1] = True
+    frame = RawFrame(image_hw=(H, W), K=np.array(calib["K"]), camera=image,
+                     camera_encoding="rgb8", lidar=points,
+                     T_cam_lidar=np.array(calib["T_cam_lidar"]))
+    return frame, boxes
+
+
+def evaluate_real(checkpoint: str) -> dict:
+    """The real-frame figures of one checkpoint (module docstring), in %."""
+    import torch
+    from anyseg_core.runtime import Runtime
+    from anyseg_core.sensors import RawFrame
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    rt = Runtime(checkpoint, device="cpu", warmup=False)
+    out = {"input_size": list(rt.input_size), "lidar_intensity": rt.lidar_intensity}
+    for scale in (255.0, 1.0):
+        frame, boxes = kitti_frame(scale)
+        inputs = rt.prepare(frame)
+        for name, mods in (("C", ["camera"]), ("L", ["lidar"]), ("CL", ["camera", "lidar"])):
+            if scale != 255.0 and name == "C":
+                continue  # the camera alone does not see the LiDAR's scale
+            labels = rt.predict({m: inputs[m] for m in mods},
+                                output_size=frame.image_hw).labels.numpy()
+            car = labels == CAR
+            out[f"kitti_x{int(scale)}_{name}"] = {
+                "car_in_boxes": round(100 * float(car[boxes].mean()), 2),
+                "car_outside": round(100 * float(car[~boxes].mean()), 2),
+                "road": round(100 * float((labels == ROAD).mean()), 2)}
+    folder = REAL / "cityscapes_pseudo"
+    stem = "frankfurt_000000_000294"
+    image = _png(folder / f"{stem}_leftImg8bit.png")[..., :3].copy()
+    label = _png(folder / f"{stem}_gtFine_labelTrainIds.png").astype(np.int64)
+    frame = RawFrame(image_hw=image.shape[:2], K=None, camera=image, camera_encoding="rgb8")
+    pred = rt.predict({"camera": rt.prepare(frame)["camera"]},
+                      output_size=image.shape[:2]).labels.numpy().astype(np.int64)
+    valid = label != 255
+    ious = []
+    for c in np.unique(label[valid]):
+        inter = np.sum((pred == c) & (label == c) & valid)
+        union = np.sum(((pred == c) | (label == c)) & valid)
+        ious.append(inter / union)
+    out["cityscapes_C"] = {"pixel_acc": round(100 * float((pred == label)[valid].mean()), 2),
+                           "miou": round(100 * float(np.mean(ious)), 2),
+                           "classes": int(len(ious))}
+    return out
+
+
+def real_rows(rows: list[str], args) -> None:
+    """Add the real-frame figures to each done row's JSON (``real``)."""
+    for name in rows:
+        path = Path(args.results) / f"{name}.json"
+        ckpt = checkpoint_of(name, args)
+        if not path.exists() or not Path(ckpt).exists():
+            say(f"[{name}] no JSON or checkpoint yet: real frames skipped")
+            continue
+        row = json.loads(path.read_text())
+        row["real"] = evaluate_real(ckpt)
+        row["real_command"] = "python scripts/cross_sensor_experiment.py --real --rows " + name
+        path.write_text(json.dumps(row, indent=2))
+        say(f"[{name}] real frames: {json.dumps(row['real'])}")
+
+
 def write_tables(results: Path) -> Path:
     rows = {p.stem: json.loads(p.read_text()) for p in sorted(results.glob("*.json"))}
     rows = {r: rows[r] for r in ROWS if r in rows}
@@ -242,6 +345,26 @@ def write_tables(results: Path) -> Path:
                 "-" if v is None else f"{v:.2f}" for v in vals)
                 + f" | {'-' if mean_other is None else f'**{mean_other:.2f}**'} |")
         lines.append("")
+    real = {r: row["real"] for r, row in rows.items() if "real" in row}
+    if real:
+        lines += ["## Real frames (evaluation only)", "",
+                  "The node's inference path at the checkpoint's own input size (the node's "
+                  "default); % of pixels. KITTI 000008: car in the six cars' boxes (of their "
+                  "pixels) / car outside them (of the other pixels) / road (of all pixels), "
+                  "the LiDAR's 0..1 reflectance x255 (`lidar.intensity_scale=255`) and x1 (as "
+                  "published). Cityscapes frame, camera only: pixel accuracy and mean IoU over "
+                  "the classes of its label.", "",
+                  "| row | KITTI C | KITTI L x255 | KITTI CL x255 | KITTI L x1 | KITTI CL x1 "
+                  "| Cityscapes C acc | Cityscapes C mIoU |", "|---|" + "---|" * 7]
+        for r, f in real.items():
+            k = [f[f"kitti_x{s}_{n}"] for s, n in ((255, "C"), (255, "L"), (255, "CL"),
+                                                   (1, "L"), (1, "CL"))]
+            lines.append(f"| {r} | " + " | ".join(
+                f"{v['car_in_boxes']:.0f} / {v['car_outside']:.0f} / {v['road']:.0f}"
+                for v in k) + f" | {f['cityscapes_C']['pixel_acc']:.1f} | "
+                f"{f['cityscapes_C']['miou']:.1f} |")
+        lines += ["", "Regenerate: `python scripts/cross_sensor_experiment.py --real` (the rows "
+                  "whose checkpoints are in --runs).", ""]
     lines += ["## Commands", ""]
     for r, row in rows.items():
         took = ("" if row.get("train_minutes") is None
@@ -265,6 +388,8 @@ def main() -> None:
     ap.add_argument("--results", default="docs/results/cross_sensor")
     ap.add_argument("--jobs", type=int, default=1, help="rows trained at a time")
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--real", action="store_true",
+                    help="only the real frames, for the rows whose checkpoints are there")
     ap.add_argument("--extra", action="append", default=[], metavar="KEY=VALUE",
                     help="another training override for every row (a smoke test: "
                          "data.train_samples=16); it joins the rows' commands and keys")
@@ -273,7 +398,9 @@ def main() -> None:
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
         ap.error(f"unknown rows {unknown}; choose from {list(ROWS)}")
-    failed = [] if args.report_only else run_rows(rows, args)
+    if args.real:
+        real_rows(rows, args)
+    failed = [] if args.report_only or args.real else run_rows(rows, args)
     print(f"wrote {write_tables(Path(args.results))}")
     if failed:
         sys.exit("rows failed: " + "; ".join(failed))

@@ -1,0 +1,92 @@
+"""scripts/cross_sensor_experiment.py: its rows' commands, keys and tables, and the real-frame
+figures (KITTI boxes, the Cityscapes frame) through the node's inference path."""
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / 'scripts' / 'cross_sensor_experiment.py'
+SUBSETS = ['C', 'E', 'L', 'CE', 'CL', 'EL', 'CEL']
+
+
+@pytest.fixture(scope='module')
+def xs():
+    sys.path.insert(0, str(SCRIPT.parent))
+    spec = importlib.util.spec_from_file_location('cross_sensor_experiment', SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class Args:
+    runs, results, steps, eval_samples, extra = 'runs/cross_sensor', 'docs/results/x', 1500, \
+        200, []
+
+
+def test_rows_are_sup_init_in_other_worlds_evaluated_on_every_rig(xs):
+    from anyseg_core.data.synthetic.sensor_variants import rig_names
+    assert set(xs.EVAL_RIGS) <= set(rig_names())
+    keys = {xs.row_key(r, Args) for r in xs.ROWS}
+    assert len(keys) == len(xs.ROWS)
+    assert xs.commands('xs_muses', Args)['train'] is None  # sup_init's committed weights
+    for name in xs.ROWS:
+        cmds = [xs.base.portable(c) for c in xs.all_commands(name, Args)]
+        assert all(' '.join(c).startswith('python -m anyseg_core.') for c in cmds)
+        evaluate = xs.commands(name, Args)['evaluate']
+        assert sorted(evaluate) == sorted(xs.EVAL_RIGS)
+        for rig, cmd in evaluate.items():
+            assert cmd[cmd.index('--rig') + 1] == rig
+        train = xs.commands(name, Args)['train']
+        if train:
+            text = ' '.join(train)
+            for s in ('model.init=teacher', 'loss.lambda_mad=0', 'optim.steps=1500',
+                      'teacher.checkpoint=docs/results/weights/teacher.safetensors'):
+                assert s in text
+            assert 'data.cache' not in text  # it decides no figure
+    assert 'data.rig=random' in ' '.join(xs.commands('xs_rand', Args)['train'])
+    assert 'augment.lidar_intensity_p' not in ' '.join(xs.commands('xs_both', Args)['train'])
+    assert Path(REPO / xs.SUP_INIT).is_file()
+
+
+def test_tables_from_the_rows(tmp_path, xs):
+    for i, name in enumerate(['xs_muses', 'xs_rand']):
+        rigs = {}
+        for j, rig in enumerate(xs.EVAL_RIGS):
+            miou = {s: 10.0 + i + j for s in SUBSETS}
+            rigs[rig] = {'miou': miou, 'mean': 10.0 + i + j, 'worst': 10.0, 'worst_subset': 'E'}
+        row = {'row': name, 'label': xs.ROWS[name][0], 'key': 'k', 'commands': ['python -m x'],
+               'rigs': rigs}
+        if i == 1:
+            row['real'] = {f'kitti_x{s}_{n}': {'car_in_boxes': 80.0, 'car_outside': 4.0,
+                                               'road': 20.0}
+                           for s in (255, 1) for n in ('C', 'L', 'CL')}
+            row['real']['cityscapes_C'] = {'pixel_acc': 70.0, 'miou': 30.0, 'classes': 10}
+        (tmp_path / f'{name}.json').write_text(json.dumps(row))
+    text = xs.write_tables(tmp_path).read_text()
+    mean = text.split('## Mean over the seven modality subsets')[1].split('##')[0]
+    line = [ln for ln in mean.splitlines() if ln.startswith('| xs_rand')][0]
+    # rigs 11..16; other rigs than muses: 12..16, mean 14
+    assert line.endswith('| 11.00 | 12.00 | 13.00 | 14.00 | 15.00 | 16.00 | **14.00** |')
+    assert '| xs_rand | 80 / 4 / 20 |' in text and '| 70.0 | 30.0 |' in text
+    assert 'Rows not run yet: xs_aug, xs_both, xs_norm.' in text
+
+
+def test_real_frames_through_the_runtime(xs, tiny_teacher):
+    if not (xs.REAL / 'kitti_000008').is_dir():
+        pytest.skip(f'real-data folder is missing: {xs.REAL}')
+    frame, boxes = xs.kitti_frame(255.0)
+    assert frame.camera.shape == (375, 1242, 3) and boxes.shape == (375, 1242)
+    assert 0.05 < boxes.mean() < 0.5
+    unit, _ = xs.kitti_frame(1.0)
+    np.testing.assert_allclose(frame.lidar[:, 3], 255 * unit.lidar[:, 3], rtol=1e-6)
+    out = xs.evaluate_real(str(tiny_teacher))
+    assert out['input_size'] == [64, 96]  # the checkpoint's own, the node's default
+    for key in ('kitti_x255_C', 'kitti_x255_L', 'kitti_x255_CL', 'kitti_x1_L', 'kitti_x1_CL'):
+        assert all(0 <= v <= 100 for v in out[key].values())
+    assert 'kitti_x1_C' not in out
+    city = out['cityscapes_C']
+    assert 0 <= city['pixel_acc'] <= 100 and 0 <= city['miou'] <= 100 and city['classes'] > 3

@@ -100,7 +100,7 @@ class EventPacketPayload:
         return self.stream(msg, _event_camera_size(geometry), notes)
 
 
-def payload_function(sensor: str, events_type: str = "pointcloud",
+def payload_function(sensor: str, events_type: str = "packet",
                      intensity_field: str = "intensity", intensity_scale: float = 1.0,
                      events_decoder: str = "auto") -> Callable:
     """The converter for ``sensor``'s messages (``events_type``, ``events_decoder``,

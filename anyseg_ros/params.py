@@ -71,9 +71,9 @@ PARAMS = [
       for m in (CAMERA, LIDAR, EVENTS, DEPTH)),
     Param("qos.reliability", "best_effort", "best_effort (sensor drivers) | reliable"),
     Param("qos.depth", 5, "history depth of subscriptions and publishers", range=(1, 1000)),
-    Param("events.type", "pointcloud", "pointcloud (x, y, t, p) | packet "
-          "(event_camera_msgs/EventPacket, as the event-camera drivers publish it: evt3, "
-          "libcaer_cmp, libcaer, mono) | image (a rendered frame)"),
+    Param("events.type", "packet", "packet (event_camera_msgs/EventPacket, as the event-camera "
+          "drivers publish it: evt3, libcaer_cmp, libcaer, mono) | pointcloud (x, y, t, p, "
+          "this project's layout) | image (a rendered frame)"),
     Param("events.decoder", "auto", "who decodes EVT 3.0 packets: evt3 (the evt3 package) | "
           "numpy | auto (evt3 where it is installed, else numpy)"),
     Param("events.window", 0.03, "seconds of events accumulated into one frame", dynamic=True,
@@ -154,7 +154,7 @@ def matrix_param(name: str, value, shape: tuple[int, int]) -> Optional[np.ndarra
 
 
 #: What ``events.type`` takes: what the events topic carries.
-EVENT_TYPES = ("pointcloud", "packet", "image")
+EVENT_TYPES = ("packet", "pointcloud", "image")
 # Ranges include their ends (as ROS parameter ranges do); these must also be above zero.
 POSITIVE = ("sync.slop", "sync.stale_after", "events.window", "diagnostics.period")
 

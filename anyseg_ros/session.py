@@ -31,7 +31,7 @@ from anyseg_core.modalities import CAMERA, EVENTS, IGNORE_INDEX, LIDAR
 from anyseg_core.runtime import Runtime
 
 from . import conversions as conv
-from .inputs import payload_function
+from .inputs import EventPacketPayload, payload_function
 from .params import (DEMO_CHECKPOINT, PARAMS_BY_NAME, ConfigError, check_value,
                      defaults, geometry_from_params, network_size, synchronizer_from_params)
 from .payloads import EventPacket, Geometry, LidarSweep, geometry_from_camera, with_geometry
@@ -299,7 +299,8 @@ class Session:
         """Validate and convert one message of ``sensor`` and hand it to the synchroniser;
         False when it was rejected (counted and logged). ``now``: the synchroniser's clock
         (default: the steady clock, read after the conversion); ``ros_now``: the clock stamps
-        are checked against (``sync.max_future``; None or 0 = not known yet)."""
+        are checked against (``sync.max_future``; None or 0 = not known yet). An event packet
+        (``events.type: packet``) is matched by its last event's time, not its header stamp."""
         health = self.health[sensor]
         with self._lock:
             health.received += 1
@@ -312,13 +313,19 @@ class Session:
             stamp = conv.stamp_to_sec(msg.header.stamp) + offset
             conv.check_stamp(stamp, ros_now if ros_now else None, max_future)
             data = self.payloads[sensor](msg, geometry, health.notes)
+            exact = (msg.header.stamp.sec, msg.header.stamp.nanosec)
             if offset and isinstance(data, conv.Events):
                 data = dataclasses.replace(data, t=np.asarray(data.t) + offset)
-            return stamp, self._placed(sensor, msg, data)
+            if isinstance(self.payloads[sensor], EventPacketPayload) and len(data):
+                # A driver stamps a packet when its first events arrive; the synchroniser
+                # collects windowed sensors by the end of each message: its last event.
+                stamp = float(np.max(data.t))
+                exact = conv.sec_to_stamp(stamp)
+            return stamp, exact, self._placed(sensor, msg, data)
         got = self._convert(sensor, convert)
         if got is None:
             return False
-        stamp, data = got
+        stamp, exact, data = got
         with self._lock:
             now = self._arrived(health, now, stamp)
             if sensor == CAMERA:
@@ -326,8 +333,7 @@ class Session:
                     self._camera_frame = data.frame_id
                 if not self._camera_info_seen:
                     self.geometry = geometry_from_camera(self.geometry, data)
-            self.sync.add(sensor, stamp, data, now,
-                          exact=(msg.header.stamp.sec, msg.header.stamp.nanosec))
+            self.sync.add(sensor, stamp, data, now, exact=exact)
         return True
 
     def camera_info(self, msg: Any, now: Optional[float] = None) -> bool:

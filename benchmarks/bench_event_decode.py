@@ -47,9 +47,8 @@ def workload(n: int, parts: int):
     t_us = np.sort(rng.integers(1_000_000, 1_100_000, n))
     x, y, p = rng.integers(0, W, n), rng.integers(0, H, n), rng.integers(0, 2, n)
     out = {"evt3": [], "libcaer": [], "mono": []}
-    last_high = None
     for part in np.array_split(np.arange(n), parts):
-        data, last_high = encode_evt3(t_us[part], x[part], y[part], p[part], last_high)
+        data = encode_evt3(t_us[part], x[part], y[part], p[part])
         out["evt3"].append(packet(data, "evt3"))
         rel = t_us[part] - t_us[part][0]
         caer = np.stack([((x[part] << 17) | (y[part] << 2) | (p[part] << 1)).astype("<u4"),

@@ -8,7 +8,8 @@
 - :mod:`.event_packets`: ``event_camera_msgs/EventPacket`` as event-camera drivers publish it
   (evt3, libcaer_cmp, libcaer, mono), decoded by :class:`EventDecoder`;
 - :mod:`.camera_info`: ``sensor_msgs/CameraInfo``;
-- :mod:`.builders`: numpy -> Image, CompressedImage, PointCloud2 and CameraInfo messages.
+- :mod:`.builders`: numpy -> Image, CompressedImage, PointCloud2, CameraInfo and EventPacket
+  messages.
 
 Parsing is duck-typed: it reads the fields of a message by name and works alike on rclpy
 messages (``data`` an ``array.array('B')``), on the ``rosbags`` library's messages (``data``
@@ -27,7 +28,7 @@ importable from here (``from anyseg_ros import conversions as conv; conv.image_t
 from anyseg_core.sensors.frame import Events
 
 from .builders import (array_to_compressed, array_to_image, camera_info_msg,
-                       points_to_cloud)
+                       event_packet_msg, points_to_cloud)
 from .camera_info import CameraModel, camera_info
 from .clouds import POINTFIELD_DTYPES, cloud_to_array, has_field, lidar_points
 from .common import (MAX_PIXELS, MAX_POINTS, REASONS, InvalidMessage, check_stamp,
@@ -39,7 +40,8 @@ from .images import (CAMERA_ENCODINGS, DEPTH_ENCODINGS, EVENT_IMAGE_ENCODINGS,
                      IMAGE_ENCODINGS, IMAGE_LAYOUTS, image_to_array)
 
 __all__ = [
-    "Events", "array_to_compressed", "array_to_image", "camera_info_msg", "points_to_cloud",
+    "Events", "array_to_compressed", "array_to_image", "camera_info_msg", "event_packet_msg",
+    "points_to_cloud",
     "CameraModel", "camera_info", "POINTFIELD_DTYPES", "cloud_to_array", "has_field",
     "lidar_points", "MAX_PIXELS", "MAX_POINTS", "REASONS", "InvalidMessage", "check_stamp",
     "sec_to_stamp", "stamp_to_sec", "COMPRESSED_CODECS", "CompressedHeader",

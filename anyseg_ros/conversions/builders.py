@@ -34,8 +34,14 @@ def _member_class(cls: type, member: str) -> type:
     if dataclasses.is_dataclass(cls):  # rosbags: annotations name classes beside cls
         annotation = {f.name: f.type for f in dataclasses.fields(cls)}[member]
         if isinstance(annotation, str):
-            annotation = getattr(sys.modules[cls.__module__],
-                                 annotation.removeprefix("list[").removesuffix("]"))
+            name = annotation.removeprefix("list[").removesuffix("]")
+            found = getattr(sys.modules[cls.__module__], name, None)
+            if found is None:  # a type registered at run time (rosbags.usertypes, e.g.
+                # EventPacket): its members are the store's own types, in another module
+                found = next(getattr(module, name) for module in list(sys.modules.values())
+                             if getattr(module, "__name__", "").startswith("rosbags.")
+                             and hasattr(module, name))
+            annotation = found
         return annotation
     return cls  # a plain namespace class (types.SimpleNamespace): nested ones alike
 
@@ -242,3 +248,19 @@ def camera_info_msg(K: Any, size_hw: tuple[int, int], stamp: float | tuple[int, 
                         k=K.reshape(-1).copy(), r=np.eye(3).reshape(-1),
                         p=np.hstack([K, np.zeros((3, 1))]).reshape(-1), binning_x=0,
                         binning_y=0, roi=roi)
+
+
+def event_packet_msg(events: bytes | np.ndarray, encoding: str, size_hw: tuple[int, int],
+                     stamp: float | tuple[int, int], frame_id: str, seq: int = 0,
+                     time_base: int = 0, cls: type | None = None) -> Any:
+    """An ``event_camera_msgs/EventPacket`` holding ``events`` (already encoded, e.g. by
+    :func:`~anyseg_ros.conversions.event_packets.encode_evt3`), little-endian. ``cls``: the
+    message class, default event_camera_msgs.msg's (rosbags' class for bags)."""
+    if cls is None:
+        cls = getattr(importlib.import_module("event_camera_msgs.msg"), "EventPacket")
+    data = np.frombuffer(events, np.uint8) if isinstance(events, (bytes, bytearray)) \
+        else np.asarray(events, np.uint8).reshape(-1)
+    return _new_message(cls, {"events": _primitive_sequence(cls, data, "B")},
+                        header=_header(cls, stamp, frame_id), height=int(size_hw[0]),
+                        width=int(size_hw[1]), seq=int(seq), time_base=int(time_base),
+                        encoding=encoding, is_bigendian=False)

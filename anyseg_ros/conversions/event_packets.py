@@ -406,13 +406,12 @@ def _check_inside(events: CdEvents, width: int, height: int, encoding: str) -> N
 
 
 # --------------------------------------------------------------------------- encoding
-def encode_evt3(t_us: np.ndarray, x: np.ndarray, y: np.ndarray, p: np.ndarray,
-                last_high: Optional[int] = None) -> tuple[bytes, int]:
-    """CD events (time-sorted, microseconds on the camera's clock) -> EVT 3.0 words as a
-    Prophesee camera streams them: a TIME_HIGH when the upper 12 bits of the 24-bit time
-    change (and at the start of a stream, ``last_high`` None), a TIME_LOW when the lower 12
-    change, an ADDR_Y when the row changes, then ADDR_X per event. Returns the bytes and the
-    last TIME_HIGH written (pass it back for the next packet of the same stream)."""
+def encode_evt3(t_us: np.ndarray, x: np.ndarray, y: np.ndarray, p: np.ndarray) -> bytes:
+    """CD events (time-sorted, microseconds on the camera's clock) -> one packet of EVT 3.0
+    words as a Prophesee camera streams them: a TIME_HIGH when the upper 12 bits of the
+    24-bit time change, a TIME_LOW when the lower 12 change, an ADDR_Y when the row changes,
+    then an ADDR_X per event. Every packet starts with its TIME_HIGH (a camera repeats it
+    every 4096 us), so a packet lost on the way costs only its own events."""
     t_us = np.asarray(t_us, dtype=np.int64)
     if t_us.size and (np.diff(t_us) < 0).any():
         raise ValueError("encode_evt3 needs events sorted by time")
@@ -424,16 +423,12 @@ def encode_evt3(t_us: np.ndarray, x: np.ndarray, y: np.ndarray, p: np.ndarray,
     n = t_us.size
     high = (t_us >> 12) & 0xFFF
     low = t_us & 0xFFF
-    prev_high = np.concatenate(([-1 if last_high is None else last_high], high[:-1]))
-    prev_t = np.concatenate(([-1], t_us[:-1]))
-    prev_y = np.concatenate(([-1], y[:-1]))
-    new_high = high != prev_high
-    new_low = (t_us != prev_t) | new_high
-    new_y = (y != prev_y) | new_low
+    new_high = high != np.concatenate(([-1], high[:-1]))
+    new_low = (t_us != np.concatenate(([-1], t_us[:-1]))) | new_high
+    new_y = (y != np.concatenate(([-1], y[:-1]))) | new_low
     # up to 4 words per event: TIME_HIGH, TIME_LOW, ADDR_Y, ADDR_X (in that order)
     words = np.stack((
         (EVT3_TIME_HIGH << 12) | high, (EVT3_TIME_LOW << 12) | low,
         (EVT3_ADDR_Y << 12) | y, (EVT3_ADDR_X << 12) | (p << 11) | x), axis=1)
     keep = np.stack((new_high, new_low, new_y, np.ones(n, bool)), axis=1)
-    out = words[keep].astype("<u2").tobytes()
-    return out, int(high[-1]) if n else (last_high if last_high is not None else -1)
+    return words[keep].astype("<u2").tobytes()

@@ -15,7 +15,9 @@ topics resolve to them in the root namespace):
   :func:`compressed_image_msg` builds them
 - ``/camera/camera_info`` sensor_msgs/CameraInfo
 - ``/lidar/points`` sensor_msgs/PointCloud2 x, y, z, intensity (float32), t (float64 s)
-- ``/events`` sensor_msgs/PointCloud2 x, y (uint16), t (float64 s), p (uint8)
+- ``/events`` event_camera_msgs/EventPacket evt3, as metavision_driver publishes a Prophesee
+  camera's (:class:`EventPacketWriter`); or, written with ``events_format="pointcloud"``,
+  sensor_msgs/PointCloud2 x, y (uint16), t (float64 s), p (uint8), this project's layout
 - ``/depth/image`` sensor_msgs/Image 32FC1 metres (when the source has depth)
 - ``/tf_static`` tf2_msgs/TFMessage: the LiDAR and event camera in the camera frame
 - ``/gt/labels`` sensor_msgs/Image mono8 train ids (255 = ignore), for scoring
@@ -29,6 +31,7 @@ import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
@@ -54,7 +57,7 @@ MSGTYPES = {
     TOPICS["camera_compressed"]: "sensor_msgs/msg/CompressedImage",
     TOPICS["camera_info"]: "sensor_msgs/msg/CameraInfo",
     TOPICS["lidar"]: "sensor_msgs/msg/PointCloud2",
-    TOPICS["events"]: "sensor_msgs/msg/PointCloud2",
+    TOPICS["events"]: "event_camera_msgs/msg/EventPacket",
     TOPICS["depth"]: "sensor_msgs/msg/Image",
     TOPICS["tf_static"]: "tf2_msgs/msg/TFMessage",
     TOPICS["gt"]: "sensor_msgs/msg/Image",
@@ -332,6 +335,53 @@ def lidar_msg(points: np.ndarray, stamp, frame_id: str = FRAME_IDS["lidar"],
                                 cls=msg_class("sensor_msgs/msg/PointCloud2"))
 
 
+#: How a bag holds its events: EventPackets (evt3, the default) or our PointCloud2 layout.
+EVENT_FORMATS = ("packet", "pointcloud")
+#: The msgtype of /events for each EVENT_FORMATS entry.
+EVENTS_MSGTYPE = {"packet": "event_camera_msgs/msg/EventPacket",
+                  "pointcloud": "sensor_msgs/msg/PointCloud2"}
+
+
+class EventPacketWriter:
+    """One event camera's stream as metavision_driver publishes a Prophesee's: EventPacket,
+    encoding evt3, ``time_base`` 0, times on the camera's own microsecond clock (which
+    started ``uptime`` seconds before the first event), ``header.stamp`` the ROS time of the
+    packet's first event (when its first buffer would arrive, with no delay), ``seq``
+    counting packets. Decoded statefully as a camera's stream is (the microsecond counter
+    wraps every 16.77 s). ``size_hw``: the sensor's size."""
+
+    def __init__(self, size_hw: Sequence[int], frame_id: str = FRAME_IDS["events"],
+                 uptime: float = 7.0) -> None:
+        self.size_hw = (int(size_hw[0]), int(size_hw[1]))
+        self.frame_id = frame_id
+        self.uptime = float(uptime)
+        self.seq = 0
+        self._origin_ns: Optional[int] = None  # ROS time of the camera clock's zero
+
+    def msg(self, x, y, t, p, stamp):
+        """The packet of events ``x, y, t`` (absolute seconds), ``p``; ``stamp``: the header
+        stamp of a packet without events (else the first event's time, to the ns)."""
+        from ..conversions.event_packets import encode_evt3
+
+        t = np.asarray(t, np.float64)
+        order = np.argsort(t, kind="stable")
+        t = t[order]
+        if self._origin_ns is None:
+            first = float(t[0]) if t.size else conv.stamp_to_sec(
+                SimpleNamespace(sec=stamp[0], nanosec=stamp[1])) if isinstance(stamp, tuple) \
+                else float(stamp)
+            self._origin_ns = round((first - self.uptime) * 1e9)
+        t_us = np.round((t - self._origin_ns * 1e-9) * 1e6).astype(np.int64)
+        data = encode_evt3(t_us, np.asarray(x)[order], np.asarray(y)[order],
+                           np.asarray(p)[order])
+        if t.size:
+            stamp = divmod(self._origin_ns + int(t_us[0]) * 1000, 1_000_000_000)
+        msg = conv.event_packet_msg(data, "evt3", self.size_hw, stamp, self.frame_id,
+                                    seq=self.seq, cls=msg_class(EVENT_PACKET))
+        self.seq += 1
+        return msg
+
+
 def events_msg(x, y, t, p, stamp, frame_id: str = FRAME_IDS["events"]):
     cols = {"x": np.asarray(x, np.uint16), "y": np.asarray(y, np.uint16),
             "t": np.asarray(t, np.float64), "p": np.asarray(p, np.uint8)}
@@ -384,12 +434,13 @@ def tf_static_msg(transforms: Mapping[str, np.ndarray], stamp, parent: str):
     return ts.types["tf2_msgs/msg/TFMessage"](transforms=out)
 
 
-def node_params(calibration: Mapping[str, Any], extrinsics: bool = False) -> dict:
+def node_params(calibration: Mapping[str, Any], extrinsics: bool = False,
+                events_format: Optional[str] = "packet") -> dict:
     """The node's calibration parameters for a bag (a params file tree, ``/**`` section):
-    what TF cannot carry, the event camera's intrinsics and size. The extrinsics travel in
-    the bag's ``/tf_static``, which the node and process_bag read; ``extrinsics`` also
-    writes them as parameters (``lidar.T_cam_lidar``, ``events.T_cam_events``), which then
-    override TF."""
+    what TF cannot carry, the event camera's intrinsics and size, and how the bag holds its
+    events (``events.type``; None: the bag has none). The extrinsics travel in the bag's
+    ``/tf_static``, which the node and process_bag read; ``extrinsics`` also writes them as
+    parameters (``lidar.T_cam_lidar``, ``events.T_cam_events``), which then override TF."""
     def flat(m):
         return [float(v) for v in np.asarray(m, dtype=np.float64).reshape(-1)]
 
@@ -397,6 +448,11 @@ def node_params(calibration: Mapping[str, Any], extrinsics: bool = False) -> dic
     if extrinsics:
         params["lidar"] = {"T_cam_lidar": flat(calibration["T_cam_lidar"])}
     events: dict[str, Any] = {}
+    if events_format is not None:
+        if events_format not in EVENT_FORMATS:
+            raise ValueError(f"events_format must be one of {EVENT_FORMATS}, got "
+                             f"{events_format!r}")
+        events["type"] = events_format
     if calibration.get("events_K") is not None:
         events["K"] = flat(calibration["events_K"])
         if calibration.get("events_hw") is not None:
@@ -414,9 +470,11 @@ def params_path(bag: str | Path) -> Path:
     return bag.with_name(bag.name + ".params.yaml")
 
 
-def write_params(bag: str | Path, calibration: Mapping[str, Any], comment: str) -> Path:
+def write_params(bag: str | Path, calibration: Mapping[str, Any], comment: str,
+                 events_format: Optional[str] = "packet") -> Path:
     path = params_path(bag)
-    text = yaml.safe_dump(node_params(calibration), sort_keys=False, default_flow_style=None)
+    text = yaml.safe_dump(node_params(calibration, events_format=events_format),
+                          sort_keys=False, default_flow_style=None)
     path.write_text(f"# {comment}\n# Pass with: --ros-args --params-file {path.name}\n{text}")
     return path
 

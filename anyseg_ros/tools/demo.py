@@ -38,10 +38,12 @@ from anyseg_core import viz
 from anyseg_core.checkpoint import read_metadata
 from anyseg_core.metrics import ConfusionMatrix
 from anyseg_core.modalities import CAMERA, EVENTS, LIDAR
+from anyseg_core.sensors.frame import Events
 
 from . import bag as bags
 from .. import conversions as conv
-from ..params import DEMO_CHECKPOINT
+from ..events import EventPacketStream
+from ..params import DEMO_CHECKPOINT, defaults
 from .fastdds import with_profile
 from .processes import interrupt
 from .process_bag import modality_key
@@ -153,6 +155,24 @@ def _bag_lookup(bag: Path, wanted: dict[str, set]) -> dict:
     return found
 
 
+#: The events a montage shows: the node's default window before the frame.
+EVENT_WINDOW_S = defaults()["events.window"]
+
+
+def _bag_events(bag: Path) -> Optional[Events]:
+    """Every event of the bag on ROS time, decoded as the node decodes them (EventPacket
+    streams statefully, or our PointCloud2 layout); None when it has none."""
+    stream, parts = EventPacketStream(), []
+    for m in bags.read_bag(bag, [bags.TOPICS["events"]]):
+        msg = m.decode()
+        parts.append(stream(msg) if hasattr(msg, "time_base")
+                     else conv.events_from_cloud(msg, None))
+    if not parts:
+        return None
+    return Events(*(np.concatenate([np.asarray(getattr(e, f)) for e in parts])
+                    for f in "xytp"))
+
+
 def timeline_png(path: Path, status: list, t0: float, seconds: float, faults: dict) -> None:
     import cv2
 
@@ -189,12 +209,14 @@ def timeline_png(path: Path, status: list, t0: float, seconds: float, faults: di
 def montage_png(path: Path, picks: list, bag: Path, calib: dict, palette) -> None:
     """One row per phase: camera, LiDAR (bird's eye), events, prediction, ground truth."""
     wanted: dict[str, set] = {t: set() for t in (bags.TOPICS["camera"], bags.TOPICS["lidar"],
-                                                 bags.TOPICS["events"], bags.TOPICS["gt"])}
+                                                 bags.TOPICS["gt"])}
     for phase, s, _ in picks:
         for sensor, stamps in s["stamps"].items():
-            wanted[bags.TOPICS[sensor]].update(round(t, 6) for t in stamps)
+            if sensor != EVENTS:
+                wanted[bags.TOPICS[sensor]].update(round(t, 6) for t in stamps)
         wanted[bags.TOPICS["gt"]].add(round(s["gt_stamp"], 6))
     msgs = _bag_lookup(bag, wanted)
+    events = _bag_events(bag)
     H, W = calib["image_hw"]
     blank = lambda text: viz.titled(np.full((H, W, 3), 40, np.uint8), text)  # noqa: E731
     rows = []
@@ -206,13 +228,13 @@ def montage_png(path: Path, picks: list, bag: Path, calib: dict, palette) -> Non
         lid = msgs.get((bags.TOPICS["lidar"], st.get(LIDAR, [None])[-1]))
         row.append(viz.titled(viz.fit(viz.lidar_bev(conv.lidar_points(lid)[0], size=H), (H, W)),
                               "LiDAR (bird's eye)") if lid is not None else blank("LiDAR off"))
-        packets = [msgs[(bags.TOPICS["events"], t)] for t in st.get(EVENTS, [])
-                   if (bags.TOPICS["events"], t) in msgs]
-        if packets:
-            evs = [conv.events_from_cloud(p, None) for p in packets]
-            ev_img = viz.events_to_image(np.concatenate([e.x for e in evs]),
-                                         np.concatenate([e.y for e in evs]),
-                                         np.concatenate([e.p for e in evs]),
+        window = (np.asarray(events.t) > s["stamp"] - EVENT_WINDOW_S) & (
+            np.asarray(events.t) <= s["stamp"]) if events is not None and st.get(EVENTS) \
+            else None
+        if window is not None and window.any():
+            ev_img = viz.events_to_image(np.asarray(events.x)[window],
+                                         np.asarray(events.y)[window],
+                                         np.asarray(events.p)[window],
                                          tuple(calib["events_hw"]))
             row.append(viz.titled(viz.fit(ev_img, (H, W)), "events (30 ms)"))
         else:

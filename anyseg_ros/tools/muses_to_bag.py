@@ -2,11 +2,13 @@
 
     python -m anyseg_ros.tools.muses_to_bag MUSES_ROOT OUT --split val [--weather fog,snow]
         [--time-of-day night] [--limit N] [--interval 1.0] [--storage mcap|sqlite3]
-        [--bag-version 9|8] [--event-anchor last|camera]
+        [--bag-version 9|8] [--event-anchor last|camera] [--events packet|pointcloud]
 
 Each scene keeps its own timing: the camera image stamped at mid-exposure, the LiDAR sweep
 stamped at its centre with every point's time in a ``t`` field, the events in 10 ms packets
-stamped at their end (as event camera drivers publish them), ground truth at the camera's
+as metavision_driver publishes a Prophesee's (MUSES' event camera is one): EventPacket,
+evt3, on a camera clock, stamped at the packet's first event (``--events pointcloud``: this
+project's PointCloud2 layout, stamped at the packet's end), ground truth at the camera's
 stamp (none for the test split, whose labels MUSES withholds). The node renders the events
 of the ``events.window`` seconds up to a frame's stamp; so that it renders the window the
 MUSES reader trains on by default (the file's last 30 ms, the MUSES SDK's rule),
@@ -43,6 +45,10 @@ PACKET_S = 0.01
 CAMERA_DELAY_S = 0.01
 
 
+#: EVT 3.0 time is 24 bits of microseconds: a longer gap without events is ambiguous.
+MAX_EVT3_GAP_S = 16.0
+
+
 def _packets(events, period: float = PACKET_S):
     """Split an event stream (sorted or not) into packets ``(end stamp, Events)``."""
     if not len(events):
@@ -64,11 +70,20 @@ def convert(root: str | Path, out: str | Path, split: str = "val",
             weather: Optional[str | Sequence[str]] = None,
             time_of_day: Optional[str | Sequence[str]] = None,
             limit: Optional[int] = None, interval: float = 1.0, storage: str = "mcap",
-            progress: bool = True, event_anchor: str = "last", bag_version: int = 9) -> dict:
+            progress: bool = True, event_anchor: str = "last", bag_version: int = 9,
+            events_format: str = "packet") -> dict:
     """Write the bag and its params file; returns a summary. weather / time_of_day: a name
-    or a list of names (None = all). event_anchor: see the module's docstring."""
+    or a list of names (None = all). event_anchor, events_format: see the module's
+    docstring."""
     if not interval > 0:
         raise ValueError(f"--interval must be positive, got {interval}")
+    if events_format not in bags.EVENT_FORMATS:
+        raise ValueError(f"events_format must be one of {bags.EVENT_FORMATS}, got "
+                         f"{events_format!r}")
+    if events_format == "packet" and interval >= MAX_EVT3_GAP_S:
+        raise ValueError(f"--interval {interval} s: EVT 3.0's 24-bit microsecond clock cannot "
+                         f"span a gap of {MAX_EVT3_GAP_S} s without events between scenes; "
+                         "use a shorter --interval or --events pointcloud")
     muses.check_event_anchor(event_anchor)
     scenes = muses.list_scenes(root, split=split, weather=weather, time_of_day=time_of_day)
     if limit is not None:
@@ -85,6 +100,7 @@ def convert(root: str | Path, out: str | Path, split: str = "val",
     event_shifts: list[float] = []  # event time shifts of --event-anchor last, seconds
     prev_last: Optional[float] = None
     first_calib: Optional[dict] = None
+    event_camera: Optional[bags.EventPacketWriter] = None
     bar = _bar(len(scenes), progress)
     with bags.BagWriter(out, storage, bag_version) as writer:
         for k, scene in enumerate(scenes):
@@ -134,9 +150,13 @@ def convert(root: str | Path, out: str | Path, split: str = "val",
                     event_shifts.append(ev_shift)
                 shifted = type(ev)(ev.x, ev.y, np.asarray(ev.t, np.float64) + ev_shift + shift,
                                    ev.p)
+                if events_format == "packet" and event_camera is None:
+                    event_camera = bags.EventPacketWriter(raw.meta["calib"]["events_hw"])
                 for end, x, y, t, p in _packets(shifted):
+                    stamp = conv.sec_to_stamp(end)
                     messages.append((end, bags.TOPICS["events"],
-                                     bags.events_msg(x, y, t, p, conv.sec_to_stamp(end))))
+                                     event_camera.msg(x, y, t, p, stamp) if event_camera
+                                     else bags.events_msg(x, y, t, p, stamp)))
             messages.sort(key=lambda m: m[0])
             if messages:
                 spans.append(messages[-1][0] - messages[0][0])
@@ -156,7 +176,7 @@ def convert(root: str | Path, out: str | Path, split: str = "val",
     slop = max(0.05, round(max(lidar_offsets, default=0.0) + 0.01, 3))
     max_wait = max(0.1, round(max(lidar_waits, default=0.0) + 0.05, 3))
     # The first scene's calibration as read (sizes filled in where calib.json has none).
-    tree = bags.node_params(first_calib or calib.as_dict())
+    tree = bags.node_params(first_calib or calib.as_dict(), events_format=events_format)
     tree["/**"]["ros__parameters"]["sync"] = {"slop": float(slop), "max_wait": float(max_wait),
                                               "stale_after": float(1.5 * interval)}
     import yaml
@@ -209,12 +229,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     help="last: shift each scene's events so that the last one falls on the "
                          "camera's stamp (the node then renders the MUSES SDK's window, the "
                          "reader's default); camera: keep the recorded event times")
+    ap.add_argument("--events", choices=bags.EVENT_FORMATS, default="packet",
+                    help="packet: event_camera_msgs/EventPacket evt3, as a Prophesee driver "
+                    "publishes (default); pointcloud: this project's PointCloud2 layout")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     try:
         s = convert(args.root, args.out, args.split, args.weather, args.time_of_day,
                     args.limit, args.interval, args.storage, progress=not args.quiet,
-                    event_anchor=args.event_anchor, bag_version=args.bag_version)
+                    event_anchor=args.event_anchor, bag_version=args.bag_version,
+                    events_format=args.events)
     except (ValueError, FileExistsError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -20,8 +20,10 @@ the last messages. ``--clock`` also publishes
 - ``--corrupt events:0.2`` damages that fraction of a sensor's (or topic's) messages, in
   turn: truncated data, a wrong size, non-finite values (NaN points in clouds); a
   CompressedImage gets its payload cut in half, its header's size made 65535 x 65535, or
-  garbage bytes instead of its payload (counted as ``garbage``); only sensor_msgs Image,
-  CompressedImage, PointCloud2 and CameraInfo topics can be corrupted.
+  garbage bytes instead of its payload (counted as ``garbage``); an EventPacket gets an odd
+  number of bytes, a zero sensor width, or words of no known kind (``garbage``); only
+  sensor_msgs Image, CompressedImage, PointCloud2, CameraInfo and event_camera_msgs
+  EventPacket topics can be corrupted.
 
 With ``--loop`` the bag starts again when it ends (stamps jump back, as with
 ``ros2 bag play --loop``). ``--wait-for TOPIC`` holds the first message until that topic
@@ -49,9 +51,10 @@ CLOCK_HZ = 40.0  # as ros2 bag play --clock
 CORRUPTIONS = ("truncated", "wrong_size", "non_finite")
 # The message types corrupt() knows how to damage.
 CORRUPTIBLE = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage",
-               "sensor_msgs/msg/PointCloud2", "sensor_msgs/msg/CameraInfo")
+               "sensor_msgs/msg/PointCloud2", "sensor_msgs/msg/CameraInfo", bags.EVENT_PACKET)
 # What each kind is called in the counts, by message type where it differs.
-CORRUPTION_LABELS = {("sensor_msgs/msg/CompressedImage", "non_finite"): "garbage"}
+CORRUPTION_LABELS = {("sensor_msgs/msg/CompressedImage", "non_finite"): "garbage",
+                     (bags.EVENT_PACKET, "non_finite"): "garbage"}
 # Topics that keep their name under --namespace (tf2 listens on these absolute names).
 GLOBAL_TOPICS = ("/tf", "/tf_static")
 
@@ -104,6 +107,8 @@ def corrupt(msg, kind: str, rng: Optional[np.random.Generator] = None):
     bad_compressed), a header that says 65535 x 65535 pixels (bad_size, refused before
     decoding), or random bytes from ``rng`` instead of its payload (bad_compressed)."""
     data = getattr(msg, "data", None)
+    if hasattr(msg, "time_base"):  # EventPacket
+        return _corrupt_event_packet(msg, kind)
     if hasattr(msg, "format"):  # CompressedImage
         return _corrupt_compressed(msg, kind, rng or np.random.default_rng())
     if hasattr(msg, "k"):  # CameraInfo: resized is still valid, so break K or the size
@@ -131,6 +136,20 @@ def corrupt(msg, kind: str, rng: Optional[np.random.Generator] = None):
         msg.is_dense = False
     else:  # an image: NaN is not an image fault; give it a size that does not add up
         msg.height = int(msg.height) + 1
+    return msg
+
+
+def _corrupt_event_packet(msg, kind: str):
+    """An odd number of bytes (data_length), a sensor 0 pixels wide (bad_size), or words of
+    kind 9, which no encoding has (bad_event_data): each refused before the decoder's state
+    moves, so the stream goes on decoding."""
+    events = np.array(msg.events, dtype=np.uint8)
+    if kind == "truncated":
+        msg.events = events[: max(1, len(events) // 2) | 1]
+    elif kind == "wrong_size":
+        msg.width = 0
+    else:
+        msg.events = np.full(max(2, len(events) & ~1), 0x90, dtype=np.uint8)
     return msg
 
 

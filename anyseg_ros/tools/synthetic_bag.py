@@ -2,10 +2,12 @@
 
     python -m anyseg_ros.tools.synthetic_bag OUT --seconds 30 [--condition rain-night]
         [--faults lidar:10-15,camera:20-22] [--seed 0] [--size 288 512] [--depth]
-        [--storage mcap|sqlite3] [--bag-version 9|8]
+        [--storage mcap|sqlite3] [--bag-version 9|8] [--events packet|pointcloud]
 
 Writes the topics of :mod:`anyseg_ros.tools.bag` (camera, CameraInfo, LiDAR with per-point times,
 events, /tf_static, ground-truth labels; depth with ``--depth``) with the drive's own stamps,
+events as a Prophesee's metavision_driver publishes them (EventPacket, evt3; ``--events
+pointcloud``: this project's PointCloud2 layout),
 each message received as a driver would deliver it (camera after read-out, LiDAR at the end
 of its sweep, event packets at their end). A sensor named in ``--faults`` is silent over
 those seconds of the drive (the camera with its CameraInfo); ground truth is always written,
@@ -36,7 +38,7 @@ def write_synthetic_bag(out: str | Path, seconds: float, condition: str = "clear
                         faults: Optional[dict] = None, seed: int = 0,
                         size_hw: Sequence[int] = (288, 512), depth: bool = False,
                         storage: str = "mcap", progress: bool = True,
-                        bag_version: int = 9) -> dict:
+                        bag_version: int = 9, events_format: str = "packet") -> dict:
     """Write the bag; returns a summary (messages per topic, dropped per sensor, params
     file, calibration, first stamp)."""
     faults = faults or {}
@@ -45,9 +47,14 @@ def write_synthetic_bag(out: str | Path, seconds: float, condition: str = "clear
         raise ValueError(f"--faults names {unknown}; the bag's sensors are "
                          f"{list(SENSORS) + (['depth'] if depth else [])}")
     Condition.parse(condition)  # fail before rendering anything
+    if events_format not in bags.EVENT_FORMATS:
+        raise ValueError(f"events_format must be one of {bags.EVENT_FORMATS}, got "
+                         f"{events_format!r}")
     rig = RigConfig(image_hw=(int(size_hw[0]), int(size_hw[1])))
     calib = drive_calibration(rig)
     frames = bags.FRAME_IDS
+    event_camera = bags.EventPacketWriter(calib["events_hw"]) if events_format == "packet" \
+        else None
     pending: list = []  # (receive ns, order, topic, msg): written in receive order
     silenced = {s: 0 for s in (*SENSORS, "depth")}
     order = 0
@@ -99,13 +106,15 @@ def write_synthetic_bag(out: str | Path, seconds: float, condition: str = "clear
                                                           point_times=m.data[:, 5]), receive)
             else:
                 ev = m.data
-                push(bags.TOPICS["events"], bags.events_msg(ev.x, ev.y, ev.t, ev.p, stamp),
-                     receive)
+                push(bags.TOPICS["events"],
+                     event_camera.msg(ev.x, ev.y, ev.t, ev.p, stamp) if event_camera
+                     else bags.events_msg(ev.x, ev.y, ev.t, ev.p, stamp), receive)
         flush(float("inf"))
         counts = dict(writer.counts)
     bar.close()
     params = bags.write_params(out, calib, f"calibration of the synthetic rig of {Path(out).name} "
-                                           f"(seed {seed}, {size_hw[0]}x{size_hw[1]})")
+                                           f"(seed {seed}, {size_hw[0]}x{size_hw[1]})",
+                               events_format)
     return {"bag": str(out), "params": str(params), "messages": counts, "silenced": silenced,
             "t_start": t_start, "seconds": seconds, "condition": condition,
             "faults": faults, "calibration": calib}
@@ -133,13 +142,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--storage", choices=bags.STORAGES, default="mcap")
     ap.add_argument("--bag-version", type=int, choices=bags.BAG_VERSIONS, default=9,
                     help="rosbag2 metadata version: 8 for ros2 bag on Humble")
+    ap.add_argument("--events", choices=bags.EVENT_FORMATS, default="packet",
+                    help="packet: event_camera_msgs/EventPacket evt3, as a Prophesee driver "
+                    "publishes (default); pointcloud: this project's PointCloud2 layout")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     try:
         faults = bags.parse_windows(args.faults)
         summary = write_synthetic_bag(args.out, args.seconds, args.condition, faults,
                                       args.seed, args.size, args.depth, args.storage,
-                                      progress=not args.quiet, bag_version=args.bag_version)
+                                      progress=not args.quiet, bag_version=args.bag_version,
+                                      events_format=args.events)
     except (ValueError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

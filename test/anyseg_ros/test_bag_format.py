@@ -19,6 +19,7 @@ from anyseg_core.data.synthetic.rig import RigConfig
 from anyseg_core.data.synthetic.sequence import drive, drive_calibration
 from anyseg_ros.tools import bag as bags
 from anyseg_ros import conversions as conv
+from anyseg_ros.events import EventPacketStream
 from anyseg_ros.params import defaults, geometry_from_params, load_params_file
 from anyseg_ros.tools.synthetic_bag import main as synthetic_bag_main
 from anyseg_ros.tools.synthetic_bag import write_synthetic_bag
@@ -92,7 +93,7 @@ def test_topics_types_and_counts_follow_the_faults(mcap_bag, sqlite_bag):
         "/camera/image": ("sensor_msgs/msg/Image", len(_kept("camera"))),
         "/camera/camera_info": ("sensor_msgs/msg/CameraInfo", len(_kept("camera"))),
         "/lidar/points": ("sensor_msgs/msg/PointCloud2", len(_kept("lidar"))),
-        "/events": ("sensor_msgs/msg/PointCloud2", len(_kept("events"))),
+        "/events": ("event_camera_msgs/msg/EventPacket", len(_kept("events"))),
         "/tf_static": ("tf2_msgs/msg/TFMessage", 1),
         "/gt/labels": ("sensor_msgs/msg/Image", len(_nominal_times("camera"))),
     }
@@ -124,6 +125,9 @@ def test_messages_in_receive_time_order_with_the_driver_delays(mcap_messages):
             continue
         sensor = bags.TOPIC_SENSOR.get(m.topic, "camera")  # gt: with its camera image
         stamp = conv.stamp_to_sec(m.decode().header.stamp)
+        if m.topic == "/events":  # stamped at its first event, received at its end (10 ms)
+            assert 0 <= m.time_ns * 1e-9 - stamp < 0.0101, (m.topic, stamp)
+            continue
         # float seconds near 1.7e9 carry ~0.25 us of rounding
         assert abs(m.time_ns * 1e-9 - stamp - DELAY[sensor]) < 1e-6, (m.topic, stamp)
     only = [(m.topic, m.time_ns) for m in mcap_messages
@@ -171,15 +175,24 @@ def test_every_message_equals_the_drive(mcap_messages, drive_messages):
         assert np.array_equal(t, m.data[:, 5])  # absolute float64 seconds, bit for bit
         assert m.stamp - 0.06 < t.min() and t.max() < m.stamp + 0.06
     events_hw = tuple(calib["events_hw"])
-    for msg, m in zip(by_topic["/events"], kept["events"], strict=True):
-        assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == conv.sec_to_stamp(m.stamp)
+    stream, total = EventPacketStream(backend="numpy"), 0
+    for seq, (msg, m) in enumerate(zip(by_topic["/events"], kept["events"], strict=True)):
+        # as metavision_driver: evt3 on the camera's clock, stamped at the first event
+        assert (msg.encoding, msg.time_base, msg.seq, msg.is_bigendian) == ("evt3", 0, seq,
+                                                                            False)
+        assert (msg.height, msg.width) == events_hw
         assert msg.header.frame_id == "event_camera_optical"
-        ev = conv.events_from_cloud(msg, events_hw)
-        for name in ("x", "y", "t", "p"):
-            assert np.array_equal(getattr(ev, name), getattr(m.data, name)), name
+        ev = stream(msg, events_hw)
+        order = np.argsort(m.data.t, kind="stable")
+        for name in ("x", "y", "p"):
+            assert np.array_equal(getattr(ev, name), np.asarray(getattr(m.data, name))[order])
+        # times to the microsecond (EVT 3.0's resolution), on ROS time again
+        np.testing.assert_allclose(ev.t, np.asarray(m.data.t)[order], rtol=0, atol=1e-6)
+        if len(ev.t):
+            assert abs(conv.stamp_to_sec(msg.header.stamp) - ev.t[0]) < 1e-6
         assert ev.t.dtype == np.float64 and ev.p.dtype == np.uint8
-    assert sum(len(e.x) for e in (conv.events_from_cloud(msg, events_hw)
-                                  for msg in by_topic["/events"])) > 1000
+        total += len(ev.t)
+    assert total > 1000
 
 
 def _quaternion_matrix(x, y, z, w):
@@ -243,7 +256,8 @@ def test_params_file_beside_the_bag_matches_the_calibration(mcap_bag):
     values = load_params_file(path)
     # The extrinsics are in the bag's /tf_static (test_tf_static_reproduces_the_extrinsics):
     # the params file holds what TF cannot carry.
-    assert set(values) == {"events.K", "events.height", "events.width"}
+    assert set(values) == {"events.type", "events.K", "events.height", "events.width"}
+    assert values["events.type"] == "packet"  # how the bag holds its events
     assert np.array_equal(np.reshape(values["events.K"], (3, 3)), calib["events_K"])
     assert (values["events.height"], values["events.width"]) == tuple(calib["events_hw"])
     v = defaults()
@@ -308,8 +322,10 @@ def test_windows_on_sensor_ticks_include_the_start_and_exclude_the_end(tmp_path)
         if m.topic == "/tf_static":
             t_start = conv.stamp_to_sec(m.decode().transforms[0].header.stamp)
             continue
-        stamps.setdefault(m.topic, []).append(
-            round(conv.stamp_to_sec(m.decode().header.stamp) - t_start, 3))
+        # an event packet is stamped at its first event and received at its end: its tick
+        at = m.time_ns * 1e-9 if m.topic == "/events" else conv.stamp_to_sec(
+            m.decode().header.stamp)
+        stamps.setdefault(m.topic, []).append(round(at - t_start, 3))
     assert stamps["/gt/labels"] == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
     assert stamps["/camera/image"] == [0.0, 0.3, 0.4, 0.5]
     assert stamps["/camera/camera_info"] == [0.0, 0.3, 0.4, 0.5]

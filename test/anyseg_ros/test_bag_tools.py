@@ -173,7 +173,8 @@ def _sensor_messages(t: float, skip=()) -> list:
     msgs = [("/camera/image", bags.image_msg(image, "rgb8", t, "camera_optical")),
             ("/camera/camera_info", bags.camera_info_msg(K, SIZE, t, "camera_optical")),
             ("/lidar/points", bags.lidar_msg(points, t)),
-            ("/events", bags.events_msg([1, 2], [3, 4], [t - 0.001, t], [0, 1], t)),
+            ("/events", bags.EventPacketWriter((48, 64)).msg([1, 2], [3, 4], [t - 0.001, t],
+                                                             [0, 1], t)),
             ("/gt/labels", bags.image_msg(np.zeros(SIZE, np.uint8), "mono8", t,
                                           "camera_optical"))]
     return [(topic, msg, t + 0.01, None) for topic, msg in msgs if topic not in skip]

@@ -17,6 +17,7 @@ import pytest
 
 from anyseg_ros import conversions as conv
 from anyseg_ros.conversions import InvalidMessage
+from anyseg_ros.events import EventDecoder
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 UNIX_T = 1_700_000_000.0  # absolute times: float32 would lose everything below 2 minutes
@@ -700,6 +701,11 @@ REJECTIONS = {
     "compressed: absurd size": ("bad_size", read_compressed,
                                 lambda: _jpeg_of_size(20_000, 20_000)),
     "compressed: zero height": ("bad_size", read_compressed, lambda: _jpeg_of_size(0, 128)),
+    # event packets: every reason of theirs in test_event_packets.py; here the one only they have
+    "event packet: a word of no known kind": (
+        "bad_event_data", lambda m: EventDecoder().decode(m),
+        lambda: SimpleNamespace(encoding="evt3", width=640, height=480, time_base=0,
+                                is_bigendian=False, events=b"\x01\x90")),
 }
 
 

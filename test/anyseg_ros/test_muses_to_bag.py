@@ -11,6 +11,7 @@ from anyseg_core.data.muses import list_scenes, read_frame
 from anyseg_core.data.synthetic.export import export_muses
 from anyseg_ros.tools import bag as bags
 from anyseg_ros import conversions as conv
+from anyseg_ros.events import EventPacketStream
 from anyseg_ros.tools.muses_to_bag import convert, main
 from anyseg_ros.params import load_params_file
 
@@ -46,7 +47,7 @@ def test_every_scene_keeps_its_sensor_timing_and_scenes_follow_at_the_interval(r
     assert len(cams) == N
     np.testing.assert_allclose(np.diff(cams), INTERVAL, atol=1e-6)
     lidars = _decoded(out, bags.TOPICS["lidar"])
-    events = _decoded(out, bags.TOPICS["events"])
+    events = _stream_events(out)
     for k, raw in enumerate(raws):
         st = raw.meta["stamps"]
         shift = cams[k] - st["camera"]
@@ -59,20 +60,20 @@ def test_every_scene_keeps_its_sensor_timing_and_scenes_follow_at_the_interval(r
         pts, _ = conv.lidar_points(cloud)
         np.testing.assert_array_equal(pts, raw.lidar[:, :4].astype(np.float32))
         assert t_ns * 1e-9 == pytest.approx(st["lidar_last"] + shift, abs=1e-6)
-        # Events: 10 ms packets stamped at their end, together exactly the scene's events,
-        # shifted (--event-anchor last, the default) so that the last one is on the camera's
-        # stamp.
-        mine = [(conv.stamp_to_sec(m.header.stamp), conv.events_from_cloud(m, None))
-                for _, m in events
-                if cams[k] - INTERVAL / 2 < conv.stamp_to_sec(m.header.stamp) < cams[k]
-                + INTERVAL / 2]
+        # Events: 10 ms EventPackets (evt3, as metavision_driver), received at their end and
+        # stamped at their first event, together exactly the scene's events (to EVT 3.0's
+        # microsecond), shifted (--event-anchor last, the default) so that the last one is on
+        # the camera's stamp.
+        mine = [(end, e) for end, stamp, e in events
+                if cams[k] - INTERVAL / 2 < end < cams[k] + INTERVAL / 2]
         assert sum(len(e) for _, e in mine) == len(raw.events)
         for end, e in mine:
-            assert (e.t <= end + 1e-9).all() and (e.t > end - 0.01 - 1e-9).all()
+            assert (e.t <= end + 1e-6).all() and (e.t > end - 0.01 - 1e-6).all()
         all_t = np.sort(np.concatenate([e.t for _, e in mine]))
         ev_shift = st["camera"] - st["events_last"]
         np.testing.assert_allclose(all_t, np.sort(np.asarray(raw.events.t) + ev_shift + shift),
                                    atol=1e-6)
+        assert all(abs(stamp - e.t[0]) < 1e-6 for _, stamp, e in events if len(e))
         assert all_t[-1] == pytest.approx(cams[k], abs=1e-6)
     # Receive times never go backwards, ground truth comes with each camera image.
     times = [m.time_ns for m in bags.read_bag(out)]
@@ -90,18 +91,27 @@ def test_every_scene_keeps_its_sensor_timing_and_scenes_follow_at_the_interval(r
         assert hw == tuple(raw.image_hw) and distortion is None
 
 
+def _stream_events(path):
+    """(receive time s, header stamp s, Events on ROS time) of every event packet of a bag,
+    decoded as one stream, as the node does."""
+    stream = EventPacketStream(backend="numpy")
+    return [(t_ns * 1e-9, conv.stamp_to_sec(m.header.stamp), stream(m))
+            for t_ns, m in _decoded(path, bags.TOPICS["events"])]
+
+
 def _bag_events(path):
     """Camera stamps and every event (x, y, t, p columns) of a bag."""
     cams = [conv.stamp_to_sec(m.header.stamp) for _, m in _decoded(path, bags.TOPICS["camera"])]
-    evs = [conv.events_from_cloud(m, None) for _, m in _decoded(path, bags.TOPICS["events"])]
+    evs = [e for _, _, e in _stream_events(path)]
     return cams, np.concatenate([np.stack([e.x, e.y, e.t, e.p], 1) for e in evs])
 
 
 def _window(rows, t, t_end, window=0.03):
     """rows (x, y, p) of the events in (t_end - window, t_end], sorted; events within 2 us of
-    the window's start are left out (float rounding of shifted times decides their side)."""
+    the window's start are left out (float rounding of shifted times and EVT 3.0's
+    microseconds decide their side), and so is the end's rounding."""
     dt = t - t_end
-    sel = (dt > -window) & (dt <= 1e-9) & (np.abs(dt + window) > 2e-6)
+    sel = (dt > -window) & (dt <= 2e-6) & (np.abs(dt + window) > 2e-6)
     picked = rows[sel]
     return picked[np.lexsort(picked.T[::-1])]
 

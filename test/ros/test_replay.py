@@ -37,8 +37,8 @@ REPO = Path(__file__).resolve().parents[2]
 SECONDS = 6.0
 LIDAR_OFF = (1.0, 3.5)
 CORRUPT_EVENTS = 0.3
-# What each corruption of an event cloud becomes in the node (see anyseg_ros.tools.play.corrupt).
-EVENT_REASONS = {'data_length', 'bad_point_step', 'non_finite'}
+# What each corruption of an event packet becomes in the node (anyseg_ros.tools.play.corrupt).
+EVENT_REASONS = {'data_length', 'bad_size', 'bad_event_data'}
 
 pytestmark = pytest.mark.ros
 
@@ -246,7 +246,7 @@ def test_injected_faults_show_in_diagnostics(replay):
                 if k.startswith('rejected.')}
     sent = sum(replay['corrupted'].values())
     assert sent >= 10, replay['corrupted']
-    assert set(rejected) <= EVENT_REASONS and 'non_finite' in rejected, rejected
+    assert set(rejected) <= EVENT_REASONS and 'bad_event_data' in rejected, rejected
     # Reliable transport: every corrupted message arrived and was rejected.
     assert sum(rejected.values()) == sent, (rejected, sent)
     assert int(values['rejected']) == sum(rejected.values())

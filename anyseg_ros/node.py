@@ -36,8 +36,8 @@ from std_msgs.msg import String
 from anyseg_core.checkpoint import CheckpointError
 from anyseg_core.modalities import CAMERA, DEPTH, EVENTS, LIDAR
 
-from . import conversions as conv
 from .params import BUILTIN_PARAMS, PARAMS, ConfigError
+from .outputs import OUTPUTS, MessageClasses, frame_messages
 from .pipeline import Segmentation
 from .session import LOG_THROTTLE_S, LivenessClock, Session
 from .tf_tree import Tf2Lookup
@@ -52,6 +52,9 @@ CAMERA_INFO_TOPIC = "camera/camera_info"
 # profile it is given: each endpoint gets a copy of its own.
 OVERRIDABLE = QoSOverridingOptions.with_default_policies()
 COMPRESSED_TOPIC = "camera/image/compressed"  # camera.transport: compressed (image_transport's)
+MESSAGE_CLASSES = MessageClasses(Image=Image, CameraInfo=CameraInfo, String=String)
+OUTPUT_CLASSES = {"sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CameraInfo": CameraInfo,
+                  "std_msgs/msg/String": String}
 
 
 def _events_type(events_type: str) -> type:
@@ -96,19 +99,12 @@ class AnysegNode(Node):
         qos_out = QoSProfile(depth=values["qos.depth"], history=HistoryPolicy.KEEP_LAST,
                              reliability=ReliabilityPolicy.RELIABLE)
         self._subscribe(qos_in, values["events.type"])
-        self.pub_labels = self.create_publisher(Image, "anyseg/labels", copy.copy(qos_out),
-                                             qos_overriding_options=OVERRIDABLE)
-        self.pub_color = self.create_publisher(Image, "anyseg/color", copy.copy(qos_out),
-                                             qos_overriding_options=OVERRIDABLE)
-        self.pub_overlay = self.create_publisher(Image, "anyseg/overlay", copy.copy(qos_out),
-                                             qos_overriding_options=OVERRIDABLE)
-        self.pub_confidence = self.create_publisher(Image, "anyseg/confidence", copy.copy(qos_out),
-                                             qos_overriding_options=OVERRIDABLE)
-        self.pub_status = self.create_publisher(String, "anyseg/status", copy.copy(qos_out),
-                                             qos_overriding_options=OVERRIDABLE)
-        # The label image's calibration, with every label image (same stamp and frame).
-        self.pub_info = self.create_publisher(CameraInfo, "anyseg/camera_info", copy.copy(qos_out),
-                                              qos_overriding_options=OVERRIDABLE)
+        # A frame's outputs (anyseg_ros.outputs.OUTPUTS), the label image's calibration
+        # among them (with every label image: same stamp and frame).
+        self.publishers_out = {
+            topic: self.create_publisher(OUTPUT_CLASSES[kind], topic, copy.copy(qos_out),
+                                         qos_overriding_options=OVERRIDABLE)
+            for topic, kind in OUTPUTS.items()}
         # Class ids, names and colours, latched: a consumer that starts later still gets them.
         self.pub_classes = self.create_publisher(String, "anyseg/classes", QoSProfile(
             depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -280,7 +276,7 @@ class AnysegNode(Node):
                 self._wake.wait(timeout)
                 continue
             result = self.session.segment(
-                frame, overlay=self.pub_overlay.get_subscription_count() > 0)
+                frame, overlay=self.publishers_out["anyseg/overlay"].get_subscription_count() > 0)
             if result is None:
                 continue  # skipped or failed: counted and logged by the session
             try:
@@ -293,23 +289,10 @@ class AnysegNode(Node):
                                         throttle_duration_sec=LOG_THROTTLE_S)
 
     def _publish(self, r: Segmentation) -> None:
-        stamp = r.header_stamp
-        self.pub_labels.publish(conv.array_to_image(r.labels, "mono8", stamp, r.frame_id,
-                                                    cls=Image))
-        self.pub_color.publish(conv.array_to_image(r.color, "rgb8", stamp, r.frame_id, cls=Image))
-        if r.overlay is not None:
-            self.pub_overlay.publish(conv.array_to_image(r.overlay, "rgb8", stamp, r.frame_id,
-                                                         cls=Image))
-        if r.confidence is not None:
-            self.pub_confidence.publish(conv.array_to_image(
-                r.confidence.astype("float32"), "32FC1", stamp, r.frame_id, cls=Image))
-        info = self.session.output_camera_info(r)
-        if info is not None:
-            self.pub_info.publish(conv.camera_info_msg(
-                info["K"], info["size_hw"], stamp, r.frame_id, D=info["D"],
-                distortion_model=info["distortion_model"], cls=CameraInfo))
-        status = self.session.record(r, now=self.live_clock(), ros_now=self._now())
-        self.pub_status.publish(String(data=json.dumps(status)))
+        messages = frame_messages(self.session, r, MESSAGE_CLASSES, now=self.live_clock(),
+                                  ros_now=self._now())
+        for topic, msg in messages.items():
+            self.publishers_out[topic].publish(msg)
 
     # -- diagnostics ---------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:

@@ -64,6 +64,7 @@ from anyseg_core.modalities import ABBREV
 
 from . import bag as bags
 from .. import conversions as conv
+from ..outputs import MessageClasses, frame_messages
 from ..params import RUNTIME_BACKENDS, ConfigError, load_params_file
 from ..pipeline import Segmentation
 from ..session import CAMERA_INFO, Session
@@ -242,9 +243,9 @@ def _process(bag_in, bag_out: Path, session: Session, faults: dict, storage: str
     tf_topics = {"/tf_static": True, "/tf": False}  # the rig's frames: topic -> static
     wanted = [t for t in (*topic_of, info_topic, gt_topic, *tf_topics) if t in topics]
     spans = PhaseSpans(faults, v["sync.slop"], session.sync.windows)
-    Image = bags.msg_class("sensor_msgs/msg/Image")
-    String = bags.msg_class("std_msgs/msg/String")
-    CameraInfo = bags.msg_class("sensor_msgs/msg/CameraInfo")
+    classes = MessageClasses(Image=bags.msg_class("sensor_msgs/msg/Image"),
+                             CameraInfo=bags.msg_class("sensor_msgs/msg/CameraInfo"),
+                             String=bags.msg_class("std_msgs/msg/String"))
 
     gt = GroundTruth()
     results: list[Segmentation] = []
@@ -263,18 +264,9 @@ def _process(bag_in, bag_out: Path, session: Session, faults: dict, storage: str
                 if result is None:
                     continue  # skipped or failed: counted by the session
                 t_ns = int(round(now * 1e9))
-                stamp = result.header_stamp
-                out.write("/anyseg/labels", conv.array_to_image(
-                    result.labels, "mono8", stamp, result.frame_id, cls=Image), t_ns)
-                out.write("/anyseg/color", conv.array_to_image(
-                    result.color, "rgb8", stamp, result.frame_id, cls=Image), t_ns)
-                info = session.output_camera_info(result)
-                if info is not None:
-                    out.write("/anyseg/camera_info", conv.camera_info_msg(
-                        info["K"], info["size_hw"], stamp, result.frame_id, D=info["D"],
-                        distortion_model=info["distortion_model"], cls=CameraInfo), t_ns)
-                status = session.record(result, now=now, ros_now=now)
-                out.write("/anyseg/status", String(data=json.dumps(status)), t_ns)
+                for topic, msg in frame_messages(session, result, classes, now=now,
+                                                 ros_now=now).items():
+                    out.write("/" + topic, msg, t_ns)
                 results.append(result)
 
         def decoded(m):

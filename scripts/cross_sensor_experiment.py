@@ -376,7 +376,30 @@ def write_tables(results: Path) -> Path:
     path = results / "tables.md"
     results.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
+    report = results.parent.parent / "results.md"
+    if results.parent.name == "results" and report.is_file():
+        copy_table(report, lines, "## Mean over the seven modality subsets", "synthetic")
+        copy_table(report, lines, "## Real frames (evaluation only)", "real")
     return path
+
+
+def copy_table(report: Path, lines: list[str], title: str, which: str) -> None:
+    """Copy the table under ``title`` into ``report`` (docs/results.md) between its
+    ``<!-- cross-sensor WHICH table ... -->`` and ``<!-- end of the cross-sensor WHICH table
+    -->`` lines, when it has them."""
+    start_mark = (f"<!-- cross-sensor {which} table: written by "
+                  "scripts/cross_sensor_experiment.py -->")
+    end_mark = f"<!-- end of the cross-sensor {which} table -->"
+    text = report.read_text()
+    if title not in lines or start_mark not in text or end_mark not in text:
+        return
+    start = next(i for i in range(lines.index(title), len(lines)) if lines[i].startswith("|"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")),
+               len(lines))
+    head, rest = text.split(start_mark, 1)
+    tail = rest.split(end_mark, 1)[1]
+    report.write_text(head + start_mark + "\n" + "\n".join(lines[start:end]) + "\n"
+                      + end_mark + tail)
 
 
 def main() -> None:

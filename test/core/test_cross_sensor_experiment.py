@@ -90,3 +90,22 @@ def test_real_frames_through_the_runtime(xs, tiny_teacher):
     assert 'kitti_x1_C' not in out
     city = out['cityscapes_C']
     assert 0 <= city['pixel_acc'] <= 100 and 0 <= city['miou'] <= 100 and city['classes'] > 3
+
+
+def test_the_tables_are_copied_into_the_report_between_its_markers(tmp_path, xs):
+    results = tmp_path / 'docs' / 'results' / 'cross_sensor'
+    results.mkdir(parents=True)
+    report = tmp_path / 'docs' / 'results.md'
+    marks = {w: (f'<!-- cross-sensor {w} table: written by scripts/cross_sensor_experiment.py '
+                 f'-->', f'<!-- end of the cross-sensor {w} table -->')
+             for w in ('synthetic', 'real')}
+    report.write_text('# R\n' + '\n'.join(f'{a}\n| old |\n{b}\ntext {w}' for w, (a, b)
+                                          in marks.items()) + '\n')
+    test_tables_from_the_rows(results, xs)  # writes two rows and the tables
+    text = report.read_text()
+    assert '| old |' not in text and 'text synthetic' in text and 'text real' in text
+    synthetic = text.split(marks['synthetic'][0])[1].split(marks['synthetic'][1])[0]
+    assert synthetic.strip().splitlines()[0].startswith('| row | muses | hdl64')
+    assert '| xs_rand: ' in synthetic and '80 / 4 / 20' not in synthetic
+    real = text.split(marks['real'][0])[1].split(marks['real'][1])[0]
+    assert '| xs_rand | 80 / 4 / 20 |' in real

@@ -121,7 +121,8 @@ class EventPacketStream:
                     "the camera's size when events.K is unset)"))
             triggers = self.decoder.triggers
             cd = self.decoder.decode(msg)
-            notes["trigger_words"] += self.decoder.triggers - triggers
+            if self.decoder.triggers > triggers:
+                notes["trigger_words"] += self.decoder.triggers - triggers
             stamp_ns = int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
             if not cd.count:
                 return _events(cd, 0)

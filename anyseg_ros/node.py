@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import signal
 import sys
 import threading
 import time
@@ -37,7 +38,7 @@ from anyseg_core.checkpoint import CheckpointError
 from anyseg_core.modalities import CAMERA, DEPTH, EVENTS, LIDAR
 
 from .params import BUILTIN_PARAMS, PARAMS, ConfigError
-from .outputs import OUTPUTS, MessageClasses, frame_messages
+from .outputs import OUTPUTS, MessageClasses, frame_messages, status_message
 from .pipeline import Segmentation
 from .session import LOG_THROTTLE_S, LivenessClock, Session
 from .tf_tree import Tf2Lookup
@@ -47,9 +48,10 @@ INPUT_TOPICS = {CAMERA: "camera/image", LIDAR: "lidar/points", EVENTS: "events",
                 DEPTH: "depth/image"}
 CAMERA_INFO_TOPIC = "camera/camera_info"
 # Inputs and outputs whose QoS a params file may override, per topic, as ROS 2 nodes do:
-# qos_overrides./ns/camera/image.subscription.reliability: reliable (and durability,
-# history, depth); the qos.* parameters are the defaults. rclpy writes an override into the
-# profile it is given: each endpoint gets a copy of its own.
+# qos_overrides./ns/camera/image.subscription.reliability: reliable (and history, depth:
+# rclpy's default policies; durability is not overridable); the qos.* parameters are the
+# defaults. rclpy writes an override into the profile it is given: each endpoint gets a
+# copy of its own.
 OVERRIDABLE = QoSOverridingOptions.with_default_policies()
 COMPRESSED_TOPIC = "camera/image/compressed"  # camera.transport: compressed (image_transport's)
 MESSAGE_CLASSES = MessageClasses(Image=Image, CameraInfo=CameraInfo, String=String)
@@ -98,13 +100,20 @@ class AnysegNode(Node):
                             else ReliabilityPolicy.RELIABLE)
         qos_out = QoSProfile(depth=values["qos.depth"], history=HistoryPolicy.KEEP_LAST,
                              reliability=ReliabilityPolicy.RELIABLE)
-        self._subscribe(qos_in, values["events.type"])
-        # A frame's outputs (anyseg_ros.outputs.OUTPUTS), the label image's calibration
-        # among them (with every label image: same stamp and frame).
-        self.publishers_out = {
-            topic: self.create_publisher(OUTPUT_CLASSES[kind], topic, copy.copy(qos_out),
-                                         qos_overriding_options=OVERRIDABLE)
-            for topic, kind in OUTPUTS.items()}
+        try:
+            self._subscribe(qos_in, values["events.type"])
+            # A frame's outputs (anyseg_ros.outputs.OUTPUTS), the label image's calibration
+            # among them (with every label image: same stamp and frame).
+            self.publishers_out = {
+                topic: self.create_publisher(OUTPUT_CLASSES[kind], topic, copy.copy(qos_out),
+                                             qos_overriding_options=OVERRIDABLE)
+                for topic, kind in OUTPUTS.items()}
+        except RuntimeError as e:  # rclpy refusing a qos_overrides value
+            if "QoS override" not in str(e):
+                raise
+            raise ConfigError(f"qos_overrides: {e} (reliability: reliable | best_effort; "
+                              "history: keep_last | keep_all; depth: a positive integer)"
+                              ) from None
         # Class ids, names and colours, latched: a consumer that starts later still gets them.
         self.pub_classes = self.create_publisher(String, "anyseg/classes", QoSProfile(
             depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -205,7 +214,10 @@ class AnysegNode(Node):
             self.create_subscription(types[mod], self.input_topics[mod],
                                      lambda msg, m=mod: self._receive(m, msg), copy.copy(qos),
                                      qos_overriding_options=OVERRIDABLE)
-        self.create_subscription(CameraInfo, CAMERA_INFO_TOPIC, self.session.camera_info,
+        # Its arrival on the liveness clock, like every input's (ROS time under sim time).
+        self.create_subscription(CameraInfo, CAMERA_INFO_TOPIC,
+                                 lambda msg: self.session.camera_info(msg,
+                                                                      now=self.live_clock()),
                                  copy.copy(qos), qos_overriding_options=OVERRIDABLE)
         self._listen_to_tf(self.session.values["tf.listener"])
 
@@ -289,10 +301,10 @@ class AnysegNode(Node):
                                         throttle_duration_sec=LOG_THROTTLE_S)
 
     def _publish(self, r: Segmentation) -> None:
-        messages = frame_messages(self.session, r, MESSAGE_CLASSES, now=self.live_clock(),
-                                  ros_now=self._now())
-        for topic, msg in messages.items():
+        for topic, msg in frame_messages(self.session, r, MESSAGE_CLASSES).items():
             self.publishers_out[topic].publish(msg)
+        self.publishers_out["anyseg/status"].publish(status_message(
+            self.session, r, MESSAGE_CLASSES, now=self.live_clock(), ros_now=self._now()))
 
     # -- diagnostics ---------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
@@ -317,9 +329,31 @@ class AnysegNode(Node):
         self._worker.join(timeout)
 
 
+def usage() -> str:
+    """What ``anyseg_node --help`` prints: how to start it, its topics and parameters."""
+    lines = ["usage: anyseg_node [--help] [--ros-args -p NAME:=VALUE ... "
+             "--params-file FILE -r FROM:=TO ...]", "",
+             "Semantic segmentation from whichever of camera, event camera, LiDAR (and depth) "
+             "are alive (docs/ros.md).", "",
+             "inputs (relative, remap with -r): " + ", ".join(
+                 [*INPUT_TOPICS.values(), CAMERA_INFO_TOPIC, COMPRESSED_TOPIC]),
+             "outputs: " + ", ".join([*OUTPUTS, "anyseg/classes", "/diagnostics"]), "",
+             "parameters (config/anyseg.yaml documents them; * = can change while running):"]
+    for p in PARAMS:
+        default = "unset" if p.default is None else repr(p.default)
+        lines.append(f"  {p.name}{' *' if p.dynamic else ''} (default {default}): "
+                     f"{p.description}")
+    return "\n".join(lines)
+
+
 def main(args: Optional[list[str]] = None) -> int:
     """Spin the node until SIGINT/SIGTERM or shutdown; exit 1 with one clear line on a bad
-    configuration or checkpoint."""
+    configuration or checkpoint. ``--help`` (before any ``--ros-args``) prints the usage."""
+    argv = sys.argv[1:] if args is None else list(args)
+    own = argv[:argv.index("--ros-args")] if "--ros-args" in argv else argv
+    if "--help" in own or "-h" in own:
+        print(usage())
+        return 0
     rclpy.init(args=args)
     node = None
     code = 0
@@ -341,6 +375,10 @@ def main(args: Optional[list[str]] = None) -> int:
         print(f"[anyseg] error: {e}", file=sys.stderr, flush=True)
         code = 1
     finally:
+        # A launch's Ctrl-C sends SIGINT to the whole group, so the node may get a second
+        # one while it stops: ignored from here, so that no KeyboardInterrupt lands inside
+        # the worker's join or a logger's destructor and the exit stays clean.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if node is not None:
             started = time.monotonic()
             node.close()

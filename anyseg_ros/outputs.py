@@ -2,9 +2,10 @@
 
 :func:`frame_messages` turns a :class:`~anyseg_ros.pipeline.Segmentation` into the messages of
 the node's outputs (labels, colours, overlay and confidence when computed, the label image's
-CameraInfo, the status record), keyed by their topic relative to the node. The node publishes
-them on its publishers, ``process_bag`` writes them into its bag under the same names: an
-output added or changed here is added or changed for both.
+CameraInfo), keyed by their topic relative to the node, and :func:`status_message` the
+frame's status record, once they went out. The node publishes them on its publishers,
+``process_bag`` writes them into its bag under the same names: an output added or changed
+here is added or changed for both.
 """
 from __future__ import annotations
 
@@ -35,12 +36,10 @@ class MessageClasses:
     String: type
 
 
-def frame_messages(session: Any, r: Segmentation, classes: MessageClasses,
-                   now: Optional[float] = None, ros_now: Optional[float] = None) -> dict:
+def frame_messages(session: Any, r: Segmentation, classes: MessageClasses) -> dict:
     """Topic -> message for one output frame ``r`` of ``session``, stamped with the frame's
     own header stamp and frame_id. Overlay and confidence are there when the frame has them;
-    the CameraInfo when intrinsics are known. Building the status record counts the frame as
-    gone out (``Session.record``, with ``now`` / ``ros_now``): call once per frame."""
+    the CameraInfo when intrinsics are known."""
     stamp, frame_id = r.header_stamp, r.frame_id
     image = classes.Image
     out = {"anyseg/labels": conv.array_to_image(r.labels, "mono8", stamp, frame_id, cls=image),
@@ -56,6 +55,12 @@ def frame_messages(session: Any, r: Segmentation, classes: MessageClasses,
         out["anyseg/camera_info"] = conv.camera_info_msg(
             info["K"], info["size_hw"], stamp, frame_id, D=info["D"],
             distortion_model=info["distortion_model"], cls=classes.CameraInfo)
-    status = session.record(r, now=now, ros_now=ros_now)
-    out["anyseg/status"] = classes.String(data=json.dumps(status))
     return out
+
+
+def status_message(session: Any, r: Segmentation, classes: MessageClasses,
+                   now: Optional[float] = None, ros_now: Optional[float] = None) -> Any:
+    """The ``anyseg/status`` message of frame ``r``. Counts the frame as gone out
+    (``Session.record``, with ``now`` / ``ros_now``): call it once the frame's other
+    messages went out, once per frame."""
+    return classes.String(data=json.dumps(session.record(r, now=now, ros_now=ros_now)))

@@ -27,7 +27,7 @@ from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
-from anyseg_core.modalities import CAMERA, EVENTS, IGNORE_INDEX, LIDAR
+from anyseg_core.modalities import CAMERA, DEPTH, EVENTS, IGNORE_INDEX, LIDAR
 from anyseg_core.runtime import Runtime
 
 from . import conversions as conv
@@ -40,9 +40,43 @@ from .sync import Frame
 from .tf_tree import NoTransform, TfTree
 
 LOG_THROTTLE_S = 5.0
+#: Sensors that send whole frames at a steady rate: their stamp gaps tell lost frames.
+FRAME_SENSORS = (CAMERA, LIDAR, DEPTH)
 #: Notes of an input stream reported under their own name in /diagnostics (the other notes
 #: count data removed from messages that were used: ``removed.<note>``).
-STREAM_NOTES = ("lost_packets", "stream_restarts")
+STREAM_NOTES = ("lost_packets", "lost_frames", "stream_restarts")
+#: A sensor that lost more than this share of a report period's messages is a WARN.
+LOSS_WARN_RATE = 0.02
+
+
+class FrameGaps:
+    """Frames a periodic sensor sent that never arrived, told from its stamps: a gap between
+    consecutive stamps of more than ``factor`` times the sensor's own period (the median of
+    its last ``window`` gaps, known after ``min_gaps``) counts ``round(gap / period) - 1``
+    lost frames. A gap of ``max_gap`` (``sync.stale_after``) or more is an outage, reported
+    as the sensor going stale, not as loss; a stamp at or before the last is ignored."""
+
+    def __init__(self, factor: float = 1.5, window: int = 32, min_gaps: int = 5) -> None:
+        self.factor, self.min_gaps = factor, min_gaps
+        self.gaps: deque = deque(maxlen=window)
+        self.last: Optional[float] = None
+
+    def add(self, stamp: float, max_gap: float) -> int:
+        """Frames lost before the frame stamped ``stamp``."""
+        if self.last is not None and stamp <= self.last:
+            return 0
+        gap = None if self.last is None else stamp - self.last
+        self.last = stamp
+        if gap is None:
+            return 0
+        lost = 0
+        if len(self.gaps) >= self.min_gaps and gap < max_gap:
+            period = float(np.median(self.gaps))
+            if period > 0 and gap > self.factor * period:
+                lost = max(1, round(gap / period) - 1)
+        if gap < max_gap:
+            self.gaps.append(gap)
+        return lost
 RATE_WINDOW_S = 2.0  # sensor rates are counted over this many seconds
 CAMERA_INFO = "camera_info"
 # The levels of diagnostic_msgs/DiagnosticStatus (the same numbers, without ROS).
@@ -64,11 +98,13 @@ class SensorHealth:
     accepted_at_last_report: int = 0
     unused_at_last_report: int = 0  # the synchroniser's late + stamped-back + overflow
     lost_at_last_report: int = 0
+    gaps: FrameGaps = field(default_factory=FrameGaps)
 
     @property
     def lost(self) -> int:
-        """Messages the sensor sent that never arrived (an event packet counter's gaps)."""
-        return self.notes.get("lost_packets", 0)
+        """Messages the sensor sent that never arrived: gaps in an event packet counter, or
+        in a frame sensor's stamps (:class:`FrameGaps`)."""
+        return self.notes.get("lost_packets", 0) + self.notes.get("lost_frames", 0)
 
     def rate(self, now: float) -> float:
         while self.recent and now - self.recent[0] > RATE_WINDOW_S:
@@ -304,6 +340,8 @@ class Session:
         health = self.health[sensor]
         with self._lock:
             health.received += 1
+            if sensor in FRAME_SENSORS:  # event packets have their own counter (seq)
+                self._count_gap(health, msg)
             geometry, max_future = self.geometry, self._values["sync.max_future"]
             offset = self._values.get(f"sync.offset.{sensor}", 0.0)
 
@@ -449,6 +487,17 @@ class Session:
             self.reject(sensor, conv.InvalidMessage("conversion_error",
                                                     f"{type(e).__name__}: {e}"))
         return None
+
+    def _count_gap(self, health: SensorHealth, msg: Any) -> None:
+        """Frames lost before ``msg`` (under the lock), from its header stamp; every message
+        that arrives counts, a malformed one too (it was not lost)."""
+        try:
+            stamp = conv.stamp_to_sec(msg.header.stamp)
+        except Exception:  # noqa: BLE001 - no stamp to tell by: rejected later anyway
+            return
+        lost = health.gaps.add(stamp, self._values["sync.stale_after"])
+        if lost:
+            health.notes["lost_frames"] += lost
 
     @staticmethod
     def _arrived(health: SensorHealth, now: Optional[float], stamp: float) -> float:
@@ -596,8 +645,9 @@ def sensor_status(age: Optional[float], stale_after: float, new_rejected: int,
     ``age``: seconds since its last message (None: none yet); ``new_*``: messages since the
     last report that were malformed, accepted, accepted but never used by a frame (late
     for their frame, stamped far back, or evicted from a full buffer), and lost on the way
-    (gaps in an event packet counter). A sensor whose messages mostly go unused (a clock
-    not in step with the others, say) or that lost any is a WARN even though it is alive."""
+    (gaps in an event packet counter or a frame sensor's stamps). A sensor whose messages
+    mostly go unused (a clock not in step with the others, say), or that lost more than
+    LOSS_WARN_RATE of the period's messages, is a WARN even though it is alive."""
     stale = "no message yet" if age is None else f"stale ({age:.1f} s)"
     if age is None or age > stale_after:
         if new_rejected:
@@ -606,9 +656,9 @@ def sensor_status(age: Optional[float], stale_after: float, new_rejected: int,
     problems = []
     if new_rejected:
         problems.append(f"{new_rejected} malformed message(s)")
-    if new_lost:
-        problems.append(f"{new_lost} message(s) lost on the way (gaps in the packet counter: a "
-                        "lossy transport or QoS)")
+    if new_lost and new_lost > LOSS_WARN_RATE * (new_lost + new_accepted + new_rejected):
+        problems.append(f"{new_lost} message(s) lost on the way (gaps in its stamps or packet "
+                        "counter: a lossy transport, QoS or shared-memory profile?)")
     if new_unused and 2 * new_unused >= new_accepted:
         problems.append(f"{new_unused} of {new_accepted} message(s) not used by any frame "
                         "(late, stamped back or buffer overflow: is its clock in step?)")

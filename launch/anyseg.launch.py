@@ -8,7 +8,8 @@
 
 The node gets the package's Fast DDS profile for large frames
 (share/anyseg_ros/config/fastdds_large_frames.xml) unless the environment already names a
-profile; `fastdds_profile:=/path/profile.xml` gives it another, `fastdds_profile:=` none.
+profile; `fastdds_profile:=/path/profile.xml` gives it another, `fastdds_profile:=none`
+none (ros2launch refuses an empty `name:=`).
 """
 import os
 
@@ -50,7 +51,8 @@ def _fastdds_profile(context, value):
     """SetEnvironmentVariable actions giving the node the Fast DDS profile `value`.
 
     auto: the package's profile, unless the environment already names one (kept as it is);
-    empty (or none): nothing is set; a path: that file, whatever the environment says.
+    none (or empty, from Python callers: ros2launch refuses `name:=`): nothing is set; a
+    path: that file, whatever the environment says.
     """
     value = value.strip()
     environment = context.environment
@@ -136,7 +138,7 @@ def generate_launch_description():
             description='Fast DDS XML profile for the node: auto = the package\'s '
                         f'config/{SHIPPED_PROFILE} (shared memory sized for full-size frames) '
                         'unless FASTDDS_DEFAULT_PROFILES_FILE or FASTRTPS_DEFAULT_PROFILES_FILE '
-                        'is set already; a path = that file; empty = none'),
+                        'is set already; a path = that file; none = no profile'),
     ]
     arguments += [
         DeclareLaunchArgument(argument, default_value=topic, description=f'topic: {what}')

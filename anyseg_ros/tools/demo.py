@@ -46,35 +46,11 @@ from ..events import EventPacketStream
 from ..params import DEMO_CHECKPOINT, defaults
 from .fastdds import with_profile
 from .processes import interrupt
+from .shipped import LARGE_FRAMES_PROFILE, shipped_config  # noqa: F401 (demo.shipped_config)
 from .process_bag import modality_key
 from .synthetic_bag import write_synthetic_bag
 
 SENSOR_ROWS = (CAMERA, EVENTS, LIDAR)
-REPO = Path(__file__).resolve().parents[2]
-
-
-def shipped_config(name: str = "anyseg.yaml") -> Path:
-    """config/NAME of a source checkout, else the installed share/anyseg_ros copy: under
-    the interpreter's prefix (pip), or where the ament index puts the package (a colcon
-    install, whose share/ lies in the workspace's install/ folder)."""
-    places = [REPO / "config" / name,
-              Path(sys.prefix) / "share" / "anyseg_ros" / "config" / name]
-    for path in places:
-        if path.is_file():
-            return path
-    try:  # a sourced colcon workspace
-        from ament_index_python.packages import get_package_share_directory
-        share = Path(get_package_share_directory("anyseg_ros"))
-    except (ImportError, LookupError, OSError) as err:  # no ROS, not in the index, unset
-        why = f" (ament index: {err})"
-    else:
-        path = share / "config" / name
-        if path.is_file():
-            return path
-        places.append(path)
-        why = ""
-    raise FileNotFoundError(f"config/{name} not found in "
-                            + ", ".join(str(p.parent) for p in places) + why)
 
 
 def phase_names(faults: dict) -> list[tuple[str, float, float]]:
@@ -273,7 +249,7 @@ def run_demo(out: Path, seconds: float = 24.0, faults_text: str = "lidar:8-13,ca
     env["ROS_DOMAIN_ID"] = str(domain_id if domain_id is not None else random.randint(1, 100))
     env["PYTHONUNBUFFERED"] = "1"
     # Large frames over shared memory (docs/ros.md, "Transport"), unless the user has a profile.
-    with_profile(env, str(shipped_config("fastdds_large_frames.xml")))
+    with_profile(env, str(shipped_config(LARGE_FRAMES_PROFILE)))
     namespace = "/anyseg_demo"
     node_log = out / "node.log"
     node_cmd = [sys.executable, "-m", "anyseg_ros.node", "--ros-args",

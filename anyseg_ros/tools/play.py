@@ -29,12 +29,16 @@ With ``--loop`` the bag starts again when it ends (stamps jump back, as with
 ``ros2 bag play --loop``). ``--wait-for TOPIC`` holds the first message until that topic
 has a subscriber (then ``--start-delay``), so a freshly started consumer misses nothing.
 Topics whose message package is not installed here are skipped with a warning (tf2_msgs is
-not among the PyPI ROS wheels).
+not among the PyPI ROS wheels). Like the node under the launch file, the player runs with the
+package's large-frames Fast DDS profile unless the environment names one
+(``--fastdds-profile none|PATH`` to choose): without it, full-size frames are lost silently on
+the way to a best-effort subscriber.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 import time
@@ -46,6 +50,8 @@ import numpy as np
 
 from .. import conversions as conv
 from . import bag as bags
+from .fastdds import PROFILE_VARIABLES, profile_in_use, with_profile
+from .shipped import LARGE_FRAMES_PROFILE, shipped_config
 
 CLOCK_HZ = 40.0  # as ros2 bag play --clock
 CORRUPTIONS = ("truncated", "wrong_size", "non_finite")
@@ -354,6 +360,28 @@ class Player:
             self.stats["published"][m.topic] += 1
 
 
+def apply_fastdds_profile(environment, choice: str) -> Optional[str]:
+    """Give this process the Fast DDS profile ``choice`` (before rclpy starts): ``auto`` the
+    package's large-frames profile unless ``environment`` names one (then that one), ``none``
+    nothing, else the file at that path. Returns the profile in force (None: Fast DDS's
+    defaults). Without it, full-size images over UDP are lost under load, silently on a
+    best-effort subscription (docs/ros.md, "Transport")."""
+    choice = choice.strip()
+    if choice.lower() == "none":
+        return None
+    if choice.lower() == "auto":
+        if profile_in_use(environment):
+            return next(environment[n] for n in PROFILE_VARIABLES if environment.get(n))
+        path = str(shipped_config(LARGE_FRAMES_PROFILE))
+        with_profile(environment, path)
+        return path
+    path = os.path.abspath(os.path.expanduser(choice))
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--fastdds-profile {choice}: no such file {path}")
+    with_profile(environment, path, keep_users=False)
+    return path
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m anyseg_ros.tools.play",
                                  description=__doc__.split("\n\n")[0])
@@ -385,12 +413,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--ack-timeout", type=float, default=10.0,
                     help="at the end, seconds to wait at most for reliable subscribers to "
                          "acknowledge the last messages")
+    ap.add_argument("--fastdds-profile", default="auto", metavar="auto|none|PATH",
+                    help="Fast DDS profile of the player: auto (default) = the package's "
+                    "large-frames profile (shared memory), as the launch file gives the node, "
+                    "unless the environment names one; none = Fast DDS's defaults; a path")
     args = ap.parse_args(argv)
     if not args.rate > 0:
         ap.error("--rate must be positive")
     if args.depth is not None and args.depth < 1:
         ap.error("--depth must be at least 1")
 
+    try:
+        profile = apply_fastdds_profile(os.environ, args.fastdds_profile)
+    except FileNotFoundError as e:
+        ap.error(str(e))
+    if profile:
+        print(f"Fast DDS profile: {profile}", file=sys.stderr, flush=True)
     import rclpy
     from rclpy.signals import SignalHandlerOptions
 

@@ -64,7 +64,7 @@ from anyseg_core.modalities import ABBREV
 
 from . import bag as bags
 from .. import conversions as conv
-from ..outputs import MessageClasses, frame_messages
+from ..outputs import MessageClasses, frame_messages, status_message
 from ..params import RUNTIME_BACKENDS, ConfigError, load_params_file
 from ..pipeline import Segmentation
 from ..session import CAMERA_INFO, Session
@@ -264,9 +264,10 @@ def _process(bag_in, bag_out: Path, session: Session, faults: dict, storage: str
                 if result is None:
                     continue  # skipped or failed: counted by the session
                 t_ns = int(round(now * 1e9))
-                for topic, msg in frame_messages(session, result, classes, now=now,
-                                                 ros_now=now).items():
+                for topic, msg in frame_messages(session, result, classes).items():
                     out.write("/" + topic, msg, t_ns)
+                out.write("/anyseg/status", status_message(session, result, classes, now=now,
+                                                            ros_now=now), t_ns)
                 results.append(result)
 
         def decoded(m):

@@ -42,6 +42,9 @@ class LiveRig:
         rclpy.init(context=self.context, domain_id=int(ros_env['ROS_DOMAIN_ID']),
                    signal_handler_options=SignalHandlerOptions.NO)
         self.ns = f'/anyseg_{name}_{uuid.uuid4().hex[:8]}'
+        # The feeder publishes events in this project's PointCloud2 layout (events.type
+        # pointcloud); EventPackets are fed by test_event_camera_live and the bag tests.
+        overrides = {'events.type': 'pointcloud', **overrides}
         try:
             self.node = AnysegNode(context=self.context, namespace=self.ns,
                                    parameter_overrides=[Parameter(k, value=v)

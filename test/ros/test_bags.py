@@ -26,6 +26,7 @@ import pytest
 
 from anyseg_ros.tools import bag as bags
 from anyseg_ros import conversions as conv
+from anyseg_ros.events import EventPacketStream
 from anyseg_ros.tools.play import CORRUPTIONS, corrupt
 
 REPO = Path(__file__).resolve().parents[2]
@@ -228,12 +229,18 @@ def test_process_bag_labels_equal_the_runtime_offline(processed, drive_bag, reco
             if s["pivot"] == "camera" and sorted(s["modalities"]) == ["camera", "events",
                                                                       "lidar"]]
     assert len(full) >= 10
+    # event packets (evt3) decoded as one stream, keyed as the status lists them: by the
+    # drive time of their last event
+    stream, packet_at = EventPacketStream(), {}
+    for _, _, m in recorded["/events"]:
+        ev = stream(m.decode(), tuple(calib["events_hw"]))
+        if len(ev):
+            packet_at[round(float(ev.t.max()) - info["t_start"], 6)] = ev
     for s in full[3:6]:
         t = {k: [round(v - info["t_start"], 6) for v in vs] for k, vs in s["stamps"].items()}
         image = conv.image_to_array(by_stamp["/camera/image"][t["camera"][-1]].decode())[0]
         points = conv.lidar_points(by_stamp["/lidar/points"][t["lidar"][-1]].decode())[0]
-        packets = [conv.events_from_cloud(by_stamp["/events"][v].decode(),
-                                          tuple(calib["events_hw"])) for v in t["events"]]
+        packets = [packet_at[v] for v in t["events"]]
         assert len(packets) >= 3  # 30 ms of 10 ms packets
         events = Events(*(np.concatenate([getattr(p, a) for p in packets])
                           for a in ("x", "y", "t", "p")))
@@ -254,8 +261,8 @@ def test_process_bag_labels_equal_the_runtime_offline(processed, drive_bag, reco
 REJECTED_AS = {
     "/lidar/points": {"truncated": "data_length", "wrong_size": "bad_point_step",
                       "non_finite": "non_finite"},
-    "/events": {"truncated": "data_length", "wrong_size": "bad_point_step",
-                "non_finite": "non_finite"},
+    "/events": {"truncated": "data_length", "wrong_size": "bad_size",
+                "non_finite": "bad_event_data"},
     "/camera/image": {"truncated": "data_length", "wrong_size": "step_too_small",
                       "non_finite": "data_length"},
     "/camera/camera_info": {"non_finite": "singular_K"},
@@ -392,8 +399,10 @@ class Listener:
         # Reliable, as rviz2 and recorders subscribe: play publishes the sensors reliable (as
         # drivers do, REP-2003), so everything arrives and can be counted exactly.
         qos = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+        from event_camera_msgs.msg import EventPacket
+
         kinds = {"/camera/image": Image, "/camera/camera_info": CameraInfo,
-                 "/lidar/points": PointCloud2, "/events": PointCloud2, "/gt/labels": Image}
+                 "/lidar/points": PointCloud2, "/events": EventPacket, "/gt/labels": Image}
         self.msgs: dict[str, list] = {t: [] for t in (*kinds, "/clock")}
         for topic, kind in kinds.items():
             self.node.create_subscription(kind, namespace + topic, self.msgs[topic].append, qos)
@@ -474,8 +483,9 @@ def test_play_publishes_the_recorded_messages_and_stamps(played, recorded, drive
         array, encoding = conv.image_to_array(msg, conv.CAMERA_ENCODINGS)  # valid
         assert encoding == "rgb8"
         assert np.array_equal(array, conv.image_to_array(images[t].decode())[0])
+    stream = EventPacketStream()
     for msg in played["msgs"]["/events"]:
-        conv.events_from_cloud(msg, (48, 80))  # valid: only the LiDAR is corrupted
+        stream(msg, (48, 80))  # valid: only the LiDAR is corrupted
     if "tf2_msgs" in played["stderr"]:
         assert "/tf_static" in played["stderr"] and "skipped" in played["stderr"]
 

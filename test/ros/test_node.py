@@ -95,7 +95,9 @@ def _drive(tmp, tiny_checkpoint, env, seconds, silence, malformed, node_args=(),
     calib_file = tmp / 'calibration.yaml'
     calib_file.write_text(yaml.safe_dump({'/**': {'ros__parameters': {
         'lidar': {'T_cam_lidar': _flat(calib['T_cam_lidar'])},
-        'events': {'K': _flat(calib['events_K']), 'T_cam_events': _flat(calib['T_cam_events']),
+        # sensor_driver.py publishes events in this project's PointCloud2 layout
+        'events': {'type': 'pointcloud', 'K': _flat(calib['events_K']),
+                   'T_cam_events': _flat(calib['T_cam_events']),
                    'height': int(calib['events_hw'][0]), 'width': int(calib['events_hw'][1])},
     }}}))
     ns = f'/anyseg_e2e_{uuid.uuid4().hex[:8]}'
@@ -435,6 +437,11 @@ def test_bad_configuration_stops_with_a_message_naming_it(tiny_checkpoint, ros_e
     done = _run_node(['-p', f'checkpoint:={tiny_checkpoint}', '-p', 'device:=cpu',
                       '-p', 'tf.listener:=tf3'], ros_env)
     assert done.returncode == 1 and 'tf.listener' in done.stderr, done.stderr
+    # A bad qos_overrides value (rclpy raises a RuntimeError): one line too.
+    done = _run_node(['-p', f'checkpoint:={tiny_checkpoint}', '-p', 'device:=cpu',
+                      '-p', 'qos_overrides./anyseg/labels.publisher.reliability:=foo'], ros_env)
+    assert done.returncode == 1 and '[anyseg] error: qos_overrides' in done.stderr, done.stderr
+    assert '`foo`' in done.stderr and 'Traceback' not in done.stderr, done.stderr
 
 
 def test_tf2_ros_listener_asked_for_where_it_does_not_import_stops_the_node(tiny_checkpoint,

@@ -342,6 +342,32 @@ def test_sigint_stops_the_node_cleanly(tiny_checkpoint, module_ros_env, tmp_path
     assert 'Traceback' not in text and '[anyseg] error' not in text, text
 
 
+@pytest.mark.parametrize('gap_s', [0.0, 0.3])
+def test_two_sigints_as_a_launch_ctrl_c_sends_stop_the_node_cleanly(tiny_checkpoint,
+                                                                     module_ros_env, tmp_path,
+                                                                     gap_s):
+    """Ctrl-C of `ros2 launch` signals the whole process group, so the node gets SIGINT from
+    the terminal and again from launch: it must still exit 0 without a traceback, whether the
+    second comes at once or while the node is stopping."""
+    import signal
+
+    log = tmp_path / 'node.log'
+    ns = f'/anyseg_sigint2_{uuid.uuid4().hex[:8]}'
+    proc = _start_node(tiny_checkpoint, module_ros_env, ns, log)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(gap_s)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    try:
+        code = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert code == 0, text
+    assert 'Traceback' not in text and 'KeyboardInterrupt' not in text, text
+
+
 def test_without_a_checkpoint_parameter_the_bundled_demo_checkpoint_runs(module_ros_env,
                                                                          tmp_path):
     """`checkpoint` empty (the shipped config's value): the node loads the demo checkpoint

@@ -315,6 +315,9 @@ def test_slow_replay_with_sim_time_keeps_every_sensor_live(tiny_checkpoint, modu
                if t0 + 0.3 < conv.stamp_to_sec(d.header.stamp) < end - 0.1]
     for d in playing:
         for st in d.status:
-            if st.name.endswith((': camera', ': lidar', ': events')):
+            # camera_info too: its arrivals are on the same (ROS) clock as every input's
+            if st.name.endswith((': camera', ': lidar', ': events', ': camera_info')):
                 assert 'stale' not in st.message, (conv.stamp_to_sec(d.header.stamp) - t0,
                                                    st.name, st.message)
+    for s in settled:  # ages of the status record alike: bag seconds, not 1.7e9
+        assert 0 <= s['sensor_age_s']['camera_info'] < 1.0, s['sensor_age_s']

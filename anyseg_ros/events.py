@@ -24,7 +24,7 @@ from anyseg_core.sensors.frame import Events
 from .conversions.common import InvalidMessage
 from .conversions.event_packets import (BACKENDS, ENCODINGS, CdEvents, EventDecoder,
                                         encode_evt3)
-from .conversions.events import EVENT_TIME_TOLERANCE_S
+from .conversions.events import check_event_times
 
 __all__ = ["BACKENDS", "ENCODINGS", "CdEvents", "EventDecoder", "EventPacketStream",
            "SensorClock", "encode_evt3"]
@@ -86,7 +86,7 @@ class EventPacketStream:
 
     - ``time_base`` 0 (evt3): the camera's clock, mapped with a :class:`SensorClock`;
     - ``time_base`` set (libcaer, libcaer_cmp: host epoch ns): already ROS time; events more
-      than EVENT_TIME_TOLERANCE_S from the header stamp are rejected (bad_event_time: a
+      than EVENT_TIME_TOLERANCE_S (2 s) from the header stamp are rejected (bad_event_time: a
       restamped bag, or a driver on another clock);
     - ``seq``: a gap counts the packets lost in ``notes["lost_packets"]``; a ``seq`` that goes
       back is a restarted driver: the decoder and the clock start afresh
@@ -128,14 +128,9 @@ class EventPacketStream:
                 return _events(cd, 0)
             if int(msg.time_base) == 0:
                 return _events(cd, self.clock.offset(stamp_ns, int(cd.t[0])))
-        lo, hi = int(cd.t.min()), int(cd.t.max())
-        tolerance = int(EVENT_TIME_TOLERANCE_S * 1e9)
-        if lo < stamp_ns - tolerance or hi > stamp_ns + tolerance:
-            raise InvalidMessage("bad_event_time", (
-                f"{msg.encoding} event times {lo * 1e-9:.6f}..{hi * 1e-9:.6f} s are not near "
-                f"the packet's stamp {stamp_ns * 1e-9:.6f} s (within {EVENT_TIME_TOLERANCE_S} "
-                "s): time_base must be the driver's host time (a bag restamped on replay "
-                "cannot move libcaer times)"))
+        check_event_times(int(cd.t.min()) * 1e-9, int(cd.t.max()) * 1e-9, stamp_ns * 1e-9,
+                          f"{msg.encoding} times are time_base (the driver's host time) plus "
+                          "the camera's: a bag restamped on replay cannot move them")
         return _events(cd, 0)
 
 

@@ -237,12 +237,7 @@ class EventDecoder:
     # -- EVT 3.0 -------------------------------------------------------------------------
     def _decode_evt3(self, words: np.ndarray, state: Evt3State, native, width: int,
                      height: int):
-        codes = words >> 12
-        unknown = ~_EVT3_KNOWN[codes]
-        if unknown.any():
-            bad = sorted({int(c) for c in codes[unknown][:64]})
-            raise InvalidMessage("bad_event_data", f"{int(unknown.sum())} EVT 3.0 words of no "
-                                 f"known kind (codes {bad})")
+        codes = _word_kinds(words, _EVT3_KNOWN, "EVT 3.0")
         if self.backend == "evt3" and not self.keep_triggers:
             return self._decode_evt3_native(words, codes, state, native, width, height)
         events, triggers, state = decode_evt3_words(words, codes, state)
@@ -267,14 +262,20 @@ class EventDecoder:
                         np.asarray(out.p, np.uint8)), state, native
 
 
-def _decode_cmp(words: np.ndarray, state: CmpState) -> tuple[CdEvents, CmpState]:
+def _word_kinds(words: np.ndarray, known: np.ndarray, encoding: str) -> np.ndarray:
+    """The kind (top 4 bits) of each 16-bit word; bad_event_data when any is of no kind the
+    encoding has (a garbled packet: refused before the stream's state moves)."""
     codes = words >> 12
-    unknown = ~_CMP_KNOWN[codes]
+    unknown = ~known[codes]
     if unknown.any():
         bad = sorted({int(c) for c in codes[unknown][:64]})
-        raise InvalidMessage("bad_event_data", f"{int(unknown.sum())} libcaer_cmp words of "
-                             f"no known kind (codes {bad})")
-    return decode_cmp_words(words, codes, state)
+        raise InvalidMessage("bad_event_data", f"{int(unknown.sum())} {encoding} words of no "
+                             f"known kind (codes {bad})")
+    return codes
+
+
+def _decode_cmp(words: np.ndarray, state: CmpState) -> tuple[CdEvents, CmpState]:
+    return decode_cmp_words(words, _word_kinds(words, _CMP_KNOWN, "libcaer_cmp"), state)
 
 
 def evt3_first_valid(codes: np.ndarray) -> Optional[int]:

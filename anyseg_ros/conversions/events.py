@@ -47,15 +47,17 @@ def events_from_cloud(msg: Any, size_hw: tuple[int, int] | None) -> Events:
                                                  f"{values.max()})")
         pixels[axis] = values.astype(np.uint16)
     if len(t):
-        stamp = stamp_to_sec(msg.header.stamp)
-        lo, hi = float(t.min()), float(t.max())
-        if lo < stamp - EVENT_TIME_TOLERANCE_S or hi > stamp + EVENT_TIME_TOLERANCE_S:
-            raise InvalidMessage("bad_event_time", (
-                f"event times {lo:.6f}..{hi:.6f} s are not near the packet's stamp "
-                f"{stamp:.6f} s (within {EVENT_TIME_TOLERANCE_S} s): t must be absolute "
-                "seconds on the clock of header.stamp (FLOAT64: FLOAT32 cannot hold UNIX "
-                "times)"))
+        check_event_times(float(t.min()), float(t.max()), stamp_to_sec(msg.header.stamp),
+                          "t must be absolute seconds on the clock of header.stamp (FLOAT64: "
+                          "FLOAT32 cannot hold UNIX times)")
     p = (records["p"] > 0).astype(np.uint8)
     return Events(x=pixels["x"], y=pixels["y"], t=t, p=p)
 
 
+def check_event_times(lo: float, hi: float, stamp: float, hint: str) -> None:
+    """``InvalidMessage("bad_event_time")`` when events from ``lo`` to ``hi`` (seconds) are
+    not within EVENT_TIME_TOLERANCE_S of their packet's ``stamp``; ``hint`` says why."""
+    if lo < stamp - EVENT_TIME_TOLERANCE_S or hi > stamp + EVENT_TIME_TOLERANCE_S:
+        raise InvalidMessage("bad_event_time", (
+            f"event times {lo:.6f}..{hi:.6f} s are not near the packet's stamp {stamp:.6f} s "
+            f"(within {EVENT_TIME_TOLERANCE_S} s): {hint}"))

@@ -144,7 +144,7 @@ def _prepare_tensors(tensors: Mapping[str, torch.Tensor], what: str,
     return out
 
 
-def _write(path: PathLike, tensors: Mapping[str, torch.Tensor], header: dict,
+def write_tensors(path: PathLike, tensors: Mapping[str, torch.Tensor], header: dict,
            what: str) -> Path:
     path = Path(path)
     try:
@@ -167,7 +167,7 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"object of type {type(obj).__name__} is not JSON-serialisable")
 
 
-def _read_header(path: PathLike, what: str) -> tuple[Path, dict, Optional[dict]]:
+def read_header(path: PathLike, what: str) -> tuple[Path, dict, Optional[dict]]:
     """Parse a safetensors header without reading any tensor data. Returns the path, the
     tensor table and our JSON metadata (None when the file has no ``"anyseg"`` key)."""
     path = Path(path)
@@ -225,7 +225,7 @@ def _read_header(path: PathLike, what: str) -> tuple[Path, dict, Optional[dict]]
     return path, header, meta
 
 
-def _load_tensors(path: Path, what: str, device: Union[str, torch.device] = "cpu"
+def load_tensors(path: Path, what: str, device: Union[str, torch.device] = "cpu"
                   ) -> dict[str, torch.Tensor]:
     try:
         return safetensors.torch.load_file(str(path), device=str(device))
@@ -233,7 +233,7 @@ def _load_tensors(path: Path, what: str, device: Union[str, torch.device] = "cpu
         raise CheckpointError(f"{what} {path}: cannot load the tensors: {err}") from err
 
 
-def _check_format(path: Path, meta: Optional[dict], fmt: str, version: int,
+def check_format(path: Path, meta: Optional[dict], fmt: str, version: int,
                   what: str) -> dict:
     if meta is None:
         raise CheckpointError(f"{what} {path}: not an anyseg checkpoint (no {META_KEY!r} "
@@ -262,7 +262,7 @@ def _check_format(path: Path, meta: Optional[dict], fmt: str, version: int,
 # Model checkpoints
 # --------------------------------------------------------------------------------------
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def unwrap_model(model: nn.Module) -> nn.Module:
     """The module under torch.compile / DataParallel / DistributedDataParallel wrappers."""
     while True:
         if hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
@@ -299,7 +299,7 @@ def code_version() -> dict:
     return {"anyseg_core": __version__, "git_commit": _git_commit()}
 
 
-def _is_int(x: Any) -> bool:
+def is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
@@ -327,7 +327,7 @@ def validate_metadata(meta: Mapping, where: str = "checkpoint metadata") -> None
     except (ValueError, TypeError) as err:
         raise CheckpointError(f"{where}: metadata 'modalities': {err}") from None
     k = meta["num_classes"]
-    if not _is_int(k) or k < 1:
+    if not is_int(k) or k < 1:
         raise bad("num_classes", "a positive integer")
     names = meta["class_names"]
     if (not isinstance(names, (list, tuple)) or len(names) != k
@@ -336,12 +336,12 @@ def validate_metadata(meta: Mapping, where: str = "checkpoint metadata") -> None
     pal = meta["palette"]
     if (not isinstance(pal, (list, tuple)) or len(pal) != k
             or not all(isinstance(c, (list, tuple)) and len(c) == 3
-                       and all(_is_int(v) and 0 <= v <= 255 for v in c) for c in pal)):
+                       and all(is_int(v) and 0 <= v <= 255 for v in c) for c in pal)):
         raise bad("palette", f"a list of {k} [r, g, b] colours with 0..255 integers")
     for key in ("backbone", "fusion", "created", "stage"):
         if not isinstance(meta[key], str) or not meta[key]:
             raise bad(key, "a non-empty string")
-    if not _is_int(meta["embed_dim"]) or meta["embed_dim"] < 1:
+    if not is_int(meta["embed_dim"]) or meta["embed_dim"] < 1:
         raise bad("embed_dim", "a positive integer")
     norm = meta["normalization"]
     if not isinstance(norm, Mapping):
@@ -358,14 +358,14 @@ def validate_metadata(meta: Mapping, where: str = "checkpoint metadata") -> None
                                   f"got {entry!r}")
     size = meta["input_size"]
     if (not isinstance(size, (list, tuple)) or len(size) != 2
-            or not all(_is_int(v) and v > 0 and v % 32 == 0 for v in size)):
+            or not all(is_int(v) and v > 0 and v % 32 == 0 for v in size)):
         raise bad("input_size", "[H, W], positive integers divisible by 32")
     if not isinstance(meta["train_config"], Mapping):
         raise bad("train_config", "a dict (the training config)")
     cv = meta["code_version"]
     if not isinstance(cv, Mapping) or "anyseg_core" not in cv or "git_commit" not in cv:
         raise bad("code_version", "{'anyseg_core': version, 'git_commit': sha or None}")
-    if not _is_int(meta["step"]) or meta["step"] < 0:
+    if not is_int(meta["step"]) or meta["step"] < 0:
         raise bad("step", "a non-negative integer")
     if "event" in meta and meta["event"] is not None and not isinstance(meta["event"],
                                                                         Mapping):
@@ -418,7 +418,7 @@ def save_model(path: PathLike, model: nn.Module, meta: Mapping,
                               f"or torch.float32, got {dtype}")
     if not isinstance(meta, Mapping):
         raise CheckpointError(f"{where}: meta must be a dict, got {type(meta).__name__}")
-    model = _unwrap(model)
+    model = unwrap_model(model)
     meta = dict(meta)
     for key in ("format", "format_version", "code_version", "created"):
         meta.pop(key, None)
@@ -467,7 +467,7 @@ def save_model(path: PathLike, model: nn.Module, meta: Mapping,
                     raise CheckpointError(f"{where}: parameter {name!r} does not fit in "
                                           f"{dtype} (max |value| {t.abs().max().item():g})")
                 state[name] = cast
-    return _write(path, state, meta, "checkpoint")
+    return write_tensors(path, state, meta, "checkpoint")
 
 
 def _jsonish(obj: Any, where: str = "metadata") -> Any:
@@ -480,8 +480,8 @@ def _jsonish(obj: Any, where: str = "metadata") -> Any:
 
 def read_metadata(path: PathLike) -> dict:
     """The metadata of a model checkpoint, validated, reading only the file's header."""
-    path, _, meta = _read_header(path, "checkpoint")
-    meta = _check_format(path, meta, FORMAT, FORMAT_VERSION, "checkpoint")
+    path, _, meta = read_header(path, "checkpoint")
+    meta = check_format(path, meta, FORMAT, FORMAT_VERSION, "checkpoint")
     validate_metadata(meta, f"checkpoint {path}")
     return meta
 
@@ -490,7 +490,7 @@ def load_state_dict(path: PathLike, device: Union[str, torch.device] = "cpu"
                     ) -> tuple[dict[str, torch.Tensor], dict]:
     """``(state_dict, meta)`` of a model checkpoint; tensors in their stored dtype."""
     meta = read_metadata(path)
-    return _load_tensors(Path(path), "checkpoint", device), meta
+    return load_tensors(Path(path), "checkpoint", device), meta
 
 
 def _fmt_names(names: list[str], limit: int = _SHOW) -> str:
@@ -524,7 +524,7 @@ def _check_fit(model: nn.Module, state: Mapping[str, torch.Tensor], strict: bool
     return missing, unexpected
 
 
-def _copy_into(model: nn.Module, state: Mapping[str, torch.Tensor], strict: bool,
+def copy_into(model: nn.Module, state: Mapping[str, torch.Tensor], strict: bool,
                where: str) -> tuple[list[str], list[str]]:
     missing, unexpected = _check_fit(model, state, strict, where)
     # load_state_dict copies into the existing tensors: the model's dtype and device win.
@@ -559,12 +559,15 @@ def build_model(path: PathLike, device: Union[str, torch.device] = "cpu",
     except (ValueError, TypeError) as err:
         raise CheckpointError(f"checkpoint {path}: cannot build the model it describes "
                               f"({kwargs}): {err}") from err
-    state = _load_tensors(Path(path), "checkpoint")
-    _copy_into(model, state, True, f"checkpoint {path}")
+    state = load_tensors(Path(path), "checkpoint")
+    copy_into(model, state, True, f"checkpoint {path}")
     return model.to(device).eval(), meta
 
 
 __all__ = [
     "CheckpointError", "FORMAT", "FORMAT_VERSION", "META_KEY", "REQUIRED_KEYS", "build_model",
     "code_version", "load_state_dict", "read_metadata", "save_model", "validate_metadata",
+    # what anyseg_core.training_state builds the training state's file on (the same layout)
+    "check_format", "copy_into", "is_int", "load_tensors", "read_header", "unwrap_model",
+    "write_tensors",
 ]

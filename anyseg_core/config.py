@@ -16,6 +16,7 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from .data.registry import DATASETS
+from .losses import DISTILLATION_WEIGHTS
 
 DEFAULTS: dict[str, Any] = {
     "stage": "teacher",          # teacher (PML, all modalities) | student (anymodal dropout)
@@ -307,7 +308,7 @@ def validate(cfg: Mapping) -> None:
          "model.init=teacher needs teacher.checkpoint (the weights to start from)")
     if cfg["stage"] == "student":
         uses_teacher = cfg["model"]["init"] == "teacher" or any(
-            cfg["loss"][k] for k in ("lambda_mad", "alpha_umd", "beta_cmd", "gamma_fkd"))
+            cfg["loss"][k] for k in DISTILLATION_WEIGHTS)
         need(not uses_teacher or cfg["teacher"]["checkpoint"],
              "stage student with distillation losses (or model.init=teacher) needs "
              "teacher.checkpoint")
@@ -346,7 +347,7 @@ def validate(cfg: Mapping) -> None:
          f"data.root must name the {cfg['data']['dataset']} folder (data.dataset="
          f"{cfg['data']['dataset']})")
     loss = cfg["loss"]
-    for key in ("lambda_mad", "alpha_umd", "beta_cmd", "gamma_fkd"):
+    for key in DISTILLATION_WEIGHTS:
         need(loss[key] >= 0, f"loss.{key} must be >= 0, got {loss[key]!r}")
     for key in ("tau", "tau_cmd"):
         need(loss[key] > 0, f"loss.{key} (a temperature) must be > 0, got {loss[key]!r}")

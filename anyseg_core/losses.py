@@ -383,6 +383,11 @@ def fused_feature_distillation(student_fused: Sequence[torch.Tensor],
 
 
 # --------------------------------------------------------------------------- total
+#: The weights of the distillation terms (config keys loss.*): a student with all of them 0
+#: trains with L_sup only and needs no teacher.
+DISTILLATION_WEIGHTS = ("lambda_mad", "alpha_umd", "beta_cmd", "gamma_fkd")
+
+
 class AnySegLoss(torch.nn.Module):
     """``L_sup + lambda_mad L_mad + alpha_umd L_umd + beta_cmd L_cmd + gamma_fkd L_fkd`` (Eq. 8).
 
@@ -421,8 +426,8 @@ class AnySegLoss(torch.nn.Module):
             raise ValueError(f"mad_pixels must be one of {MAD_PIXELS}, got {mad_pixels!r}")
         self.mad_pixels = mad_pixels
 
-    _KEYS = ("lambda_mad", "alpha_umd", "beta_cmd", "gamma_fkd", "tau", "tau_cmd",
-             "ohem_thresh", "ignore_index", "kl_reduction", "mad_pixels")
+    _KEYS = (*DISTILLATION_WEIGHTS, "tau", "tau_cmd", "ohem_thresh", "ignore_index",
+             "kl_reduction", "mad_pixels")
 
     @classmethod
     def from_config(cls, cfg: Optional[Mapping[str, Any]]) -> "AnySegLoss":

@@ -36,7 +36,7 @@ from .data import build_dataset, class_info, collate, normalization_info, rescal
 from .data.readers import DataFileError
 from .data.lidar_augment import LidarAugment
 from .data.transforms import JointAugment
-from .losses import AnySegLoss
+from .losses import DISTILLATION_WEIGHTS, AnySegLoss
 from .model import AnymodalSegmentor
 from .runtime import pick_device
 
@@ -304,8 +304,7 @@ def train(cfg: dict, resume: bool = False, stop_after: int | None = None) -> Pat
     # (model.init=teacher: a teacher trained further with a new schedule, or the student).
     # A student with no distillation term (L_sup only) and its own initialisation reads no
     # teacher, even when the config names one.
-    distils = student and any(cfg["loss"][k] for k in ("lambda_mad", "alpha_umd", "beta_cmd",
-                                                        "gamma_fkd"))
+    distils = student and any(cfg["loss"][k] for k in DISTILLATION_WEIGHTS)
     if cfg["teacher"]["checkpoint"] and (distils or m["init"] == "teacher"):
         teacher, tmeta = ckpt.build_model(cfg["teacher"]["checkpoint"], device=device)
         teacher_sha256 = _sha256(cfg["teacher"]["checkpoint"])
@@ -350,7 +349,7 @@ def train(cfg: dict, resume: bool = False, stop_after: int | None = None) -> Pat
                                   betas=tuple(o["betas"]))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(o))
     step = 0
-    last = out_dir / "last.train.safetensors"
+    last = out_dir / training_state.LAST_TRAIN_STATE
     if resume:
         if not last.exists():
             raise FileNotFoundError(f"--resume: no training state at {last}")

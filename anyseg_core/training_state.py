@@ -31,8 +31,8 @@ import torch
 from torch import nn
 
 from .checkpoint import (TRAIN_FORMAT, TRAIN_FORMAT_VERSION, CheckpointError, PathLike,
-                         _check_format, _copy_into, _is_int, _load_tensors, _read_header,
-                         _unwrap, _write, code_version)
+                         check_format, code_version, copy_into, is_int, load_tensors,
+                         read_header, unwrap_model, write_tensors)
 
 #: File name suffix of training states, and the name of the one a trainer keeps current.
 TRAIN_SUFFIX = ".train.safetensors"
@@ -214,10 +214,10 @@ def save_training_state(path: PathLike, *, model: nn.Module,
     generator is passed to capture_rng_state). Returns the path written."""
     path = Path(path)
     where = f"training state {path}"
-    if not _is_int(step) or not _is_int(epoch):
+    if not is_int(step) or not is_int(epoch):
         raise CheckpointError(f"{where}: step and epoch must be integers, got {step!r}, "
                               f"{epoch!r}")
-    model = _unwrap(model)
+    model = unwrap_model(model)
     packer = _Packer(where)
     tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
     packer.tensors.update(tensors)
@@ -248,14 +248,14 @@ def save_training_state(path: PathLike, *, model: nn.Module,
         "code_version": code_version(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    return _write(path, packer.tensors, header, "training state")
+    return write_tensors(path, packer.tensors, header, "training state")
 
 
 def read_training_header(path: PathLike) -> dict:
     """The JSON header of a training state (step, epoch, config, ...), reading only the
     file's header; tensors appear as ``{"__tensor__": name}`` references."""
-    path, _, meta = _read_header(path, "training state")
-    return _check_format(path, meta, TRAIN_FORMAT, TRAIN_FORMAT_VERSION, "training state")
+    path, _, meta = read_header(path, "training state")
+    return check_format(path, meta, TRAIN_FORMAT, TRAIN_FORMAT_VERSION, "training state")
 
 
 # Per-parameter buffers of torch's optimizers that have their parameter's shape.
@@ -271,7 +271,7 @@ def _check_moment_shapes(sd: Mapping, optimizer: torch.optim.Optimizer, model: n
     saved_groups = sd.get("param_groups") or []
     if len(saved_groups) != len(optimizer.param_groups):
         return  # load_state_dict names this mismatch itself
-    names = {id(p): n for n, p in _unwrap(model).named_parameters()}
+    names = {id(p): n for n, p in unwrap_model(model).named_parameters()}
     state = sd.get("state") or {}
     for saved, group in zip(saved_groups, optimizer.param_groups):
         for index, param in zip(saved.get("params", []), group["params"]):
@@ -299,9 +299,9 @@ def load_training_state(path: PathLike, model: nn.Module,
     path = Path(path)
     where = f"training state {path}"
     header = read_training_header(path)
-    tensors = _load_tensors(path, "training state")
+    tensors = load_tensors(path, "training state")
     state = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
-    _copy_into(_unwrap(model), state, True, where)
+    copy_into(unwrap_model(model), state, True, where)
 
     optim = header.get("optimizer")
     if optimizer is not None:

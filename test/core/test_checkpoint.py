@@ -31,7 +31,7 @@ MODS = ("camera", "lidar")
 def load_into(model, path):
     """Copy a checkpoint into ``model`` through the package's own fit check (build_model's)."""
     state, meta_ = load_state_dict(path)
-    ckpt._copy_into(model, state, True, f"checkpoint {path}")
+    ckpt.copy_into(model, state, True, f"checkpoint {path}")
     return meta_
 
 

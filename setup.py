@@ -97,6 +97,7 @@ setup(
             'ros-sensor-msgs',
             'ros-std-msgs',
             'ros-diagnostic-msgs',
+            'ros-lifecycle-msgs',  # anyseg_node --managed (rclpy.lifecycle's services)
             'ros-geometry-msgs',  # TransformStamped; tf2_msgs is built on it (make setup)
             'ros-rmw-fastrtps-cpp',
         ],

@@ -37,7 +37,7 @@ from std_msgs.msg import String
 from anyseg_core.checkpoint import CheckpointError
 from anyseg_core.modalities import CAMERA, DEPTH, EVENTS, LIDAR
 
-from .params import BUILTIN_PARAMS, PARAMS, ConfigError
+from .params import BUILTIN_PARAMS, PARAMS, PARAMS_BY_NAME, ConfigError, check_value
 from .outputs import OUTPUTS, MessageClasses, frame_messages, status_message
 from .pipeline import Segmentation
 from .session import LOG_THROTTLE_S, LivenessClock, Session
@@ -75,14 +75,33 @@ def _events_type(events_type: str) -> type:
     return EventPacket
 
 
-class AnysegNode(Node):
-    """Subscribes to the sensors, segments whatever is alive, publishes labels and colours."""
+class AnysegNodeLogic:
+    """The node's work, on any rclpy node class: the plain :class:`AnysegNode` runs every
+    step at construction; the managed :class:`~anyseg_ros.lifecycle.AnysegLifecycleNode`
+    runs them on lifecycle transitions.
 
-    def __init__(self, **kwargs) -> None:
-        super().__init__(NODE_NAME, **kwargs)
+    - :meth:`_setup`: declare the parameters (construction);
+    - :meth:`_load`: build the session (model, runtime, warm-up) from them (configure);
+    - :meth:`_open`: subscriptions, publishers, the diagnostics timer, the inference worker
+      (activate); :meth:`_shut` undoes it (deactivate);
+    - :meth:`_unload`: drop the session and the model's memory (cleanup).
+    """
+
+    session: Optional[Session]
+
+    def _setup(self) -> None:
         self._declare_parameters()
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._worker: Optional[threading.Thread] = None
+        self._endpoints: list = []  # what _open made: subscriptions, publishers, timers
+        self._tf_listener = None
+        self.session = None
+        self.runtime = None
+        self.pub_classes = None
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    def _load(self) -> None:
         self.session = Session({p.name: self._param_value(p.name) for p in PARAMS},
                                logger=self.get_logger(), warmup=True)
         # Liveness, max_wait and ages: ROS time with use_sim_time (slow replay keeps the
@@ -90,10 +109,17 @@ class AnysegNode(Node):
         self.live_clock = LivenessClock(
             bool(self.get_parameter("use_sim_time").value),
             lambda: self.get_clock().now().nanoseconds)
-        values = self.session.values
         self.modalities = self.session.modalities
         self.runtime = self.session.runtime
+        if not self.has_parameter("class_names"):
+            self.declare_parameter("class_names", [str(n) for n in self.runtime.class_names],
+                                   ParameterDescriptor(
+                                       description="the checkpoint's class names, by label "
+                                       "id (255 = unlabelled); ids, names and colours are also "
+                                       "on anyseg/classes", read_only=True))
 
+    def _open(self) -> None:
+        values = self.session.values
         qos_in = QoSProfile(depth=values["qos.depth"], history=HistoryPolicy.KEEP_LAST,
                             reliability=ReliabilityPolicy.BEST_EFFORT
                             if values["qos.reliability"] == "best_effort"
@@ -105,8 +131,9 @@ class AnysegNode(Node):
             # A frame's outputs (anyseg_ros.outputs.OUTPUTS), the label image's calibration
             # among them (with every label image: same stamp and frame).
             self.publishers_out = {
-                topic: self.create_publisher(OUTPUT_CLASSES[kind], topic, copy.copy(qos_out),
-                                             qos_overriding_options=OVERRIDABLE)
+                topic: self._made(self.create_publisher(
+                    OUTPUT_CLASSES[kind], topic, copy.copy(qos_out),
+                    qos_overriding_options=OVERRIDABLE))
                 for topic, kind in OUTPUTS.items()}
         except RuntimeError as e:  # rclpy refusing a qos_overrides value
             if "QoS override" not in str(e):
@@ -115,22 +142,17 @@ class AnysegNode(Node):
                               "history: keep_last | keep_all; depth: a positive integer)"
                               ) from None
         # Class ids, names and colours, latched: a consumer that starts later still gets them.
-        self.pub_classes = self.create_publisher(String, "anyseg/classes", QoSProfile(
+        self.pub_classes = self._made(self.create_publisher(String, "anyseg/classes", QoSProfile(
             depth=1, reliability=ReliabilityPolicy.RELIABLE,
-            durability=DurabilityPolicy.TRANSIENT_LOCAL))
-        self.declare_parameter("class_names", [str(n) for n in self.runtime.class_names],
-                               ParameterDescriptor(
-                                   description="the checkpoint's class names, by label id "
-                                   "(255 = unlabelled); ids, names and colours are also on "
-                                   "anyseg/classes", read_only=True))
+            durability=DurabilityPolicy.TRANSIENT_LOCAL)))
         self._publish_classes()
-        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.pub_diag = self._made(self.create_publisher(DiagnosticArray, "/diagnostics", 10))
         # On the steady clock: with use_sim_time a paused or finished bag stops /clock, and
         # that is exactly when the sensors going stale must still be reported.
-        self.create_timer(values["diagnostics.period"], self._publish_diagnostics,
-                          clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self._made(self.create_timer(values["diagnostics.period"], self._publish_diagnostics,
+                                     clock=Clock(clock_type=ClockType.STEADY_TIME)))
         self._check_qos_overrides()
-        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._stop = threading.Event()
         self._worker = threading.Thread(target=self._work, name="anyseg-inference",
                                         daemon=True)
         self._worker.start()
@@ -138,6 +160,35 @@ class AnysegNode(Node):
             f"ready: modalities {list(self.modalities)}, device {self.runtime.device}, "
             f"network {self.runtime.input_size[0]}x{self.runtime.input_size[1]}, "
             f"inputs {[self.resolve_topic_name(self.input_topics[m]) for m in self.modalities]}")
+
+    def _made(self, entity):
+        """Remember ``entity`` (a subscription, publisher or timer) for :meth:`_shut`."""
+        self._endpoints.append(entity)
+        return entity
+
+    def _shut(self) -> None:
+        """Stop the worker and remove every subscription, publisher and timer of
+        :meth:`_open`: nothing is received or published until it runs again."""
+        self.close()
+        for entity in reversed(self._endpoints):
+            destroy = {"Subscription": self.destroy_subscription,
+                       "Publisher": self.destroy_publisher,
+                       "Timer": self.destroy_timer}.get(type(entity).__name__)
+            if destroy is not None:
+                destroy(entity)
+        self._endpoints = []
+        if self._tf_listener is not None:
+            self._tf_listener.unregister()
+            self._tf_listener = None
+        self.pub_classes = None
+
+    def _unload(self) -> None:
+        """Drop the session: the model, its runtime and their memory."""
+        self.session = self.runtime = None
+        import gc
+
+        gc.collect()
+        _empty_cuda_cache()
 
     # -- parameters ----------------------------------------------------------------------
     def _declare_parameters(self) -> None:
@@ -190,9 +241,16 @@ class AnysegNode(Node):
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         """Hand the new values to the session, which checks them all and builds what depends
-        on them before anything changes: a refused set leaves the node exactly as it was."""
+        on them before anything changes: a refused set leaves the node exactly as it was.
+        Without a session (a managed node not configured yet) each value is checked, and the
+        session is built from them when the node is configured."""
         try:
-            self.session.update({p.name: p.value for p in params})
+            if self.session is None:
+                for p in params:
+                    if p.name in PARAMS_BY_NAME:
+                        check_value(p.name, p.value)
+            else:
+                self.session.update({p.name: p.value for p in params})
         except ValueError as e:  # ConfigError, or a constructor refusing a value
             return SetParametersResult(successful=False, reason=str(e))
         if any(p.name == "palette" for p in params):
@@ -200,7 +258,8 @@ class AnysegNode(Node):
         return SetParametersResult(successful=True)
 
     def _publish_classes(self) -> None:
-        self.pub_classes.publish(String(data=json.dumps(self.session.classes())))
+        if self.pub_classes is not None and self.session is not None:
+            self.pub_classes.publish(String(data=json.dumps(self.session.classes())))
 
     # -- inputs --------------------------------------------------------------------------
     def _subscribe(self, qos: QoSProfile, events_type: str) -> None:
@@ -211,14 +270,14 @@ class AnysegNode(Node):
         self.input_topics = dict(INPUT_TOPICS, **({CAMERA: COMPRESSED_TOPIC} if compressed
                                                   else {}))
         for mod in self.modalities:
-            self.create_subscription(types[mod], self.input_topics[mod],
-                                     lambda msg, m=mod: self._receive(m, msg), copy.copy(qos),
-                                     qos_overriding_options=OVERRIDABLE)
+            self._made(self.create_subscription(
+                types[mod], self.input_topics[mod], lambda msg, m=mod: self._receive(m, msg),
+                copy.copy(qos), qos_overriding_options=OVERRIDABLE))
         # Its arrival on the liveness clock, like every input's (ROS time under sim time).
-        self.create_subscription(CameraInfo, CAMERA_INFO_TOPIC,
-                                 lambda msg: self.session.camera_info(msg,
-                                                                      now=self.live_clock()),
-                                 copy.copy(qos), qos_overriding_options=OVERRIDABLE)
+        self._made(self.create_subscription(
+            CameraInfo, CAMERA_INFO_TOPIC,
+            lambda msg: self.session.camera_info(msg, now=self.live_clock()), copy.copy(qos),
+            qos_overriding_options=OVERRIDABLE))
         self._listen_to_tf(self.session.values["tf.listener"])
 
     def _listen_to_tf(self, listener: str) -> None:
@@ -253,13 +312,13 @@ class AnysegNode(Node):
         tf_static_qos = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST,
                                    reliability=ReliabilityPolicy.RELIABLE,
                                    durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.create_subscription(TFMessage, "/tf_static",
-                                 lambda m: self.session.transforms(m, static=True),
-                                 tf_static_qos)
-        self.create_subscription(TFMessage, "/tf",
-                                 lambda m: self.session.transforms(m, static=False),
-                                 QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST,
-                                            reliability=ReliabilityPolicy.RELIABLE))
+        self._made(self.create_subscription(
+            TFMessage, "/tf_static", lambda m: self.session.transforms(m, static=True),
+            tf_static_qos))
+        self._made(self.create_subscription(
+            TFMessage, "/tf", lambda m: self.session.transforms(m, static=False),
+            QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST,
+                       reliability=ReliabilityPolicy.RELIABLE)))
         self.get_logger().info("TF: builtin (/tf_static and /tf; nearest sample at or before "
                                "the stamp, tf.max_age)")
 
@@ -278,8 +337,10 @@ class AnysegNode(Node):
     # -- the worker ----------------------------------------------------------------------
     def _work(self) -> None:
         """Take the newest ready frame, segment it, publish; sleep until the next message or
-        the synchroniser's next deadline."""
-        while not self._stop.is_set():
+        the synchroniser's next deadline. Runs until its own stop event is set (a worker
+        that outlives close()'s join never takes the next activation's frames)."""
+        stop = self._stop
+        while not stop.is_set():
             self._wake.clear()  # before polling: a message arriving from here on wakes us
             now = self.live_clock()
             frame, deadline = self.session.poll(now)
@@ -326,15 +387,31 @@ class AnysegNode(Node):
         (it is a daemon thread, so a longer frame cannot hold the process)."""
         self._stop.set()
         self._wake.set()
-        self._worker.join(timeout)
+        if self._worker is not None:
+            self._worker.join(timeout)
+            self._worker = None
+
+
+class AnysegNode(AnysegNodeLogic, Node):
+    """Subscribes to the sensors, segments whatever is alive, publishes labels and colours:
+    the model is loaded and the topics are open from construction on."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        self._setup()
+        self._load()
+        self._open()
 
 
 def usage() -> str:
     """What ``anyseg_node --help`` prints: how to start it, its topics and parameters."""
-    lines = ["usage: anyseg_node [--help] [--ros-args -p NAME:=VALUE ... "
+    lines = ["usage: anyseg_node [--help] [--managed] [--ros-args -p NAME:=VALUE ... "
              "--params-file FILE -r FROM:=TO ...]", "",
              "Semantic segmentation from whichever of camera, event camera, LiDAR (and depth) "
              "are alive (docs/ros.md).", "",
+             "--managed: a lifecycle node (configure loads the model, activate opens the "
+             "topics, deactivate closes them, cleanup frees the model); without it the node "
+             "runs from the start.", "",
              "inputs (relative, remap with -r): " + ", ".join(
                  [*INPUT_TOPICS.values(), CAMERA_INFO_TOPIC, COMPRESSED_TOPIC]),
              "outputs: " + ", ".join([*OUTPUTS, "anyseg/classes", "/diagnostics"]), "",
@@ -348,17 +425,29 @@ def usage() -> str:
 
 def main(args: Optional[list[str]] = None) -> int:
     """Spin the node until SIGINT/SIGTERM or shutdown; exit 1 with one clear line on a bad
-    configuration or checkpoint. ``--help`` (before any ``--ros-args``) prints the usage."""
+    configuration or checkpoint. ``--help`` (before any ``--ros-args``) prints the usage;
+    ``--managed`` runs the lifecycle node (:mod:`anyseg_ros.lifecycle`)."""
     argv = sys.argv[1:] if args is None else list(args)
     own = argv[:argv.index("--ros-args")] if "--ros-args" in argv else argv
     if "--help" in own or "-h" in own:
         print(usage())
         return 0
+    unknown = [a for a in own if a != "--managed"]
+    if unknown:
+        print(f"[anyseg] error: unknown argument(s) {unknown} before --ros-args (see "
+              "anyseg_node --help)", file=sys.stderr, flush=True)
+        return 2
+    managed = "--managed" in own
     rclpy.init(args=args)
     node = None
     code = 0
     try:
-        node = AnysegNode()
+        if managed:
+            from .lifecycle import AnysegLifecycleNode
+
+            node = AnysegLifecycleNode()
+        else:
+            node = AnysegNode()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
@@ -392,3 +481,8 @@ def main(args: Optional[list[str]] = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _empty_cuda_cache() -> None:
+    if "torch" in sys.modules and sys.modules["torch"].cuda.is_available():
+        sys.modules["torch"].cuda.empty_cache()

@@ -93,9 +93,11 @@ def _anyseg_node(context):
             # value_type=str: a path such as "2024" or "yes" must stay a string.
             overrides[name] = ParameterValue(value, value_type=str)
 
+    # managed: the lifecycle node (anyseg_ros.lifecycle), for a lifecycle manager to bring up
     node = Node(
         package='anyseg_ros',
         executable='anyseg_node',
+        arguments=['--managed'] if _parse_bool('managed', arg('managed')) else [],
         name='anyseg',
         namespace=arg('namespace'),
         parameters=[arg('params_file'), overrides],
@@ -133,6 +135,11 @@ def generate_launch_description():
             'use_sim_time', default_value='',
             description='use /clock (true when replaying a bag with --clock); empty = the '
                         'one in params_file (false when it has none)'),
+        DeclareLaunchArgument(
+            'managed', default_value='false',
+            description='true = a lifecycle node (configure loads the model, activate opens '
+                        'the topics; for a lifecycle manager such as Nav2\'s); false = the '
+                        'node runs from the start'),
         DeclareLaunchArgument(
             'fastdds_profile', default_value='auto',
             description='Fast DDS XML profile for the node: auto = the package\'s '

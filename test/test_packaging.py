@@ -38,7 +38,7 @@ CONSOLE_SCRIPTS = {'anyseg_synthetic': 'anyseg_core.data.synthetic.__main__:main
 # `ros2 run anyseg_ros play` etc.: only in lib/anyseg_ros of a colcon install, never on a PATH.
 ROS_EXECUTABLES = TOOLS
 LAUNCH_ARGUMENTS = {'params_file', 'checkpoint', 'device', 'namespace', 'use_sim_time',
-                    'fastdds_profile', 'camera_image', 'camera_info', 'lidar_points', 'events',
+                    'managed', 'fastdds_profile', 'camera_image', 'camera_info', 'lidar_points', 'events',
                     'depth_image'}
 ROS_EXEC_DEPENDS = {'rclpy', 'sensor_msgs', 'std_msgs', 'diagnostic_msgs',
                     'builtin_interfaces', 'launch', 'launch_ros', 'ros2launch', 'tf2_msgs'}
@@ -337,7 +337,8 @@ class _LaunchContext:
         self.share, self.environment = share, environment
         self.launch_configurations = {'params_file': 'anyseg.yaml', 'checkpoint': '',
                                       'device': '', 'namespace': '', 'use_sim_time': '',
-                                      'fastdds_profile': 'auto', **arguments}
+                                      'managed': 'false', 'fastdds_profile': 'auto',
+                                      **arguments}
 
     def perform(self, substitution):
         kind = type(substitution).__name__
@@ -376,6 +377,16 @@ def _node_actions(module, context):
     *changes, node = entity.args[0]
     assert type(node).__name__ == 'Node'
     return [(type(a).__name__, *a.args) for a in changes], node
+
+
+@pytest.mark.parametrize('managed, arguments', [('false', []), ('true', ['--managed']),
+                                                ('True', ['--managed'])])
+def test_launch_managed_argument_starts_the_lifecycle_node(launch_file, managed, arguments):
+    module, share = launch_file
+    _, node = _node_actions(module, _LaunchContext(share, {}, managed=managed))
+    assert node.kwargs['arguments'] == arguments
+    with pytest.raises(ValueError, match='managed'):
+        _node_actions(module, _LaunchContext(share, {}, managed='maybe'))
 
 
 def test_launch_file_declares_the_fastdds_profile_argument(launch_file):

@@ -427,8 +427,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         profile = apply_fastdds_profile(os.environ, args.fastdds_profile)
     except FileNotFoundError as e:
         ap.error(str(e))
-    if profile:
-        print(f"Fast DDS profile: {profile}", file=sys.stderr, flush=True)
+    if profile:  # stdout: stderr is kept for one-line errors
+        print(f"Fast DDS profile: {profile}", flush=True)
     import rclpy
     from rclpy.signals import SignalHandlerOptions
 

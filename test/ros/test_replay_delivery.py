@@ -4,7 +4,7 @@ A 20 s synthetic drive at the default camera size (288 x 512 rgb8, 442 KB a fram
 for Fast DDS's default shared-memory segment, so without a profile the frames go over UDP
 fragments and are lost under load, silently for a best-effort subscriber) is played with
 ``python -m anyseg_ros.tools.play BAG --clock`` at rates 1.0 and 0.2 (no profile in the
-environment: the player takes the package's own, as it says on stderr). A subscriber with
+environment: the player takes the package's own, as it says on stdout). A subscriber with
 the node's default input QoS (best effort, depth 5, no profile of its own) counts the images.
 """
 from __future__ import annotations

@@ -330,7 +330,16 @@ def _process(bag_in, bag_out: Path, session: Session, faults: dict, storage: str
             run_ready(now + v["sync.max_wait"] + 1e-6)
     bar.close()
     elapsed = time.perf_counter() - started
+    return _summary(session, results, spans, gt, silenced, gt_rejected, t_first, elapsed,
+                    bag_in, bag_out, roles)
 
+
+def _summary(session: Session, results: list, spans: PhaseSpans, gt: GroundTruth,
+             silenced: Counter, gt_rejected: Counter, t_first: Optional[float],
+             elapsed: float, bag_in, bag_out: Path, roles: dict) -> dict:
+    """The run's summary: what came in and was left out, and the outputs scored against the
+    ground truth per phase and per set of modalities used (see the module's docstring)."""
+    v = session.values
     # Scoring, per phase and per set of modalities used.
     num_classes = len(session.runtime.class_names)
     per_phase: dict[str, ConfusionMatrix] = {}

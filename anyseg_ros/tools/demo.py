@@ -224,6 +224,48 @@ def montage_png(path: Path, picks: list, bag: Path, calib: dict, palette) -> Non
     viz.save_png(path, viz.grid(rows))
 
 
+def _score(status: list, labels_msgs: list, bag: Path, t0: float, faults: dict,
+           num_classes: int) -> dict:
+    """The node's outputs against the drive's ground truth, per phase of the drive (a
+    frame's phase: the fault windows its stamp falls in, in drive seconds), each output
+    paired with the ground truth nearest its stamp within 50 ms; per phase also the frames
+    in (ground-truth frames) and out, the modalities used, latencies, and the frame nearest
+    the phase's middle for the montage."""
+    labels_by_stamp = {round(conv.stamp_to_sec(m.header.stamp), 6):
+                       np.array(conv.image_to_array(m)[0]) for m in labels_msgs}
+    gt: dict[float, np.ndarray] = {}
+    frames_in = Counter()
+    for m in bags.read_bag(bag, [bags.TOPICS["gt"]]):
+        msg = m.decode()
+        stamp = conv.stamp_to_sec(msg.header.stamp)
+        gt[round(stamp, 6)] = np.array(conv.image_to_array(msg)[0])
+        frames_in[phase_at(stamp - t0, faults)] += 1
+    gt_stamps = np.array(sorted(gt))
+    cms: dict[str, ConfusionMatrix] = {}
+    frames_out, used = Counter(), Counter()
+    latencies: dict[str, list] = {}
+    picks: dict[str, tuple] = {}
+    for s in status:
+        phase = phase_at(s["stamp"] - t0, faults)
+        frames_out[phase] += 1
+        used[(phase, modality_key(s["modalities"]))] += 1
+        latencies.setdefault(phase, []).append(s["latency_ms"])
+        pred = labels_by_stamp.get(round(s["stamp"], 6))
+        j = int(np.argmin(np.abs(gt_stamps - s["stamp"])))
+        if pred is None or abs(gt_stamps[j] - s["stamp"]) > 0.05:
+            continue
+        s["gt_stamp"] = float(gt_stamps[j])
+        label = gt[round(gt_stamps[j], 6)]
+        cms.setdefault(phase, ConfusionMatrix(num_classes)).update(
+            torch.from_numpy(pred.astype(np.int64)), torch.from_numpy(label.astype(np.int64)))
+        mid = {name: (a + b) / 2 for name, a, b in phase_names(faults)}.get(phase, 4.0)
+        best = picks.get(phase)
+        if best is None or abs(s["stamp"] - t0 - mid) < abs(best[1]["stamp"] - t0 - mid):
+            picks[phase] = (phase, s, pred)
+    return {"frames_in": frames_in, "frames_out": frames_out, "used": used,
+            "latencies": latencies, "picks": picks, "cms": cms}
+
+
 def run_demo(out: Path, seconds: float = 24.0, faults_text: str = "lidar:8-13,camera:16-20",
              checkpoint: Optional[str] = None, size_hw: Sequence[int] = (144, 256),
              condition: str = "clear-day", seed: int = 3, domain_id: Optional[int] = None,
@@ -274,38 +316,9 @@ def run_demo(out: Path, seconds: float = 24.0, faults_text: str = "lidar:8-13,ca
         interrupt(node, timeout=10)
 
     print("[4/4] scoring and drawing ...", flush=True)
-    labels_by_stamp = {round(conv.stamp_to_sec(m.header.stamp), 6):
-                       np.array(conv.image_to_array(m)[0]) for m in labels_msgs}
-    gt: dict[float, np.ndarray] = {}
-    frames_in = Counter()
-    for m in bags.read_bag(bag, [bags.TOPICS["gt"]]):
-        msg = m.decode()
-        stamp = conv.stamp_to_sec(msg.header.stamp)
-        gt[round(stamp, 6)] = np.array(conv.image_to_array(msg)[0])
-        frames_in[phase_at(stamp - t0, faults)] += 1
-    gt_stamps = np.array(sorted(gt))
-    cms: dict[str, ConfusionMatrix] = {}
-    frames_out, used = Counter(), Counter()
-    latencies: dict[str, list] = {}
-    picks: dict[str, tuple] = {}
-    num_classes = len(meta["class_names"])
-    for s in status:
-        phase = phase_at(s["stamp"] - t0, faults)
-        frames_out[phase] += 1
-        used[(phase, modality_key(s["modalities"]))] += 1
-        latencies.setdefault(phase, []).append(s["latency_ms"])
-        pred = labels_by_stamp.get(round(s["stamp"], 6))
-        j = int(np.argmin(np.abs(gt_stamps - s["stamp"])))
-        if pred is None or abs(gt_stamps[j] - s["stamp"]) > 0.05:
-            continue
-        s["gt_stamp"] = float(gt_stamps[j])
-        label = gt[round(gt_stamps[j], 6)]
-        cms.setdefault(phase, ConfusionMatrix(num_classes)).update(
-            torch.from_numpy(pred.astype(np.int64)), torch.from_numpy(label.astype(np.int64)))
-        mid = {name: (a + b) / 2 for name, a, b in phase_names(faults)}.get(phase, 4.0)
-        best = picks.get(phase)
-        if best is None or abs(s["stamp"] - t0 - mid) < abs(best[1]["stamp"] - t0 - mid):
-            picks[phase] = (phase, s, pred)
+    score = _score(status, labels_msgs, bag, t0, faults, len(meta["class_names"]))
+    frames_in, frames_out, used = score["frames_in"], score["frames_out"], score["used"]
+    latencies, picks, cms = score["latencies"], score["picks"], score["cms"]
     order = ["all sensors"] + [name for name, _, _ in phase_names(faults)]
     montage_png(out / "montage.png", [picks[p] for p in order if p in picks], bag,
                 info["calibration"], palette)

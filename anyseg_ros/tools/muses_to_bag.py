@@ -119,45 +119,17 @@ def convert(root: str | Path, out: str | Path, split: str = "val",
                      frames["events"]: calib.T_cam_events if calib.T_cam_events is not None
                      else np.eye(4)}, t0, frames["camera"]), int(round(t0 * 1e9)))
             shift = t0 + k * interval - anchor
-            messages = []  # (receive s, topic, msg)
-            if raw.camera is not None or raw.label is not None:
-                t_cam = anchor + shift
-                stamp = conv.sec_to_stamp(t_cam)
-                if raw.camera is not None:
-                    messages.append((t_cam + CAMERA_DELAY_S, bags.TOPICS["camera"],
-                                     bags.image_msg(raw.camera, "rgb8", stamp,
-                                                    frames["camera"])))
-                    messages.append((t_cam + CAMERA_DELAY_S, bags.TOPICS["camera_info"],
-                                     bags.camera_info_msg(raw.K, raw.image_hw, stamp,
-                                                          frames["camera"])))
-                if raw.label is not None:
-                    messages.append((t_cam + CAMERA_DELAY_S, bags.TOPICS["gt"],
-                                     bags.image_msg(raw.label, "mono8", stamp,
-                                                    frames["camera"])))
-            if raw.lidar is not None and st["lidar"] is not None:
-                times = raw.lidar[:, 5] + shift
-                messages.append((st["lidar_last"] + shift, bags.TOPICS["lidar"],
-                                 bags.lidar_msg(raw.lidar[:, :4], conv.sec_to_stamp(
-                                     st["lidar"] + shift), point_times=times)))
-                if st["camera"] is not None:
-                    lidar_offsets.append(abs(st["lidar"] - st["camera"]))
-                    lidar_waits.append(st["lidar_last"] - st["camera"] - CAMERA_DELAY_S)
-            if raw.events is not None:
-                ev = raw.events
-                ev_shift = 0.0
-                if event_anchor == "last" and len(ev) and st["camera"] is not None:
-                    ev_shift = st["camera"] - st["events_last"]
-                    event_shifts.append(ev_shift)
-                shifted = type(ev)(ev.x, ev.y, np.asarray(ev.t, np.float64) + ev_shift + shift,
-                                   ev.p)
-                if events_format == "packet" and event_camera is None:
-                    event_camera = bags.EventPacketWriter(raw.meta["calib"]["events_hw"])
-                for end, x, y, t, p in _packets(shifted):
-                    stamp = conv.sec_to_stamp(end)
-                    messages.append((end, bags.TOPICS["events"],
-                                     event_camera.msg(x, y, t, p, stamp) if event_camera
-                                     else bags.events_msg(x, y, t, p, stamp)))
-            messages.sort(key=lambda m: m[0])
+            if raw.lidar is not None and st["lidar"] is not None and st["camera"] is not None:
+                lidar_offsets.append(abs(st["lidar"] - st["camera"]))
+                lidar_waits.append(st["lidar_last"] - st["camera"] - CAMERA_DELAY_S)
+            ev_shift = 0.0
+            if (raw.events is not None and event_anchor == "last" and len(raw.events)
+                    and st["camera"] is not None):
+                ev_shift = st["camera"] - st["events_last"]
+                event_shifts.append(ev_shift)
+            if events_format == "packet" and event_camera is None and raw.events is not None:
+                event_camera = bags.EventPacketWriter(raw.meta["calib"]["events_hw"])
+            messages = _scene_messages(raw, anchor + shift, shift, ev_shift, event_camera)
             if messages:
                 spans.append(messages[-1][0] - messages[0][0])
                 if prev_last is not None and messages[0][0] <= prev_last:
@@ -193,6 +165,39 @@ def convert(root: str | Path, out: str | Path, split: str = "val",
             "longest_scene_s": max(spans, default=0.0), "event_anchor": event_anchor,
             "max_event_shift_s": max(event_shifts, key=abs, default=None),
             "labels": counts.get(bags.TOPICS["gt"], 0)}
+
+
+def _scene_messages(raw, t_cam: float, shift: float, ev_shift: float,
+                    event_camera: Optional[bags.EventPacketWriter]) -> list:
+    """One scene's messages ``(receive s, topic, msg)`` in receive order, its times moved by
+    ``shift`` (the events by ``ev_shift`` more): the camera image, its CameraInfo and the
+    labels at ``t_cam``, the LiDAR sweep at its centre (received at its end), the events in
+    10 ms packets (EventPackets from ``event_camera``, else our PointCloud2 layout)."""
+    frames, st = bags.FRAME_IDS, raw.meta["stamps"]
+    messages = []
+    stamp = conv.sec_to_stamp(t_cam)
+    if raw.camera is not None:
+        messages.append((t_cam + CAMERA_DELAY_S, bags.TOPICS["camera"],
+                         bags.image_msg(raw.camera, "rgb8", stamp, frames["camera"])))
+        messages.append((t_cam + CAMERA_DELAY_S, bags.TOPICS["camera_info"],
+                         bags.camera_info_msg(raw.K, raw.image_hw, stamp, frames["camera"])))
+    if raw.label is not None:
+        messages.append((t_cam + CAMERA_DELAY_S, bags.TOPICS["gt"],
+                         bags.image_msg(raw.label, "mono8", stamp, frames["camera"])))
+    if raw.lidar is not None and st["lidar"] is not None:
+        messages.append((st["lidar_last"] + shift, bags.TOPICS["lidar"], bags.lidar_msg(
+            raw.lidar[:, :4], conv.sec_to_stamp(st["lidar"] + shift),
+            point_times=raw.lidar[:, 5] + shift)))
+    if raw.events is not None:
+        ev = raw.events
+        shifted = type(ev)(ev.x, ev.y, np.asarray(ev.t, np.float64) + ev_shift + shift, ev.p)
+        for end, x, y, t, p in _packets(shifted):
+            stamp = conv.sec_to_stamp(end)
+            messages.append((end, bags.TOPICS["events"],
+                             event_camera.msg(x, y, t, p, stamp) if event_camera
+                             else bags.events_msg(x, y, t, p, stamp)))
+    messages.sort(key=lambda m: m[0])
+    return messages
 
 
 def _bar(total: int, enabled: bool):

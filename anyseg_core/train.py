@@ -21,7 +21,7 @@ import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Iterator, Mapping, NamedTuple
 
 import numpy as np
 import torch
@@ -256,6 +256,113 @@ def train(cfg: dict, resume: bool = False, stop_after: int | None = None) -> Pat
     ``stop_after``: stop once this many steps are done (saving the training state) without
     changing the schedule of the whole run, to continue later with ``resume``: long runs
     split across machine sessions."""
+    run = _processes(cfg)
+    out_dir, o = Path(cfg["out_dir"]), cfg["optim"]
+    if run.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(mix_seed(cfg["seed"], run.rank))
+    base = _training_data(cfg)  # first: a missing data set is found before any weights
+    names, _ = class_info(cfg)
+    student = cfg["stage"] == "student"
+    model = build_trained_model(cfg, len(names))
+    teacher, teacher_sha256 = _teacher(cfg, model, run.device, names)
+    model.to(run.device)
+    if run.device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    loss_fn = AnySegLoss.from_config(cfg["loss"]) if student else AnySegLoss(
+        lambda_mad=0, alpha_umd=0, beta_cmd=0, gamma_fkd=0,
+        ohem_thresh=cfg["loss"]["ohem_thresh"])
+    use_bf16 = bf16_autocast(cfg["train"]["amp"], run.device)
+    if run.is_main:
+        print(f"precision: {'bf16 autocast' if use_bf16 else 'fp32'} on {run.device}",
+              flush=True)
+    autocast = ((lambda: torch.autocast(run.device.type, dtype=torch.bfloat16)) if use_bf16
+                else nullcontext)
+    optimizer = torch.optim.AdamW(param_groups(model, o["weight_decay"]), lr=o["lr"],
+                                  betas=tuple(o["betas"]))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(o))
+    last = out_dir / training_state.LAST_TRAIN_STATE
+    step = _resumed_step(last, cfg, model, optimizer, scheduler, teacher_sha256,
+                         run.is_main) if resume else 0
+    if run.is_main:  # after the resume check: a refused resume leaves the run's record as is
+        (out_dir / "config.yaml").write_text(dump(cfg))
+        print(dump(cfg), flush=True)
+    net = DistributedDataParallel(model, device_ids=[run.device.index]
+                                  if run.device.type == "cuda" else None) \
+        if run.distributed else model
+    items, loader = _training_loader(cfg, base, step, run)
+
+    policy = cfg["dropout"]["policy"] if student else "none"
+    mods = tuple(cfg["data"]["modalities"])
+    log = MetricsLog(out_dir, run.is_main, start_step=step)
+    bar = _progress(o["steps"], step, run.is_main)
+    timer = {"t": time.perf_counter(), "samples": 0}
+    data_iter = iter(loader)
+    model.train()
+    while step < o["steps"]:
+        batch = next(data_iter)
+        inputs = {k: v.to(run.device, non_blocking=True) for k, v in batch["inputs"].items()}
+        labels = batch["label"].to(run.device, non_blocking=True)
+        B = labels.shape[0]
+        # Dropout and drop-path draw from the global RNGs: seeded from (seed, step, rank) at
+        # every step, so each rank's masks are a function of the step and a resumed run
+        # (every rank) continues exactly; the saved RNG state is rank 0's alone.
+        torch.manual_seed(mix_seed(cfg["seed"], step, run.rank, 11))
+        g = torch.Generator().manual_seed(mix_seed(cfg["seed"], step, run.rank, 7))
+        present = sample_present(policy, B, len(mods), g,
+                                 cfg["dropout"]["all_prob"]).to(run.device)
+        if run.device.type == "cuda":
+            inputs = {k: v.contiguous(memory_format=torch.channels_last) for k, v in inputs.items()}
+        with autocast():
+            out = net(inputs, present)
+            t_out = None
+            if teacher is not None and loss_fn.needs_teacher:
+                with torch.no_grad():
+                    t_out = teacher(inputs)
+            losses = loss_fn(out, t_out, labels, present)
+        optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        if o["grad_clip"]:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), o["grad_clip"])
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        timer["samples"] += B * run.world
+        if not torch.isfinite(losses["loss"]):
+            raise FloatingPointError(f"loss is {float(losses['loss'])} at step {step}; "
+                                     f"lower optim.lr or check the data")
+        if step % cfg["train"]["log_every"] == 0 or step == o["steps"]:
+            _log_step(log, bar, run.is_main, step, o["steps"], scheduler, losses, timer)
+        if bar is not None:
+            bar.update(1)
+        every = cfg["train"]["eval_every"]
+        if run.is_main and cfg["train"]["eval_samples"] > 0 and (
+                step == o["steps"] or (every and step % every == 0)):
+            _validate_and_log(model, cfg, run.device, autocast, log, step)
+        stopping = stop_after is not None and step >= stop_after and step < o["steps"]
+        if step % cfg["train"]["checkpoint_every"] == 0 or step == o["steps"] or stopping:
+            _save_state(last, cfg, run, model, optimizer, scheduler, step, len(items),
+                        teacher_sha256)
+        if stopping:
+            break
+    if bar is not None:
+        bar.close()
+    return _finish(cfg, model, step, run, log, out_dir)
+
+
+class _Run(NamedTuple):
+    """This process's place in the run: torchrun's world and rank, the device."""
+
+    world: int
+    rank: int
+    distributed: bool
+    device: torch.device
+    is_main: bool
+
+
+def _processes(cfg: dict) -> _Run:
+    """The process group (under torchrun) and this process's device; checks that the batch
+    splits evenly over the processes."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -275,208 +382,160 @@ def train(cfg: dict, resume: bool = False, stop_after: int | None = None) -> Pat
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    is_main = rank == 0
-    out_dir = Path(cfg["out_dir"])
-    if is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    o = cfg["optim"]
-    if o["batch_size"] % world:
-        raise ConfigError(f"optim.batch_size={o['batch_size']} is not divisible by the "
-                          f"{world} processes")
-    torch.manual_seed(mix_seed(cfg["seed"], rank))
+    if cfg["optim"]["batch_size"] % world:
+        raise ConfigError(f"optim.batch_size={cfg['optim']['batch_size']} is not divisible "
+                          f"by the {world} processes")
+    return _Run(world, rank, distributed, device, rank == 0)
 
-    # The data first: a missing or empty data set is found before any weights are fetched.
+
+def _training_data(cfg: dict) -> Dataset:
     base = build_dataset(cfg, "train")
     if len(base) == 0:
         raise ConfigError(f"data: the {cfg['data']['dataset']} training split has no items "
                           f"(data.root={cfg['data']['root']}); check data.root and "
                           f"data.conditions")
+    return base
 
-    # -- model, teacher, loss
-    mods = tuple(cfg["data"]["modalities"])
-    names, _ = class_info(cfg)
-    m = cfg["model"]
-    model = build_trained_model(cfg, len(names))
-    teacher = None
-    teacher_sha256 = None  # what a resumed run must distil or start from again
+
+def _teacher(cfg: dict, model, device: torch.device, names) -> tuple:
+    """The frozen teacher a student distils (None for a teacher, or a student with L_sup
+    only), and the sha256 of its file (what a resumed run must distil or start from again).
+    Either stage can start from the teacher's weights (model.init=teacher: a teacher trained
+    further with a new schedule, or the student); a student with no distillation term and
+    its own initialisation reads no teacher, even when the config names one."""
+    m, mods = cfg["model"], list(cfg["data"]["modalities"])
     student = cfg["stage"] == "student"
-    # The student distils a frozen teacher; either stage can start from the teacher's weights
-    # (model.init=teacher: a teacher trained further with a new schedule, or the student).
-    # A student with no distillation term (L_sup only) and its own initialisation reads no
-    # teacher, even when the config names one.
     distils = student and any(cfg["loss"][k] for k in DISTILLATION_WEIGHTS)
-    if cfg["teacher"]["checkpoint"] and (distils or m["init"] == "teacher"):
-        teacher, tmeta = ckpt.build_model(cfg["teacher"]["checkpoint"], device=device)
-        teacher_sha256 = _sha256(cfg["teacher"]["checkpoint"])
-        if list(tmeta["modalities"]) != list(mods):
-            raise ConfigError(f"the teacher was trained on {tmeta['modalities']}, this run "
-                              f"on {list(mods)}: they must match")
-        if student and list(tmeta["class_names"]) != list(names):
-            raise ConfigError(f"the teacher predicts {len(tmeta['class_names'])} classes "
-                              f"({', '.join(tmeta['class_names'][:4])}, ...), this run's data "
-                              f"{len(names)} ({', '.join(names[:4])}, ...): they must match "
-                              "for L_mad")
-        feature_kd = any(cfg["loss"][k] for k in ("alpha_umd", "beta_cmd", "gamma_fkd"))
-        if student and feature_kd and tmeta["backbone"] != m["backbone"]:
-            raise ConfigError(f"the teacher's encoder is {tmeta['backbone']}, this run's "
-                              f"{m['backbone']}: the feature distillation losses (loss."
-                              "alpha_umd, beta_cmd, gamma_fkd) compare their features stage by "
-                              "stage, so they must be the same")
-        teacher.eval().requires_grad_(False)
-        if m["init"] == "teacher":
-            try:
-                model.load_state_dict(teacher.state_dict())
-            except RuntimeError as err:
-                first = str(err).strip().splitlines()
-                raise ConfigError(f"model.init=teacher: {cfg['teacher']['checkpoint']} does "
-                                  f"not fit the model of this config (backbone, embed_dim, "
-                                  f"fusion): {' '.join(first[:3])}") from None
-        if not student:
-            teacher = None
-    model.to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
-    loss_fn = AnySegLoss.from_config(cfg["loss"]) if student else AnySegLoss(
-        lambda_mad=0, alpha_umd=0, beta_cmd=0, gamma_fkd=0,
-        ohem_thresh=cfg["loss"]["ohem_thresh"])
-    use_bf16 = bf16_autocast(cfg["train"]["amp"], device)
+    if not (cfg["teacher"]["checkpoint"] and (distils or m["init"] == "teacher")):
+        return None, None
+    teacher, tmeta = ckpt.build_model(cfg["teacher"]["checkpoint"], device=device)
+    teacher_sha256 = _sha256(cfg["teacher"]["checkpoint"])
+    if list(tmeta["modalities"]) != mods:
+        raise ConfigError(f"the teacher was trained on {tmeta['modalities']}, this run "
+                          f"on {mods}: they must match")
+    if student and list(tmeta["class_names"]) != list(names):
+        raise ConfigError(f"the teacher predicts {len(tmeta['class_names'])} classes "
+                          f"({', '.join(tmeta['class_names'][:4])}, ...), this run's data "
+                          f"{len(names)} ({', '.join(names[:4])}, ...): they must match "
+                          "for L_mad")
+    feature_kd = any(cfg["loss"][k] for k in ("alpha_umd", "beta_cmd", "gamma_fkd"))
+    if student and feature_kd and tmeta["backbone"] != m["backbone"]:
+        raise ConfigError(f"the teacher's encoder is {tmeta['backbone']}, this run's "
+                          f"{m['backbone']}: the feature distillation losses (loss."
+                          "alpha_umd, beta_cmd, gamma_fkd) compare their features stage by "
+                          "stage, so they must be the same")
+    teacher.eval().requires_grad_(False)
+    if m["init"] == "teacher":
+        try:
+            model.load_state_dict(teacher.state_dict())
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()
+            raise ConfigError(f"model.init=teacher: {cfg['teacher']['checkpoint']} does "
+                              f"not fit the model of this config (backbone, embed_dim, "
+                              f"fusion): {' '.join(first[:3])}") from None
+    return (teacher if student else None), teacher_sha256
+
+
+def _resumed_step(last: Path, cfg: dict, model, optimizer, scheduler,
+                  teacher_sha256: str | None, is_main: bool) -> int:
+    """Load the training state of ``last`` into the model, optimiser, scheduler and RNGs;
+    its step. Refused when the saved run had other settings or another teacher."""
+    if not last.exists():
+        raise FileNotFoundError(f"--resume: no training state at {last}")
+    state = training_state.load_training_state(last, model, optimizer, scheduler)
+    changed = changed_settings(state.get("config") or {}, cfg)
+    saved_teacher = (state.get("extra") or {}).get("teacher_sha256")
+    if saved_teacher and saved_teacher != teacher_sha256:
+        changed.append(("teacher.checkpoint (its contents)", saved_teacher[:12],
+                        (teacher_sha256 or "none")[:12]))
+    if changed:
+        raise ConfigError(
+            f"--resume: {last} was trained with other settings: " + "; ".join(
+                f"{k} was {a!r}, now {b!r}" for k, a, b in changed) +
+            " (a resumed run continues the saved one exactly; use those values, or a new "
+            "out_dir for a new run)")
     if is_main:
-        print(f"precision: {'bf16 autocast' if use_bf16 else 'fp32'} on {device}", flush=True)
-    autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16
-                else nullcontext)
+        print(f"resumed from {last} at step {state['step']}", flush=True)
+    return state["step"]  # the RNG states are restored too
 
-    optimizer = torch.optim.AdamW(param_groups(model, o["weight_decay"]), lr=o["lr"],
-                                  betas=tuple(o["betas"]))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(o))
-    step = 0
-    last = out_dir / training_state.LAST_TRAIN_STATE
-    if resume:
-        if not last.exists():
-            raise FileNotFoundError(f"--resume: no training state at {last}")
-        state = training_state.load_training_state(last, model, optimizer, scheduler)
-        changed = changed_settings(state.get("config") or {}, cfg)
-        saved_teacher = (state.get("extra") or {}).get("teacher_sha256")
-        if saved_teacher and saved_teacher != teacher_sha256:
-            changed.append(("teacher.checkpoint (its contents)", saved_teacher[:12],
-                            (teacher_sha256 or "none")[:12]))
-        if changed:
-            raise ConfigError(
-                f"--resume: {last} was trained with other settings: " + "; ".join(
-                    f"{k} was {a!r}, now {b!r}" for k, a, b in changed) +
-                " (a resumed run continues the saved one exactly; use those values, or a new "
-                "out_dir for a new run)")
-        step = state["step"]  # the RNG states are restored too
-        if is_main:
-            print(f"resumed from {last} at step {step}", flush=True)
-    if is_main:  # after the resume check: a refused resume leaves the run's record as it was
-        (out_dir / "config.yaml").write_text(dump(cfg))
-        print(dump(cfg), flush=True)
-    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                  else None) if distributed else model
 
-    # -- data
+def _training_loader(cfg: dict, base: Dataset, step: int, run: _Run) -> tuple:
+    """The augmented training items and their loader, in batches that continue from
+    ``step`` (the same samples as an uninterrupted run)."""
     items = TrainItems(base, JointAugment.from_config(cfg["augment"], normalization_info(cfg),
                                                       rescale_info(cfg)),
                        cfg["seed"], LidarAugment.from_config(cfg["augment"],
                                                              normalization_info(cfg)))
-    loader = DataLoader(items, batch_sampler=batches(len(items), o["batch_size"], cfg["seed"],
-                                                     step, rank, world),
-                        num_workers=cfg["data"]["num_workers"], collate_fn=collate,
+    workers = cfg["data"]["num_workers"]
+    loader = DataLoader(items, batch_sampler=batches(len(items), cfg["optim"]["batch_size"],
+                                                     cfg["seed"], step, run.rank, run.world),
+                        num_workers=workers, collate_fn=collate,
                         # Workers start from a fresh server process, not a fork of this one:
                         # a fork of a process with other libraries' threads running (OpenVINO,
                         # ONNX Runtime, rclpy in the same process) crashed it with SIGSEGV.
-                        multiprocessing_context=("forkserver" if cfg["data"]["num_workers"]
-                                                 else None),
-                        pin_memory=device.type == "cuda",
+                        multiprocessing_context="forkserver" if workers else None,
+                        pin_memory=run.device.type == "cuda",
                         # its own generator: creating the iterator must not draw from the
                         # global RNG, or a resumed run would drift from an uninterrupted one
-                        generator=torch.Generator().manual_seed(mix_seed(cfg["seed"], rank, 1)))
-    policy = cfg["dropout"]["policy"] if student else "none"
-    log = MetricsLog(out_dir, is_main, start_step=step)
-    bar = _progress(o["steps"], step, is_main)
-    t_last, samples = time.perf_counter(), 0
-    final = None
-    data_iter = iter(loader)
+                        generator=torch.Generator().manual_seed(
+                            mix_seed(cfg["seed"], run.rank, 1)))
+    return items, loader
+
+
+def _log_step(log, bar, is_main: bool, step: int, steps: int, scheduler, losses: dict,
+              timer: dict) -> None:
+    """A metrics record (step, lr, samples/s since the last, every loss term), on the bar
+    or, for background runs, as one plain line."""
+    now = time.perf_counter()
+    rec = {"step": step, "lr": scheduler.get_last_lr()[0],
+           "samples_per_s": timer["samples"] / max(now - timer["t"], 1e-9),
+           **{k: float(v.detach()) for k, v in losses.items()}}
+    timer["t"], timer["samples"] = now, 0
+    log.write(rec)
+    if bar is not None and not bar.disable:
+        bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{rec['lr']:.2e}",
+                        sps=f"{rec['samples_per_s']:.1f}")
+    elif is_main:  # logs of background runs: one plain line instead of a bar
+        print(f"step {step}/{steps} loss {rec['loss']:.4f} lr {rec['lr']:.2e} "
+              f"{rec['samples_per_s']:.1f} samples/s", flush=True)
+
+
+def _validate_and_log(model, cfg: dict, device: torch.device, autocast, log,
+                      step: int) -> None:
+    rec = validate(model, cfg, device, autocast)
+    log.write({"step": step, **rec})
+    print(f"step {step} validation: " + " ".join(
+        f"{k[9:]} {v:.1f}" for k, v in rec.items() if k.startswith("val_miou/")) +
+        f" | mean {rec['val_mean_miou']:.1f}", flush=True)
     model.train()
-    while step < o["steps"]:
-        batch = next(data_iter)
-        inputs = {k: v.to(device, non_blocking=True) for k, v in batch["inputs"].items()}
-        labels = batch["label"].to(device, non_blocking=True)
-        B = labels.shape[0]
-        # Dropout and drop-path draw from the global RNGs: seeded from (seed, step, rank) at
-        # every step, so each rank's masks are a function of the step and a resumed run
-        # (every rank) continues exactly; the saved RNG state is rank 0's alone.
-        torch.manual_seed(mix_seed(cfg["seed"], step, rank, 11))
-        g = torch.Generator().manual_seed(mix_seed(cfg["seed"], step, rank, 7))
-        present = sample_present(policy, B, len(mods), g,
-                                 cfg["dropout"]["all_prob"]).to(device)
-        if device.type == "cuda":
-            inputs = {k: v.contiguous(memory_format=torch.channels_last) for k, v in inputs.items()}
-        with autocast():
-            out = net(inputs, present)
-            t_out = None
-            if teacher is not None and loss_fn.needs_teacher:
-                with torch.no_grad():
-                    t_out = teacher(inputs)
-            losses = loss_fn(out, t_out, labels, present)
-        optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        if o["grad_clip"]:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), o["grad_clip"])
-        optimizer.step()
-        scheduler.step()
-        step += 1
-        samples += B * world
-        if not torch.isfinite(losses["loss"]):
-            raise FloatingPointError(f"loss is {float(losses['loss'])} at step {step}; "
-                                     f"lower optim.lr or check the data")
-        if step % cfg["train"]["log_every"] == 0 or step == o["steps"]:
-            now = time.perf_counter()
-            rec = {"step": step, "lr": scheduler.get_last_lr()[0],
-                   "samples_per_s": samples / max(now - t_last, 1e-9),
-                   **{k: float(v.detach()) for k, v in losses.items()}}
-            t_last, samples = now, 0
-            log.write(rec)
-            if bar is not None and not bar.disable:
-                bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{rec['lr']:.2e}",
-                                sps=f"{rec['samples_per_s']:.1f}")
-            elif is_main:  # logs of background runs: one plain line instead of a bar
-                print(f"step {step}/{o['steps']} loss {rec['loss']:.4f} lr {rec['lr']:.2e} "
-                      f"{rec['samples_per_s']:.1f} samples/s", flush=True)
-        if bar is not None:
-            bar.update(1)
-        every = cfg["train"]["eval_every"]
-        if is_main and cfg["train"]["eval_samples"] > 0 and (
-                step == o["steps"] or (every and step % every == 0)):
-            rec = validate(model, cfg, device, autocast)
-            log.write({"step": step, **rec})
-            print(f"step {step} validation: " + " ".join(
-                f"{k[9:]} {v:.1f}" for k, v in rec.items() if k.startswith("val_miou/")) +
-                f" | mean {rec['val_mean_miou']:.1f}", flush=True)
-            model.train()
-        stopping = stop_after is not None and step >= stop_after and step < o["steps"]
-        if step % cfg["train"]["checkpoint_every"] == 0 or step == o["steps"] or stopping:
-            if is_main:
-                training_state.save_training_state(
-                    last, model=model, optimizer=optimizer, scheduler=scheduler, step=step,
-                    epoch=step // max(len(items) // o["batch_size"], 1),
-                    rng=training_state.capture_rng_state(),
-                    extra={"teacher_sha256": teacher_sha256},
-                    teacher_path=cfg["teacher"]["checkpoint"], config=cfg)
-            if distributed:
-                dist.barrier()
-        if stopping:
-            break
-    if bar is not None:
-        bar.close()
-    if is_main and step == o["steps"]:
+
+
+def _save_state(last: Path, cfg: dict, run: _Run, model, optimizer, scheduler, step: int,
+                n_items: int, teacher_sha256: str | None) -> None:
+    """The training state for an exact resume (rank 0 writes it; every rank waits)."""
+    if run.is_main:
+        training_state.save_training_state(
+            last, model=model, optimizer=optimizer, scheduler=scheduler, step=step,
+            epoch=step // max(n_items // cfg["optim"]["batch_size"], 1),
+            rng=training_state.capture_rng_state(), extra={"teacher_sha256": teacher_sha256},
+            teacher_path=cfg["teacher"]["checkpoint"], config=cfg)
+    if run.distributed:
+        dist.barrier()
+
+
+def _finish(cfg: dict, model, step: int, run: _Run, log, out_dir: Path) -> Path | None:
+    """The final checkpoint when the run is complete (rank 0), the logs closed, the
+    process group ended."""
+    final = None
+    if run.is_main and step == cfg["optim"]["steps"]:
         final = out_dir / "final.safetensors"
         ckpt.save_model(final, model, model_meta(cfg, cfg["stage"], step))
         print(f"saved {final}", flush=True)
-    elif is_main:
-        print(f"stopped at step {step} of {o['steps']}; continue with --resume", flush=True)
+    elif run.is_main:
+        print(f"stopped at step {step} of {cfg['optim']['steps']}; continue with --resume",
+              flush=True)
     log.close()
-    if distributed:
+    if run.distributed:
         dist.barrier()
         dist.destroy_process_group()
     return final

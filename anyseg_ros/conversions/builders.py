@@ -79,6 +79,24 @@ def _header(cls: type, stamp: float | tuple[int, int], frame_id: str) -> Any:
     return header_cls(stamp=time, frame_id=frame_id)
 
 
+def _image_array(array: Any, encoding: str, dtype: np.dtype, channels: int,
+                 allow_empty: bool) -> np.ndarray:
+    """``array`` as an H x W (one channel; H x W x 1 is squeezed) or H x W x ``channels``
+    array of ``dtype`` (any byte order); ValueError naming what ``encoding`` needs."""
+    image = np.asarray(array)
+    if channels == 1 and image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    shape_ok = image.ndim == 2 if channels == 1 else (image.ndim == 3
+                                                      and image.shape[2] == channels)
+    if (not shape_ok or image.dtype.newbyteorder("=") != dtype.newbyteorder("=")
+            or (not allow_empty and 0 in image.shape)):
+        want = "H x W" if channels == 1 else f"H x W x {channels}"
+        empty = "" if allow_empty else "non-empty "
+        raise ValueError(f"encoding {encoding!r} needs a {empty}{want} {dtype} array, got "
+                         f"shape {image.shape} {image.dtype}")
+    return image
+
+
 def array_to_image(array: np.ndarray, encoding: str, stamp: float | tuple[int, int],
                    frame_id: str, cls: type | None = None) -> Any:
     """An image array as a ``sensor_msgs/Image`` (a copy of the pixels).
@@ -101,15 +119,7 @@ def array_to_image(array: np.ndarray, encoding: str, stamp: float | tuple[int, i
         raise ValueError(f"unsupported image encoding {encoding!r}; supported: "
                          f"{list(IMAGE_ENCODINGS)}")
     channel_dtype, channels = IMAGE_LAYOUTS[encoding]
-    image = np.asarray(array)
-    if channels == 1 and image.ndim == 3 and image.shape[2] == 1:
-        image = image[:, :, 0]
-    shape_ok = image.ndim == 2 if channels == 1 else (image.ndim == 3
-                                                      and image.shape[2] == channels)
-    if not shape_ok or image.dtype.newbyteorder("=") != channel_dtype:
-        want = "H x W" if channels == 1 else f"H x W x {channels}"
-        raise ValueError(f"encoding {encoding!r} needs a {want} {channel_dtype} array, got "
-                         f"shape {image.shape} {image.dtype}")
+    image = _image_array(array, encoding, channel_dtype, channels, allow_empty=True)
     image = np.ascontiguousarray(image, dtype=channel_dtype.newbyteorder("<"))
     cls = cls or _default_class("Image")
     height, width = image.shape[:2]
@@ -141,15 +151,8 @@ def array_to_compressed(array: np.ndarray, encoding: str, stamp: float | tuple[i
         accepted = [e for e in layouts if codec == "png" or e != "mono16"]
         raise ValueError(f"a {codec} CompressedImage is made of {accepted}, not {encoding!r}")
     dtype, channels = layouts[encoding]
-    image = np.asarray(array)
-    if channels == 1 and image.ndim == 3 and image.shape[2] == 1:
-        image = image[:, :, 0]
-    shape_ok = image.ndim == 2 if channels == 1 else (image.ndim == 3
-                                                      and image.shape[2] == channels)
-    if not shape_ok or image.dtype != dtype or 0 in image.shape:
-        want = "H x W" if channels == 1 else f"H x W x {channels}"
-        raise ValueError(f"encoding {encoding!r} needs a non-empty {want} {np.dtype(dtype)} "
-                         f"array, got shape {image.shape} {image.dtype}")
+    image = _image_array(array, encoding, np.dtype(dtype), channels, allow_empty=False)
+    image = image.astype(np.dtype(dtype).newbyteorder("="), copy=False)  # OpenCV: native
     if not (0 <= quality <= 100 and 0 <= png_level <= 9):
         raise ValueError(f"quality must be in 0..100 and png_level in 0..9, got {quality}, "
                          f"{png_level}")

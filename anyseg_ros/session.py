@@ -45,6 +45,10 @@ FRAME_SENSORS = (CAMERA, LIDAR, DEPTH)
 #: Notes of an input stream reported under their own name in /diagnostics (the other notes
 #: count data removed from messages that were used: ``removed.<note>``).
 STREAM_NOTES = ("lost_packets", "lost_frames", "stream_restarts")
+RATE_WINDOW_S = 2.0  # sensor rates are counted over this many seconds
+CAMERA_INFO = "camera_info"
+# The levels of diagnostic_msgs/DiagnosticStatus (the same numbers, without ROS).
+OK, WARN, ERROR, STALE = 0, 1, 2, 3
 #: A sensor that lost more than this share of a report period's messages is a WARN.
 LOSS_WARN_RATE = 0.02
 
@@ -77,10 +81,6 @@ class FrameGaps:
         if gap < max_gap:
             self.gaps.append(gap)
         return lost
-RATE_WINDOW_S = 2.0  # sensor rates are counted over this many seconds
-CAMERA_INFO = "camera_info"
-# The levels of diagnostic_msgs/DiagnosticStatus (the same numbers, without ROS).
-OK, WARN, ERROR, STALE = 0, 1, 2, 3
 
 
 @dataclass

@@ -54,6 +54,7 @@ from .fastdds import PROFILE_VARIABLES, profile_in_use, with_profile
 from .shipped import LARGE_FRAMES_PROFILE, shipped_config
 
 CLOCK_HZ = 40.0  # as ros2 bag play --clock
+LINGER_S = 0.5  # after the last message, before the publishers go
 CORRUPTIONS = ("truncated", "wrong_size", "non_finite")
 # The message types corrupt() knows how to damage.
 CORRUPTIBLE = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage",
@@ -461,6 +462,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 break
         if not player.stop:
             player.wait_for_acks(args.ack_timeout)
+            # Best-effort subscribers acknowledge nothing: a moment for the last samples to be
+            # taken from the shared-memory segment, which goes with this process.
+            time.sleep(LINGER_S)
     except (ValueError, FileNotFoundError, bags.BagError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

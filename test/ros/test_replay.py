@@ -74,6 +74,15 @@ def replay(tiny_checkpoint, module_ros_env, tmp_path_factory):
         listener.create_subscription(DiagnosticArray, '/diagnostics', on_diagnostics, qos)
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(listener)
+        # The node's outputs matched before anything plays (volatile: a frame published
+        # before the match would never reach this listener, and the counts would not add up).
+        deadline = time.monotonic() + 60
+        while not all(listener.count_publishers(f'{ns}/anyseg/{t}') for t in ('labels',
+                                                                               'status')):
+            assert time.monotonic() < deadline, 'the node\'s outputs were never discovered'
+            executor.spin_once(timeout_sec=0.05)
+        for _ in range(20):
+            executor.spin_once(timeout_sec=0.05)
         play_log = tmp / 'play.log'
         with open(play_log, 'wb') as out:
             player = subprocess.Popen(

@@ -48,7 +48,9 @@ class SensorClock:
         self.jump_ns = int(jump * 1e9)
         self.confirm = int(confirm)
         self.resets = 0
-        self._samples: deque = deque()  # (stamp_ns, sample_ns), stamps increasing
+        # (stamp_ns, sample_ns) of the window that can still be its minimum: stamps and
+        # samples both increasing, so the minimum is the first (no scan per packet)
+        self._samples: deque = deque()
         self._suspects: list = []
         self.offset_ns: Optional[int] = None
 
@@ -66,18 +68,23 @@ class SensorClock:
                     f"the event camera's clock moved {(sample - self.offset_ns) * 1e-9:+.3f} s "
                     f"against the packet stamps (more than {self.jump_ns * 1e-9} s); "
                     f"{self.confirm} packets in a row like this restart the clock mapping"))
-            self._samples = deque(self._suspects)
-            self._suspects = []
+            suspects, self._samples, self._suspects = self._suspects, deque(), []
+            for entry in suspects:
+                self._push(*entry)
             self.resets += 1
         else:
             self._suspects = []
-            self._samples.append((int(stamp_ns), sample))
-        while self._samples and self._samples[0][0] < stamp_ns - self.window_ns:
+            self._push(int(stamp_ns), sample)
+        while self._samples[0][0] < stamp_ns - self.window_ns:  # the newest always stays
             self._samples.popleft()
-        if not self._samples:
-            self._samples.append((int(stamp_ns), sample))
-        self.offset_ns = min(s for _, s in self._samples)
+        self.offset_ns = self._samples[0][1]
         return self.offset_ns
+
+    def _push(self, stamp_ns: int, sample: int) -> None:
+        """Add a sample; those before it that are no smaller can never be the minimum."""
+        while self._samples and self._samples[-1][1] >= sample:
+            self._samples.pop()
+        self._samples.append((stamp_ns, sample))
 
 
 class EventPacketStream:

@@ -82,6 +82,10 @@ ROWS: dict[str, tuple[str, list[str] | None]] = {
     "xs_both": ("rig drawn per scene + ring and density augmentation + intensity "
                 "normalised (p95)", [*RANDOM, *RINGS_DENSITY, *NORM]),
     "xs_norm": ("MUSES-like rig + intensity normalised (p95)", NORM),
+    "xs_randnorm": ("rig drawn per scene + intensity normalised (p95)", [*RANDOM, *NORM]),
+    # More seeds of the row that leads on the synthetic rigs (the config's seed is 3407).
+    **{f"xs_norm_s{s}": (f"MUSES-like rig + intensity normalised (p95), seed {s}",
+                         [*NORM, f"seed={s}"]) for s in (1, 2)},
 }
 #: The rigs every row is evaluated on (anyseg_core/data/synthetic/sensor_variants.py).
 EVAL_RIGS = ("muses", "hdl64", "vlp16", "os128", "wide_camera", "kitti")

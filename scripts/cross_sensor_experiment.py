@@ -18,7 +18,7 @@ per rig, the commands, and its training metrics and command log in ``<results>/l
 Rows run as in scripts/synthetic_experiment.py (whose helpers this script uses): a row whose
 JSON holds the same commands is done, an interrupted training resumes, ``--jobs N`` trains N
 rows at a time (OMP_NUM_THREADS=1 each unless set). Each row first renders its training set
-into ``<runs>/cache`` (``python -m anyseg_core.data.cache``, one process; the cache's key holds
+into ``<runs>/cache`` (``python -m anyseg_core.prefill``, one process; the cache's key holds
 the rig and the intensity normalisation, so no row reads another world's items) and trains
 from a copy of ``anyseg_core`` and ``config`` taken when the script starts
 (``<runs>/code-<digest>``): DataLoader workers import the package afresh every epoch, and an
@@ -195,7 +195,7 @@ def run_row(name: str, args, code: Path, env: dict) -> None:
         cache = ["--set", f"data.cache={runs / 'cache'}"]
         sets = [a for s in train_sets(name, args) if s.startswith(("data.", "augment."))
                 for a in ("--set", s)]
-        run([PY, "-m", "anyseg_core.data.cache", "--config", STUDENT, *sets, *cache,
+        run([PY, "-m", "anyseg_core.prefill", "--config", STUDENT, *sets, *cache,
              "--jobs", "1"])
         resume = ["--resume"] if (out / "last.train.safetensors").exists() else []
         run(cmds["train"] + cache + resume)

@@ -169,7 +169,7 @@ def main() -> None:
 
     cache = str(args.runs / "cache")
     env_n = dict(env, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // args.jobs)))
-    if not s.run("render the training set", [PY, "-m", "anyseg_core.data.cache", "--config",
+    if not s.run("render the training set", [PY, "-m", "anyseg_core.prefill", "--config",
                                              "config/train_synthetic_teacher.yaml", "--set",
                                              f"data.cache={cache}"], 120, env):
         return

@@ -356,7 +356,7 @@ def run_rows(rows: list[str], args) -> list[str]:
 
     if cache_dir(args) and any(not is_done(r, args) for r in rows):
         Path(args.runs).mkdir(parents=True, exist_ok=True)
-        run([PY, "-m", "anyseg_core.data.cache", "--config",
+        run([PY, "-m", "anyseg_core.prefill", "--config",
              "config/train_synthetic_teacher.yaml", "--set", f"data.cache={cache_dir(args)}"],
             Path(args.runs) / "cache.log",
             dict(os.environ, OMP_NUM_THREADS=user_threads or str(cores)))

@@ -20,12 +20,15 @@ and replaced.
 
 Prefill it with every core before training (optional; a run fills it as it goes)::
 
-    python -m anyseg_core.data.cache --config config/train_synthetic_teacher.yaml \\
+    python -m anyseg_core.prefill --config config/train_synthetic_teacher.yaml \\
         --set data.cache=runs/cache --jobs 16 [--splits train,val]
+
+(:mod:`anyseg_core.prefill`; ``python -m anyseg_core.data.cache`` is its old, deprecated
+name.) This module imports no config: the config imports the data registry, which builds
+the synthetic world through :func:`synthetic_items`.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -170,46 +173,12 @@ def synthetic_items(data: Mapping, split: str, num_samples: int) -> Dataset:
     return dataset
 
 
-def _fill(args: tuple) -> int:
-    data, split, num, start, step = args
-    ds = synthetic_items(data, split, num)
-    todo = [i for i in range(start, num, step) if not ds.path(i).exists()]
-    for i in todo:
-        ds[i]
-    return len(todo)
+if __name__ == "__main__":  # the old name of ``python -m anyseg_core.prefill``
+    import sys
+    import warnings
 
+    warnings.warn("python -m anyseg_core.data.cache is deprecated; use python -m "
+                  "anyseg_core.prefill", DeprecationWarning, stacklevel=1)
+    from anyseg_core.prefill import main
 
-def main(argv: list[str] | None = None) -> None:
-    from ..config import ConfigError, load_config
-    from .registry import DATASETS
-
-    ap = argparse.ArgumentParser(description="Render the synthetic world into data.cache.")
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--splits", default="train", help="comma list of train, val")
-    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
-    args = ap.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.set)
-    except ConfigError as err:
-        ap.error(str(err))
-    data = cfg["data"]
-    if not data.get("cache"):
-        ap.error("set data.cache (in the config or with --set data.cache=DIR)")
-    if not DATASETS[data["dataset"]].cacheable:
-        ap.error("data.cache holds the synthetic world only")
-    import multiprocessing as mp
-
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    torch.set_num_threads(1)
-    for split in args.splits.split(","):
-        num = data["train_samples"] if split == "train" else data["val_samples"]
-        jobs = [(dict(data), split, num, k, args.jobs) for k in range(args.jobs)]
-        with mp.get_context("spawn").Pool(args.jobs) as pool:
-            made = sum(pool.map(_fill, jobs))
-        folder = Path(data["cache"]) / cache_key(data, split)
-        print(f"{split}: {num} items in {folder} ({made} rendered now)", flush=True)
-
-
-if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

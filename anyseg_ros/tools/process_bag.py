@@ -28,18 +28,13 @@ and a separate event camera are brought into the camera's frame through the bag'
 
 Parameters come from the node's defaults, then ``--params-file`` (default: the
 ``IN.params.yaml`` the bag tools write beside a bag), then the flags. When IN has
-``/gt/labels``, each output is scored against the ground truth nearest in time (within
-``sync.slop``) and mIoU is printed per phase (the ``--faults`` windows) and per set of
-modalities used; the same figures go to ``OUT.summary.json``.
-
-Phases are named on the stamp clock, the one frames are matched on: a ``--faults`` window
-(receive time) becomes the stamps of the messages it silenced, from the first to the last,
-widened by what the synchroniser matches (``sync.slop`` before and after; the event window
-after, for event packets). A frame stamped in that span is in the window's phase: a frame
-that could have used a silenced message, whatever the sensors' delays between stamp and
-receive time. So is a frame after that span without the sensor, stamped before the sensor's
-first message after the window (the sensor went stale in the outage and is not waited for
-until it is heard again).
+``/gt/labels``, each output is scored against the ground truth and mIoU is printed per phase
+(the ``--faults`` windows) and per set of modalities used; the same figures go to
+``OUT.summary.json``. Phases and the matching of outputs to the ground truth are
+:mod:`anyseg_ros.scoring`'s, the rules the demo scores with: a phase is named on the stamp
+clock by the stamps of the messages a window silenced, widened by what the synchroniser
+matches; an output is scored against the ground truth nearest its stamp within
+``sync.slop``.
 """
 from __future__ import annotations
 
@@ -50,32 +45,24 @@ import shutil
 import sys
 import tempfile
 import time
-from bisect import bisect_left
 from collections import Counter
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
-import torch
 
 from anyseg_core.checkpoint import CheckpointError
-from anyseg_core.metrics import ConfusionMatrix
-from anyseg_core.modalities import ABBREV
 
 from . import bag as bags
 from .. import conversions as conv
 from ..outputs import MessageClasses, frame_messages, status_message
 from ..params import RUNTIME_BACKENDS, ConfigError, load_params_file
 from ..pipeline import Segmentation
+from ..scoring import GroundTruth, PhaseScorer, PhaseSpans, modality_key  # noqa: F401
 from ..session import CAMERA_INFO, Session
 
 # What process_bag reads: a role -> its topic in the project's bags (see --topic).
 ROLES = ("camera", "camera_info", "lidar", "events", "depth", "gt")
-
-
-def modality_key(modalities: Sequence[str]) -> str:
-    """("camera", "lidar") -> "CL" (the tables' notation)."""
-    return "".join(sorted(ABBREV[m] for m in modalities))
 
 
 def expected_types(events_type: str = "pointcloud") -> dict[str, str]:
@@ -123,65 +110,6 @@ def check_topics(bag: str | Path, present: dict, roles: dict[str, str],
         raise ValueError(f"{bag} has none of the sensor topics process_bag reads ({mine}); "
                          f"its topics: {theirs}. Name yours with --topic ROLE=TOPIC, e.g. "
                          "--topic camera=/front/image_raw")
-
-
-class GroundTruth:
-    """The /gt/labels of a bag by stamp, for scoring outputs made at nearby stamps."""
-
-    def __init__(self) -> None:
-        self.stamps: list[float] = []
-        self.labels: list[np.ndarray] = []
-
-    def add(self, stamp: float, labels: np.ndarray) -> None:
-        i = bisect_left(self.stamps, stamp)
-        self.stamps.insert(i, stamp)
-        self.labels.insert(i, labels)
-
-    def nearest(self, stamp: float, tolerance: float) -> Optional[np.ndarray]:
-        i = bisect_left(self.stamps, stamp)
-        best = min((j for j in (i - 1, i) if 0 <= j < len(self.stamps)),
-                   key=lambda j: abs(self.stamps[j] - stamp), default=None)
-        if best is None or abs(self.stamps[best] - stamp) > tolerance:
-            return None
-        return self.labels[best]
-
-
-class PhaseSpans:
-    """The header stamps of the messages each ``--faults`` window silenced, and the phase
-    of a frame from its stamp (see the module's docstring)."""
-
-    def __init__(self, faults: dict, slop: float, windows: dict) -> None:
-        self.windows = [(key, a, b) for key, spans in sorted(faults.items()) for a, b in spans]
-        self.slop, self.after = slop, windows  # sensor -> its event window
-        self.spans: dict[tuple, list[float]] = {}  # window -> [first, last] silenced stamp
-        self.back: dict[tuple, float] = {}  # window -> stamp of the sensor's first message after
-
-    def kept(self, sensor: str, t_rel: float, stamp: float) -> None:
-        """A message of ``sensor`` received ``t_rel`` s after the start was not silenced."""
-        for w in self.spans:
-            if w[0] == sensor and w not in self.back and round(t_rel, 6) >= w[2]:
-                self.back[w] = stamp
-
-    def silenced(self, sensor: str, t_rel: float, stamp: float) -> None:
-        for key, a, b in self.windows:
-            if key == sensor and bags.in_windows({key: [(a, b)]}, key, t_rel):
-                span = self.spans.setdefault((key, a, b), [stamp, stamp])
-                span[0], span[1] = min(span[0], stamp), max(span[1], stamp)
-
-    @staticmethod
-    def name(key: str, a: float, b: float) -> str:
-        return f"{key} off {a:g}-{b:g} s"
-
-    def phase(self, stamp: float, modalities: Sequence[str]) -> str:
-        """The phase of a frame stamped ``stamp`` made of ``modalities``."""
-        names = []
-        for (key, a, b), (lo, hi) in sorted(self.spans.items()):
-            w = self.after.get(key)
-            could_use = stamp < hi + w if w else stamp <= hi + self.slop
-            not_back = key not in modalities and stamp < self.back.get((key, a, b), np.inf)
-            if lo - self.slop <= stamp and (could_use or not_back):
-                names.append(self.name(key, a, b))
-        return ", ".join(names) if names else "all sensors"
 
 
 def process_bag(bag_in: str | Path, bag_out: str | Path,
@@ -242,7 +170,7 @@ def _process(bag_in, bag_out: Path, session: Session, faults: dict, storage: str
     info_topic, gt_topic = roles["camera_info"], roles["gt"]
     tf_topics = {"/tf_static": True, "/tf": False}  # the rig's frames: topic -> static
     wanted = [t for t in (*topic_of, info_topic, gt_topic, *tf_topics) if t in topics]
-    spans = PhaseSpans(faults, v["sync.slop"], session.sync.windows)
+    spans = PhaseSpans.for_params(faults, v, session.modalities)
     classes = MessageClasses(Image=bags.msg_class("sensor_msgs/msg/Image"),
                              CameraInfo=bags.msg_class("sensor_msgs/msg/CameraInfo"),
                              String=bags.msg_class("std_msgs/msg/String"))
@@ -292,24 +220,17 @@ def _process(bag_in, bag_out: Path, session: Session, faults: dict, storage: str
                 session.transforms(msg, static=tf_topics[m.topic])
                 continue
             if m.topic == gt_topic:
-                try:
-                    msg = m.decode()
-                    labels, _ = conv.image_to_array(msg, ("mono8", "8UC1"))
-                    gt_stamp = conv.stamp_to_sec(msg.header.stamp)
-                except conv.InvalidMessage as e:
-                    gt_rejected[e.reason] += 1
-                    continue
-                except Exception:  # noqa: BLE001 - a damaged message is not the run's end
-                    gt_rejected["conversion_error"] += 1
-                    continue
-                gt.add(gt_stamp, np.array(labels))
+                reason = gt.add_bag_message(m)
+                if reason is not None:
+                    gt_rejected[reason] += 1
                 continue
             sensor = topic_of.get(m.topic) or ("camera" if m.topic == info_topic else None)
             msg, stamp = decoded(m)
-            if sensor is not None and bags.in_windows(faults, sensor, t_rel):
+            # the scorer's phases, from what the faults silenced (anyseg_ros.scoring.scan_bag
+            # observes a bag the same way for the demo)
+            if sensor is not None and spans.observe(sensor, t_rel, stamp,
+                                                    back=m.topic != info_topic):
                 silenced[sensor] += 1
-                if stamp is not None:
-                    spans.silenced(sensor, t_rel, stamp)
                 continue
             if m.topic == info_topic:
                 if msg is None:
@@ -318,8 +239,6 @@ def _process(bag_in, bag_out: Path, session: Session, faults: dict, storage: str
                 else:
                     session.camera_info(msg, now=now)
                 continue
-            if stamp is not None:
-                spans.kept(sensor, t_rel, stamp)
             if msg is None:
                 session.reject(sensor, conv.InvalidMessage(
                     "conversion_error", "the message cannot be decoded"), received=True)
@@ -340,25 +259,10 @@ def _summary(session: Session, results: list, spans: PhaseSpans, gt: GroundTruth
     """The run's summary: what came in and was left out, and the outputs scored against the
     ground truth per phase and per set of modalities used (see the module's docstring)."""
     v = session.values
-    # Scoring, per phase and per set of modalities used.
-    num_classes = len(session.runtime.class_names)
-    per_phase: dict[str, ConfusionMatrix] = {}
-    per_set: dict[str, ConfusionMatrix] = {}
-    counts_phase, counts_set, phase_sets = Counter(), Counter(), Counter()
-    scored = 0
+    # Scoring, per phase and per set of modalities used (anyseg_ros.scoring).
+    scorer = PhaseScorer(spans, gt, v["sync.slop"], len(session.runtime.class_names))
     for result in results:
-        phase = spans.phase(result.stamp, result.modalities)  # see the docstring
-        key = modality_key(result.modalities)
-        counts_phase[phase] += 1
-        counts_set[key] += 1
-        phase_sets[(phase, key)] += 1
-        label = gt.nearest(result.stamp, v["sync.slop"])
-        if label is None or label.shape != result.labels.shape:
-            continue
-        scored += 1
-        pred, lab = torch.from_numpy(result.labels), torch.from_numpy(label)
-        for table, name in ((per_phase, phase), (per_set, key)):
-            table.setdefault(name, ConfusionMatrix(num_classes)).update(pred, lab)
+        scorer.add(result.stamp, result.modalities, result.labels)
     latencies = [r.inference_ms for r in results]
     origin = t_first or 0.0
     counts = session.counts()
@@ -371,21 +275,20 @@ def _summary(session: Session, results: list, spans: PhaseSpans, gt: GroundTruth
     summary: dict[str, Any] = {
         "bag": str(bag_in), "out": str(bag_out), "checkpoint": session.checkpoint,
         "frames_out": len(results), "frames_failed": counts["frames_failed"],
-        "frames_skipped": counts["frames_skipped"], "scored": scored,
+        "frames_skipped": counts["frames_skipped"], "scored": scorer.scored,
         "received": {s: c["received"] for s, c in inputs.items()
                      if s != CAMERA_INFO and c["received"]},
         "silenced": dict(silenced),
         "rejected": {f"{s}:{r}": n for (s, r), n in sorted(rejected.items())},
         "notes": dict(notes), "camera_info_seen": session.camera_info_seen,
-        "phases": {name: {"frames": counts_phase[name],
-                          "modalities": {k: n for (p, k), n in sorted(phase_sets.items())
-                                         if p == name},
-                          "miou": _miou(per_phase.get(name))} for name in counts_phase},
+        "phases": {name: {"frames": n, "modalities": scorer.modalities(name),
+                          "miou": _miou(scorer.miou(name))}
+                   for name, n in scorer.frames.items()},
         # the stamps each window silenced, in seconds from the bag's start
         "fault_stamps": {spans.name(*w): [round(lo - origin, 6), round(hi - origin, 6)]
                          for w, (lo, hi) in sorted(spans.spans.items())},
-        "modality_sets": {name: {"frames": counts_set[name], "miou": _miou(per_set.get(name))}
-                          for name in sorted(counts_set)},
+        "modality_sets": {key: {"frames": n, "miou": _miou(scorer.miou(key=key))}
+                          for key, n in sorted(scorer.set_frames.items())},
         "inference_ms_p50": float(np.percentile(latencies, 50)) if latencies else None,
         "inference_ms_p95": float(np.percentile(latencies, 95)) if latencies else None,
         "seconds": round(elapsed, 2), "parameters": {k: v[k] for k in sorted(v)},
@@ -394,8 +297,8 @@ def _summary(session: Session, results: list, spans: PhaseSpans, gt: GroundTruth
     return summary
 
 
-def _miou(cm: Optional[ConfusionMatrix]) -> Optional[float]:
-    return None if cm is None else round(100.0 * float(cm.compute()["miou"]), 2)
+def _miou(miou: Optional[float]) -> Optional[float]:
+    return None if miou is None else round(miou, 2)
 
 
 def format_summary(s: dict) -> str:

@@ -16,7 +16,8 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from .data.registry import DATASETS
-from .losses import DISTILLATION_WEIGHTS
+from .losses import DISTILLATION_WEIGHTS, KL_REDUCTIONS, MAD_PIXELS
+from .model.segmentor import FUSIONS  # the model package imports timm only to build a model
 
 DEFAULTS: dict[str, Any] = {
     "stage": "teacher",          # teacher (PML, all modalities) | student (anymodal dropout)
@@ -251,6 +252,7 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = (),
 
 def validate(cfg: Mapping) -> None:
     """Checks that need more than the key names; messages name the key."""
+    from .data.muses import EVENT_ANCHORS
     from .modalities import check_modalities
 
     def need(cond: bool, msg: str) -> None:
@@ -267,7 +269,7 @@ def validate(cfg: Mapping) -> None:
     need(isinstance(size, (list, tuple)) and len(size) == 2 and all(
         isinstance(v, int) and v > 0 and v % 32 == 0 for v in size),
         f"data.size must be [H, W] with both divisible by 32, got {size!r}")
-    need(cfg["data"]["event_anchor"] in ("last", "camera"),
+    need(cfg["data"]["event_anchor"] in EVENT_ANCHORS,
          f"data.event_anchor must be last (the MUSES SDK's window) or camera, got "
          f"{cfg['data']['event_anchor']!r}")
     from .data.synthetic.sensor_variants import rig_names
@@ -326,8 +328,8 @@ def validate(cfg: Mapping) -> None:
         count(key, 0)
     for key in ("model.embed_dim",):
         count(key, 1)
-    need(cfg["model"]["fusion"] in ("mean", "primary"),
-         f"model.fusion must be mean or primary, got {cfg['model']['fusion']!r}")
+    need(cfg["model"]["fusion"] in FUSIONS,
+         f"model.fusion must be {' or '.join(FUSIONS)}, got {cfg['model']['fusion']!r}")
     need(0 <= cfg["model"]["drop_path_rate"] < 1,
          f"model.drop_path_rate must be in [0, 1), got {cfg['model']['drop_path_rate']!r}")
     backbone = cfg["model"]["backbone"]
@@ -353,11 +355,11 @@ def validate(cfg: Mapping) -> None:
         need(loss[key] > 0, f"loss.{key} (a temperature) must be > 0, got {loss[key]!r}")
     need(loss["ohem_thresh"] is None or 0 < loss["ohem_thresh"] < 1,
          f"loss.ohem_thresh must be in (0, 1) or null, got {loss['ohem_thresh']!r}")
-    need(loss["kl_reduction"] in ("mean", "sum"),
+    need(loss["kl_reduction"] in KL_REDUCTIONS,
          f"loss.kl_reduction must be mean (the authors' scale) or sum (the earlier per-pixel "
          f"scale), got {loss['kl_reduction']!r}")
-    need(loss["mad_pixels"] in ("all", "teacher_correct"),
-         f"loss.mad_pixels must be all or teacher_correct, got {loss['mad_pixels']!r}")
+    need(loss["mad_pixels"] in MAD_PIXELS,
+         f"loss.mad_pixels must be {' or '.join(MAD_PIXELS)}, got {loss['mad_pixels']!r}")
     aug = cfg["augment"]
     scale = aug["scale"]
     need(len(scale) == 2 and 0 < scale[0] <= scale[1],

@@ -27,7 +27,8 @@ import torch
 from .data.registry import DATASETS
 from .metrics import ConfusionMatrix
 from .modalities import ABBREV, ALL_MODALITIES, all_subsets
-from .runtime import BACKENDS, Runtime
+from .model.segmentor import MISSING
+from .runtime import BACKENDS, PRECISIONS, Runtime
 
 def subset_name(subset: Sequence[str]) -> str:
     return "".join(ABBREV[m] for m in subset)
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", default="val")
     ap.add_argument("--subsets", nargs="+", default=["all"],
                     help="'all', or subsets such as camera,lidar events (or CL E)")
-    ap.add_argument("--missing", default="drop", choices=["drop", "zero"])
+    ap.add_argument("--missing", default="drop", choices=MISSING)
     ap.add_argument("--num-samples", type=int, default=None)
     ap.add_argument("--seed", type=int, default=None,
                     help="synthetic: which world (default: the checkpoint's training world)")
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--conditions", nargs="+", default=None,
                     help="synthetic: evaluate only these conditions (e.g. fog-night)")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+    ap.add_argument("--precision", default="fp32", choices=PRECISIONS)
     ap.add_argument("--backend", default="torch", choices=BACKENDS,
                     help="torch, or an exported graph per subset in onnxruntime / openvino "
                          "(the deploy extra); auto: the fastest installed")

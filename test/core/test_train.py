@@ -82,6 +82,16 @@ def test_bad_configs_name_the_problem(override, message):
         load_config(TINY, [override])
 
 
+def test_importing_the_config_does_not_import_timm():
+    """The config takes the fusion names from the model (segmentor.FUSIONS), whose package
+    imports timm only to build a backbone: a config is read without it (validate imports timm
+    itself, for the backbone's name)."""
+    code = "import sys, anyseg_core.config; assert 'timm' not in sys.modules, 'timm imported'"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
 def test_values_yaml_reads_otherwise_are_taken_as_meant():
     """YAML reads `off` as false and `5e-1` (no dot) as text: both reach the config as the
     user meant them."""

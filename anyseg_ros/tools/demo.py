@@ -4,13 +4,18 @@
         [--faults lidar:8-13,camera:16-20] [--checkpoint CKPT] [--keep-bag]
 
 What it does, with real processes and real topics (what ``make demo`` runs):
-1. writes a synthetic drive bag with the outages (:mod:`anyseg_ros.tools.synthetic_bag`);
+1. writes a synthetic drive bag (:mod:`anyseg_ros.tools.synthetic_bag`);
 2. starts ``anyseg_node`` (``python -m anyseg_ros.node``) with the shipped
    ``config/anyseg.yaml``, the bag's calibration params and ``use_sim_time``, on the demo
    checkpoint unless ``--checkpoint`` says otherwise;
-3. replays the bag with ``python -m anyseg_ros.tools.play --clock`` and records the node's
-   outputs in this process;
-4. writes ``montage.png`` (for one frame of each phase: inputs, prediction, ground truth),
+3. replays the bag with ``python -m anyseg_ros.tools.play --clock --drop FAULTS`` (the
+   outages: seconds of receive time from the bag's start) and records the node's outputs in
+   this process;
+4. scores the outputs against the drive's ground truth per phase with
+   :mod:`anyseg_ros.scoring`, the rules of ``process_bag``: ``process_bag BAG OUT --faults
+   FAULTS`` on the bag (kept with ``--keep-bag``) names the same phases and scores its
+   outputs the same way;
+5. writes ``montage.png`` (for one frame of each phase: inputs, prediction, ground truth),
    ``timeline.png`` (the modalities each output used, outages shaded) and ``summary.md``
    (frames in and out per phase, modalities used, latency p50/p95, mIoU per phase), and
    prints the summary.
@@ -27,40 +32,49 @@ import shutil
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
-import torch
 
 from anyseg_core import viz
 from anyseg_core.checkpoint import read_metadata
-from anyseg_core.metrics import ConfusionMatrix
 from anyseg_core.modalities import CAMERA, EVENTS, LIDAR
 from anyseg_core.sensors.frame import Events
 
 from . import bag as bags
 from .. import conversions as conv
 from ..events import EventPacketStream
-from ..params import DEMO_CHECKPOINT, defaults
+from ..params import DEMO_CHECKPOINT, defaults, load_params_file
+from ..scoring import ALL_SENSORS, GroundTruth, PhaseScorer, PhaseSpans, modality_key, scan_bag
 from .fastdds import with_profile
 from .processes import interrupt
 from .shipped import LARGE_FRAMES_PROFILE, shipped_config  # noqa: F401 (demo.shipped_config)
-from .process_bag import modality_key
 from .synthetic_bag import write_synthetic_bag
 
 SENSOR_ROWS = (CAMERA, EVENTS, LIDAR)
 
 
-def phase_names(faults: dict) -> list[tuple[str, float, float]]:
-    return [(f"{k} off", a, b) for k, spans in faults.items() for a, b in spans]
+#: How the demo's tables name a phase (process_bag's names carry the window's seconds).
+PHASE_NAMES = {"label": "{sensor} off", "joiner": " + "}
 
 
-def phase_at(t: float, faults: dict) -> str:
-    names = [name for name, a, b in phase_names(faults)
-             if bags.in_windows({name: [(a, b)]}, name, t)]
-    return " + ".join(names) if names else "all sensors"
+def node_values(params_files: Sequence[str | Path]) -> dict:
+    """The parameters the demo's node runs with: its defaults, then the files in order."""
+    values = defaults()
+    for path in params_files:
+        values.update(load_params_file(path))
+    return values
+
+
+def phases_of(bag: Path, faults: dict, values: dict) -> tuple[PhaseSpans, GroundTruth]:
+    """The phases of a replay of ``bag`` with ``--drop`` ``faults`` into a node with
+    parameters ``values``, and the bag's ground truth (:func:`anyseg_ros.scoring.scan_bag`,
+    as process_bag observes a bag)."""
+    modalities = tuple(values["modalities"])
+    spans = PhaseSpans.for_params(faults, values, modalities, **PHASE_NAMES)
+    gt, _ = scan_bag(bag, spans, {bags.TOPICS[m]: m for m in modalities})
+    return spans, gt
 
 
 def _wait_for(predicate, timeout: float, what: str, proc=None, log: Optional[Path] = None):
@@ -156,8 +170,7 @@ def timeline_png(path: Path, status: list, t0: float, seconds: float, faults: di
     H = top + row_h * len(SENSOR_ROWS) + 40
     img = np.full((H, W, 3), 255, np.uint8)
     x_of = lambda t: int(left + (W - left - 20) * t / seconds)  # noqa: E731
-    for name, a, b in phase_names(faults):
-        sensor = name.split()[0]
+    for sensor, a, b in ((k, a, b) for k, spans in faults.items() for a, b in spans):
         if sensor in SENSOR_ROWS:
             r = SENSOR_ROWS.index(sensor)
             cv2.rectangle(img, (x_of(a), top + r * row_h), (x_of(b), top + (r + 1) * row_h - 2),
@@ -225,45 +238,72 @@ def montage_png(path: Path, picks: list, bag: Path, calib: dict, palette) -> Non
 
 
 def _score(status: list, labels_msgs: list, bag: Path, t0: float, faults: dict,
-           num_classes: int) -> dict:
-    """The node's outputs against the drive's ground truth, per phase of the drive (a
-    frame's phase: the fault windows its stamp falls in, in drive seconds), each output
-    paired with the ground truth nearest its stamp within 50 ms; per phase also the frames
-    in (ground-truth frames) and out, the modalities used, latencies, and the frame nearest
-    the phase's middle for the montage."""
+           values: dict, num_classes: int) -> dict:
+    """The node's outputs against the drive's ground truth per phase of the drive, with
+    :mod:`anyseg_ros.scoring` (the phases and the matching of process_bag: ``faults`` are
+    the ``--drop`` windows of the replay, ``values`` the node's parameters); per phase also
+    the frames in (ground-truth ticks) and out, the modalities used, latencies, and the
+    scored frame nearest the phase's middle for the montage (``t0``: the drive's first
+    stamp; "all sensors" is shown at 4 s)."""
+    spans, gt = phases_of(bag, faults, values)
+    scorer = PhaseScorer(spans, gt, values["sync.slop"], num_classes)
     labels_by_stamp = {round(conv.stamp_to_sec(m.header.stamp), 6):
                        np.array(conv.image_to_array(m)[0]) for m in labels_msgs}
-    gt: dict[float, np.ndarray] = {}
-    frames_in = Counter()
-    for m in bags.read_bag(bag, [bags.TOPICS["gt"]]):
-        msg = m.decode()
-        stamp = conv.stamp_to_sec(msg.header.stamp)
-        gt[round(stamp, 6)] = np.array(conv.image_to_array(msg)[0])
-        frames_in[phase_at(stamp - t0, faults)] += 1
-    gt_stamps = np.array(sorted(gt))
-    cms: dict[str, ConfusionMatrix] = {}
-    frames_out, used = Counter(), Counter()
+    middles = {spans.name(*w): (lo + hi) / 2 for w, (lo, hi) in spans.spans.items()}
     latencies: dict[str, list] = {}
     picks: dict[str, tuple] = {}
     for s in status:
-        phase = phase_at(s["stamp"] - t0, faults)
-        frames_out[phase] += 1
-        used[(phase, modality_key(s["modalities"]))] += 1
-        latencies.setdefault(phase, []).append(s["latency_ms"])
         pred = labels_by_stamp.get(round(s["stamp"], 6))
-        j = int(np.argmin(np.abs(gt_stamps - s["stamp"])))
-        if pred is None or abs(gt_stamps[j] - s["stamp"]) > 0.05:
+        phase, gt_stamp = scorer.add(s["stamp"], s["modalities"], pred)
+        latencies.setdefault(phase, []).append(s["latency_ms"])
+        if gt_stamp is None:
             continue
-        s["gt_stamp"] = float(gt_stamps[j])
-        label = gt[round(gt_stamps[j], 6)]
-        cms.setdefault(phase, ConfusionMatrix(num_classes)).update(
-            torch.from_numpy(pred.astype(np.int64)), torch.from_numpy(label.astype(np.int64)))
-        mid = {name: (a + b) / 2 for name, a, b in phase_names(faults)}.get(phase, 4.0)
+        s["gt_stamp"] = gt_stamp
+        mid = middles.get(phase, t0 + 4.0)
         best = picks.get(phase)
-        if best is None or abs(s["stamp"] - t0 - mid) < abs(best[1]["stamp"] - t0 - mid):
+        if best is None or abs(s["stamp"] - mid) < abs(best[1]["stamp"] - mid):
             picks[phase] = (phase, s, pred)
-    return {"frames_in": frames_in, "frames_out": frames_out, "used": used,
-            "latencies": latencies, "picks": picks, "cms": cms}
+    order = [ALL_SENSORS] + list(dict.fromkeys(spans.name(*w) for w in spans.windows))
+    return {"frames_in": scorer.ticks(), "frames_out": scorer.frames,
+            "used": scorer.phase_sets, "latencies": latencies, "picks": picks,
+            "miou": {p: scorer.miou(p) for p in scorer.per_phase}, "order": order}
+
+
+def _report(out: Path, score: dict, intro: str, started: float) -> str:
+    """summary.md (returned) and summary.json from :func:`_score`'s figures."""
+    frames_in, frames_out, used = score["frames_in"], score["frames_out"], score["used"]
+    latencies, mious = score["latencies"], score["miou"]
+    all_lat = [v for vs in latencies.values() for v in vs]
+    lines = [
+        "# AnySeg demo", "", intro, "",
+        "| phase | frames in (camera clock) | frames out | modalities used | latency p50 / p95 "
+        "(ms) | mIoU |", "|---|---|---|---|---|---|"]
+    for phase in score["order"]:
+        if phase not in frames_in and phase not in frames_out:
+            continue
+        mods = ", ".join(f"{k} x{n}" for (p, k), n in sorted(used.items()) if p == phase)
+        lat = latencies.get(phase) or [float("nan")]
+        miou = mious.get(phase, float("nan"))
+        lines.append(f"| {phase} | {frames_in[phase]} | {frames_out[phase]} | {mods or '-'} | "
+                     f"{np.percentile(lat, 50):.0f} / {np.percentile(lat, 95):.0f} | "
+                     f"{miou:.1f} |")
+    lines += ["",
+              f"Latency is the node's own (its clock at publishing minus the input stamp, on "
+              f"the bag's /clock), all frames: p50 {np.percentile(all_lat, 50):.0f} ms, "
+              f"p95 {np.percentile(all_lat, 95):.0f} ms. Modalities: C camera, E events, "
+              "L LiDAR. mIoU in % against the drive's ground truth, over the classes present.",
+              "", "Files: `montage.png` (inputs, prediction and ground truth for one frame of "
+              "each phase), `timeline.png`, `node.log`, `play.log`.",
+              f"Took {time.monotonic() - started:.0f} s."]
+    summary = "\n".join(lines) + "\n"
+    (out / "summary.md").write_text(summary)
+    (out / "summary.json").write_text(json.dumps({
+        "frames_in": frames_in, "frames_out": frames_out,
+        "used": {f"{p}|{k}": n for (p, k), n in used.items()},
+        "miou": mious,
+        "latency_ms": {p: [float(np.percentile(v, 50)), float(np.percentile(v, 95))]
+                       for p, v in latencies.items()}}, indent=1))
+    return summary
 
 
 def run_demo(out: Path, seconds: float = 24.0, faults_text: str = "lidar:8-13,camera:16-20",
@@ -280,9 +320,9 @@ def run_demo(out: Path, seconds: float = 24.0, faults_text: str = "lidar:8-13,ca
     meta = read_metadata(ckpt)
     palette = meta["palette"]
 
-    print(f"[1/4] writing a {seconds:g} s drive with outages {faults_text} ...", flush=True)
+    print(f"[1/4] writing a {seconds:g} s drive ...", flush=True)
     bag = work / "drive"
-    info = write_synthetic_bag(bag, seconds, condition, faults, seed, size_hw, progress=False)
+    info = write_synthetic_bag(bag, seconds, condition, None, seed, size_hw, progress=False)
     t0 = info["t_start"]
 
     env = dict(os.environ)
@@ -305,59 +345,30 @@ def run_demo(out: Path, seconds: float = 24.0, faults_text: str = "lidar:8-13,ca
     try:
         _wait_for(lambda: b"ready:" in node_log.read_bytes(), 300, "the node to start", node,
                   node_log)
-        print(f"[3/4] replaying the bag ({seconds:g} s) and recording the outputs ...",
-              flush=True)
+        print(f"[3/4] replaying the bag ({seconds:g} s) with outages {faults_text} and "
+              "recording the outputs ...", flush=True)
         play_cmd = [sys.executable, "-m", "anyseg_ros.tools.play", str(bag), "--clock",
                     "--namespace", namespace, "--wait-for", "/camera/image", "/events",
                     "/lidar/points", "--start-delay", "0.5"]
+        play_cmd += ["--drop", faults_text] if faults else []
         labels_msgs, status = record(env, namespace, node, play_cmd, out / "play.log",
                                      timeout=seconds * 3 + 60)
     finally:
         interrupt(node, timeout=10)
 
     print("[4/4] scoring and drawing ...", flush=True)
-    score = _score(status, labels_msgs, bag, t0, faults, len(meta["class_names"]))
-    frames_in, frames_out, used = score["frames_in"], score["frames_out"], score["used"]
-    latencies, picks, cms = score["latencies"], score["picks"], score["cms"]
-    order = ["all sensors"] + [name for name, _, _ in phase_names(faults)]
-    montage_png(out / "montage.png", [picks[p] for p in order if p in picks], bag,
+    values = node_values([shipped_config(), info["params"]])
+    score = _score(status, labels_msgs, bag, t0, faults, values, len(meta["class_names"]))
+    picks = score["picks"]
+    montage_png(out / "montage.png", [picks[p] for p in score["order"] if p in picks], bag,
                 info["calibration"], palette)
     timeline_png(out / "timeline.png", status, t0, seconds, faults)
-
-    all_lat = [v for vs in latencies.values() for v in vs]
-    lines = [
-        "# AnySeg demo", "",
-        f"A {seconds:g} s synthetic drive ({condition}, {size_hw[1]}x{size_hw[0]} camera) "
-        f"with sensor outages `{faults_text}` (seconds of the drive), replayed with "
-        "`python -m anyseg_ros.tools.play --clock` into `anyseg_node` (use_sim_time) running "
-        f"`{ckpt.name}` on its default config; {len(status)} output frames recorded.", "",
-        "| phase | frames in (camera clock) | frames out | modalities used | latency p50 / p95 "
-        "(ms) | mIoU |", "|---|---|---|---|---|---|"]
-    for phase in order:
-        if phase not in frames_in and phase not in frames_out:
-            continue
-        mods = ", ".join(f"{k} x{n}" for (p, k), n in sorted(used.items()) if p == phase)
-        lat = latencies.get(phase) or [float("nan")]
-        miou = cms[phase].compute()["miou"] * 100 if phase in cms else float("nan")
-        lines.append(f"| {phase} | {frames_in[phase]} | {frames_out[phase]} | {mods or '-'} | "
-                     f"{np.percentile(lat, 50):.0f} / {np.percentile(lat, 95):.0f} | "
-                     f"{miou:.1f} |")
-    lines += ["",
-              f"Latency is the node's own (its clock at publishing minus the input stamp, on "
-              f"the bag's /clock), all frames: p50 {np.percentile(all_lat, 50):.0f} ms, "
-              f"p95 {np.percentile(all_lat, 95):.0f} ms. Modalities: C camera, E events, "
-              "L LiDAR. mIoU in % against the drive's ground truth, over the classes present.",
-              "", "Files: `montage.png` (inputs, prediction and ground truth for one frame of "
-              "each phase), `timeline.png`, `node.log`, `play.log`.",
-              f"Took {time.monotonic() - started:.0f} s."]
-    summary = "\n".join(lines) + "\n"
-    (out / "summary.md").write_text(summary)
-    (out / "summary.json").write_text(json.dumps({
-        "frames_in": frames_in, "frames_out": frames_out,
-        "used": {f"{p}|{k}": n for (p, k), n in used.items()},
-        "miou": {p: cm.compute()["miou"] * 100 for p, cm in cms.items()},
-        "latency_ms": {p: [float(np.percentile(v, 50)), float(np.percentile(v, 95))]
-                       for p, v in latencies.items()}}, indent=1))
+    intro = (f"A {seconds:g} s synthetic drive ({condition}, {size_hw[1]}x{size_hw[0]} camera) "
+             f"replayed with `python -m anyseg_ros.tools.play --clock --drop {faults_text}` "
+             "(sensor outages, seconds of the drive) into `anyseg_node` (use_sim_time) "
+             f"running `{ckpt.name}` on its default config; {len(status)} output frames "
+             "recorded.")
+    summary = _report(out, score, intro, started)
     if not keep_bag:
         shutil.rmtree(work, ignore_errors=True)
         Path(info["params"]).unlink(missing_ok=True)

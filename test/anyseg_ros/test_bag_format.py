@@ -334,30 +334,28 @@ def test_windows_on_sensor_ticks_include_the_start_and_exclude_the_end(tmp_path)
 
 
 def test_demo_phases_agree_with_the_silenced_messages(tmp_path):
-    """demo's phase_at names a frame's phase with the same START <= t < END test that
-    silenced the sensor: a camera frame missing from the bag is in a "camera off" phase.
-    (process_bag names phases on the stamp clock with PhaseSpans, test_bag_tools.py.)"""
-    from anyseg_ros.tools.demo import phase_at
+    """The demo replays its drive with ``play --drop`` and names a frame's phase with
+    anyseg_ros.scoring, as process_bag does (test_scoring.py): a camera tick whose image the
+    drop silenced is in a "camera off" phase, and only those; likewise LiDAR sweeps."""
+    from anyseg_ros.tools.demo import node_values, phases_of
+    from anyseg_ros.tools.shipped import shipped_config
 
     out = tmp_path / "ticks"
+    # receive time: camera 0.01 s after its stamp, LiDAR 0.05 s
     faults = bags.parse_windows("camera:0.1-0.3,lidar:0.137-0.337")
-    info = write_synthetic_bag(out, 0.5, "clear-day", faults, SEED, (48, 64), progress=False)
-    present = {topic: {conv.stamp_to_sec(m.decode().header.stamp) for m in
-                       bags.read_bag(out, [topic])} for topic in ("/camera/image",
-                                                                 "/lidar/points")}
-    gt = [conv.stamp_to_sec(m.decode().header.stamp) for m in bags.read_bag(out, ["/gt/labels"])]
-    assert len(gt) == 6 and len(present["/camera/image"]) == 4
-    for stamp in gt:
-        off = stamp not in present["/camera/image"]
-        t = stamp - info["t_start"]
-        assert ("camera off" in phase_at(t, faults).split(" + ")) == off, t
-    sweeps = [m.stamp for m in drive(SEED, 0.5, "clear-day", RigConfig(image_hw=(48, 64)))
-              if m.sensor == "lidar"]
-    assert len(sweeps) == 5 and len(present["/lidar/points"]) == 3
-    for stamp in sweeps:
-        off = stamp not in present["/lidar/points"]
-        t = stamp - info["t_start"]
-        assert ("lidar off" in phase_at(t, faults).split(" + ")) == off, t
+    info = write_synthetic_bag(out, 0.5, "clear-day", None, SEED, (48, 64), progress=False)
+    spans, gt = phases_of(out, faults, node_values([shipped_config(), info["params"]]))
+    start = bags.bag_start_ns(out)
+    dropped = {}
+    for topic, sensor in (("/camera/image", "camera"), ("/lidar/points", "lidar")):
+        dropped[sensor] = {conv.stamp_to_sec(m.decode().header.stamp): bags.in_windows(
+            faults, sensor, (m.time_ns - start) * 1e-9) for m in bags.read_bag(out, [topic])}
+    assert len(gt.stamps) == 6 and sum(dropped["camera"].values()) == 2
+    assert sum(dropped["lidar"].values()) == 2
+    for stamp in gt.stamps:
+        assert ("camera off" in spans.phase(stamp).split(" + ")) == dropped["camera"][stamp]
+    for stamp, off in dropped["lidar"].items():
+        assert ("lidar off" in spans.phase(stamp).split(" + ")) == off, stamp
 
 
 def test_read_bag_with_topics_none_of_which_is_there_reads_nothing(mcap_bag):

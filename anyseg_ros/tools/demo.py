@@ -364,8 +364,10 @@ def run_demo(out: Path, seconds: float = 24.0, faults_text: str = "lidar:8-13,ca
                 info["calibration"], palette)
     timeline_png(out / "timeline.png", status, t0, seconds, faults)
     intro = (f"A {seconds:g} s synthetic drive ({condition}, {size_hw[1]}x{size_hw[0]} camera) "
-             f"replayed with `python -m anyseg_ros.tools.play --clock --drop {faults_text}` "
-             "(sensor outages, seconds of the drive) into `anyseg_node` (use_sim_time) "
+             "replayed with `python -m anyseg_ros.tools.play --clock"
+             + (f" --drop {faults_text}` (sensor outages, seconds of the drive)" if faults
+                else "` (no outages)")
+             + " into `anyseg_node` (use_sim_time) "
              f"running `{ckpt.name}` on its default config; {len(status)} output frames "
              "recorded.")
     summary = _report(out, score, intro, started)

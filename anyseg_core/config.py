@@ -251,153 +251,210 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = (),
 
 
 def validate(cfg: Mapping) -> None:
-    """Checks that need more than the key names; messages name the key."""
+    """Checks that need more than the key names; messages name the key. The sections are
+    checked in this order and the first failing check is reported."""
+    _need(cfg["stage"] in ("teacher", "student"), f"stage must be teacher or student, "
+                                                  f"got {cfg['stage']!r}")
+    _validate_data(cfg)
+    _validate_dropout(cfg)
+    _validate_teacher(cfg)
+    _validate_counts(cfg)
+    _validate_model(cfg)
+    _validate_requirements(cfg)
+    _validate_loss(cfg)
+    _validate_augment(cfg)
+    _validate_optim(cfg)
+    _validate_train(cfg)
+
+
+def _need(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+def _validate_data(cfg: Mapping) -> None:
+    """The data section: modalities, size, the MUSES event anchor, the synthetic rig, the
+    LiDAR intensity normalisation, the data set and whether it takes a cache."""
     from .data.muses import EVENT_ANCHORS
-    from .modalities import check_modalities
-
-    def need(cond: bool, msg: str) -> None:
-        if not cond:
-            raise ConfigError(msg)
-
-    need(cfg["stage"] in ("teacher", "student"), f"stage must be teacher or student, "
-                                                 f"got {cfg['stage']!r}")
-    try:
-        check_modalities(cfg["data"]["modalities"])
-    except ValueError as err:
-        raise ConfigError(f"data.modalities: {err}") from None
-    size = cfg["data"]["size"]
-    need(isinstance(size, (list, tuple)) and len(size) == 2 and all(
-        isinstance(v, int) and v > 0 and v % 32 == 0 for v in size),
-        f"data.size must be [H, W] with both divisible by 32, got {size!r}")
-    need(cfg["data"]["event_anchor"] in EVENT_ANCHORS,
-         f"data.event_anchor must be last (the MUSES SDK's window) or camera, got "
-         f"{cfg['data']['event_anchor']!r}")
     from .data.synthetic.sensor_variants import rig_names
+    from .modalities import check_modalities
     from .sensors import intensity_percentile
 
-    need(cfg["data"]["rig"] in rig_names(),
-         f"data.rig must be one of {', '.join(rig_names())}, got {cfg['data']['rig']!r}")
-    need(cfg["data"]["rig"] == "muses" or cfg["data"]["dataset"] == "synthetic",
-         "data.rig renders the synthetic world with another rig: a real data set has its "
-         "own sensors (leave data.rig=muses)")
+    data = cfg["data"]
     try:
-        intensity_percentile(cfg["data"]["lidar_intensity"])
+        check_modalities(data["modalities"])
+    except ValueError as err:
+        raise ConfigError(f"data.modalities: {err}") from None
+    size = data["size"]
+    _need(isinstance(size, (list, tuple)) and len(size) == 2 and all(
+        isinstance(v, int) and v > 0 and v % 32 == 0 for v in size),
+        f"data.size must be [H, W] with both divisible by 32, got {size!r}")
+    _need(data["event_anchor"] in EVENT_ANCHORS,
+          f"data.event_anchor must be last (the MUSES SDK's window) or camera, got "
+          f"{data['event_anchor']!r}")
+    _need(data["rig"] in rig_names(),
+          f"data.rig must be one of {', '.join(rig_names())}, got {data['rig']!r}")
+    _need(data["rig"] == "muses" or data["dataset"] == "synthetic",
+          "data.rig renders the synthetic world with another rig: a real data set has its "
+          "own sensors (leave data.rig=muses)")
+    try:
+        intensity_percentile(data["lidar_intensity"])
     except ValueError as err:
         raise ConfigError(f"data.lidar_intensity: {err}") from None
-    need(cfg["data"]["lidar_intensity"] == "raw" or cfg["data"]["dataset"] != "deliver",
-         "data.lidar_intensity applies to raw LiDAR sweeps; DELIVER's LiDAR is an image")
-    need(cfg["data"]["dataset"] in DATASETS,
-         f"data.dataset must be one of {', '.join(DATASETS)}, got {cfg['data']['dataset']!r}")
-    spec = DATASETS[cfg["data"]["dataset"]]
-    cache = cfg["data"]["cache"]
-    need(cache is None or (isinstance(cache, str) and cache.strip() != ""),
-         f"data.cache must be a folder path or null, got {cache!r}")
-    need(cache is None or spec.cacheable,
-         "data.cache holds the synthetic world only (a real data set is read from its files); "
-         "drop data.cache or use data.dataset=synthetic")
-    need(cfg["dropout"]["policy"] in ("none", "per_sample", "per_batch"),
-         f"dropout.policy must be none, per_sample or per_batch, "
-         f"got {cfg['dropout']['policy']!r}")
-    all_prob = cfg["dropout"]["all_prob"]
-    need(all_prob is None or (isinstance(all_prob, (int, float)) and not isinstance(all_prob, bool)
-                              and 0 <= all_prob <= 1),
-         f"dropout.all_prob must be a probability (0 to 1) or null, got {all_prob!r}")
-    need(all_prob is None or cfg["dropout"]["policy"] != "none",
-         "dropout.all_prob needs dropout.policy per_sample or per_batch")
-    need(cfg["model"]["init"] in ("backbone", "teacher"),
-         f"model.init must be backbone or teacher, got {cfg['model']['init']!r}")
-    need(cfg["model"]["init"] != "teacher" or cfg["teacher"]["checkpoint"],
-         "model.init=teacher needs teacher.checkpoint (the weights to start from)")
+    _need(data["lidar_intensity"] == "raw" or data["dataset"] != "deliver",
+          "data.lidar_intensity applies to raw LiDAR sweeps; DELIVER's LiDAR is an image")
+    _need(data["dataset"] in DATASETS,
+          f"data.dataset must be one of {', '.join(DATASETS)}, got {data['dataset']!r}")
+    spec = DATASETS[data["dataset"]]
+    cache = data["cache"]
+    _need(cache is None or (isinstance(cache, str) and cache.strip() != ""),
+          f"data.cache must be a folder path or null, got {cache!r}")
+    _need(cache is None or spec.cacheable,
+          "data.cache holds the synthetic world only (a real data set is read from its "
+          "files); drop data.cache or use data.dataset=synthetic")
+
+
+def _validate_dropout(cfg: Mapping) -> None:
+    """The dropout policy and its all-modalities probability."""
+    dropout = cfg["dropout"]
+    _need(dropout["policy"] in ("none", "per_sample", "per_batch"),
+          f"dropout.policy must be none, per_sample or per_batch, "
+          f"got {dropout['policy']!r}")
+    all_prob = dropout["all_prob"]
+    _need(all_prob is None or (isinstance(all_prob, (int, float))
+                               and not isinstance(all_prob, bool) and 0 <= all_prob <= 1),
+          f"dropout.all_prob must be a probability (0 to 1) or null, got {all_prob!r}")
+    _need(all_prob is None or dropout["policy"] != "none",
+          "dropout.all_prob needs dropout.policy per_sample or per_batch")
+
+
+def _validate_teacher(cfg: Mapping) -> None:
+    """model.init, and a teacher checkpoint wherever one is read."""
+    _need(cfg["model"]["init"] in ("backbone", "teacher"),
+          f"model.init must be backbone or teacher, got {cfg['model']['init']!r}")
+    _need(cfg["model"]["init"] != "teacher" or cfg["teacher"]["checkpoint"],
+          "model.init=teacher needs teacher.checkpoint (the weights to start from)")
     if cfg["stage"] == "student":
         uses_teacher = cfg["model"]["init"] == "teacher" or any(
             cfg["loss"][k] for k in DISTILLATION_WEIGHTS)
-        need(not uses_teacher or cfg["teacher"]["checkpoint"],
-             "stage student with distillation losses (or model.init=teacher) needs "
-             "teacher.checkpoint")
-    def count(key: str, least: int) -> None:
+        _need(not uses_teacher or cfg["teacher"]["checkpoint"],
+              "stage student with distillation losses (or model.init=teacher) needs "
+              "teacher.checkpoint")
+
+
+#: Keys that hold whole numbers, with their least value.
+_WHOLE_NUMBERS = {
+    "optim.batch_size": 1, "optim.steps": 1, "train.log_every": 1,
+    "train.checkpoint_every": 1, "data.train_samples": 1, "data.val_samples": 1,
+    "optim.warmup_steps": 0, "train.eval_every": 0, "train.eval_samples": 0,
+    "data.num_workers": 0, "model.embed_dim": 1,
+}
+
+
+def _validate_counts(cfg: Mapping) -> None:
+    """Every key of :data:`_WHOLE_NUMBERS` is a whole number of at least its least value."""
+    for key, least in _WHOLE_NUMBERS.items():
         section, name = key.split(".")
         value = cfg[section][name]
-        need(isinstance(value, int) and not isinstance(value, bool) and value >= least,
-             f"{key} must be a whole number >= {least}, got {value!r}")
+        _need(isinstance(value, int) and not isinstance(value, bool) and value >= least,
+              f"{key} must be a whole number >= {least}, got {value!r}")
 
-    for key in ("optim.batch_size", "optim.steps", "train.log_every", "train.checkpoint_every",
-                "data.train_samples", "data.val_samples"):
-        count(key, 1)
-    for key in ("optim.warmup_steps", "train.eval_every", "train.eval_samples",
-                "data.num_workers"):
-        count(key, 0)
-    for key in ("model.embed_dim",):
-        count(key, 1)
-    need(cfg["model"]["fusion"] in FUSIONS,
-         f"model.fusion must be {' or '.join(FUSIONS)}, got {cfg['model']['fusion']!r}")
-    need(0 <= cfg["model"]["drop_path_rate"] < 1,
-         f"model.drop_path_rate must be in [0, 1), got {cfg['model']['drop_path_rate']!r}")
-    backbone = cfg["model"]["backbone"]
+
+def _validate_model(cfg: Mapping) -> None:
+    """Fusion, drop path and the backbone's timm name."""
+    model = cfg["model"]
+    _need(model["fusion"] in FUSIONS,
+          f"model.fusion must be {' or '.join(FUSIONS)}, got {model['fusion']!r}")
+    _need(0 <= model["drop_path_rate"] < 1,
+          f"model.drop_path_rate must be in [0, 1), got {model['drop_path_rate']!r}")
     import timm
 
-    need(timm.is_model(backbone), f"model.backbone {backbone!r} is not a timm model name (e.g. "
-                                  "pvt_v2_b0; timm.list_models() lists them)")
-    need(cfg["stage"] != "student" or cfg["dropout"]["policy"] != "none",
-         "stage student needs dropout.policy per_sample (the paper's anymodal dropout) or "
-         "per_batch: with none the student never sees a missing modality")
-    need(not cfg["model"]["pretrained_file"] or cfg["model"]["pretrained"],
-         "model.pretrained_file is read only with model.pretrained=true")
-    need(cfg["stage"] == "student" or cfg["dropout"]["policy"] == "none",
-         "dropout.policy applies to the student stage only (the PML teacher sees every "
-         "modality): set it to none, or stage=student")
-    need(not spec.needs_root or bool(cfg["data"]["root"]),
-         f"data.root must name the {cfg['data']['dataset']} folder (data.dataset="
-         f"{cfg['data']['dataset']})")
+    _need(timm.is_model(model["backbone"]),
+          f"model.backbone {model['backbone']!r} is not a timm model name (e.g. pvt_v2_b0; "
+          "timm.list_models() lists them)")
+
+
+def _validate_requirements(cfg: Mapping) -> None:
+    """What a setting requires of another: the student stage a dropout policy and the
+    teacher none, a pretrained_file model.pretrained, a data set that needs a folder
+    data.root."""
+    policy = cfg["dropout"]["policy"]
+    _need(cfg["stage"] != "student" or policy != "none",
+          "stage student needs dropout.policy per_sample (the paper's anymodal dropout) or "
+          "per_batch: with none the student never sees a missing modality")
+    _need(not cfg["model"]["pretrained_file"] or cfg["model"]["pretrained"],
+          "model.pretrained_file is read only with model.pretrained=true")
+    _need(cfg["stage"] == "student" or policy == "none",
+          "dropout.policy applies to the student stage only (the PML teacher sees every "
+          "modality): set it to none, or stage=student")
+    dataset = cfg["data"]["dataset"]
+    _need(not DATASETS[dataset].needs_root or bool(cfg["data"]["root"]),
+          f"data.root must name the {dataset} folder (data.dataset={dataset})")
+
+
+def _validate_loss(cfg: Mapping) -> None:
     loss = cfg["loss"]
     for key in DISTILLATION_WEIGHTS:
-        need(loss[key] >= 0, f"loss.{key} must be >= 0, got {loss[key]!r}")
+        _need(loss[key] >= 0, f"loss.{key} must be >= 0, got {loss[key]!r}")
     for key in ("tau", "tau_cmd"):
-        need(loss[key] > 0, f"loss.{key} (a temperature) must be > 0, got {loss[key]!r}")
-    need(loss["ohem_thresh"] is None or 0 < loss["ohem_thresh"] < 1,
-         f"loss.ohem_thresh must be in (0, 1) or null, got {loss['ohem_thresh']!r}")
-    need(loss["kl_reduction"] in KL_REDUCTIONS,
-         f"loss.kl_reduction must be mean (the authors' scale) or sum (the earlier per-pixel "
-         f"scale), got {loss['kl_reduction']!r}")
-    need(loss["mad_pixels"] in MAD_PIXELS,
-         f"loss.mad_pixels must be {' or '.join(MAD_PIXELS)}, got {loss['mad_pixels']!r}")
+        _need(loss[key] > 0, f"loss.{key} (a temperature) must be > 0, got {loss[key]!r}")
+    _need(loss["ohem_thresh"] is None or 0 < loss["ohem_thresh"] < 1,
+          f"loss.ohem_thresh must be in (0, 1) or null, got {loss['ohem_thresh']!r}")
+    _need(loss["kl_reduction"] in KL_REDUCTIONS,
+          f"loss.kl_reduction must be mean (the authors' scale) or sum (the earlier "
+          f"per-pixel scale), got {loss['kl_reduction']!r}")
+    _need(loss["mad_pixels"] in MAD_PIXELS,
+          f"loss.mad_pixels must be {' or '.join(MAD_PIXELS)}, got {loss['mad_pixels']!r}")
+
+
+def _validate_augment(cfg: Mapping) -> None:
+    """Ranges and probabilities of the augmentation; the LiDAR's none on DELIVER."""
     aug = cfg["augment"]
     scale = aug["scale"]
-    need(len(scale) == 2 and 0 < scale[0] <= scale[1],
-         f"augment.scale must be [low, high] with 0 < low <= high, got {scale!r}")
+    _need(len(scale) == 2 and 0 < scale[0] <= scale[1],
+          f"augment.scale must be [low, high] with 0 < low <= high, got {scale!r}")
     for key in ("blur_p", "color_jitter_p", "lidar_ring_p", "lidar_density_p",
                 "lidar_intensity_p"):
-        need(0 <= aug[key] <= 1, f"augment.{key} must be a probability (0 to 1), got "
-                                 f"{aug[key]!r}")
-    need(len(aug["lidar_ring_factors"]) > 0 and all(k >= 2 for k in aug["lidar_ring_factors"]),
-        f"augment.lidar_ring_factors must be whole numbers >= 2 (keep every k-th ring), got "
-        f"{aug['lidar_ring_factors']!r}")
+        _need(0 <= aug[key] <= 1, f"augment.{key} must be a probability (0 to 1), got "
+                                  f"{aug[key]!r}")
+    factors = aug["lidar_ring_factors"]
+    _need(len(factors) > 0 and all(k >= 2 for k in factors),
+          f"augment.lidar_ring_factors must be whole numbers >= 2 (keep every k-th ring), "
+          f"got {factors!r}")
     keep = aug["lidar_density_keep"]
-    need(len(keep) == 2 and 0 < keep[0] <= keep[1] <= 1,
-         f"augment.lidar_density_keep must be [low, high] with 0 < low <= high <= 1, got "
-         f"{keep!r}")
+    _need(len(keep) == 2 and 0 < keep[0] <= keep[1] <= 1,
+          f"augment.lidar_density_keep must be [low, high] with 0 < low <= high <= 1, got "
+          f"{keep!r}")
     iscale = aug["lidar_intensity_scale"]
-    need(len(iscale) == 2 and 0 < iscale[0] <= iscale[1],
-         f"augment.lidar_intensity_scale must be [low, high] with 0 < low <= high, got "
-         f"{iscale!r}")
-    need(cfg["data"]["dataset"] != "deliver" or not any(
+    _need(len(iscale) == 2 and 0 < iscale[0] <= iscale[1],
+          f"augment.lidar_intensity_scale must be [low, high] with 0 < low <= high, got "
+          f"{iscale!r}")
+    _need(cfg["data"]["dataset"] != "deliver" or not any(
         aug[k] for k in ("lidar_ring_p", "lidar_density_p", "lidar_intensity_p")),
         "augment.lidar_* act on raw LiDAR sweeps projected in the camera; DELIVER's LiDAR "
         "is an image")
+
+
+def _validate_optim(cfg: Mapping) -> None:
     o = cfg["optim"]
-    need(o["lr"] > 0, f"optim.lr must be positive, got {o['lr']!r}")
-    need(o["weight_decay"] >= 0, f"optim.weight_decay must be >= 0, got {o['weight_decay']!r}")
-    need(len(o["betas"]) == 2 and all(0 <= b < 1 for b in o["betas"]),
-         f"optim.betas must be two numbers in [0, 1), got {o['betas']!r}")
-    need(0 < o["warmup_ratio"] <= 1,
-         f"optim.warmup_ratio (the lr factor at the start of the warm-up) must be in (0, 1], "
-         f"got {o['warmup_ratio']!r}")
-    need(o["poly_power"] > 0, f"optim.poly_power must be > 0, got {o['poly_power']!r}")
-    need(o["grad_clip"] is None or o["grad_clip"] > 0,
-         f"optim.grad_clip must be > 0 or null (no clipping), got {o['grad_clip']!r}")
-    need(o["warmup_steps"] <= o["steps"], "optim.warmup_steps must be in [0, optim.steps]")
-    need(cfg["train"]["amp"] in ("auto", "bf16", "off"), "train.amp must be auto, bf16 or off")
+    _need(o["lr"] > 0, f"optim.lr must be positive, got {o['lr']!r}")
+    _need(o["weight_decay"] >= 0,
+          f"optim.weight_decay must be >= 0, got {o['weight_decay']!r}")
+    _need(len(o["betas"]) == 2 and all(0 <= b < 1 for b in o["betas"]),
+          f"optim.betas must be two numbers in [0, 1), got {o['betas']!r}")
+    _need(0 < o["warmup_ratio"] <= 1,
+          f"optim.warmup_ratio (the lr factor at the start of the warm-up) must be in (0, 1], "
+          f"got {o['warmup_ratio']!r}")
+    _need(o["poly_power"] > 0, f"optim.poly_power must be > 0, got {o['poly_power']!r}")
+    _need(o["grad_clip"] is None or o["grad_clip"] > 0,
+          f"optim.grad_clip must be > 0 or null (no clipping), got {o['grad_clip']!r}")
+    _need(o["warmup_steps"] <= o["steps"], "optim.warmup_steps must be in [0, optim.steps]")
+
+
+def _validate_train(cfg: Mapping) -> None:
+    _need(cfg["train"]["amp"] in ("auto", "bf16", "off"), "train.amp must be auto, bf16 or off")
     device = cfg["train"]["device"]
-    need(isinstance(device, str) and (device in ("auto", "cpu", "cuda") or (
+    _need(isinstance(device, str) and (device in ("auto", "cpu", "cuda") or (
         device.startswith("cuda:") and device[5:].isdigit())),
         f"train.device must be auto, cpu, cuda or cuda:N, got {device!r}")
 

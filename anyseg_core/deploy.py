@@ -35,6 +35,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
@@ -406,15 +407,27 @@ class _entry_lock:
 
 # ------------------------------------------------------------------------------ engines
 
+#: ONNX Runtime's session option for its intra-op threads' busy-waiting ("1" spins, ONNX
+#: Runtime's own default; "0" sleeps when idle): :class:`OnnxRuntimeEngine`'s ``spinning``.
+ORT_SPINNING = "session.intra_op.allow_spinning"
+#: ``spinning`` of an engine on the CPU when not given: off. Measured each runner in its own
+#: process (benchmarks/bench_backends.py, docs/benchmarks.md): with spinning on, the
+#: process spent about twice the CPU time per frame of the node's loop, and the sensor
+#: processing that follows each run (PyTorch threads) waited for the spinning threads.
+ORT_CPU_SPINNING = False
+
+
 class OnnxRuntimeEngine:
     """The export's graphs in ONNX Runtime sessions: CPU (``device`` cpu), or on a CUDA
     device the TensorRT execution provider where present, then CUDA, with inputs and outputs
-    bound to torch tensors on the device (IO binding: no host round trip)."""
+    bound to torch tensors on the device (IO binding: no host round trip). ``spinning``:
+    whether the intra-op threads busy-wait for work (:data:`ORT_SPINNING`); None = off on
+    the CPU (:data:`ORT_CPU_SPINNING`), ONNX Runtime's default (on) on CUDA."""
 
     name = "onnxruntime"
 
     def __init__(self, export: Path, metadata: dict, device: torch.device, threads: int = 0,
-                 tensorrt: bool = True):
+                 tensorrt: bool = True, spinning: Optional[bool] = None):
         import onnxruntime as ort
 
         self.device = device
@@ -423,6 +436,14 @@ class OnnxRuntimeEngine:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
+        if spinning is None and device.type == "cpu":
+            spinning = ORT_CPU_SPINNING
+        if spinning is not None:
+            # Whether the intra-op worker threads spin (busy-wait) for work between ops and
+            # after a run instead of sleeping (ONNX Runtime's default is to spin).
+            options.add_session_config_entry(ORT_SPINNING, "1" if spinning else "0")
+        #: whether the sessions' intra-op threads spin
+        self.spinning = True if spinning is None else bool(spinning)
         available = ort.get_available_providers()
         if device.type == "cuda":
             index = device.index if device.index is not None else torch.cuda.current_device()
@@ -539,3 +560,155 @@ def agreement(reference, candidate, frames, subsets=None) -> dict[str, float]:
             total += a.numel()
         result[subset_key(subset)] = equal / total
     return result
+
+
+# ------------------------------------------------------------------ bf16 against fp32
+
+#: The file, in the export directory, that keeps :func:`bf16_agreement`'s result.
+BF16_AGREEMENT_FILE = "bf16_agreement.json"
+#: The share of pixels whose bf16 labels must equal fp32's on every subset before bf16 could
+#: be a default; below it the start-up log line is a warning. fp32 is the default precision.
+BF16_MIN_AGREEMENT = 0.999
+#: The inputs of the check: validation frames of the synthetic world at the export's size,
+#: prepared as the checkpoint's own inputs are (fixed seed: the same frames every time).
+BF16_CHECK = {"version": 1, "dataset": "synthetic", "split": "val", "seed": 11, "frames": 4}
+
+
+@dataclass
+class Bf16Agreement:
+    """Per modality subset, the share of pixels where an export's labels in OpenVINO bf16
+    equal its labels in OpenVINO fp32, over :data:`BF16_CHECK`'s frames."""
+
+    subsets: dict[str, float]
+    size: tuple[int, int]
+    frames: int
+    path: Optional[Path]  # where it is kept (None: it could not be written)
+    cached: bool  # read back from ``path``, not measured by this process
+
+    @property
+    def worst(self) -> tuple[str, float]:
+        key = min(self.subsets, key=self.subsets.get)
+        return key, self.subsets[key]
+
+    @property
+    def meets_minimum(self) -> bool:
+        """Every subset at :data:`BF16_MIN_AGREEMENT` or above."""
+        return self.worst[1] >= BF16_MIN_AGREEMENT
+
+    def summary(self) -> str:
+        """One line for a log: the agreement of every subset, and what it means."""
+        low = [k for k, v in self.subsets.items() if v < BF16_MIN_AGREEMENT]
+        per = ", ".join(f"{k} {100 * v:.2f} %" for k, v in self.subsets.items())
+        verdict = (f"every subset at >= {100 * BF16_MIN_AGREEMENT:.1f} %" if not low else
+                   f"{len(low)} of {len(self.subsets)} subsets below "
+                   f"{100 * BF16_MIN_AGREEMENT:.1f} %: precision fp32 gives the exact labels")
+        return (f"bf16 labels equal fp32's on {per} of the pixels ({self.frames} synthetic "
+                f"frames at {self.size[0]}x{self.size[1]}, "
+                f"{'cached in' if self.cached else 'measured now, kept in'} "
+                f"{self.path or 'nowhere: not writable'}); {verdict}")
+
+
+def _cpu_name() -> str:
+    """The CPU's model name and bf16 flags (the check is redone on another CPU)."""
+    import platform
+
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    name = next((line.split(":", 1)[1].strip() for line in text.splitlines()
+                 if line.startswith("model name")), platform.machine())
+    flags = {f for line in text.splitlines() if line.startswith("flags")
+             for f in line.split(":", 1)[1].split()}
+    return " ".join([name, *sorted(flags & {"avx512_bf16", "amx_bf16", "avx512f"})])
+
+
+def _bf16_paths(export: Path, metadata: dict) -> list[Path]:
+    """Where the agreement is kept: in the export directory, else (a read-only export) in
+    the cache root."""
+    h, w = metadata["input_size"]
+    return [export / BF16_AGREEMENT_FILE,
+            cache_root() / "bf16_agreement"
+            / f"{metadata['checkpoint_sha256'][:16]}-{h}x{w}-v{FORMAT_VERSION}.json"]
+
+
+def _bf16_key(metadata: dict) -> dict:
+    """What the kept agreement is valid for: the checkpoint, size, OpenVINO, CPU, inputs."""
+    import openvino
+
+    return {"checkpoint_sha256": metadata["checkpoint_sha256"],
+            "input_size": list(metadata["input_size"]), "openvino": openvino.__version__,
+            "cpu": _cpu_name(), "check": BF16_CHECK}
+
+
+def bf16_check_inputs(metadata: dict) -> list[dict[str, torch.Tensor]]:
+    """:data:`BF16_CHECK`'s frames for an export: modality -> float32 [1, 3, H, W], every
+    modality of the checkpoint, prepared as its training data were (LiDAR intensity)."""
+    from .checkpoint import lidar_intensity_of
+    from .data.synthetic.dataset import SyntheticDataset
+
+    meta = metadata["meta"]
+    data = SyntheticDataset(num_samples=BF16_CHECK["frames"], split=BF16_CHECK["split"],
+                            seed=BF16_CHECK["seed"], size_hw=metadata["input_size"],
+                            modalities=meta["modalities"],
+                            lidar_intensity=lidar_intensity_of(meta))
+    return [{m: x[None] for m, x in data[i]["inputs"].items()} for i in range(len(data))]
+
+
+def measure_bf16_agreement(export: Path, metadata: dict, bf16: "OpenVinoEngine",
+                           threads: int = 0) -> dict[str, float]:
+    """Per subset of ``bf16`` (an :class:`OpenVinoEngine` running bf16), the share of pixels
+    whose labels equal the same graphs' in OpenVINO fp32, over :func:`bf16_check_inputs`."""
+    fp32 = OpenVinoEngine(export, metadata, "fp32", threads)
+    frames = bf16_check_inputs(metadata)
+    result = {}
+    for key in bf16.subsets:
+        subset = key.split("+")
+        equal = total = 0
+        for inputs in frames:
+            a = fp32.run(subset, inputs)[0]
+            b = bf16.run(subset, inputs)[0]
+            equal += int((a == b).sum())
+            total += a.numel()
+        result[key] = equal / total
+    return result
+
+
+def bf16_agreement(export: str | Path, metadata: dict, bf16: "OpenVinoEngine",
+                   threads: int = 0) -> Bf16Agreement:
+    """The export's bf16 / fp32 label agreement per subset (:func:`measure_bf16_agreement`),
+    measured once and kept as JSON in the export directory (:data:`BF16_AGREEMENT_FILE`; in
+    the cache root where the export is read-only), then read back by later starts while the
+    checkpoint, size, OpenVINO version, CPU and :data:`BF16_CHECK` are the same."""
+    export = Path(export)
+    key = _bf16_key(metadata)
+    size = tuple(int(v) for v in metadata["input_size"])
+    paths = _bf16_paths(export, metadata)
+    for path in paths:
+        try:
+            kept = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if kept.get("key") == key and set(kept.get("subsets", {})) >= set(bf16.subsets):
+            return Bf16Agreement({k: float(kept["subsets"][k]) for k in bf16.subsets}, size,
+                                 BF16_CHECK["frames"], path, cached=True)
+    start = time.perf_counter()
+    subsets = measure_bf16_agreement(export, metadata, bf16, threads)
+    record = {"key": key, "subsets": subsets, "seconds": round(time.perf_counter() - start, 2),
+              "what": "per modality subset, the share of pixels whose labels in OpenVINO "
+                      "bf16 equal those in OpenVINO fp32 (anyseg_core.deploy.bf16_agreement)"}
+    kept_at = None
+    for path in paths:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(record, indent=1))
+            tmp.replace(path)  # atomic: a reader sees the old record or the whole new one
+            kept_at = path
+            break
+        except OSError:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+    return Bf16Agreement(subsets, size, BF16_CHECK["frames"], kept_at, cached=False)

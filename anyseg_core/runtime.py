@@ -116,12 +116,22 @@ class Runtime:
             onnx``). onnxruntime runs fp32 on a CPU, fp32 or fp16 on CUDA (TensorRT's
             execution provider where present); openvino runs on the CPU in fp32 or bf16.
         threads: CPU threads of an exported backend (0: its default, one per core).
+        spinning: onnxruntime: whether its worker threads spin (busy-wait) between ops and
+            after a run instead of sleeping (its ``session.intra_op.allow_spinning``); None =
+            off on a CPU (spinning threads took CPU time from the sensor processing that
+            follows each run: docs/benchmarks.md), ONNX Runtime's default (on) on CUDA.
+
+    Attributes set at start besides the arguments: ``backend`` (the one running),
+    ``precision`` (the one running: bf16 asked of OpenVINO on a CPU without bf16 runs fp32),
+    ``bf16_agreement`` (where OpenVINO runs bf16, a :class:`~anyseg_core.deploy.Bf16Agreement`:
+    per subset, the share of pixels whose bf16 labels equal fp32's, measured once per export
+    and CPU and kept beside the export; else None).
     """
 
     def __init__(self, checkpoint: str | Path, device: str = "auto", precision: str = "fp32",
                  input_size: Optional[Sequence[int]] = None, warmup: bool = True,
                  min_confidence: float = 0.0, backend: str = "torch",
-                 threads: int = 0) -> None:
+                 threads: int = 0, spinning: Optional[bool] = None) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.device = pick_device(device)
@@ -135,6 +145,7 @@ class Runtime:
                              "installed here: pip install 'anyseg_ros[deploy]'")
         self.model = None
         self.engine = None
+        self.bf16_agreement: Optional[deploy.Bf16Agreement] = None
         if self.backend == "torch":
             if exported:
                 raise ValueError(f"{checkpoint} is an exported model: run it with backend "
@@ -145,7 +156,7 @@ class Runtime:
             if self.device.type == "cuda":
                 self.model.to(memory_format=torch.channels_last)
         else:
-            export = self._exported(checkpoint, exported, input_size, threads)
+            export = self._exported(checkpoint, exported, input_size, threads, spinning)
             input_size = export["input_size"]
         self.modalities: tuple[str, ...] = tuple(self.meta["modalities"])
         #: the LiDAR intensity normalisation of the checkpoint's training (``prepare``
@@ -167,7 +178,8 @@ class Runtime:
         if warmup:
             self.warmup()
 
-    def _exported(self, checkpoint, exported: bool, input_size, threads: int) -> dict:
+    def _exported(self, checkpoint, exported: bool, input_size, threads: int,
+                  spinning: Optional[bool]) -> dict:
         """Build ``self.engine`` from an export directory, made from the checkpoint (and
         cached) unless ``checkpoint`` is one; returns the export's metadata."""
         if self.backend == "openvino":
@@ -198,7 +210,8 @@ class Runtime:
         self.meta = export["meta"]
         self.export_path = path
         if self.backend == "onnxruntime":
-            self.engine = deploy.OnnxRuntimeEngine(path, export, self.device, threads)
+            self.engine = deploy.OnnxRuntimeEngine(path, export, self.device, threads,
+                                                   spinning=spinning)
         else:
             self.engine = deploy.OpenVinoEngine(path, export, self.precision, threads)
             if self.engine.precision != self.precision:  # bf16 asked, no bf16 on this CPU
@@ -206,6 +219,9 @@ class Runtime:
                 warnings.warn(f"backend openvino runs {self.engine.precision} here: this CPU "
                               f"has no {self.precision} instructions", RuntimeWarning)
                 self.precision = self.engine.precision
+            if self.engine.precision == "bf16":
+                self.bf16_agreement = deploy.bf16_agreement(path, export, self.engine,
+                                                            threads)
         return export
 
     def _autocast(self):

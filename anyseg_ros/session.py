@@ -213,6 +213,9 @@ class Session:
         if self.runtime.backend != "torch":
             self.log.info(f"backend {self.runtime.backend} ({self.runtime.precision}): "
                           f"{self.runtime.export_path}")
+        if self.runtime.bf16_agreement is not None:  # OpenVINO bf16: labels against fp32's
+            agreement = self.runtime.bf16_agreement
+            (self.log.info if agreement.meets_minimum else self.log.warning)(agreement.summary())
         self.modalities = tuple(v["modalities"])
         missing = [m for m in self.modalities if m not in self.runtime.modalities]
         if missing:

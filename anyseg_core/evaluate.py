@@ -24,6 +24,8 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
+from .data import build_dataset
+from .data.readers import DataFileError
 from .data.registry import DATASETS
 from .metrics import ConfusionMatrix
 from .modalities import ABBREV, ALL_MODALITIES, all_subsets
@@ -159,7 +161,7 @@ def _montage(shown: list[dict], palette, path: Path) -> None:
     viz.save_png(path, viz.grid(rows))
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m anyseg_core.evaluate",
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", required=True, type=Path)
@@ -185,10 +187,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="torch, or an exported graph per subset in onnxruntime / openvino "
                          "(the deploy extra); auto: the fastest installed")
     ap.add_argument("--out", type=Path, required=True)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def _check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> list[int] | None:
+    """The checks of the arguments that need no checkpoint (``ap.error`` on the first that
+    fails); returns ``--size`` as [H, W] (None: the checkpoint's)."""
     if args.num_samples is not None and args.num_samples < 1:
         ap.error(f"--num-samples must be at least 1, got {args.num_samples}")
-
     if args.rig is not None:
         from .data.synthetic.sensor_variants import rig_names
         if args.rig not in rig_names():
@@ -197,18 +203,17 @@ def main(argv: list[str] | None = None) -> int:
             ap.error("--rig renders the synthetic world; a real data set has its own sensors")
     if DATASETS[args.dataset].needs_root and args.root is None:
         ap.error(f"--dataset {args.dataset} needs --root, the {args.dataset.upper()} folder")
-    size = None
-    if args.size:
-        try:
-            size = [int(v) for v in args.size.lower().split("x")]
-        except ValueError:
-            ap.error(f"--size must look like 288x512, got {args.size!r}")
+    if not args.size:
+        return None
     try:
-        rt = Runtime(args.checkpoint, device=args.device, precision=args.precision,
-                     input_size=size, warmup=False, backend=args.backend)
-        subsets = parse_subsets(args.subsets, rt.modalities)
-    except (ValueError, FileNotFoundError) as err:
-        ap.error(str(err))
+        return [int(v) for v in args.size.lower().split("x")]
+    except ValueError:
+        ap.error(f"--size must look like 288x512, got {args.size!r}")
+
+
+def _data_config(args: argparse.Namespace, rt: Runtime) -> dict:
+    """The config (its ``data`` section) that builds the evaluation set: the checkpoint's
+    training data, changed by the arguments, at the runtime's modalities and input size."""
     cfg = {"data": dict(rt.meta.get("train_config", {}).get("data", {}))}
     cfg["data"].pop("cache", None)  # a training-time folder, maybe of another machine
     cfg["data"].update(dataset=args.dataset, root=str(args.root) if args.root else None,
@@ -224,8 +229,12 @@ def main(argv: list[str] | None = None) -> int:
     cfg["data"].setdefault("rig", "muses")
     # the LiDAR prepared as the checkpoint's training prepared it (its metadata)
     cfg["data"]["lidar_intensity"] = rt.lidar_intensity
-    from .data import build_dataset
-    from .data.readers import DataFileError
+    return cfg
+
+
+def _dataset(ap: argparse.ArgumentParser, args: argparse.Namespace, rt: Runtime, cfg: dict):
+    """The evaluation set, or ``ap.error`` when it cannot be read, has other classes than the
+    checkpoint or is empty."""
     n_default = cfg["data"].get("val_samples", 100)
     try:
         dataset = build_dataset(cfg, args.split, num_samples=args.num_samples or n_default)
@@ -239,14 +248,12 @@ def main(argv: list[str] | None = None) -> int:
     if len(dataset) == 0:
         ap.error(f"the {args.dataset} {args.split} split has no samples"
                  + (f" under {args.root}" if args.root else ""))
-    try:
-        results, shown, n = evaluate(rt.predict_labels, dataset, subsets, len(rt.class_names),
-                                     missing=args.missing, num_samples=args.num_samples)
-    except DataFileError as err:  # a sample file that cannot be read, found on the way
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        return 1
-    rep = report(results, rt.class_names)
-    rep["protocol"] = {
+    return dataset
+
+
+def _protocol(args: argparse.Namespace, rt: Runtime, cfg: Mapping, n: int) -> dict:
+    """How the figures were made (``anymodal.json``'s ``protocol``)."""
+    return {
         "checkpoint": str(args.checkpoint), "dataset": args.dataset, "split": args.split,
         "root": str(args.root) if args.root else None, "num_samples": n,
         "seed": cfg["data"]["seed"], "conditions": args.conditions, "missing": args.missing,
@@ -256,13 +263,19 @@ def main(argv: list[str] | None = None) -> int:
         "miou": "one confusion matrix per subset over all samples; classes absent from both "
                 "labels and predictions are left out of the mean; label 255 ignored",
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "anymodal.json").write_text(json.dumps(rep, indent=2))
+
+
+def _write_outputs(out: Path, rep: Mapping, results: Mapping[tuple, dict], shown: list[dict],
+                   rt: Runtime) -> None:
+    """``anymodal.json``, ``confusion.json``, ``anymodal.csv``, ``miou_per_subset.png`` and
+    ``montage.png`` into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "anymodal.json").write_text(json.dumps(rep, indent=2))
     confusion = {"rows": "ground truth", "columns": "prediction", "classes": list(rt.class_names),
                  "subsets": {subset_name(s): r["matrix"] for s, r in results.items()},
                  "unpredicted": {subset_name(s): r["unpredicted"] for s, r in results.items()}}
-    (args.out / "confusion.json").write_text(json.dumps(confusion))
-    with open(args.out / "anymodal.csv", "w", newline="") as f:
+    (out / "confusion.json").write_text(json.dumps(confusion))
+    with open(out / "anymodal.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["subset", "modalities", "miou", "pixel_acc", *rt.class_names])
         for name, r in rep["subsets"].items():
@@ -271,8 +284,31 @@ def main(argv: list[str] | None = None) -> int:
                         *("" if r["iou"][c] is None else f"{r['iou'][c]:.3f}"
                           for c in rt.class_names)])
         w.writerow(["Mean", "", f"{rep['mean_miou']:.3f}", "", *[""] * len(rt.class_names)])
-    _bar_chart(rep, args.out / "miou_per_subset.png")
-    _montage(shown, rt.meta["palette"], args.out / "montage.png")
+    _bar_chart(rep, out / "miou_per_subset.png")
+    _montage(shown, rt.meta["palette"], out / "montage.png")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = _parser()
+    args = ap.parse_args(argv)
+    size = _check_args(ap, args)
+    try:
+        rt = Runtime(args.checkpoint, device=args.device, precision=args.precision,
+                     input_size=size, warmup=False, backend=args.backend)
+        subsets = parse_subsets(args.subsets, rt.modalities)
+    except (ValueError, FileNotFoundError) as err:
+        ap.error(str(err))
+    cfg = _data_config(args, rt)
+    dataset = _dataset(ap, args, rt, cfg)
+    try:
+        results, shown, n = evaluate(rt.predict_labels, dataset, subsets, len(rt.class_names),
+                                     missing=args.missing, num_samples=args.num_samples)
+    except DataFileError as err:  # a sample file that cannot be read, found on the way
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return 1
+    rep = report(results, rt.class_names)
+    rep["protocol"] = _protocol(args, rt, cfg, n)
+    _write_outputs(args.out, rep, results, shown, rt)
     legend = ", ".join(f"{ABBREV[m]} = {m}" for m in rt.modalities)
     print(markdown_table(rep, args.checkpoint.stem))
     print(f"\n{legend}; mIoU in %, {n} {args.split} samples, missing modalities: {args.missing}")

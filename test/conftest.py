@@ -27,6 +27,10 @@ if os.environ.get('ROS_DISTRO') in ('foxy', 'galactic', 'humble', 'iron', 'jazzy
     os.environ.setdefault('FASTRTPS_DEFAULT_PROFILES_FILE', _FASTDDS_PROFILE)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# helpers.py beside this file imports by name from every test folder: --import-mode=importlib
+# puts no test folder on sys.path by itself.
+if str(Path(__file__).parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).parent))
 # Exports made on demand by the exported backends (anyseg_core.deploy.cache_root) go to a
 # folder of this run, not the user's ~/.cache; subprocesses inherit it, so each checkpoint
 # is exported once per run.

@@ -5,13 +5,14 @@ across processes. Here: the message definitions in interfaces/ hash like ROS 2's
 rosbags' implementation of the type hash, independent of rosidl), the container path
 rewrite, the refusals, and that a second run does nothing.
 """
-import importlib.util
 import subprocess
 import sys
 import sysconfig
 from pathlib import Path
 
 import pytest
+
+from helpers import load_module
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / 'scripts' / 'build_interfaces.py'
@@ -30,10 +31,7 @@ REAL_EVENT_BAGS = REPO.parent / 'shared' / 'data' / 'real' / 'event_camera_bags'
 
 @pytest.fixture(scope='module')
 def script():
-    spec = importlib.util.spec_from_file_location('build_interfaces', SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module('build_interfaces', SCRIPT)
 
 
 def test_expected_hashes_are_ros_2s(script):

@@ -24,6 +24,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers import load_module
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = 'anyseg_ros'
 PYTHON_PACKAGES = ('anyseg_core', 'anyseg_ros')
@@ -284,10 +286,7 @@ def test_launch_description_declares_arguments():
     if importlib.util.find_spec('launch_ros') is None:
         pytest.skip('launch_ros is not installed (no ROS 2 launch on this machine); '
                     'runs on a ROS machine')
-    spec = importlib.util.spec_from_file_location(
-        'anyseg_launch', REPO_ROOT / 'launch' / 'anyseg.launch.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_module('anyseg_launch', REPO_ROOT / 'launch' / 'anyseg.launch.py')
     description = module.generate_launch_description()
     names = {argument.name for argument in description.get_launch_arguments()}
     assert names == LAUNCH_ARGUMENTS
@@ -354,10 +353,7 @@ def launch_file(monkeypatch, tmp_path):
     share a package share folder holding the shipped Fast DDS profile."""
     for name, module in _launch_stubs().items():
         monkeypatch.setitem(sys.modules, name, module)
-    spec = importlib.util.spec_from_file_location(
-        'anyseg_launch_stubbed', REPO_ROOT / 'launch' / 'anyseg.launch.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_module('anyseg_launch_stubbed', REPO_ROOT / 'launch' / 'anyseg.launch.py')
     share = tmp_path / 'share' / PACKAGE
     (share / 'config').mkdir(parents=True)
     shutil.copy2(REPO_ROOT / 'config' / 'fastdds_large_frames.xml', share / 'config')

@@ -1,12 +1,13 @@
 """scripts/cross_sensor_experiment.py: its rows' commands, keys and tables, and the real-frame
 figures (KITTI boxes, the Cityscapes frame) through the node's inference path."""
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from helpers import load_module
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / 'scripts' / 'cross_sensor_experiment.py'
@@ -16,10 +17,7 @@ SUBSETS = ['C', 'E', 'L', 'CE', 'CL', 'EL', 'CEL']
 @pytest.fixture(scope='module')
 def xs():
     sys.path.insert(0, str(SCRIPT.parent))
-    spec = importlib.util.spec_from_file_location('cross_sensor_experiment', SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module('cross_sensor_experiment', SCRIPT)
 
 
 class Args:

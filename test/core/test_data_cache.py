@@ -14,6 +14,7 @@ from anyseg_core.config import ConfigError, load_config
 from anyseg_core.data import build_dataset
 from anyseg_core.data.cache import CachedItems, cache_key
 from anyseg_core.train import train
+from helpers import load_module
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY = REPO_ROOT / "config" / "train_tiny.yaml"
@@ -130,12 +131,7 @@ def test_the_data_package_does_not_import_the_config():
 
 
 def test_the_experiment_key_leaves_the_cache_out(tmp_path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "synthetic_experiment", REPO_ROOT / "scripts" / "synthetic_experiment.py")
-    exp = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(exp)
+    exp = load_module("synthetic_experiment", REPO_ROOT / "scripts" / "synthetic_experiment.py")
 
     class Args:
         runs, steps, eval_samples, cache, no_cache = str(tmp_path), 1500, 200, None, False

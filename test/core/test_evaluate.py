@@ -16,6 +16,7 @@ from anyseg_core.data.synthetic import SyntheticDataset
 from anyseg_core.evaluate import main as evaluate_main, parse_subsets
 from anyseg_core.metrics import ConfusionMatrix
 from anyseg_core.runtime import Runtime, pick_device
+from helpers import load_module
 
 MODS = ("camera", "events", "lidar")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -101,11 +102,7 @@ def test_label_colours_of_unknown_ids_are_black():
 
 
 def test_class_report_counts_pixels_predicted_as_no_class():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("class_report",
-                                                  REPO_ROOT / "scripts" / "class_report.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_module("class_report", REPO_ROOT / "scripts" / "class_report.py")
     # class a: 8 labelled pixels, 4 right, 1 called b, 3 predicted as no class
     rows = mod.class_rows(["a", "b"], [[4, 1], [0, 5]], top=2, unpredicted=[3, 0])
     assert rows["a"]["recall"] == pytest.approx(50.0) and rows["a"]["precision"] == 100.0

@@ -1,11 +1,12 @@
 """The report of scripts/synthetic_experiment.py: tables generated from the rows' JSONs (means
 and spreads over seeds, differences, the issue's targets judged from the figures, not written
 by hand), and how rows are scheduled, keyed and resumed."""
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+
+from helpers import load_module
 
 SCRIPT = Path(__file__).resolve().parents[2] / 'scripts' / 'synthetic_experiment.py'
 SUBSETS = ['C', 'E', 'L', 'CE', 'CL', 'EL', 'CEL']
@@ -14,10 +15,7 @@ TEACHER = [10, 2, 20, 12, 28, 22, 30]   # mean 17.71, worst 2 (E)
 
 @pytest.fixture(scope='module')
 def experiment():
-    spec = importlib.util.spec_from_file_location('synthetic_experiment', SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module('synthetic_experiment', SCRIPT)
 
 
 class Args:

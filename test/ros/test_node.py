@@ -36,6 +36,8 @@ from std_msgs.msg import String  # noqa: E402
 
 from anyseg_ros.tools.processes import interrupt  # noqa: E402
 
+from helpers import load_module  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[2]
 DRIVER = Path(__file__).with_name('sensor_driver.py')
 SECONDS = 14.0
@@ -50,11 +52,7 @@ pytestmark = pytest.mark.ros
 
 
 def _load_driver():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('anyseg_test_driver', DRIVER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module('anyseg_test_driver', DRIVER)
 
 
 def _wait_for(predicate, timeout, spin=None, what='condition'):

@@ -14,7 +14,6 @@ Every frame waits for its outputs by stamp; no assertion depends on the machine'
 """
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from anyseg_ros import conversions as conv  # noqa: E402
 from anyseg_ros.tf_tree import NoTransform  # noqa: E402
 from anyseg_ros.tools.processes import interrupt  # noqa: E402
 
+from helpers import load_module  # noqa: E402
 from live_rig import LiveRig  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(900)]
@@ -69,9 +69,7 @@ def _expected_T_camera_velodyne(static):
 
 @pytest.fixture(scope='module')
 def rig(tiny_checkpoint, module_ros_env):
-    spec = importlib.util.spec_from_file_location('anyseg_test_tf_broadcaster', BROADCASTER)
-    broadcaster_module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(broadcaster_module)
+    broadcaster_module = load_module('anyseg_test_tf_broadcaster', BROADCASTER)
     broadcaster = subprocess.Popen([sys.executable, str(BROADCASTER)], env=module_ros_env,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     rigs = {}

@@ -3,7 +3,6 @@
 Both sides discover on loopback only (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST) in a domain
 of their own, on topic names unique to the test.
 """
-import importlib.util
 import signal
 import subprocess
 import sys
@@ -23,6 +22,8 @@ from rclpy.signals import SignalHandlerOptions  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
+from helpers import load_module  # noqa: E402
+
 TALKER = Path(__file__).with_name('talker.py')
 WANTED = 3  # messages of each type
 RECEIVE_TIMEOUT_S = 20.0  # discovery alone takes about a second
@@ -30,10 +31,7 @@ EXIT_TIMEOUT_S = 60.0  # a deadline for a loaded machine, not a speed claim
 
 
 def _load_talker_module():
-    spec = importlib.util.spec_from_file_location('anyseg_test_talker', TALKER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module('anyseg_test_talker', TALKER)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ package `make setup` generates (scripts/build_interfaces.py); the publisher's ty
 the graph must be ROS 2's own, so real ROS nodes match the topic. Both sides discover on
 loopback only in a domain of their own (test/conftest.py).
 """
-import importlib.util
 import signal
 import subprocess
 import sys
@@ -30,6 +29,8 @@ from rclpy.signals import SignalHandlerOptions  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
 
 from anyseg_ros.tf_tree import TfTree, stamp_to_ns  # noqa: E402
+
+from helpers import load_module  # noqa: E402
 
 BROADCASTER = Path(__file__).with_name('tf_broadcaster.py')
 REPO = Path(__file__).resolve().parents[2]
@@ -52,10 +53,7 @@ VOLATILE_QOS = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST,
 
 
 def _load_broadcaster():
-    spec = importlib.util.spec_from_file_location('anyseg_test_tf_broadcaster', BROADCASTER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module('anyseg_test_tf_broadcaster', BROADCASTER)
 
 
 @pytest.fixture

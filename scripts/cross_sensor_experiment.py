@@ -271,15 +271,8 @@ def kitti_frame(intensity_scale: float = 255.0):
     return frame, boxes
 
 
-def evaluate_real(checkpoint: str) -> dict:
-    """The real-frame figures of one checkpoint (module docstring), in %."""
-    import torch
-    from anyseg_core.runtime import Runtime
-    from anyseg_core.sensors import RawFrame
-
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    rt = Runtime(checkpoint, device="cpu", warmup=False)
-    out = {"input_size": list(rt.input_size), "lidar_intensity": rt.lidar_intensity}
+def _kitti_figures(rt, out: dict, prefix: str) -> None:
+    """KITTI's figures of runtime ``rt`` into ``out[prefix + "_x<scale>_<subset>"]``."""
     for scale in (255.0, 1.0):
         frame, boxes = kitti_frame(scale)
         inputs = rt.prepare(frame)
@@ -289,14 +282,54 @@ def evaluate_real(checkpoint: str) -> dict:
             labels = rt.predict({m: inputs[m] for m in mods},
                                 output_size=frame.image_hw).labels.numpy()
             car = labels == CAR
-            out[f"kitti_x{int(scale)}_{name}"] = {
+            out[f"{prefix}_x{int(scale)}_{name}"] = {
                 "car_in_boxes": round(100 * float(car[boxes].mean()), 2),
                 "car_outside": round(100 * float(car[~boxes].mean()), 2),
                 "road": round(100 * float((labels == ROAD).mean()), 2)}
+
+
+def aspect_size(input_size, image_hw) -> tuple[int, int]:
+    """The network size of the checkpoint's height whose width keeps the image's aspect
+    ratio (a multiple of 32): what ``network.height`` / ``network.width`` give the node."""
+    h = int(input_size[0])
+    return h, max(32, round(h * image_hw[1] / image_hw[0] / 32) * 32)
+
+
+def evaluate_real(checkpoint: str) -> dict:
+    """The real-frame figures of one checkpoint (module docstring), in %."""
+    import torch
+    from anyseg_core.runtime import Runtime
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    rt = Runtime(checkpoint, device="cpu", warmup=False)
+    out = {"input_size": list(rt.input_size), "lidar_intensity": rt.lidar_intensity}
+    _kitti_figures(rt, out, "kitti")
+    # The same at the camera's aspect ratio (1242x375 squeezed to 224x128 narrows the cars).
+    wide = aspect_size(rt.input_size, kitti_frame()[0].image_hw)
+    out["kitti_aspect_size"] = list(wide)
+    _kitti_figures(Runtime(checkpoint, device="cpu", warmup=False, input_size=wide), out,
+                   "kitti_aspect")
+    image, label = cityscapes_frame()
+    out["cityscapes_C"] = _cityscapes_figures(rt, image, label)
+    wide = aspect_size(rt.input_size, image.shape[:2])
+    out["cityscapes_aspect_size"] = list(wide)
+    out["cityscapes_aspect_C"] = _cityscapes_figures(
+        Runtime(checkpoint, device="cpu", warmup=False, input_size=wide), image, label)
+    return out
+
+
+def cityscapes_frame() -> tuple[np.ndarray, np.ndarray]:
+    """The shared Cityscapes frame (RGB) and its train-id label (255: ignore)."""
     folder = REAL / "cityscapes_pseudo"
     stem = "frankfurt_000000_000294"
     image = _png(folder / f"{stem}_leftImg8bit.png")[..., :3].copy()
-    label = _png(folder / f"{stem}_gtFine_labelTrainIds.png").astype(np.int64)
+    return image, _png(folder / f"{stem}_gtFine_labelTrainIds.png").astype(np.int64)
+
+
+def _cityscapes_figures(rt, image: np.ndarray, label: np.ndarray) -> dict:
+    """Pixel accuracy and mean IoU over the label's classes of runtime ``rt``, camera only."""
+    from anyseg_core.sensors import RawFrame
+
     frame = RawFrame(image_hw=image.shape[:2], K=None, camera=image, camera_encoding="rgb8")
     pred = rt.predict({"camera": rt.prepare(frame)["camera"]},
                       output_size=image.shape[:2]).labels.numpy().astype(np.int64)
@@ -306,10 +339,8 @@ def evaluate_real(checkpoint: str) -> dict:
         inter = np.sum((pred == c) & (label == c) & valid)
         union = np.sum(((pred == c) | (label == c)) & valid)
         ious.append(inter / union)
-    out["cityscapes_C"] = {"pixel_acc": round(100 * float((pred == label)[valid].mean()), 2),
-                           "miou": round(100 * float(np.mean(ious)), 2),
-                           "classes": int(len(ious))}
-    return out
+    return {"pixel_acc": round(100 * float((pred == label)[valid].mean()), 2),
+            "miou": round(100 * float(np.mean(ious)), 2), "classes": int(len(ious))}
 
 
 def real_rows(rows: list[str], args) -> None:
@@ -367,6 +398,7 @@ def write_tables(results: Path) -> Path:
                 f"{v['car_in_boxes']:.0f} / {v['car_outside']:.0f} / {v['road']:.0f}"
                 for v in k) + f" | {f['cityscapes_C']['pixel_acc']:.1f} | "
                 f"{f['cityscapes_C']['miou']:.1f} |")
+        lines += aspect_table(real)
         lines += ["", "Regenerate: `python scripts/cross_sensor_experiment.py --real` (the rows "
                   "whose checkpoints are in --runs).", ""]
     lines += ["## Commands", ""]
@@ -384,7 +416,36 @@ def write_tables(results: Path) -> Path:
     if results.parent.name == "results" and report.is_file():
         copy_table(report, lines, "## Mean over the seven modality subsets", "synthetic")
         copy_table(report, lines, "## Real frames (evaluation only)", "real")
+        copy_table(report, lines, ASPECT_TITLE, "aspect")
     return path
+
+
+ASPECT_TITLE = "## Real frames at the camera's aspect ratio (evaluation only)"
+
+
+def aspect_table(real: dict) -> list[str]:
+    """The real frames at the network size that keeps each image's aspect ratio (rows whose
+    figures hold it); [] when none does."""
+    wide = {r: f for r, f in real.items() if "kitti_aspect_size" in f}
+    if not wide:
+        return []
+    first = next(iter(wide.values()))
+    kitti, city = ("x".join(map(str, first[k]))
+                   for k in ("kitti_aspect_size", "cityscapes_aspect_size"))
+    lines = ["", ASPECT_TITLE, "",
+             "The same figures with the network at the checkpoint's height and the width "
+             f"that keeps each image's aspect ratio (KITTI {kitti}, Cityscapes {city}; the "
+             "node's `network.height` and `network.width`) instead of the training size.", "",
+             "| row | KITTI C | KITTI L x255 | KITTI CL x255 | KITTI L x1 | KITTI CL x1 "
+             "| Cityscapes C acc | Cityscapes C mIoU |", "|---|" + "---|" * 7]
+    for r, f in wide.items():
+        k = [f[f"kitti_aspect_x{s}_{n}"]
+             for s, n in ((255, "C"), (255, "L"), (255, "CL"), (1, "L"), (1, "CL"))]
+        lines.append(f"| {r} | " + " | ".join(
+            f"{v['car_in_boxes']:.0f} / {v['car_outside']:.0f} / {v['road']:.0f}" for v in k)
+            + f" | {f['cityscapes_aspect_C']['pixel_acc']:.1f} | "
+            f"{f['cityscapes_aspect_C']['miou']:.1f} |")
+    return lines
 
 
 def copy_table(report: Path, lines: list[str], title: str, which: str) -> None:

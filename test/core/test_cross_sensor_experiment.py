@@ -63,6 +63,12 @@ def test_tables_from_the_rows(tmp_path, xs):
                                                'road': 20.0}
                            for s in (255, 1) for n in ('C', 'L', 'CL')}
             row['real']['cityscapes_C'] = {'pixel_acc': 70.0, 'miou': 30.0, 'classes': 10}
+            row['real'].update({f'kitti_aspect_x{s}_{n}': {'car_in_boxes': 90.0,
+                                                          'car_outside': 3.0, 'road': 21.0}
+                                for s in (255, 1) for n in ('C', 'L', 'CL')})
+            row['real'].update(kitti_aspect_size=[128, 416], cityscapes_aspect_size=[128, 256],
+                               cityscapes_aspect_C={'pixel_acc': 72.0, 'miou': 31.0,
+                                                    'classes': 10})
         (tmp_path / f'{name}.json').write_text(json.dumps(row))
     text = xs.write_tables(tmp_path).read_text()
     mean = text.split('## Mean over the seven modality subsets')[1].split('##')[0]
@@ -70,7 +76,10 @@ def test_tables_from_the_rows(tmp_path, xs):
     # rigs 11..16; other rigs than muses: 12..16, mean 14
     assert line.endswith('| 11.00 | 12.00 | 13.00 | 14.00 | 15.00 | 16.00 | **14.00** |')
     assert '| xs_rand | 80 / 4 / 20 |' in text and '| 70.0 | 30.0 |' in text
-    assert 'Rows not run yet: xs_aug, xs_both, xs_norm.' in text
+    assert '| xs_rand | 90 / 3 / 21 |' in text and '| 72.0 | 31.0 |' in text
+    assert '(KITTI 128x416, Cityscapes 128x256;' in text
+    later = [r for r in xs.ROWS if r not in ('xs_muses', 'xs_rand')]
+    assert f"Rows not run yet: {', '.join(later)}." in text
 
 
 def test_real_frames_through_the_runtime(xs, tiny_teacher):
@@ -86,6 +95,11 @@ def test_real_frames_through_the_runtime(xs, tiny_teacher):
     for key in ('kitti_x255_C', 'kitti_x255_L', 'kitti_x255_CL', 'kitti_x1_L', 'kitti_x1_CL'):
         assert all(0 <= v <= 100 for v in out[key].values())
     assert 'kitti_x1_C' not in out
+    # The same at the width that keeps each image's aspect ratio, at the checkpoint's height.
+    assert out['kitti_aspect_size'] == [64, 224] and out['cityscapes_aspect_size'] == [64, 128]
+    for key in ('kitti_aspect_x255_C', 'kitti_aspect_x1_CL'):
+        assert all(0 <= v <= 100 for v in out[key].values())
+    assert 0 <= out['cityscapes_aspect_C']['pixel_acc'] <= 100
     city = out['cityscapes_C']
     assert 0 <= city['pixel_acc'] <= 100 and 0 <= city['miou'] <= 100 and city['classes'] > 3
 
@@ -96,14 +110,17 @@ def test_the_tables_are_copied_into_the_report_between_its_markers(tmp_path, xs)
     report = tmp_path / 'docs' / 'results.md'
     marks = {w: (f'<!-- cross-sensor {w} table: written by scripts/cross_sensor_experiment.py '
                  f'-->', f'<!-- end of the cross-sensor {w} table -->')
-             for w in ('synthetic', 'real')}
+             for w in ('synthetic', 'real', 'aspect')}
     report.write_text('# R\n' + '\n'.join(f'{a}\n| old |\n{b}\ntext {w}' for w, (a, b)
                                           in marks.items()) + '\n')
     test_tables_from_the_rows(results, xs)  # writes two rows and the tables
     text = report.read_text()
-    assert '| old |' not in text and 'text synthetic' in text and 'text real' in text
+    assert '| old |' not in text and all(f'text {w}' in text for w in marks)
     synthetic = text.split(marks['synthetic'][0])[1].split(marks['synthetic'][1])[0]
     assert synthetic.strip().splitlines()[0].startswith('| row | muses | hdl64')
     assert '| xs_rand: ' in synthetic and '80 / 4 / 20' not in synthetic
     real = text.split(marks['real'][0])[1].split(marks['real'][1])[0]
-    assert '| xs_rand | 80 / 4 / 20 |' in real
+    assert '| xs_rand | 80 / 4 / 20 |' in real and '90 / 3 / 21' not in real
+    aspect = text.split(marks['aspect'][0])[1].split(marks['aspect'][1])[0]
+    assert aspect.strip().splitlines()[0].startswith('| row | KITTI C |')
+    assert '| xs_rand | 90 / 3 / 21 |' in aspect and '80 / 4 / 20' not in aspect

@@ -49,6 +49,9 @@ PARAMS = [
           "docs/benchmarks.md); checkpoint may also be an export directory"),
     Param("threads", 0, "CPU threads for inference (torch.set_num_threads); 0 = torch's "
           "default (one per core)", range=(0, 256)),
+    Param("onnxruntime.spinning", False, "backend onnxruntime: let its CPU worker threads "
+          "busy-wait between runs (false: they sleep, leaving the cores to the sensor "
+          "processing; docs/benchmarks.md)"),
     Param("modalities", [CAMERA, EVENTS, LIDAR], "modalities subscribed to and fused: any "
           "non-empty subset of the checkpoint's (camera, events, lidar, depth)"),
     Param("network.height", 0, "network input height in pixels (multiple of 32); 0 = the "

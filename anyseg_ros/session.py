@@ -209,7 +209,9 @@ class Session:
                       + ("; warming up every subset" if warmup else ""))
         self.runtime = Runtime(ckpt, device=v["device"], precision=v["precision"],
                                input_size=size, warmup=warmup, backend=v["backend"],
-                               threads=int(v["threads"]))
+                               threads=int(v["threads"]),
+                               # true: spinning on; false: the Runtime's default (off on a CPU)
+                               spinning=True if v["onnxruntime.spinning"] else None)
         if self.runtime.backend != "torch":
             self.log.info(f"backend {self.runtime.backend} ({self.runtime.precision}): "
                           f"{self.runtime.export_path}")

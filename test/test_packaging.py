@@ -445,6 +445,7 @@ PARAMS_FILE = REPO_ROOT / 'config' / 'anyseg.yaml'
 # a double into an integer and the node would reject it.
 EXPECTED_PARAMETER_TYPES = {
     'checkpoint': str, 'device': str, 'precision': str, 'backend': str, 'threads': int,
+    'onnxruntime.spinning': bool,
     'modalities': list,
     'network.height': int, 'network.width': int, 'output.resolution': str,
     'sync.slop': float, 'sync.max_wait': float, 'sync.stale_after': float,

@@ -401,17 +401,7 @@ def write_tables(results: Path) -> Path:
         lines += aspect_table(real)
         lines += ["", "Regenerate: `python scripts/cross_sensor_experiment.py --real` (the rows "
                   "whose checkpoints are in --runs).", ""]
-    lines += ["## Commands", ""]
-    for r, row in rows.items():
-        took = ("" if row.get("train_minutes") is None
-                else f" ({row['train_minutes']} min training)")
-        lines += [f"- {r}{took}:", "  ```", *(f"  {c}" for c in row["commands"]), "  ```"]
-    missing = [r for r in ROWS if r not in rows]
-    if missing:
-        lines += ["", f"Rows not run yet: {', '.join(missing)}."]
-    path = results / "tables.md"
-    results.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
+    path = base.write_tables_file(results, lines, rows, ROWS)
     report = results.parent.parent / "results.md"
     if results.parent.name == "results" and report.is_file():
         copy_table(report, lines, "## Mean over the seven modality subsets", "synthetic")

@@ -568,20 +568,28 @@ def write_tables(results: Path) -> Path:
             if table:
                 lines += ["", f"## Per class: the teacher and the best student (`{best}`)", "",
                           *table]
-    lines += ["", "## Commands", ""]
-    for r in [r for r in ROWS if r in rows]:
-        took = (f"{rows[r]['train_minutes']} min training"
+    path = write_tables_file(results, lines, rows, ROWS)
+    main_table(results.parent / "results.md", lines)
+    return path
+
+
+def write_tables_file(results: Path, lines: list[str], rows: dict, all_rows) -> Path:
+    """``results``/tables.md: ``lines``, then each done row's commands and the rows of
+    ``all_rows`` not run yet."""
+    lines += ([""] if lines and lines[-1] else []) + ["## Commands", ""]
+    for r in [r for r in all_rows if r in rows]:
+        took = (f" ({rows[r]['train_minutes']} min training)"
                 if rows[r].get("train_minutes") is not None
-                else f"{rows[r]['minutes']} min in the invocation that finished it")
-        lines += [f"- {r} ({took}):", "  ```", *(f"  {c}" for c in rows[r]["commands"]),
+                else f" ({rows[r]['minutes']} min in the invocation that finished it)"
+                if rows[r].get("minutes") is not None else "")
+        lines += [f"- {r}{took}:", "  ```", *(f"  {c}" for c in rows[r]["commands"]),
                   "  ```"]
-    missing = [r for r in ROWS if r not in rows]
+    missing = [r for r in all_rows if r not in rows]
     if missing:
         lines += ["", f"Rows not run yet: {', '.join(missing)}."]
     path = results / "tables.md"
     results.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
-    main_table(results.parent / "results.md", lines)
     return path
 
 

@@ -15,16 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from anyseg_core.checkpoint import save_model
-from anyseg_core.model import AnymodalSegmentor
 from anyseg_ros.tools import bag as bags
 from anyseg_ros import conversions as conv
 from anyseg_ros.params import load_params_file
 from anyseg_ros.tools.process_bag import main as process_main
 from anyseg_ros.tools.process_bag import process_bag
 from anyseg_ros.tools.synthetic_bag import write_synthetic_bag
+from helpers import random_checkpoint
 
 SEED = 3
 SIZE = (48, 64)
@@ -34,12 +32,8 @@ SECONDS = 2.3
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    model = AnymodalSegmentor(["camera", "events", "lidar"], 19, embed_dim=32,
-                              pretrained=False).eval()
-    path = tmp_path_factory.mktemp("tools_ckpt") / "random.safetensors"
-    return save_model(path, model, {"input_size": list(NET_HW), "stage": "teacher", "step": 0,
-                                    "train_config": {}})
+    return random_checkpoint(tmp_path_factory.mktemp("tools_ckpt") / "random.safetensors",
+                             NET_HW)
 
 
 @pytest.fixture(scope="module")

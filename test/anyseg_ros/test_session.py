@@ -12,6 +12,8 @@ import json
 import numpy as np
 import pytest
 
+from helpers import ListLogger
+
 from anyseg_ros.tools import bag as bags
 from anyseg_ros import conversions as conv
 from anyseg_ros import session as S
@@ -22,22 +24,6 @@ from anyseg_ros.tools.synthetic_bag import write_synthetic_bag
 NET_HW = (64, 96)  # the random checkpoint's size (conftest.py)
 ROLE_OF = {bags.TOPICS["camera"]: "camera", bags.TOPICS["lidar"]: "lidar",
            bags.TOPICS["events"]: "events"}
-
-
-class ListLogger:
-    """Collects what the session logs, by level."""
-
-    def __init__(self) -> None:
-        self.lines: list[tuple[str, str]] = []
-
-    def info(self, text: str) -> None:
-        self.lines.append(("info", text))
-
-    def warning(self, text: str) -> None:
-        self.lines.append(("warning", text))
-
-    def error(self, text: str) -> None:
-        self.lines.append(("error", text))
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,8 @@ import warnings
 
 import pytest
 
+from helpers import ListLogger
+
 pytest.importorskip("onnx", reason="the deploy extra is not installed")
 pytest.importorskip("openvino", reason="openvino is not installed (the deploy extra)")
 
@@ -18,20 +20,6 @@ from anyseg_core import deploy  # noqa: E402
 from anyseg_ros import session as S  # noqa: E402
 
 NET_HW = (64, 96)  # the random checkpoint's size (conftest.py)
-
-
-class ListLogger:
-    def __init__(self) -> None:
-        self.lines: list[tuple[str, str]] = []
-
-    def info(self, text: str) -> None:
-        self.lines.append(("info", text))
-
-    def warning(self, text: str) -> None:
-        self.lines.append(("warning", text))
-
-    def error(self, text: str) -> None:
-        self.lines.append(("error", text))
 
 
 def _session(checkpoint, precision):

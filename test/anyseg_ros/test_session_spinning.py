@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from helpers import ListLogger
+
 pytest.importorskip("onnx", reason="the deploy extra is not installed")
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (the deploy extra)")
 
 from anyseg_core import deploy  # noqa: E402
 from anyseg_ros import session as S  # noqa: E402
 from anyseg_ros.params import defaults  # noqa: E402
-
-
-class QuietLogger:
-    def info(self, text: str) -> None:
-        pass
-
-    warning = error = info
 
 
 @pytest.mark.parametrize("spinning, entry", [(None, "0"), (False, "0"), (True, "1")])
@@ -29,7 +24,7 @@ def test_the_spinning_parameter_reaches_every_onnxruntime_session(checkpoint, tm
         values["onnxruntime.spinning"] = spinning
     else:
         assert defaults()["onnxruntime.spinning"] is False
-    session = S.Session(values, logger=QuietLogger(), warmup=False)
+    session = S.Session(values, logger=ListLogger(), warmup=False)
     sessions = session.runtime.engine.sessions.values()
     assert sessions and {s.get_session_options().get_session_config_entry(deploy.ORT_SPINNING)
                          for s in sessions} == {entry}

@@ -12,10 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
-from anyseg_core.checkpoint import save_model
-from anyseg_core.model import AnymodalSegmentor
+from helpers import export_cache, random_checkpoint
 
 pytest.importorskip("onnx", reason="the deploy extra is not installed (pip install .[deploy])")
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (the deploy extra)")
@@ -30,19 +28,13 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    model = AnymodalSegmentor(["camera", "events", "lidar"], 19, embed_dim=32).eval()
-    path = tmp_path_factory.mktemp("bench_ckpt") / "random.safetensors"
-    return save_model(path, model, {"input_size": list(NET_HW), "stage": "teacher",
-                                    "step": 0, "train_config": {}})
+    return random_checkpoint(tmp_path_factory.mktemp("bench_ckpt") / "random.safetensors",
+                             NET_HW)
 
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        root = tmp_path_factory.mktemp("bench_cache")
-        mp.setenv("ANYSEG_CACHE", str(root))
-        yield root
+    yield from export_cache(tmp_path_factory.mktemp("bench_cache"))
 
 
 def _spinning_of(runtime) -> set[str]:

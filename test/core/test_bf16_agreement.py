@@ -12,11 +12,9 @@ import json
 import warnings
 
 import pytest
-import torch
 
 from anyseg_core import deploy
-from anyseg_core.checkpoint import save_model
-from anyseg_core.model import AnymodalSegmentor
+from helpers import export_cache, random_checkpoint
 
 NET_HW = (64, 96)
 
@@ -39,20 +37,14 @@ def test_the_summary_names_every_subset_and_says_whether_bf16_meets_the_minimum(
 def checkpoint(tmp_path_factory):
     pytest.importorskip("onnx", reason="the deploy extra is not installed")
     pytest.importorskip("openvino", reason="openvino is not installed (the deploy extra)")
-    torch.manual_seed(0)
-    model = AnymodalSegmentor(["camera", "events", "lidar"], 19, embed_dim=32).eval()
-    path = tmp_path_factory.mktemp("bf16_ckpt") / "random.safetensors"
-    return save_model(path, model, {"input_size": list(NET_HW), "stage": "teacher",
-                                    "step": 0, "train_config": {}})
+    return random_checkpoint(tmp_path_factory.mktemp("bf16_ckpt") / "random.safetensors",
+                             NET_HW)
 
 
 @pytest.fixture(scope="module")
 def module_cache(tmp_path_factory):
     """One export cache for the module (the checkpoint is exported once)."""
-    with pytest.MonkeyPatch.context() as mp:
-        root = tmp_path_factory.mktemp("bf16_cache")
-        mp.setenv("ANYSEG_CACHE", str(root))
-        yield root
+    yield from export_cache(tmp_path_factory.mktemp("bf16_cache"))
 
 
 @pytest.fixture()

@@ -28,9 +28,10 @@ from .sensors import RawFrame, as_tensor, prepare_inputs, resize_nearest
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 BACKENDS = ("auto",) + deploy.BACKENDS
-#: What ``auto`` picks, in order, per device type: the first one installed. On the CPU the
-#: exported backends took half the time of PyTorch eager or less with every label equal
-#: (docs/benchmarks.md, benchmarks/bench_backends.py); on CUDA no GPU measurement yet.
+#: What ``auto`` picks, in order, per device type: the first one installed. On the CPU
+#: OpenVINO (fp32) is the fastest with every label equal to PyTorch's, ONNX Runtime at most as
+#: fast as PyTorch eager, each measured in a process of its own (docs/benchmarks.md,
+#: benchmarks/bench_backends.py); on CUDA no GPU measurement yet.
 AUTO_BACKENDS = {"cpu": ("openvino", "onnxruntime", "torch"), "cuda": ("torch",)}
 
 

@@ -114,13 +114,13 @@ test: setup
 demo: setup
 	$(VPY) -m anyseg_ros.tools.demo --out demo_output
 
-# The node's default checkpoint, with the winning recipe of docs/results.md (row sup_init):
-# the synthetic teacher (3000 steps, as the experiment's), then a student started from its
-# weights and trained with anymodal dropout and L_sup only (config/train_synthetic_*.yaml;
-# two to three hours on a 2-core CPU,
-# resumable), then an fp16 copy inside the package. DEMO_RUNS keeps the training runs. The
-# shipped file is the fp16 copy of that row's own checkpoint (its command and teacher:
-# docs/results/tables.md).
+# The node's default checkpoint, with the recipe docs/results.md picked for it (cross-sensor
+# row xs_norm: row sup_init with the LiDAR's intensity normalised per sweep): the synthetic
+# teacher (3000 steps, as the experiment's), then a student started from its weights and
+# trained with anymodal dropout and L_sup only (config/train_synthetic_*.yaml; two to three
+# hours on a 2-core CPU, resumable), then an fp16 copy inside the package. DEMO_RUNS keeps
+# the training runs. The shipped file is the fp16 copy of that row's own checkpoint (its
+# command and teacher: docs/results/cross_sensor/tables.md).
 DEMO_RUNS ?= runs/demo-checkpoint
 demo-checkpoint: setup
 	@for stage in teacher student; do \
@@ -131,7 +131,8 @@ demo-checkpoint: setup
 	    --set teacher.checkpoint=$(DEMO_RUNS)/teacher/final.safetensors \
 	    $$([ $$stage = teacher ] && echo --set optim.steps=3000 --set optim.warmup_steps=200) \
 	    $$([ $$stage = student ] && echo --set model.init=teacher --set loss.lambda_mad=0 \
-	       --set loss.alpha_umd=0 --set loss.beta_cmd=0) $$resume || exit 1; \
+	       --set loss.alpha_umd=0 --set loss.beta_cmd=0 --set data.lidar_intensity=p95) \
+	    $$resume || exit 1; \
 	done
 	$(VPY) -m anyseg_core.export $(DEMO_RUNS)/student/final.safetensors anyseg_ros/checkpoints/demo.safetensors --dtype float16
 

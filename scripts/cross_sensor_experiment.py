@@ -6,9 +6,9 @@
 
 Every row is the winning recipe of docs/results.md (row ``sup_init``: the anymodal student
 with L_sup only, started from the published teacher's weights, 1500 steps) trained in
-another world: on the MUSES-like rig (``xs_muses``: sup_init itself, the demo model, whose
-fp16 weights are committed as docs/results/weights/sup_init.safetensors: not trained
-again), on a rig drawn per scene (``data.rig=random``), with the LiDAR sensor-shift
+another world: on the MUSES-like rig (``xs_muses``: sup_init itself, the demo model before
+this experiment, whose fp16 weights are committed as docs/results/weights/sup_init.safetensors:
+not trained again), on a rig drawn per scene (``data.rig=random``), with the LiDAR sensor-shift
 augmentation (``augment.lidar_*``), with both, and with the per-sweep intensity
 normalisation (``data.lidar_intensity=p95``). Each is evaluated with
 ``python -m anyseg_core.evaluate --rig R`` on every rig of :data:`EVAL_RIGS` (200
@@ -63,7 +63,7 @@ REPO = base.REPO
 PY = sys.executable
 STUDENT = "config/train_synthetic_student.yaml"
 TEACHER = "docs/results/weights/teacher.safetensors"
-#: sup_init's weights (the demo model of the node as of issue 28, exported in fp16).
+#: sup_init's weights (the demo model of the node until issue 28 chose xs_norm; fp16).
 SUP_INIT = "docs/results/weights/sup_init.safetensors"
 #: The overrides of row sup_init (docs/results.md's winning recipe).
 SUP_INIT_SETS = ["model.init=teacher", *base.SUP_ONLY]
@@ -76,12 +76,12 @@ NORM = ["data.lidar_intensity=p95"]
 
 #: name -> (label, overrides of sup_init's training; None: sup_init's committed weights)
 ROWS: dict[str, tuple[str, list[str] | None]] = {
-    "xs_muses": ("sup_init: the MUSES-like rig (the demo model)", None),
+    "xs_muses": ("sup_init: the MUSES-like rig (the demo model before issue 28)", None),
     "xs_rand": ("sensor rig drawn per scene", RANDOM),
     "xs_aug": ("MUSES-like rig + LiDAR augmentation (rings, density, intensity scale)", AUG),
     "xs_both": ("rig drawn per scene + ring and density augmentation + intensity "
                 "normalised (p95)", [*RANDOM, *RINGS_DENSITY, *NORM]),
-    "xs_norm": ("MUSES-like rig + intensity normalised (p95)", NORM),
+    "xs_norm": ("MUSES-like rig + intensity normalised (p95) (the demo model)", NORM),
     "xs_randnorm": ("rig drawn per scene + intensity normalised (p95)", [*RANDOM, *NORM]),
     # More seeds of the row that leads on the synthetic rigs (the config's seed is 3407).
     **{f"xs_norm_s{s}": (f"MUSES-like rig + intensity normalised (p95), seed {s}",

@@ -198,6 +198,7 @@ def restore_rng_state(state: Mapping, generators: Optional[Mapping[str, Any]] = 
 # Training state
 # --------------------------------------------------------------------------------------
 
+
 def save_training_state(path: PathLike, *, model: nn.Module,
                         optimizer: Optional[torch.optim.Optimizer] = None,
                         scheduler: Optional[Any] = None, step: int, epoch: int,
@@ -286,6 +287,17 @@ def _check_moment_shapes(sd: Mapping, optimizer: torch.optim.Optimizer, model: n
                         f"in another order or of another model than when it was saved)")
 
 
+def _stored_state(header: dict, kind: str, given, where: str) -> dict:
+    """The header's ``kind`` ("optimizer" or "scheduler") state, checked to be there and to
+    be for the class of ``given``."""
+    state = header.get(kind)
+    if state is None:
+        raise CheckpointError(f"{where}: holds no {kind} state")
+    if state.get("type") != type(given).__name__:
+        raise CheckpointError(f"{where}: {kind} state is for {state.get('type')}, "
+                              f"the {kind} given is a {type(given).__name__}")
+    return state
+
 def load_training_state(path: PathLike, model: nn.Module,
                         optimizer: Optional[torch.optim.Optimizer] = None,
                         scheduler: Optional[Any] = None, *, restore_rng: bool = True,
@@ -303,13 +315,8 @@ def load_training_state(path: PathLike, model: nn.Module,
     state = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
     copy_into(unwrap_model(model), state, True, where)
 
-    optim = header.get("optimizer")
     if optimizer is not None:
-        if optim is None:
-            raise CheckpointError(f"{where}: holds no optimizer state")
-        if optim.get("type") != type(optimizer).__name__:
-            raise CheckpointError(f"{where}: optimizer state is for {optim.get('type')}, "
-                                  f"the optimizer given is a {type(optimizer).__name__}")
+        optim = _stored_state(header, "optimizer", optimizer, where)
         sd = {k: _unpack(v, tensors, where) for k, v in optim.items() if k != "type"}
         _check_moment_shapes(sd, optimizer, model, where)
         try:
@@ -317,13 +324,8 @@ def load_training_state(path: PathLike, model: nn.Module,
         except (ValueError, KeyError, RuntimeError) as err:
             raise CheckpointError(f"{where}: the optimizer state does not fit the optimizer "
                                   f"given: {err}") from err
-    sched = header.get("scheduler")
     if scheduler is not None:
-        if sched is None:
-            raise CheckpointError(f"{where}: holds no scheduler state")
-        if sched.get("type") != type(scheduler).__name__:
-            raise CheckpointError(f"{where}: scheduler state is for {sched.get('type')}, "
-                                  f"the scheduler given is a {type(scheduler).__name__}")
+        sched = _stored_state(header, "scheduler", scheduler, where)
         try:
             scheduler.load_state_dict(_unpack(sched["state"], tensors, where))
         except (ValueError, KeyError, TypeError, RuntimeError) as err:

@@ -58,6 +58,7 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -199,7 +200,8 @@ def child(spec: dict) -> dict:
             times.append(time.perf_counter() - t0)
             cpus.append(time.process_time() - c0)
         key = "+".join(subset)
-        torch.save(labels.cpu(), work / f"{spec['tag']}-{key}.pt")
+        save_file({"labels": labels.cpu().contiguous()},
+                  work / f"{spec['tag']}-{key}.safetensors")
         out["predict"][key] = {"median_ms": 1e3 * statistics.median(times),
                                "cpu_ms": 1e3 * statistics.median(cpus)}
     out["frames"] = node_loop(runtime, raws, spec["frames"], period)
@@ -220,7 +222,8 @@ def child(spec: dict) -> dict:
             for subset in runtime.subsets():
                 labels[f"{i}:{'+'.join(subset)}"] = runtime.predict(
                     {m: x[m] for m in subset}).labels.cpu()
-        torch.save(labels, work / f"{spec['tag']}-all.pt")
+        save_file({k: v.contiguous() for k, v in labels.items()},
+                  work / f"{spec['tag']}-all.safetensors")
     return out
 
 
@@ -289,14 +292,14 @@ def measure_size(args, size: tuple[int, int], text: str, work: Path) -> list[dic
                 base = statistics.mean(t["predict"][key]["median_ms"] for t in torches)
                 v["ratio"] = v["median_ms"] / base
                 v["agreement"] = equal_share(
-                    torch.load(work / f"{text}-{r['order']}-{key}.pt"),
-                    torch.load(work / f"{text}-{first['order']}-{key}.pt"))
+                    load_file(work / f"{text}-{r['order']}-{key}.safetensors")["labels"],
+                    load_file(work / f"{text}-{first['order']}-{key}.safetensors")["labels"])
         if torches:
             base = statistics.mean(t["frames"]["frame_ms"] for t in torches)
             r["frames"]["ratio"] = r["frames"]["frame_ms"] / base
         if args.all_subsets and first is not None and r is not first:
-            mine = torch.load(work / f"{text}-{r['order']}-all.pt")
-            ref = torch.load(work / f"{text}-{first['order']}-all.pt")
+            mine = load_file(work / f"{text}-{r['order']}-all.safetensors")
+            ref = load_file(work / f"{text}-{first['order']}-all.safetensors")
             per = {}
             for k2, labels in mine.items():
                 per.setdefault(k2.split(":", 1)[1], []).append(equal_share(labels, ref[k2]))

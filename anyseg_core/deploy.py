@@ -548,15 +548,23 @@ def agreement(reference, candidate, frames, subsets=None) -> dict[str, float]:
     ``candidate``'s labels equal ``reference``'s (two :class:`~anyseg_core.runtime.Runtime`
     of one checkpoint, e.g. torch and an exported backend) over ``frames`` (RawFrames, or
     prepared inputs modality -> [1, 3, H, W]); each frame is cut down to each subset."""
-    result = {}
     prepared = [reference.prepare(f) if not isinstance(f, Mapping) else f for f in frames]
-    for subset in subsets or all_subsets(reference.modalities):
+    return labels_agreement(lambda subset, x: reference.predict(x).labels,
+                            lambda subset, x: candidate.predict(x).labels, prepared,
+                            subsets or all_subsets(reference.modalities))
+
+
+def labels_agreement(labels_a, labels_b, frames, subsets) -> dict[str, float]:
+    """Per subset, the fraction of pixels where ``labels_a(subset, inputs)`` equals
+    ``labels_b(subset, inputs)`` over ``frames`` (modality -> [1, 3, H, W], each cut down to
+    the subset)."""
+    result = {}
+    for subset in subsets:
         equal = total = 0
-        for inputs in prepared:
+        for inputs in frames:
             x = {m: inputs[m] for m in subset}
-            a = reference.predict(x).labels
-            b = candidate.predict(x).labels
-            equal += int((a.cpu() == b.cpu()).sum())
+            a, b = labels_a(subset, x).cpu(), labels_b(subset, x).cpu()
+            equal += int((a == b).sum())
             total += a.numel()
         result[subset_key(subset)] = equal / total
     return result
@@ -660,18 +668,10 @@ def measure_bf16_agreement(export: Path, metadata: dict, bf16: "OpenVinoEngine",
     """Per subset of ``bf16`` (an :class:`OpenVinoEngine` running bf16), the share of pixels
     whose labels equal the same graphs' in OpenVINO fp32, over :func:`bf16_check_inputs`."""
     fp32 = OpenVinoEngine(export, metadata, "fp32", threads)
-    frames = bf16_check_inputs(metadata)
-    result = {}
-    for key in bf16.subsets:
-        subset = key.split("+")
-        equal = total = 0
-        for inputs in frames:
-            a = fp32.run(subset, inputs)[0]
-            b = bf16.run(subset, inputs)[0]
-            equal += int((a == b).sum())
-            total += a.numel()
-        result[key] = equal / total
-    return result
+    return labels_agreement(lambda subset, x: fp32.run(subset, x)[0],
+                            lambda subset, x: bf16.run(subset, x)[0],
+                            bf16_check_inputs(metadata),
+                            [key.split("+") for key in bf16.subsets])
 
 
 def bf16_agreement(export: str | Path, metadata: dict, bf16: "OpenVinoEngine",

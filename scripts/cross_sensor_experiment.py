@@ -389,15 +389,8 @@ def write_tables(results: Path) -> Path:
                   "the LiDAR's 0..1 reflectance x255 (`lidar.intensity_scale=255`) and x1 (as "
                   "published). Cityscapes frame, camera only: pixel accuracy and mean IoU over "
                   "the classes of its label.", "",
-                  "| row | KITTI C | KITTI L x255 | KITTI CL x255 | KITTI L x1 | KITTI CL x1 "
-                  "| Cityscapes C acc | Cityscapes C mIoU |", "|---|" + "---|" * 7]
-        for r, f in real.items():
-            k = [f[f"kitti_x{s}_{n}"] for s, n in ((255, "C"), (255, "L"), (255, "CL"),
-                                                   (1, "L"), (1, "CL"))]
-            lines.append(f"| {r} | " + " | ".join(
-                f"{v['car_in_boxes']:.0f} / {v['car_outside']:.0f} / {v['road']:.0f}"
-                for v in k) + f" | {f['cityscapes_C']['pixel_acc']:.1f} | "
-                f"{f['cityscapes_C']['miou']:.1f} |")
+                  *REAL_HEAD, *(real_row(r, f, "kitti", "cityscapes_C")
+                                for r, f in real.items())]
         lines += aspect_table(real)
         lines += ["", "Regenerate: `python scripts/cross_sensor_experiment.py --real` (the rows "
                   "whose checkpoints are in --runs).", ""]
@@ -426,16 +419,24 @@ def aspect_table(real: dict) -> list[str]:
              "The same figures with the network at the checkpoint's height and the width "
              f"that keeps each image's aspect ratio (KITTI {kitti}, Cityscapes {city}; the "
              "node's `network.height` and `network.width`) instead of the training size.", "",
-             "| row | KITTI C | KITTI L x255 | KITTI CL x255 | KITTI L x1 | KITTI CL x1 "
+             *REAL_HEAD]
+    return lines + [real_row(r, f, "kitti_aspect", "cityscapes_aspect_C")
+                    for r, f in wide.items()]
+
+
+#: The header of the real-frame tables (:func:`real_row`).
+REAL_HEAD = ["| row | KITTI C | KITTI L x255 | KITTI CL x255 | KITTI L x1 | KITTI CL x1 "
              "| Cityscapes C acc | Cityscapes C mIoU |", "|---|" + "---|" * 7]
-    for r, f in wide.items():
-        k = [f[f"kitti_aspect_x{s}_{n}"]
-             for s, n in ((255, "C"), (255, "L"), (255, "CL"), (1, "L"), (1, "CL"))]
-        lines.append(f"| {r} | " + " | ".join(
-            f"{v['car_in_boxes']:.0f} / {v['car_outside']:.0f} / {v['road']:.0f}" for v in k)
-            + f" | {f['cityscapes_aspect_C']['pixel_acc']:.1f} | "
-            f"{f['cityscapes_aspect_C']['miou']:.1f} |")
-    return lines
+
+
+def real_row(row: str, f: dict, kitti: str, city: str) -> str:
+    """One row of a real-frame table from a row's figures ``f``: KITTI's under the prefix
+    ``kitti``, Cityscapes' under the key ``city``."""
+    k = [f[f"{kitti}_x{s}_{n}"] for s, n in ((255, "C"), (255, "L"), (255, "CL"),
+                                              (1, "L"), (1, "CL"))]
+    return (f"| {row} | " + " | ".join(
+        f"{v['car_in_boxes']:.0f} / {v['car_outside']:.0f} / {v['road']:.0f}" for v in k)
+        + f" | {f[city]['pixel_acc']:.1f} | {f[city]['miou']:.1f} |")
 
 
 def copy_table(report: Path, lines: list[str], title: str, which: str) -> None:
